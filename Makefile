@@ -1,0 +1,42 @@
+# `make run` and `make test` do all set-up themselves; both are idempotent.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed-stamp
+
+.PHONY: setup run test test-slow bench lock lint docker base data
+
+setup: $(STAMP) docker base data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $@
+
+docker:
+	scripts/ensure-docker.sh
+
+base: docker
+	scripts/ensure-base.sh runner-base:bookworm
+
+data:
+	scripts/ensure-data.sh
+
+run: setup
+	$(PY) -m runner experiment=mnist_ddp
+
+test: setup
+	$(PY) -m pytest -x -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) -m bench.run
+
+lint: $(STAMP)
+	.venv/bin/ruff check runner experiments tests bench
+
+# Regenerate the hash-pinned image locks from images/*.in (needs PyPI).
+lock: $(STAMP)
+	.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --no-header --no-emit-index-url \
+	  --no-emit-find-links --strip-extras -o images/cpu.lock images/cpu.in

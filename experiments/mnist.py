@@ -1,0 +1,129 @@
+"""mnist_ddp: a small CNN on MNIST-format IDX data with PyTorch Lightning and DDP.
+
+The data set is small enough to live in memory (on the GPU when there is one), so batches are
+index tensors into it instead of samples collated by DataLoader workers: each epoch a seeded
+permutation is split between the ranks, and a step gathers its batch with one indexing op.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from runner.job import JobContext
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (optionally gzipped) as a uint8 tensor of its declared shape."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+
+
+class EpochBatches(Sampler):
+    """This rank's batches of an epoch: a permutation seeded by (seed, epoch), cut into
+    world_size × batch_size blocks, rank r taking the r-th slice of each block."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
+        self.n, self.bs, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // (self.bs * self.world)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        block = self.bs * self.world
+        for i in range(len(self)):
+            start = i * block + self.rank * self.bs
+            yield perm[start : start + self.bs].tolist()
+
+
+class _Identity(torch.utils.data.Dataset):
+    def __getitem__(self, i):
+        return i
+
+
+class MnistCNN(pl.LightningModule):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9):
+        super().__init__()
+        self.save_hyperparameters(ignore=["images", "labels"])
+        c = channels
+        # stride-2 convolutions instead of max-pooling: deterministic backward on every device
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, 10),
+        )  # fmt: skip
+        # the data rides along with the module (to the GPU, too) but is not part of its weights
+        self.register_buffer("images", images, persistent=False)
+        self.register_buffer("labels", labels, persistent=False)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def batch(self, idx: torch.Tensor):
+        idx = idx.to(self.images.device, non_blocking=True)
+        x = self.images.index_select(0, idx).unsqueeze(1).float().div_(255.0).sub_(0.2860).div_(0.3530)
+        return x, self.labels.index_select(0, idx).long()
+
+    def training_step(self, idx, batch_idx):
+        x, y = self.batch(idx)
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, prog_bar=False)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
+        self.eval()
+        correct, loss_sum = 0, 0.0
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(self.device).unsqueeze(1).float().div_(255.0).sub_(0.2860).div_(0.3530)
+            y = labels[i : i + batch_size].to(self.device).long()
+            out = self(x)
+            loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+        return {"test_loss": loss_sum / len(images), "test_acc": correct / len(images)}
+
+
+def train(cfg, run_dir: Path) -> dict:
+    ctx = JobContext.current()
+    files = ctx.data_files
+    images, labels = read_idx(files["train_images"]), read_idx(files["train_labels"])
+    n = cfg.model.train_samples or len(images)
+    images, labels = images[:n].contiguous(), labels[:n].contiguous()
+
+    model = MnistCNN(images, labels, **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")})
+    sampler = EpochBatches(n, int(cfg.model.batch_size), ctx.rank, ctx.world_size, ctx.seed)
+    loader = DataLoader(_Identity(), batch_sampler=sampler, num_workers=0)
+
+    kwargs = ctx.trainer_kwargs(dict(cfg.trainer))
+    kwargs["use_distributed_sampler"] = False  # EpochBatches already gives each rank its share
+    trainer = pl.Trainer(**kwargs)
+    trainer.fit(model, train_dataloaders=loader)
+
+    metrics = {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
+               "global_step": trainer.global_step}  # fmt: skip
+    if ctx.is_main:
+        metrics.update(model.evaluate(read_idx(files["test_images"]), read_idx(files["test_labels"])))
+        ctx.save_weights(model.net)
+    return metrics

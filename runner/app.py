@@ -1,0 +1,49 @@
+"""The Hydra task: composed config → :func:`runner.launch.execute` → a line of summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from runner.cli_common import CONF_DIR, fail
+from runner.errors import RunnerError
+
+console = Console(stderr=True, highlight=False)
+
+
+def _echo(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
+def run_composed(cfg: DictConfig) -> int:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    from runner import launch
+
+    m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
+                       list(hc.overrides.task), echo=_echo)  # fmt: skip
+    metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
+    console.print(f"[bold green]completed[/] {run_dir}  {metrics}")
+    return 0
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _task(cfg: DictConfig):
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return run_composed(cfg)
+    except RunnerError as exc:
+        if multirun:  # one failing job must not stop the sweep; the summary lists it
+            console.print(f"[red]runner: error:[/] {exc.message}")
+            return exc.exit_code
+        fail(exc)
+
+
+def hydra_entry() -> None:
+    _task()

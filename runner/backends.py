@@ -1,0 +1,132 @@
+"""Where the worker runs: a locked-down container (docker) or a process on the host (host).
+
+Both take the same plan and return the same :class:`Exit`; both stream the training log to
+the terminal and to ``logs/train.log`` in the run dir, and both stop their child on Ctrl-C or
+SIGTERM before the interrupt propagates, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.spec import RunPlan
+
+LOG_TAIL = 40
+
+
+@dataclass
+class Exit:
+    exit_code: int
+    oom_killed: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+
+
+class _Tee:
+    def __init__(self, path: Path, echo: Callable[[str], None]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", buffering=1)
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        self.file.write(line + "\n")
+        self.tail.append(line)
+        self.echo(line)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo) -> Exit:
+        tee = _Tee(plan.run_dir / "logs" / "train.log", echo)
+        started = time.time()
+        container = None
+        try:
+            container = self.engine.start(plan.container_request(image, code_dir, data_root))
+            reader = threading.Thread(target=lambda: [tee(x) for x in self.engine.stream_logs(container)], daemon=True)
+            reader.start()
+            while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
+                reader.join(0.2)
+            status = self.engine.wait(container)
+            return Exit(status["exit_code"], oom_killed=status["oom_killed"], seconds=time.time() - started,
+                        log_tail=list(tee.tail))  # fmt: skip
+        except KeyboardInterrupt:
+            return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
+        finally:
+            if container is not None:
+                with _signals_deferred():
+                    self.engine.stop_and_remove(container)
+            tee.close()
+
+
+class HostBackend:
+    name = "host"
+
+    def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo) -> Exit:
+        tee = _Tee(plan.run_dir / "logs" / "train.log", echo)
+        env = plan.host_env(os.environ, code_dir)
+        started = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.worker"], env=env, cwd=str(code_dir),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            for line in proc.stdout:
+                tee(line.rstrip("\n"))
+            code = proc.wait()
+            return Exit(code, seconds=time.time() - started, log_tail=list(tee.tail))
+        except KeyboardInterrupt:
+            with _signals_deferred():
+                _terminate(proc)
+            return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
+        finally:
+            if proc.poll() is None:
+                _terminate(proc)
+            tee.close()
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+class _signals_deferred:
+    """Hold off a second Ctrl-C / SIGTERM while cleanup runs; it takes effect afterwards."""
+
+    def __enter__(self):
+        self.pending = []
+        self.old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, lambda s, f: self.pending.append(s))
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        return False

@@ -1,0 +1,28 @@
+"""The one exception type the runner raises for problems a researcher can act on.
+
+Code anywhere in the runner raises :class:`RunnerError` with a message written for a
+person; the edges (``python -m runner``, ``runner.replay``, ``runner.diff``, ...) turn it
+into one line on stderr and a non-zero exit status. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+# Exit statuses, shared by every command.
+EXIT_FAILED = 1  # training (or a replay's comparison) failed
+EXIT_USAGE = 2  # bad input: config, override, arguments, manifest
+EXIT_ENVIRONMENT = 3  # Docker engine, base image, wheels, dataset unavailable
+EXIT_BUILD = 4  # image build failed
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
+
+
+class RunnerError(Exception):
+    """A failure with a message meant for the user, not a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message

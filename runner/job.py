@@ -1,0 +1,126 @@
+"""What a training process sees about itself, read in one place: paths, rank, world, seed,
+determinism profile — and the Lightning pieces the runner contributes (strategy, fingerprints).
+
+The host writes ``job.json`` into the run dir; the worker points ``RUNNER_JOB`` at it and sets
+the usual ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` for each DDP process. Experiments call
+:func:`current` (or receive the run dir and call it) instead of reading the environment.
+Standard library only at module level: this runs inside the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+FINGERPRINTS_FILE = "fingerprints.jsonl"
+OUTPUTS_DIR = "outputs"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    run_dir: Path
+    code_dir: Path
+    data_dir: Path
+    job: dict[str, Any]
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> JobContext:
+        path = os.environ.get("RUNNER_JOB")
+        if not path:
+            raise RuntimeError("RUNNER_JOB is not set: this code runs under `python -m runner.worker`")
+        job = json.loads(Path(path).read_text())
+        return cls(
+            run_dir=Path(job["paths"]["run_dir"]),
+            code_dir=Path(job["paths"]["code_dir"]),
+            data_dir=Path(job["paths"]["data_dir"]),
+            job=job,
+            rank=int(os.environ.get("RANK", 0)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", job["world_size"])),
+        )
+
+    # -- plain facts -----------------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return self.run_dir / OUTPUTS_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+    @property
+    def seed(self) -> int:
+        return int(self.job["seed"])
+
+    @property
+    def accelerator(self) -> str:
+        return self.job["accelerator"]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def determinism(self) -> dict[str, Any]:
+        return self.job["determinism"]
+
+    @property
+    def data_files(self) -> dict[str, Path]:
+        return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
+
+    # -- Lightning -------------------------------------------------------------------------------
+    def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
+        (devices and strategy, determinism, fingerprints, where logs go)."""
+        from pytorch_lightning.loggers import CSVLogger
+        from pytorch_lightning.strategies import DDPStrategy
+
+        from runner.fingerprints import Fingerprints
+
+        kw = dict(trainer_cfg or {})
+        callbacks = list(kw.pop("callbacks", None) or [])
+        callbacks.append(Fingerprints(self.run_dir / FINGERPRINTS_FILE, every_k=int(self.job["fingerprint_every"])))
+        if self.world_size > 1:
+            backend = "nccl" if self.accelerator == "gpu" else "gloo"
+            strategy: Any = DDPStrategy(process_group_backend=backend)
+        else:
+            strategy = "auto"
+        kw.update(
+            accelerator=self.accelerator,
+            devices=self.world_size if self.world_size > 1 else 1,
+            num_nodes=1,
+            strategy=strategy,
+            deterministic=bool(self.determinism.get("deterministic_algorithms")),
+            callbacks=callbacks,
+            default_root_dir=str(self.run_dir),
+            logger=CSVLogger(str(self.run_dir), name="metrics", version=""),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        return kw
+
+    def save_weights(self, module) -> Path | None:
+        """Final weights as ``outputs/model.pt`` (rank 0). The file's hash is the run's headline result."""
+        if not self.is_main:
+            return None
+        import torch
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        path = self.output_dir / "model.pt"
+        torch.save(state, path)
+        return path
+
+
+def current() -> JobContext:
+    return JobContext.current()

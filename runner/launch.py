@@ -1,0 +1,240 @@
+"""One run, start to finish: plan → image → snapshot → data → train → outputs → manifest.
+
+This module only orchestrates; each step lives in its own module. It owns the run dir's
+lifecycle: it refuses a run dir that already holds a manifest, and once it has taken the run
+dir, every way out — success, a training failure, a build failure, Ctrl-C — ends in a whole
+manifest with the matching status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner import datasets, facts, fingerprints, manifest, snapshot, spec
+from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.hashing import HashCache, hash_tree, sha256_file
+from runner.job import FINGERPRINTS_FILE, JOB_FILE, OUTPUTS_DIR, RESULT_FILE
+
+LOCK_NAME = ".runner.lock"
+
+
+def project_root() -> Path:
+    """The project whose code runs: ``RUNNER_PROJECT``, else the checkout holding this package."""
+    env = os.environ.get("RUNNER_PROJECT")
+    return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ResolvedImage:
+    record: dict[str, Any]  # manifest.Image fields
+    tag: str
+
+
+def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None]) -> ResolvedImage:
+    """Find the image by content hash, or build it (hermetically) when the tag is absent."""
+    from runner import images, wheelhouse
+
+    variant = plan.config["image"]["variants"][plan.image_kind]
+    base = variant["base"]
+    base_id = engine.image_id(base["ref"]) or engine.pull(base["ref"])
+    if not base_id:
+        raise RunnerError(
+            f"base image {base['ref']} is not present and no registry answered — run `make setup` "
+            "(it builds the base locally with debootstrap)",
+            3,
+        )
+    iplan = images.plan(variant, plan.image_kind, root, base_id)
+    started = time.time()
+    image_id = engine.image_id(iplan.tag)
+    built = image_id is None
+    if built:
+        echo(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
+        wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=echo)
+        image_id = engine.build(
+            iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
+            buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
+        )  # fmt: skip
+    record = {
+        **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
+        "id": image_id,
+        "built_now": built,
+        "build_seconds": time.time() - started if built else None,
+        "engine": engine.version(),
+    }
+    return ResolvedImage(record=record, tag=iplan.tag)
+
+
+def claim_run_dir(run_dir: Path) -> int:
+    """Take a run dir for this run alone; refuse one that already holds a run's record."""
+    if (run_dir / manifest.MANIFEST_NAME).exists():
+        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten", EXIT_USAGE)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(run_dir / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE) from None
+
+
+def _make_writable_for(run_dir: Path, user: str) -> None:
+    """As root, hand the run dir's writable parts to the container's unprivileged uid."""
+    if os.geteuid() != 0:
+        return
+    uid, _, gid = user.partition(":")
+    for sub in (run_dir, run_dir / OUTPUTS_DIR, run_dir / "logs", run_dir / "metrics", run_dir / "checkpoints"):
+        sub.mkdir(exist_ok=True)
+        os.chown(sub, int(uid), int(gid or uid))
+
+
+def execute(
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    command: list[str],
+    overrides: list[str],
+    echo: Callable[[str], None] = print,
+    *,
+    engine=None,
+    replay_of: dict | None = None,
+    code_archive: tuple[Path, str] | None = None,
+) -> manifest.Manifest:
+    """Run once and return the manifest written for it (whatever its status).
+
+    ``code_archive`` (path, sha256) replays a recorded snapshot instead of taking a new one.
+    Raises RunnerError for a failed or interrupted run *after* its manifest is written.
+    """
+    root = project_root()
+    run_dir = run_dir.resolve()
+    plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid())
+    lock_fd = claim_run_dir(run_dir)
+    started = time.time()
+    record: dict[str, Any] = {
+        "schema_version": manifest.SCHEMA_VERSION,
+        "run_id": plan.run_id,
+        "command": command,
+        "overrides": overrides,
+        "config": plan.config,
+        "experiment": plan.experiment,
+        "containerized": plan.backend == "docker",
+        "launch": {"backend": plan.backend, "user": plan.user, "gpus": plan.gpus, "world_size": plan.world_size,
+                   "accelerator": plan.accelerator, "container": plan.container_name if plan.backend == "docker" else None,
+                   "cpuset_cpus": plan.launch.get("cpuset_cpus"), "mem_limit": plan.launch.get("mem_limit")},  # fmt: skip
+        "environment": {},
+        "determinism": {"profile": plan.profile, "seed": plan.seed},
+        "host": facts.host(),
+        "replay_of": replay_of,
+    }
+    cache = HashCache()
+    result_exit = None
+    try:
+        # code: a snapshot of the tree as it is now, or the recorded one for a replay
+        if code_archive:
+            src, digest = code_archive
+            if src.resolve() != (run_dir / snapshot.ARCHIVE_NAME):
+                shutil.copyfile(src, run_dir / snapshot.ARCHIVE_NAME)
+            snap_dir = snapshot.extract(run_dir / snapshot.ARCHIVE_NAME, digest)
+            record["code"] = {**(replay_of or {}).get("code", {}), "snapshot": snapshot.ARCHIVE_NAME,
+                              "snapshot_sha256": digest}  # fmt: skip
+        else:
+            info = snapshot.take(root, run_dir)
+            snap_dir = snapshot.extract(run_dir / info.archive, info.sha256)
+            record["code"] = {"commit": info.commit, "dirty": info.dirty, "snapshot": info.archive,
+                              "snapshot_sha256": info.sha256, "files": info.files}  # fmt: skip
+
+        data_root, data_files = datasets.prepare(plan.config["dataset"], cache, log=echo)
+        record["data"] = {"name": plan.config["dataset"]["name"], "root": str(data_root), "files": data_files}
+
+        t_image = time.time()
+        image_tag = None
+        if plan.backend == "docker":
+            from runner.backends import DockerBackend
+            from runner.engine import Engine
+
+            engine = engine or Engine.connect()
+            resolved = resolve_image(engine, plan, root, echo)
+            record["image"], image_tag = resolved.record, resolved.tag
+            backend = DockerBackend(engine)
+            record["environment"] = manifest.redact(plan.container_env())
+            paths = (spec.JOB, spec.CODE, spec.DATA)
+        else:
+            from runner.backends import HostBackend
+
+            backend = HostBackend()
+            record["environment"] = manifest.redact(plan.host_env(os.environ, snap_dir))
+            paths = (str(run_dir), str(snap_dir), str(data_root))
+        image_seconds = time.time() - t_image
+
+        job = plan.job_document(*paths, dataset_files=plan.config["dataset"]["files"])
+        (run_dir / JOB_FILE).write_text(json.dumps(job, indent=2, sort_keys=True))
+        if plan.backend == "docker":
+            _make_writable_for(run_dir, plan.user)
+
+        echo(f"run {plan.run_id}: {plan.experiment.get('target') or plan.experiment.get('script')} "
+             f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}")  # fmt: skip
+        result_exit = backend.run(plan, image_tag, snap_dir, data_root, echo)
+        record["timings_partial"] = {"image_seconds": image_seconds, "container_seconds": result_exit.seconds}
+    except KeyboardInterrupt:
+        result_exit = None
+        _finish(record, run_dir, cache, started, "interrupted", EXIT_INTERRUPTED, "interrupted before training")
+        os.close(lock_fd)
+        raise RunnerError(f"interrupted; partial record in {run_dir / manifest.MANIFEST_NAME}", EXIT_INTERRUPTED) from None
+    except RunnerError as exc:
+        _finish(record, run_dir, cache, started, "failed", exc.exit_code, exc.message)
+        os.close(lock_fd)
+        raise
+
+    if result_exit.interrupted:
+        status, code, error = "interrupted", EXIT_INTERRUPTED, "interrupted (Ctrl-C / SIGTERM); container stopped"
+    elif result_exit.exit_code != 0:
+        why = "killed: out of memory" if result_exit.oom_killed else f"training exited with status {result_exit.exit_code}"
+        status, code, error = "failed", EXIT_FAILED, why
+    else:
+        status, code, error = "completed", 0, None
+    record["log_tail"] = result_exit.log_tail if status != "completed" else []
+    m = _finish(record, run_dir, cache, started, status, code if status != "completed" else 0, error,
+                container_exit=result_exit.exit_code)  # fmt: skip
+    os.close(lock_fd)
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    if status != "completed":
+        raise RunnerError(f"run {status}: {error} — see {run_dir / 'logs' / 'train.log'}", code)
+    return m
+
+
+def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str, code: int, error: str | None,
+            container_exit: int | None = None) -> manifest.Manifest:  # fmt: skip
+    """Collect results and write the manifest. Never raises for missing pieces: a failed run's
+    record is still whole, with whatever the run left behind."""
+    partial = record.pop("timings_partial", {})
+    result_path = run_dir / RESULT_FILE
+    result = {}
+    if result_path.is_file():
+        try:
+            result = json.loads(result_path.read_text())
+        except json.JSONDecodeError:
+            result = {}
+    record["status"] = status
+    record["exit_code"] = code if container_exit is None or status == "completed" else (container_exit or code)
+    record["error"] = error
+    record["metrics"] = result.get("metrics", {})
+    record["process"] = result.get("process")
+    record["packages"] = result.get("packages", [])
+    record["determinism"]["flags"] = result.get("flags")
+    record["outputs"] = hash_tree(run_dir / OUTPUTS_DIR, cache)
+    record["outputs_partial"] = status != "completed"
+    fp = run_dir / FINGERPRINTS_FILE
+    if fp.is_file():
+        rows = fingerprints.read(fp)
+        record["fingerprints"] = {"file": FINGERPRINTS_FILE, "sha256": sha256_file(fp),
+                                  "every_k_steps": int(record["config"].get("fingerprints", {}).get("every_k_steps", 10)),
+                                  "steps": max((r.get("step", 0) for r in rows), default=0)}  # fmt: skip
+    finished = time.time()
+    record["timings"] = {"started": started, "finished": finished, "total_seconds": finished - started,
+                         "train_seconds": result.get("train_seconds"), **partial}  # fmt: skip
+    m = manifest.Manifest.model_validate(record)
+    manifest.write(run_dir, m)
+    return m

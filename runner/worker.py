@@ -1,0 +1,167 @@
+"""The in-container entry point: ``python -m runner.worker`` with ``RUNNER_JOB=<run dir>/job.json``.
+
+It runs the same way in a container and on the host (``launch.backend=host``): the environment
+(determinism variables included) is already fixed by whoever started it, before torch is
+imported. Then:
+
+* a ``target`` experiment with world size 1 runs in this process;
+* with world size N > 1 this process becomes a small launcher: N copies of itself with
+  ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set (Lightning sees an externally
+  launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies;
+* a ``script`` experiment is run as a plain program with its arguments (it may start its own
+  processes, e.g. ``torch.multiprocessing.spawn``).
+
+Rank 0 (or the launcher, for scripts) writes ``result.json``: metrics, library and device facts,
+the determinism flags in force, installed packages. Standard library only at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner import facts
+from runner.job import RESULT_FILE, JobContext
+
+_children: list[subprocess.Popen] = []
+_stopping = False
+
+
+def _on_signal(signum, _frame) -> None:
+    global _stopping
+    _stopping = True
+    for child in _children:
+        if child.poll() is None:
+            child.send_signal(signum)
+    if not _children:
+        raise KeyboardInterrupt  # in-process training: let Lightning shut down, then exit below
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_result(ctx: JobContext, payload: dict) -> None:
+    path = ctx.run_dir / RESULT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _load_target(spec: str):
+    module_name, _, func = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, func or "main")
+    except (ImportError, AttributeError) as exc:
+        print(f"runner.worker: cannot load experiment target {spec!r}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_rank(ctx: JobContext) -> int:
+    from omegaconf import OmegaConf
+
+    from runner import determinism
+
+    flags = determinism.apply(ctx.determinism, ctx.seed)
+    train = _load_target(ctx.job["experiment"]["target"])
+    cfg = OmegaConf.create(ctx.job["config"])
+    started = time.time()
+    metrics = train(cfg, ctx.run_dir) or {}
+    if ctx.is_main:
+        _write_result(
+            ctx,
+            {
+                "metrics": {k: _plain(v) for k, v in metrics.items()},
+                "train_seconds": time.time() - started,
+                "flags": flags,
+                "process": facts.process(),
+                "packages": facts.packages(),
+            },
+        )
+    return 0
+
+
+def _plain(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def launch_ranks(ctx: JobContext) -> int:
+    world = ctx.world_size
+    base_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                    WORLD_SIZE=str(world), NODE_RANK="0", GROUP_RANK="0")  # fmt: skip
+    for rank in range(world):
+        env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+        _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
+    code = 0
+    while any(c.poll() is None for c in _children):
+        failed = [c for c in _children if c.poll() not in (None, 0)]
+        if failed and not _stopping:  # one rank died: the others would hang in a collective
+            code = failed[0].returncode
+            for c in _children:
+                if c.poll() is None:
+                    c.terminate()
+        time.sleep(0.2)
+    codes = [c.returncode for c in _children]
+    return code or next((c for c in codes if c != 0), 0)
+
+
+def run_script(ctx: JobContext) -> int:
+    exp = ctx.job["experiment"]
+    script = ctx.code_dir / exp["script"]
+    env = dict(os.environ, RUNNER_RUN_DIR=str(ctx.run_dir), RUNNER_OUTPUT_DIR=str(ctx.output_dir),
+               RUNNER_DATA_DIR=str(ctx.data_dir), RUNNER_SEED=str(ctx.seed),
+               RUNNER_WORLD_SIZE=str(ctx.world_size))  # fmt: skip
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    child = subprocess.Popen([sys.executable, str(script), *map(str, exp.get("args") or [])], env=env,
+                             cwd=str(ctx.code_dir))  # fmt: skip
+    _children.append(child)
+    code = child.wait()
+    if code == 0:
+        metrics_file = ctx.output_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        from runner import determinism
+
+        _write_result(
+            ctx,
+            {
+                "metrics": metrics,
+                "train_seconds": time.time() - started,
+                "flags": determinism.flags_in_force(),
+                "process": facts.process(),
+                "packages": facts.packages(),
+            },
+        )
+    return code
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    ctx = JobContext.current()
+    sys.path.insert(0, str(ctx.code_dir))
+    try:
+        if ctx.job["experiment"].get("script"):
+            return run_script(ctx)
+        if ctx.world_size > 1 and "RANK" not in os.environ:
+            return launch_ranks(ctx)
+        return run_rank(ctx)
+    except KeyboardInterrupt:
+        return 143 if _stopping else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
