@@ -64,7 +64,8 @@ class RunPlan:
         }
 
     def container_env(self) -> dict[str, str]:
-        return {**self.env, "RUNNER_JOB": f"{JOB}/{JOB_FILE}", "PYTHONPATH": CODE, "HOME": "/tmp"}
+        return {**self.env, "RUNNER_JOB": f"{JOB}/{JOB_FILE}", "PYTHONPATH": CODE, "HOME": "/tmp",
+                "GLOO_SOCKET_IFNAME": "lo"}  # no network but loopback: gloo binds there
 
     def host_env(self, base: Mapping[str, str], code_dir: Path) -> dict[str, str]:
         keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in base}

@@ -27,7 +27,7 @@ def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary=:all:",
+        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
         "--disable-pip-version-check", "--progress-bar", "off",
         "--python-version", python_version, "--implementation", "cp",
         *[a for p in PLATFORMS for a in ("--platform", p)],

@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests marked ``docker`` run against the real Docker engine (``make test``
+starts it); they never mock docker-py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["trainer.max_steps=12", "model.train_samples=4096", "fingerprints.every_k_steps=4"]
+
+
+def run_runner(*args: str, module: str = "runner", env: dict | None = None, timeout: int = 600,
+               cwd: Path = ROOT) -> subprocess.CompletedProcess:  # fmt: skip
+    """``python -m <module> args…`` as a user would type it; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A connected runner Engine; the test session fails loudly when no engine answers."""
+    from runner.engine import Engine
+
+    return Engine.connect()
