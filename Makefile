@@ -40,3 +40,5 @@ lint: $(STAMP)
 lock: $(STAMP)
 	.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --no-header --no-emit-index-url \
 	  --no-emit-find-links --strip-extras -o images/cpu.lock images/cpu.in
+	.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --no-header --no-emit-index-url \
+	  --no-emit-find-links --strip-extras -o images/cuda.lock images/cuda.in
