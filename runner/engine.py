@@ -163,8 +163,8 @@ class Engine:
                 security_opt=["no-new-privileges"],
                 read_only=True,
                 tmpfs={"/tmp": "rw,exec,nosuid,size=2g"},
-                ipc_mode="private" if req.gpus is None else "host",
-                shm_size=req.shm_size if req.gpus is None else None,
+                ipc_mode="private",  # DDP ranks share one container's IPC namespace; nothing from the host
+                shm_size=req.shm_size,
                 cpuset_cpus=req.cpuset_cpus,
                 mem_limit=req.mem_limit,
                 device_requests=device_requests,

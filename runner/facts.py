@@ -47,6 +47,20 @@ def host() -> dict[str, Any]:
     }
 
 
+def gpu_count() -> int:
+    """GPUs on this host, from ``nvidia-smi -L`` (0 when there is no NVIDIA driver)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def process() -> dict[str, Any]:
     """Inside the training process: libraries and devices as the training code sees them."""
     import torch

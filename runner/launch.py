@@ -110,7 +110,8 @@ def execute(
     """
     root = project_root()
     run_dir = run_dir.resolve()
-    plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid())
+    detected = facts.gpu_count() if (cfg.get("launch") or {}).get("gpus") == "all" else 0
+    plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected)
     lock_fd = claim_run_dir(run_dir)
     started = time.time()
     record: dict[str, Any] = {

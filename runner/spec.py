@@ -69,6 +69,9 @@ class RunPlan:
 
     def host_env(self, base: Mapping[str, str], code_dir: Path) -> dict[str, str]:
         keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in base}
+        if self.accelerator == "gpu" and self.gpus != "all":
+            ids = self.gpus if isinstance(self.gpus, (list, tuple)) else range(int(self.gpus))
+            keep["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ids)
         return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / JOB_FILE), "PYTHONPATH": str(code_dir),
                 "HOME": base.get("HOME", "/tmp")}  # fmt: skip
 
@@ -138,7 +141,9 @@ def plan_run(
     uid: int,
     gid: int,
     run_id: str | None = None,
+    detected_gpus: int = 0,
 ) -> RunPlan:
+    """Plan one run. ``detected_gpus`` (the host's GPU count) is only consulted for ``launch.gpus=all``."""
     launch = dict(cfg.get("launch") or {})
     backend = str(launch.get("backend", "docker"))
     if backend not in ("docker", "host"):
@@ -152,7 +157,9 @@ def plan_run(
     if n_gpus > 0:
         world = n_gpus
     elif n_gpus < 0:
-        world = int(launch.get("gpu_count_detected") or 1)
+        if detected_gpus < 1:
+            raise RunnerError("launch.gpus=all but no GPU was found on this host (nvidia-smi -L)", EXIT_USAGE)
+        world = detected_gpus
     else:
         world = launch.get("processes", 1)
         if not isinstance(world, int) or world < 1:
