@@ -15,7 +15,13 @@ from pathlib import Path
 from runner.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.hashing import cache_dir
 
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
+# The base is Debian bookworm (glibc 2.36): every manylinux tag up to 2.36 runs on it. pip matches
+# --platform tags exactly, so they are all listed.
+GLIBC_MAX = 36
+PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(GLIBC_MAX, 4, -1)),
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64",
+)  # fmt: skip
 
 
 def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> Path:
