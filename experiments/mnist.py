@@ -60,6 +60,31 @@ class _Identity(torch.utils.data.Dataset):
         return i
 
 
+class Throughput(pl.Callback):
+    """Steady-state samples per second over the whole world, from step ``warmup`` to the end
+    (device synchronised at both ends, so queued GPU work is counted)."""
+
+    def __init__(self, global_batch: int, warmup: int = 5):
+        self.global_batch, self.warmup = global_batch, warmup
+        self.t0, self.step0, self.samples_per_s = None, None, None
+
+    def _sync(self, module) -> float:
+        import time
+
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.t0 is None and trainer.global_step >= self.warmup:
+            self.t0, self.step0 = self._sync(module), trainer.global_step
+
+    def on_train_end(self, trainer, module) -> None:
+        if self.t0 is not None and trainer.global_step > self.step0:
+            seconds = self._sync(module) - self.t0
+            self.samples_per_s = (trainer.global_step - self.step0) * self.global_batch / seconds
+
+
 class MnistCNN(pl.LightningModule):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9):
         super().__init__()
@@ -118,11 +143,15 @@ def train(cfg, run_dir: Path) -> dict:
 
     kwargs = ctx.trainer_kwargs(dict(cfg.trainer))
     kwargs["use_distributed_sampler"] = False  # EpochBatches already gives each rank its share
+    throughput = Throughput(int(cfg.model.batch_size) * ctx.world_size)
+    kwargs["callbacks"].append(throughput)
     trainer = pl.Trainer(**kwargs)
     trainer.fit(model, train_dataloaders=loader)
 
     metrics = {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
                "global_step": trainer.global_step}  # fmt: skip
+    if throughput.samples_per_s:
+        metrics["samples_per_s"] = throughput.samples_per_s
     if ctx.is_main:
         metrics.update(model.evaluate(read_idx(files["test_images"]), read_idx(files["test_labels"])))
         ctx.save_weights(model.net)
