@@ -8,6 +8,7 @@ manifest with the matching status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,16 +103,29 @@ def execute(
     engine=None,
     replay_of: dict | None = None,
     code_archive: tuple[Path, str] | None = None,
+    code_record: Mapping[str, Any] | None = None,
+    image: ResolvedImage | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> manifest.Manifest:
     """Run once and return the manifest written for it (whatever its status).
 
-    ``code_archive`` (path, sha256) replays a recorded snapshot instead of taking a new one.
+    ``code_archive`` (path, sha256) replays a recorded snapshot instead of taking a new one: the
+    snapshot is then the project (its experiment code, Dockerfile and lock), and ``code_record``
+    (the original's commit/dirty/files) describes it. ``image`` is an image the caller already
+    resolved (a replay's rebuilt one); ``environment`` replaces the variables the profile and the
+    host would give the training process with recorded ones (paths the runner sets stay its own).
     Raises RunnerError for a failed or interrupted run *after* its manifest is written.
     """
     root = project_root()
+    if code_archive:  # a replay: the recorded source is the project, not today's tree
+        root = snapshot.extract(*code_archive)
     run_dir = run_dir.resolve()
     detected = facts.gpu_count() if (cfg.get("launch") or {}).get("gpus") == "all" else 0
     plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected)
+    if environment is not None:
+        runner_owned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, root)
+        own = set(runner_owned) - set(plan.env)
+        plan = dataclasses.replace(plan, env={k: v for k, v in sorted(environment.items()) if k not in own})
     lock_fd = claim_run_dir(run_dir)
     started = time.time()
     record: dict[str, Any] = {
@@ -139,7 +153,8 @@ def execute(
             if src.resolve() != (run_dir / snapshot.ARCHIVE_NAME):
                 shutil.copyfile(src, run_dir / snapshot.ARCHIVE_NAME)
             snap_dir = snapshot.extract(run_dir / snapshot.ARCHIVE_NAME, digest)
-            record["code"] = {**(replay_of or {}).get("code", {}), "snapshot": snapshot.ARCHIVE_NAME,
+            record["code"] = {"commit": None, "dirty": False, "files": 0,
+                              **(code_record or (replay_of or {}).get("code") or {}), "snapshot": snapshot.ARCHIVE_NAME,
                               "snapshot_sha256": digest}  # fmt: skip
         else:
             info = snapshot.take(root, run_dir)
@@ -157,7 +172,7 @@ def execute(
             from runner.engine import Engine
 
             engine = engine or Engine.connect()
-            resolved = resolve_image(engine, plan, root, echo)
+            resolved = image or resolve_image(engine, plan, root, echo)
             record["image"], image_tag = resolved.record, resolved.tag
             backend = DockerBackend(engine)
             record["environment"] = manifest.redact(plan.container_env())

@@ -125,7 +125,11 @@ def extract(archive: Path, expected_sha256: str) -> Path:
                 _check_member(m)
             tar.extractall(tmp, members=members, filter="data")
     except tarfile.TarError as exc:
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
         raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {exc}", EXIT_USAGE) from None
+    except BaseException:  # a refused entry (or Ctrl-C): leave nothing half-extracted in the cache
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        raise
     for d, _, _ in os.walk(tmp):  # readable by the unprivileged container user
         os.chmod(d, 0o755)
     (tmp / ".complete").touch()
