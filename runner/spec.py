@@ -68,11 +68,13 @@ class RunPlan:
                 "GLOO_SOCKET_IFNAME": "lo"}  # no network but loopback: gloo binds there
 
     def host_env(self, base: Mapping[str, str], code_dir: Path) -> dict[str, str]:
-        keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in base}
+        # the host's interpreter setup is part of the host environment (and recorded as such)
+        keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME") if k in base}
         if self.accelerator == "gpu" and self.gpus != "all":
             ids = self.gpus if isinstance(self.gpus, (list, tuple)) else range(int(self.gpus))
             keep["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ids)
-        return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / JOB_FILE), "PYTHONPATH": str(code_dir),
+        pythonpath = ":".join(p for p in (str(code_dir), base.get("PYTHONPATH", "")) if p)  # snapshot first
+        return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / JOB_FILE), "PYTHONPATH": pythonpath,
                 "HOME": base.get("HOME", "/tmp")}  # fmt: skip
 
     def container_request(self, image: str, code_dir: Path, data_root: Path) -> ContainerRequest:
