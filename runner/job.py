@@ -82,6 +82,7 @@ class JobContext:
         """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
         (devices and strategy, determinism, fingerprints, where logs go)."""
         from pytorch_lightning.loggers import CSVLogger
+        from pytorch_lightning.plugins.environments import LightningEnvironment
         from pytorch_lightning.strategies import DDPStrategy
 
         from runner.fingerprints import Fingerprints
@@ -95,6 +96,9 @@ class JobContext:
         else:
             strategy = "auto"
         kw.update(
+            # the worker launched these processes: no SLURM/MPI/LSF auto-detection (probing MPI
+            # initialises it, and a cluster's variables must not reshape the job)
+            plugins=[*(kw.pop("plugins", None) or []), LightningEnvironment()],
             accelerator=self.accelerator,
             devices=self.world_size if self.world_size > 1 else 1,
             num_nodes=1,
