@@ -62,5 +62,8 @@ def validate_overrides(argv: list[str]) -> None:
         opts = f" (available: {', '.join(exc.options)})" if getattr(exc, "options", None) else ""
         raise RunnerError(f"{first}{opts}", EXIT_USAGE) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        first = " ".join(str(exc).strip().split("\n")[0].split())
+        lines = [" ".join(line.split()) for line in str(exc).strip().splitlines()] or [type(exc).__name__]
+        first = lines[0]
+        if len(lines) > 1 and lines[1].startswith("To append"):  # an unknown key: say so, and how to add one
+            first = f"{first.rstrip('.')}: no such key (to add one, {lines[1][len('To append to your config ') :]})"
         raise RunnerError(f"bad config: {first}", EXIT_USAGE) from None

@@ -8,22 +8,24 @@ manifest with the matching status.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import datasets, facts, fingerprints, manifest, snapshot, spec
-from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner import datasets, facts, fingerprints, manifest, snapshot, spec, trainer_keys
+from runner.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.hashing import HashCache, hash_tree, sha256_file
 from runner.job import FINGERPRINTS_FILE, JOB_FILE, OUTPUTS_DIR, RESULT_FILE
 
 LOCK_NAME = ".runner.lock"
+BUILD_LOG = "build.log"  # under logs/, written only when this run builds its image
 
 
 def project_root() -> Path:
@@ -38,8 +40,13 @@ class ResolvedImage:
     tag: str
 
 
-def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None]) -> ResolvedImage:
-    """Find the image by content hash, or build it (hermetically) when the tag is absent."""
+def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
+                  build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
+    """Find the image by content hash, or build it (hermetically) when the tag is absent.
+
+    A build's output streams to ``echo`` and, when ``build_log`` is given, to that file too (a
+    failed build's run dir then keeps the whole log, not only the tail in the error).
+    """
     from runner import images, wheelhouse
 
     variant = plan.config["image"]["variants"][plan.image_kind]
@@ -49,19 +56,20 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
         raise RunnerError(
             f"base image {base['ref']} is not present and no registry answered — run `make setup` "
             "(it builds the base locally with debootstrap)",
-            3,
+            EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
     started = time.time()
     image_id = engine.image_id(iplan.tag)
     built = image_id is None
     if built:
-        echo(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
-        wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=echo)
-        image_id = engine.build(
-            iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
-            buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
-        )  # fmt: skip
+        with _teed(echo, build_log) as log:
+            log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
+            wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
+            image_id = engine.build(
+                iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
+                buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
+            )  # fmt: skip
     record = {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
         "id": image_id,
@@ -70,6 +78,22 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
         "engine": engine.version(),
     }
     return ResolvedImage(record=record, tag=iplan.tag)
+
+
+@contextlib.contextmanager
+def _teed(echo: Callable[[str], None], path: Path | None) -> Iterator[Callable[[str], None]]:
+    """``echo``, also appending each line to ``path`` (when given) until the block ends."""
+    if path is None:
+        yield echo
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as f:
+
+        def both(line: str) -> None:
+            f.write(line + "\n")
+            echo(line)
+
+        yield both
 
 
 def claim_run_dir(run_dir: Path) -> int:
@@ -126,6 +150,10 @@ def execute(
         runner_owned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, root)
         own = set(runner_owned) - set(plan.env)
         plan = dataclasses.replace(plan, env={k: v for k, v in sorted(environment.items()) if k not in own})
+    if plan.experiment.get("target"):  # a misspelt Trainer argument fails here, not after the launch
+        variant = (plan.config.get("image") or {}).get("variants", {}).get(plan.image_kind) or {}
+        lock = root / str(variant["lock"]) if plan.backend == "docker" and variant.get("lock") else None
+        trainer_keys.check(plan.config.get("trainer"), lock)
     lock_fd = claim_run_dir(run_dir)
     started = time.time()
     record: dict[str, Any] = {
@@ -172,7 +200,7 @@ def execute(
             from runner.engine import Engine
 
             engine = engine or Engine.connect()
-            resolved = image or resolve_image(engine, plan, root, echo)
+            resolved = image or resolve_image(engine, plan, root, echo, build_log=run_dir / "logs" / BUILD_LOG)
             record["image"], image_tag = resolved.record, resolved.tag
             backend = DockerBackend(engine)
             record["environment"] = manifest.redact(plan.container_env())
@@ -196,12 +224,24 @@ def execute(
         record["timings_partial"] = {"image_seconds": image_seconds, "container_seconds": result_exit.seconds}
     except KeyboardInterrupt:
         result_exit = None
-        _finish(record, run_dir, cache, started, "interrupted", EXIT_INTERRUPTED, "interrupted before training")
-        os.close(lock_fd)
+        try:
+            _finish(record, run_dir, cache, started, "interrupted", EXIT_INTERRUPTED, "interrupted before training")
+        finally:
+            _release(run_dir, lock_fd)
         raise RunnerError(f"interrupted; partial record in {run_dir / manifest.MANIFEST_NAME}", EXIT_INTERRUPTED) from None
     except RunnerError as exc:
-        _finish(record, run_dir, cache, started, "failed", exc.exit_code, exc.message)
-        os.close(lock_fd)
+        if "image" not in record:  # a failed build: its last lines are the record's log tail
+            record["log_tail"] = _tail(run_dir / "logs" / BUILD_LOG)
+        try:
+            _finish(record, run_dir, cache, started, "failed", exc.exit_code, exc.message)
+        finally:
+            _release(run_dir, lock_fd)
+        raise
+    except Exception as exc:  # a bug: keep its traceback, but leave a whole record and a free run dir
+        try:
+            _finish(record, run_dir, cache, started, "failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            _release(run_dir, lock_fd)
         raise
 
     if result_exit.interrupted:
@@ -212,13 +252,27 @@ def execute(
     else:
         status, code, error = "completed", 0, None
     record["log_tail"] = result_exit.log_tail if status != "completed" else []
-    m = _finish(record, run_dir, cache, started, status, code if status != "completed" else 0, error,
-                container_exit=result_exit.exit_code)  # fmt: skip
-    os.close(lock_fd)
-    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    try:
+        m = _finish(record, run_dir, cache, started, status, code if status != "completed" else 0, error,
+                    container_exit=result_exit.exit_code)  # fmt: skip
+    finally:
+        _release(run_dir, lock_fd)
     if status != "completed":
         raise RunnerError(f"run {status}: {error} — see {run_dir / 'logs' / 'train.log'}", code)
     return m
+
+
+def _release(run_dir: Path, lock_fd: int) -> None:
+    """Give the run dir back: every way out of :func:`execute` after the claim ends here."""
+    os.close(lock_fd)
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+
+
+def _tail(path: Path, n: int = 40) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
 
 
 def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str, code: int, error: str | None,
