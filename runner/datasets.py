@@ -46,15 +46,27 @@ def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Pa
 
 
 def _download(root: Path, names: list[str], download: Mapping[str, Any], log) -> None:
+    """Fetch each missing file from the first mirror that serves it with the expected sha256.
+
+    A file is written under a temporary name and renamed into place only once its hash matches,
+    so a refused or interrupted download leaves nothing behind that a later run could trust.
+    """
     mirrors = [str(m) for m in download.get("mirrors") or []]
     sums = download.get("sha256") or {}
     timeout = float(download.get("timeout_s", 30))
+    unpinned = [n for n in names if not sums.get(n)]
+    if unpinned:
+        raise RunnerError(
+            f"no sha256 for {', '.join(unpinned)} in dataset.download.sha256: refusing to download "
+            "unverified data",
+            EXIT_ENVIRONMENT,
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunnerError(f"cannot create data root {root}: {exc.strerror}", EXIT_ENVIRONMENT) from None
     for name in names:
-        errors = []
+        unreachable, mismatched = [], []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
             tmp = root / f".{name}.part{os.getpid()}"
@@ -64,19 +76,25 @@ def _download(root: Path, names: list[str], download: Mapping[str, Any], log) ->
                     while chunk := resp.read(1 << 20):
                         out.write(chunk)
                 digest = sha256_file(tmp)
-                if name in sums and digest != sums[name]:
-                    errors.append(f"{url}: sha256 mismatch")
-                    tmp.unlink()
+                if digest != sums[name]:
+                    mismatched.append(f"{url} gave sha256 {digest[:12]}…")
                     continue
                 os.replace(tmp, root / name)
                 break
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                unreachable.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            finally:
                 tmp.unlink(missing_ok=True)
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
+            if mismatched:
+                raise RunnerError(
+                    f"{name}: checksum mismatch, file not kept ({'; '.join(mismatched)}; expected "
+                    f"{sums[name][:12]}… from dataset.download.sha256)",
+                    EXIT_ENVIRONMENT,
+                )
             raise RunnerError(
-                f"cannot download {name} ({'; '.join(errors) or 'no mirrors configured'}); offline? put the "
-                f"IDX files under {root}, set dataset.download.mirrors to a reachable mirror, or use "
-                "dataset=fashion_mnist (Debian's dataset-fashion-mnist)",
+                f"cannot download {name} ({'; '.join(unreachable) or 'no mirrors configured'}); offline? put "
+                f"the IDX files under {root} (dataset.root=…), set dataset.download.mirrors to a reachable "
+                "mirror, or use dataset=fashion_mnist (Debian's dataset-fashion-mnist)",
                 EXIT_ENVIRONMENT,
             )
