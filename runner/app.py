@@ -41,9 +41,22 @@ def _task(cfg: DictConfig):
     except RunnerError as exc:
         if multirun:  # one failing job must not stop the sweep; the summary lists it
             console.print(f"[red]runner: error:[/] {exc.message}")
+            from runner import sweep
+
+            hc = HydraConfig.get()
+            sweep.write_job_status(Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task))
             return exc.exit_code
         fail(exc)
 
 
 def hydra_entry() -> None:
     _task()
+    from runner import sweep
+
+    if sweep.failed_jobs:  # a sweep ran to its end, but not every job completed
+        from runner.errors import EXIT_FAILED
+
+        n = len(sweep.failed_jobs)
+        fail(RunnerError(f"{n} job(s) of the sweep did not complete: "
+                         + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_jobs)
+                         + " — see summary.json at the sweep root", EXIT_FAILED))  # fmt: skip

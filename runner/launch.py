@@ -60,16 +60,17 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
     started = time.time()
-    image_id = engine.image_id(iplan.tag)
-    built = image_id is None
-    if built:
-        with _teed(echo, build_log) as log:
-            log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
-            wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
-            image_id = engine.build(
-                iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
-                buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
-            )  # fmt: skip
+    with build_lock(iplan.tag):  # concurrent runs needing one tag: the first builds, the others find it
+        image_id = engine.image_id(iplan.tag)
+        built = image_id is None
+        if built:
+            with _teed(echo, build_log) as log:
+                log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
+                wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
+                image_id = engine.build(
+                    iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
+                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
+                )  # fmt: skip
     record = {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
         "id": image_id,
@@ -78,6 +79,23 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
         "engine": engine.version(),
     }
     return ResolvedImage(record=record, tag=iplan.tag)
+
+
+@contextlib.contextmanager
+def build_lock(tag: str) -> Iterator[None]:
+    """Hold an exclusive host-wide lock for building ``tag`` (a file lock under the runner cache)."""
+    import fcntl
+
+    from runner.hashing import cache_dir
+
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"build-{tag.replace('/', '_').replace(':', '_')}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
