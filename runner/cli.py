@@ -1,0 +1,81 @@
+"""The ``runner`` console script: one entry for every command.
+
+    runner run experiment=mnist_ddp seed=3     # exactly `python -m runner …` (Hydra overrides, -m sweeps)
+    runner replay RUN_DIR [--out DIR] [--allow-env-drift] [--json]
+    runner diff RUN_A RUN_B [--json]
+    runner summary SWEEP_DIR …
+
+Each subcommand is imported only when it is asked for, so ``runner diff`` never loads Hydra
+and ``runner run`` never loads the comparison code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from runner.cli_common import fail
+from runner.errors import EXIT_USAGE, RunnerError
+
+USAGE = """usage: runner COMMAND [ARGS…]
+
+commands:
+  run      compose a config with Hydra and run it (same as `python -m runner`)
+  replay   re-run a recorded run from its manifest and verify it bit for bit
+  diff     show what differs between two runs
+  summary  summarise a sweep
+
+`runner COMMAND --help` describes a command's arguments."""
+
+
+def _run(args: list[str]) -> int | None:
+    from runner.__main__ import main as run_main
+
+    sys.argv = [sys.argv[0], *args]  # Hydra reads its overrides from sys.argv
+    return run_main()
+
+
+def _replay(args: list[str]) -> int | None:
+    from runner.replay import main as replay_main
+
+    return replay_main(args)
+
+
+def _diff(args: list[str]) -> int | None:
+    from runner.diff import main as diff_main
+
+    return diff_main(args)
+
+
+def _summary(args: list[str]) -> int | None:
+    try:
+        from runner.summary import main as summary_main
+    except ImportError as exc:  # the summary command is optional; say so instead of a traceback
+        raise RunnerError(f"`runner summary` is not available in this installation ({exc})", EXIT_USAGE) from None
+    return summary_main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "run": _run,
+    "replay": _replay,
+    "diff": _diff,
+    "summary": _summary,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else EXIT_USAGE
+    command = COMMANDS.get(args[0])
+    try:
+        if command is None:
+            raise RunnerError(f"unknown command {args[0]!r}: one of {', '.join(COMMANDS)}", EXIT_USAGE)
+        return int(command(args[1:]) or 0)
+    except RunnerError as exc:
+        fail(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

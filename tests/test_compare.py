@@ -1,0 +1,163 @@
+"""The comparison rules behind replay and diff, on plain data (no Docker)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from runner import compare
+from runner.compare import ABSENT, Change, Drift
+from runner.errors import RunnerError
+
+
+def _fp(losses, params=None):
+    """Fingerprint rows as the callback writes them: params at step 0, a loss per step."""
+    params = params or {}
+    rows = [{"step": 0, "params_sha256": params.get(0, "p0")}]
+    for step, loss in enumerate(losses, 1):
+        row = {"step": step, "loss": loss}
+        if step in params:
+            row["params_sha256"] = params[step]
+        rows.append(row)
+    return rows
+
+
+def test_flatten_nests_with_dots_and_keeps_lists_as_leaves():
+    assert compare.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+def test_changes_reports_values_and_one_sided_keys():
+    out = compare.changes({"x": 1, "y": 2, "z": None}, {"x": 1, "y": 3, "w": 0})
+    assert out == [Change("w", ABSENT, 0), Change("y", 2, 3), Change("z", None, ABSENT)]
+    assert [c.to_json()["only_in"] for c in out] == ["b", None, "a"]
+
+
+def test_same_treats_nan_as_nan_but_not_as_a_number():
+    assert compare.same(math.nan, math.nan)
+    assert not compare.same(math.nan, 1.0)
+    assert not compare.same(True, 1)  # a bool is not the number 1 in a config
+    assert compare.same(1, 1.0)
+
+
+def test_packages_compare_by_canonical_name():
+    a = ["Jinja2==3.1.6", "typing_extensions==4.16.0", "torch==2.13.0+cpu", "# comment", ""]
+    b = ["jinja2==3.1.6", "typing-extensions==4.16.0", "torch==2.12.0", "extra==1"]
+    assert compare.package_changes(a, b) == [Change("extra", ABSENT, "1"), Change("torch", "2.13.0+cpu", "2.12.0")]
+
+
+def test_output_changes_compare_sha256_only():
+    a = {"m.pt": {"sha256": "a" * 64, "bytes": 1}, "gone": {"sha256": "c" * 64, "bytes": 1}}
+    b = {"m.pt": {"sha256": "b" * 64, "bytes": 1}}
+    assert [c.key for c in compare.output_changes(a, b)] == ["gone", "m.pt"]
+    assert compare.output_changes(a, dict(a)) == []
+
+
+def test_first_divergence_at_step_zero_when_initial_parameters_differ():
+    d = compare.first_divergence(_fp([2.3, 2.2], {0: "p0"}), _fp([2.3, 2.2], {0: "q0"}))
+    assert (d.step, d.field, d.a, d.b) == (0, "params_sha256", "p0", "q0")
+
+
+def test_first_divergence_names_the_first_differing_loss():
+    a, b = _fp([2.3, 2.2, 2.1, 2.0]), _fp([2.3, 2.2, 2.1000001, 1.9])
+    d = compare.first_divergence(a, b)
+    assert (d.step, d.field, d.a, d.b) == (3, "loss", 2.1, 2.1000001)
+    assert "step 3" in d.describe()
+
+
+def test_first_divergence_checks_parameters_before_the_loss_of_the_same_step():
+    a, b = _fp([2.3, 2.2], {2: "x"}), _fp([2.3, 9.9], {2: "y"})
+    assert compare.first_divergence(a, b).field == "params_sha256"
+
+
+def test_identical_records_do_not_diverge_and_nan_equals_nan():
+    assert compare.first_divergence(_fp([2.3, math.nan]), _fp([2.3, math.nan])) is None
+
+
+def test_a_shorter_record_diverges_where_it_ends():
+    d = compare.first_divergence(_fp([2.3, 2.2, 2.1]), _fp([2.3, 2.2]))
+    assert (d.step, d.field, d.b) == (3, "steps", ABSENT)
+
+
+def test_a_resumed_record_overrides_the_steps_it_repeats():
+    resumed = _fp([2.3, 2.2, 7.0]) + [{"step": 3, "loss": 2.1}]
+    assert compare.first_divergence(resumed, _fp([2.3, 2.2, 2.1])) is None
+
+
+def test_parse_fingerprints_rejects_malformed_lines_with_a_runner_error():
+    assert compare.parse_fingerprints('{"step": 0}\n\n{"step": 1, "loss": 2.0}\n')[1]["loss"] == 2.0
+    for bad in ('{"step": 0}\nnot json', '{"loss": 1.0}', '{"step": -1}', '{"step": true}', "[1, 2]"):
+        with pytest.raises(RunnerError):
+            compare.parse_fingerprints(bad)
+
+
+def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises=True, **extra):
+    m = {
+        "status": status,
+        "outputs": {f"o{i}.pt": {"sha256": h, "bytes": 1} for i, h in enumerate(outputs)},
+        "fingerprints": {"file": "fingerprints.jsonl", "sha256": fp_sha, "every_k_steps": 4, "steps": 2} if fp_sha else None,
+        "determinism": {"profile": {"name": "strict" if promises else "fast", "promises_bitwise": promises}, "seed": 0},
+        "metrics": {"loss": 1.0},
+        "environment": {"A": "1"},
+    }
+    m.update(extra)
+    return m
+
+
+def test_verdict_bit_identical_when_every_hash_matches():
+    v = compare.verdict(_manifest(), _manifest(), _fp([1.0]), _fp([1.0]))
+    assert v.bit_identical and v.headline().startswith("bit-identical")
+    assert v.notes == [] and v.outputs_compared == 1
+
+
+def test_verdict_names_the_output_and_the_step():
+    v = compare.verdict(_manifest(), _manifest(outputs=("b" * 64,), fp_sha="e" * 64), _fp([1.0, 2.0]), _fp([1.0, 2.5]))
+    assert not v.bit_identical
+    assert [c.key for c in v.outputs] == ["o0.pt"]
+    assert v.divergence.step == 2 and v.divergence.field == "loss"
+    assert "o0.pt" in v.headline() and "step 2" in v.headline()
+
+
+def test_verdict_is_not_identical_when_the_replay_failed_or_nothing_was_recorded():
+    assert not compare.verdict(_manifest(), _manifest(status="failed"), None, None).bit_identical
+    empty = _manifest(outputs=(), fp_sha=None)
+    v = compare.verdict(empty, empty, None, None)
+    assert not v.bit_identical and any("nothing to verify" in n for n in v.notes)
+
+
+def test_verdict_for_a_fast_profile_says_it_promises_no_identical_bits():
+    v = compare.verdict(_manifest(promises=False), _manifest(promises=False), _fp([1.0]), _fp([1.0]))
+    assert v.bit_identical  # the bits may still agree; the note says they need not
+    assert any("does not promise identical bits" in n and "'fast'" in n for n in v.notes)
+
+
+def test_verdict_carries_drift_and_environment_changes():
+    drift = [Drift("base image b", "id 1", "id 2")]
+    v = compare.verdict(_manifest(), _manifest(environment={"A": "2"}), None, None, drift)
+    assert v.drift == drift and v.environment == [Change("A", "1", "2")]
+    assert any("--allow-env-drift" in n for n in v.notes)
+    assert v.to_json()["drift"] == [{"what": "base image b", "recorded": "id 1", "found": "id 2"}]
+
+
+def test_diff_runs_names_the_seed_and_step_zero():
+    a = {"config": {"seed": 0, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
+         "determinism": {"seed": 0, "profile": {"name": "strict"}}, "packages": ["torch==2"],
+         "launch": {"container": "runner-a", "world_size": 2}, "outputs": {"m": {"sha256": "a" * 64}}}  # fmt: skip
+    b = {"config": {"seed": 1, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
+         "determinism": {"seed": 1, "profile": {"name": "strict"}}, "packages": ["torch==2"],
+         "launch": {"container": "runner-b", "world_size": 2}, "outputs": {"m": {"sha256": "b" * 64}}}  # fmt: skip
+    d = compare.diff_runs(a, b, _fp([2.3], {0: "p"}), _fp([2.3], {0: "q"}))
+    assert d.sections["config"] == [Change("seed", 0, 1)]
+    assert d.sections["determinism"] == [Change("seed", 0, 1)]
+    assert d.sections["launch"] == []  # container names differ by construction and are not reported
+    assert d.sections["packages"] == [] and not d.outputs_identical
+    assert d.divergence.step == 0
+    j = d.to_json()
+    assert j["first_divergence"]["step"] == 0 and j["sections"]["config"][0]["key"] == "seed"
+    assert set(j["sections"]) == set(compare.SECTIONS)
+
+
+def test_diff_runs_tolerates_records_without_fingerprints():
+    d = compare.diff_runs({}, {}, None, [])
+    assert d.divergence is None and all(rows == [] for rows in d.sections.values())
+    assert any("fingerprints missing" in n for n in d.notes)
