@@ -129,11 +129,15 @@ def write(run_dir: Path, manifest: Manifest) -> Path:
     path = run_dir / MANIFEST_NAME
     tmp = run_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
     data = manifest.model_dump_json(indent=2)
-    with open(tmp, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or Ctrl-C mid-write: the old manifest stays, no stray temp file
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(run_dir, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
