@@ -32,27 +32,32 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
 
 
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the training set in one epoch: a permutation seeded by (seed, epoch) only,
+    so it does not depend on the world size, the device or how the run was resumed."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
 class EpochBatches(Sampler):
-    """This rank's batches of an epoch: a permutation seeded by (seed, epoch), cut into
-    world_size × batch_size blocks, rank r taking the r-th slice of each block."""
+    """Batch numbers of an epoch. Each epoch's permutation is cut into world_size × batch_size
+    blocks; rank r's batch i is the r-th slice of block i. The module turns the number into
+    indices on its own device, so no sample (and no index tensor) is collated or copied per step.
+    ``resume_at`` makes the next pass start mid-epoch, where an interrupted run stopped."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
-        self.n, self.bs, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
-        self.epoch = 0
+    def __init__(self, n: int, batch_size: int, world: int):
+        self.n, self.bs, self.world = n, batch_size, world
+        self._skip = 0  # batches of the next pass already trained before a resume
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self._skip = batches_done
 
     def __len__(self) -> int:
-        return self.n // (self.bs * self.world)
+        return self.n // (self.bs * self.world) - self._skip
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        block = self.bs * self.world
-        for i in range(len(self)):
-            start = i * block + self.rank * self.bs
-            yield perm[start : start + self.bs].tolist()
+        start, self._skip = self._skip, 0
+        return iter(range(start, self.n // (self.bs * self.world)))
 
 
 class _Identity(torch.utils.data.Dataset):
@@ -86,15 +91,19 @@ class Throughput(pl.Callback):
 
 
 class MnistCNN(pl.LightningModule):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9,
+                 dropout=0.0, batch_size=64, seed=0, rank=0, world=1):  # fmt: skip
         super().__init__()
         self.save_hyperparameters(ignore=["images", "labels"])
+        self._perm_epoch, self._perm = None, None
         c = channels
         # stride-2 convolutions instead of max-pooling: deterministic backward on every device
         self.net = nn.Sequential(
             nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, 10),
+            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.ReLU(),
+            *([nn.Dropout(dropout)] if dropout else []),  # draws from torch's RNG every step
+            nn.Linear(hidden, 10),
         )  # fmt: skip
         # the data rides along with the module (to the GPU, too) but is not part of its weights
         self.register_buffer("images", images, persistent=False)
@@ -103,13 +112,25 @@ class MnistCNN(pl.LightningModule):
     def forward(self, x):
         return self.net(x)
 
-    def batch(self, idx: torch.Tensor):
-        idx = idx.to(self.images.device, non_blocking=True)
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a batch is a batch number; the data is on the device already
+
+    def indices(self, i: int) -> torch.Tensor:
+        """Indices of this rank's batch ``i`` of the current epoch, on the module's device."""
+        hp = self.hparams
+        if self._perm_epoch != self.current_epoch:  # one host→device copy per epoch
+            self._perm = epoch_permutation(hp.seed, self.current_epoch, len(self.images)).to(self.images.device)
+            self._perm_epoch = self.current_epoch
+        start = (int(i) * hp.world + hp.rank) * hp.batch_size
+        return self._perm[start : start + hp.batch_size]
+
+    def batch(self, i: int):
+        idx = self.indices(i)
         x = self.images.index_select(0, idx).unsqueeze(1).float().div_(255.0).sub_(0.2860).div_(0.3530)
         return x, self.labels.index_select(0, idx).long()
 
-    def training_step(self, idx, batch_idx):
-        x, y = self.batch(idx)
+    def training_step(self, i, batch_idx):
+        x, y = self.batch(i)
         loss = F.cross_entropy(self(x), y)
         self.log("train_loss", loss, prog_bar=False)
         return loss
@@ -137,16 +158,19 @@ def train(cfg, run_dir: Path) -> dict:
     n = cfg.model.train_samples or len(images)
     images, labels = images[:n].contiguous(), labels[:n].contiguous()
 
-    model = MnistCNN(images, labels, **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")})
-    sampler = EpochBatches(n, int(cfg.model.batch_size), ctx.rank, ctx.world_size, ctx.seed)
-    loader = DataLoader(_Identity(), batch_sampler=sampler, num_workers=0)
+    bs = int(cfg.model.batch_size)
+    model = MnistCNN(images, labels, **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")},
+                     dropout=float(cfg.model.get("dropout") or 0.0), batch_size=bs, seed=ctx.seed,
+                     rank=ctx.rank, world=ctx.world_size)  # fmt: skip
+    sampler = EpochBatches(n, bs, ctx.world_size)
+    loader = DataLoader(_Identity(), sampler=sampler, batch_size=None, num_workers=0)
 
-    kwargs = ctx.trainer_kwargs(dict(cfg.trainer))
+    kwargs = ctx.trainer_kwargs(dict(cfg.trainer), samplers=[sampler])
     kwargs["use_distributed_sampler"] = False  # EpochBatches already gives each rank its share
-    throughput = Throughput(int(cfg.model.batch_size) * ctx.world_size)
+    throughput = Throughput(bs * ctx.world_size)
     kwargs["callbacks"].append(throughput)
     trainer = pl.Trainer(**kwargs)
-    trainer.fit(model, train_dataloaders=loader)
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=ctx.resume_checkpoint)
 
     metrics = {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
                "global_step": trainer.global_step}  # fmt: skip
