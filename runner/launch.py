@@ -13,18 +13,22 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import datasets, facts, fingerprints, manifest, snapshot, spec, trainer_keys
+from runner import datasets, facts, manifest, snapshot, spec, trainer_keys
 from runner.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.hashing import HashCache, hash_tree, sha256_file
-from runner.job import FINGERPRINTS_FILE, JOB_FILE, OUTPUTS_DIR, RESULT_FILE
+from runner.interrupts import deferred
+from runner.job import CHECKPOINT_DIR, FINGERPRINTS_FILE, JOB_FILE, OUTPUTS_DIR, RESULT_FILE
 
 LOCK_NAME = ".runner.lock"
+RESUMABLE = ("interrupted", "failed")
 BUILD_LOG = "build.log"  # under logs/, written only when this run builds its image
 
 
@@ -114,15 +118,52 @@ def _teed(echo: Callable[[str], None], path: Path | None) -> Iterator[Callable[[
         yield both
 
 
-def claim_run_dir(run_dir: Path) -> int:
-    """Take a run dir for this run alone; refuse one that already holds a run's record."""
-    if (run_dir / manifest.MANIFEST_NAME).exists():
-        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten", EXIT_USAGE)
+def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
+    """Take a run dir for this run alone and return the lock's descriptor (see :func:`_release`).
+
+    The lock is an ``flock`` on ``.runner.lock``, taken *before* the manifest is looked at, so of
+    two runners started at once only one gets past the check; the kernel drops it if the runner
+    dies, so a killed runner never leaves its run dir stuck. A run dir that holds a manifest is
+    refused (run dirs are never overwritten) — except by a resume (``resumable``), which needs
+    one that reads ``interrupted`` or ``failed``.
+    """
+    import fcntl
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder released it (unlinked) while we opened it: lock the new file
     try:
-        return os.open(run_dir / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE) from None
+        _check_claimable(run_dir, resumable)
+    except BaseException:
+        _release(run_dir, fd)
+        raise
+    return fd
+
+
+def _check_claimable(run_dir: Path, resumable: bool) -> None:
+    held = run_dir / manifest.MANIFEST_NAME
+    if not resumable:
+        if held.exists():
+            raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten "
+                              f"(an interrupted or failed run continues with +resume={run_dir})", EXIT_USAGE)  # fmt: skip
+        return
+    if not held.exists():
+        raise RunnerError(f"{run_dir} holds no manifest: there is no run to resume", EXIT_USAGE)
+    status = manifest.read(held).status
+    if status not in RESUMABLE:
+        raise RunnerError(f"{run_dir} reads {status}: only an interrupted or failed run can be resumed", EXIT_USAGE)
 
 
 def _make_writable_for(run_dir: Path, user: str) -> None:
@@ -148,6 +189,7 @@ def execute(
     code_record: Mapping[str, Any] | None = None,
     image: ResolvedImage | None = None,
     environment: Mapping[str, str] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> manifest.Manifest:
     """Run once and return the manifest written for it (whatever its status).
 
@@ -156,6 +198,10 @@ def execute(
     (the original's commit/dirty/files) describes it. ``image`` is an image the caller already
     resolved (a replay's rebuilt one); ``environment`` replaces the variables the profile and the
     host would give the training process with recorded ones (paths the runner sets stay its own).
+    ``resume`` continues the interrupted or failed run that ``run_dir`` holds, in place (see
+    :mod:`runner.resume`, which fills it: ``run_id``, ``checkpoint`` — a file name under
+    ``checkpoints/`` or None —, ``from_step``, ``command``); the manifest keeps the run's id and
+    lists every resume, with the record of the attempt before it, under ``resumes``.
     Raises RunnerError for a failed or interrupted run *after* its manifest is written.
     """
     root = project_root()
@@ -163,7 +209,10 @@ def execute(
         root = snapshot.extract(*code_archive)
     run_dir = run_dir.resolve()
     detected = facts.gpu_count() if (cfg.get("launch") or {}).get("gpus") == "all" else 0
-    plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected)
+    plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected,
+                         run_id=resume["run_id"] if resume else None)  # fmt: skip
+    if resume:  # same run, new container: a name of its own, so nothing can collide with the last one
+        plan = dataclasses.replace(plan, container_name=f"runner-{plan.run_id}-resume-{uuid.uuid4().hex[:6]}")
     if environment is not None:
         runner_owned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, root)
         own = set(runner_owned) - set(plan.env)
@@ -172,7 +221,6 @@ def execute(
         variant = (plan.config.get("image") or {}).get("variants", {}).get(plan.image_kind) or {}
         lock = root / str(variant["lock"]) if plan.backend == "docker" and variant.get("lock") else None
         trainer_keys.check(plan.config.get("trainer"), lock)
-    lock_fd = claim_run_dir(run_dir)
     started = time.time()
     record: dict[str, Any] = {
         "schema_version": manifest.SCHEMA_VERSION,
@@ -190,6 +238,15 @@ def execute(
         "host": facts.host(),
         "replay_of": replay_of,
     }
+    lock_fd = claim_run_dir(run_dir, resumable=resume is not None)
+    if resume:
+        try:
+            earlier, ended = _resumes_so_far(run_dir)
+            record["resumes"] = [*earlier, {**resume, "container": plan.container_name, "previous": ended}]
+            (run_dir / RESULT_FILE).unlink(missing_ok=True)  # the attempt before left none, or a stale one
+        except BaseException:
+            _release(run_dir, lock_fd)
+            raise
     cache = HashCache()
     result_exit = None
     try:
@@ -232,6 +289,8 @@ def execute(
         image_seconds = time.time() - t_image
 
         job = plan.job_document(*paths, dataset_files=plan.config["dataset"]["files"])
+        if resume and resume.get("checkpoint"):
+            job["resume"] = f"{paths[0]}/{CHECKPOINT_DIR}/{resume['checkpoint']}"
         (run_dir / JOB_FILE).write_text(json.dumps(job, indent=2, sort_keys=True))
         if plan.backend == "docker":
             _make_writable_for(run_dir, plan.user)
@@ -242,48 +301,88 @@ def execute(
         record["timings_partial"] = {"image_seconds": image_seconds, "container_seconds": result_exit.seconds}
     except KeyboardInterrupt:
         result_exit = None
-        try:
+        with deferred(redeliver=False), _released(run_dir, lock_fd):  # a second Ctrl-C: the record still lands whole
             _finish(record, run_dir, cache, started, "interrupted", EXIT_INTERRUPTED, "interrupted before training")
-        finally:
-            _release(run_dir, lock_fd)
         raise RunnerError(f"interrupted; partial record in {run_dir / manifest.MANIFEST_NAME}", EXIT_INTERRUPTED) from None
     except RunnerError as exc:
         if "image" not in record:  # a failed build: its last lines are the record's log tail
             record["log_tail"] = _tail(run_dir / "logs" / BUILD_LOG)
-        try:
+        with deferred(redeliver=False), _released(run_dir, lock_fd):
             _finish(record, run_dir, cache, started, "failed", exc.exit_code, exc.message)
-        finally:
-            _release(run_dir, lock_fd)
         raise
     except Exception as exc:  # a bug: keep its traceback, but leave a whole record and a free run dir
-        try:
+        with deferred(redeliver=False), _released(run_dir, lock_fd):
             _finish(record, run_dir, cache, started, "failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            _release(run_dir, lock_fd)
         raise
 
-    if result_exit.interrupted:
-        status, code, error = "interrupted", EXIT_INTERRUPTED, "interrupted (Ctrl-C / SIGTERM); container stopped"
-    elif result_exit.exit_code != 0:
-        why = "killed: out of memory" if result_exit.oom_killed else f"training exited with status {result_exit.exit_code}"
-        status, code, error = "failed", EXIT_FAILED, why
-    else:
-        status, code, error = "completed", 0, None
-    record["log_tail"] = result_exit.log_tail if status != "completed" else []
-    try:
+    # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
+    # (and is dropped: there is nothing left to interrupt).
+    with deferred(redeliver=False), _released(run_dir, lock_fd):
+        if result_exit.interrupted:
+            status, code, error = "interrupted", EXIT_INTERRUPTED, "interrupted (Ctrl-C / SIGTERM); container stopped"
+        elif result_exit.exit_code != 0:
+            status, code, error = "failed", EXIT_FAILED, _why_failed(result_exit, plan)
+        else:
+            status, code, error = "completed", 0, None
+        record["log_tail"] = result_exit.log_tail if status != "completed" else []
         m = _finish(record, run_dir, cache, started, status, code if status != "completed" else 0, error,
                     container_exit=result_exit.exit_code)  # fmt: skip
-    finally:
-        _release(run_dir, lock_fd)
     if status != "completed":
         raise RunnerError(f"run {status}: {error} — see {run_dir / 'logs' / 'train.log'}", code)
     return m
 
 
+@contextlib.contextmanager
+def _released(run_dir: Path, lock_fd: int) -> Iterator[None]:
+    """Run the block, then give the run dir back whatever happened in it."""
+    try:
+        yield
+    finally:
+        _release(run_dir, lock_fd)
+
+
+def _why_failed(result: Any, plan: spec.RunPlan) -> str:
+    """One line on how training ended, for the record and the terminal."""
+    if result.oom_killed:
+        limit = plan.launch.get("mem_limit")
+        return "killed: out of memory" + (f" (launch.mem_limit={limit})" if limit else "")
+    if result.exit_code > 128:
+        try:
+            name = signal.Signals(result.exit_code - 128).name
+        except ValueError:
+            name = f"signal {result.exit_code - 128}"
+        return f"training was killed by {name} (exit status {result.exit_code})"
+    return f"training exited with status {result.exit_code}"
+
+
+def _resumes_so_far(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The held manifest's resumes, and how the attempt it records ended (the one now resumed)."""
+    prior = manifest.read(run_dir)
+    ended = {"status": prior.status, "exit_code": prior.exit_code, "error": prior.error,
+             "container": prior.launch.get("container"), "log_tail": prior.log_tail[-10:],
+             "steps": prior.fingerprints.steps if prior.fingerprints else 0, "timings": prior.timings.model_dump()}  # fmt: skip
+    return list(prior.resumes), ended
+
+
 def _release(run_dir: Path, lock_fd: int) -> None:
-    """Give the run dir back: every way out of :func:`execute` after the claim ends here."""
-    os.close(lock_fd)
+    """Give the run dir back: every way out of :func:`execute` after the claim ends here.
+
+    Unlink first, then unlock: a runner that opened the old file meanwhile sees it is gone and
+    locks a new one, and never two runners hold the lock at once."""
     (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    os.close(lock_fd)
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    """Rows of ``fingerprints.jsonl``, skipping a line an interrupt cut short. (Not
+    ``runner.fingerprints.read``: that module imports Lightning, seconds the host need not spend.)"""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def _tail(path: Path, n: int = 40) -> list[str]:
@@ -316,7 +415,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     record["outputs_partial"] = status != "completed"
     fp = run_dir / FINGERPRINTS_FILE
     if fp.is_file():
-        rows = fingerprints.read(fp)
+        rows = _jsonl_rows(fp)
         record["fingerprints"] = {"file": FINGERPRINTS_FILE, "sha256": sha256_file(fp),
                                   "every_k_steps": int(record["config"].get("fingerprints", {}).get("every_k_steps", 10)),
                                   "steps": max((r.get("step", 0) for r in rows), default=0)}  # fmt: skip
