@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner import compare, launch, manifest, rebuild, records, snapshot, spec
+from runner import compare, manifest, rebuild, records, snapshot, spec
 from runner.cli_common import fail
 from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
@@ -90,6 +90,8 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
     failure = None
+    from runner import launch  # imports Lightning (fingerprints): only once there is something to run
+
     try:
         launch.execute(
             m.config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
