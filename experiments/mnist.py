@@ -50,14 +50,17 @@ class EpochBatches(Sampler):
         self._skip = 0  # batches of the next pass already trained before a resume
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
-        self._skip = batches_done
+        # a checkpoint taken on an epoch's last batch: Lightning moves on, the next epoch starts whole
+        self._skip = batches_done if batches_done < len(self) else 0
 
     def __len__(self) -> int:
-        return self.n // (self.bs * self.world) - self._skip
+        # the whole epoch, also on a resumed pass: Lightning counts the batches trained before the
+        # checkpoint towards it (its fetcher starts at their number), so a shorter length cuts the epoch
+        return self.n // (self.bs * self.world)
 
     def __iter__(self):
         start, self._skip = self._skip, 0
-        return iter(range(start, self.n // (self.bs * self.world)))
+        return iter(range(start, len(self)))
 
 
 class _Identity(torch.utils.data.Dataset):

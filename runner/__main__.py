@@ -2,31 +2,58 @@
 
 This is an edge: a :class:`RunnerError` becomes one line on stderr and its exit status. Bad
 overrides and unknown config options are caught before Hydra starts, with the options listed
-on the same line.
+on the same line. SIGTERM is Ctrl-C here (both stop the container and record the run as
+interrupted, exit status 130). ``+resume=RUN_DIR`` continues a recorded run without Hydra
+(:mod:`runner.resume`).
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 from runner.cli_common import fail, validate_overrides
+from runner.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
 
 def _sigterm_as_interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def main() -> None:
-    args = sys.argv[1:]
+def _refuse_held_run_dir(args: list[str]) -> None:
+    """``hydra.run.dir=DIR`` naming a finished run: refuse before Hydra writes its files into it."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return
+    for a in args:
+        key, _, value = a.partition("=")
+        if key == "hydra.run.dir" and "${" not in value and (Path(value) / "manifest.json").exists():
+            raise RunnerError(f"{Path(value).resolve()} already holds a manifest: run dirs are never overwritten "
+                              f"(an interrupted or failed run continues with +resume={value})", EXIT_USAGE)  # fmt: skip
+
+
+def _main(args: list[str]) -> None:
+    from runner import resume
+
+    if resume.requested(args) is not None:
+        resume.main(args)
+        return
     try:
         validate_overrides(args)
+        _refuse_held_run_dir(args)
     except Exception as exc:  # noqa: BLE001 - any composition failure is the user's input
         fail(exc)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from runner.app import hydra_entry
 
     hydra_entry()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        _main(sys.argv[1:])
+    except KeyboardInterrupt:  # outside a run's lifetime (composing, or after its record was written)
+        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.interrupts import deferred
 from runner.spec import RunPlan
 
 LOG_TAIL = 40
@@ -35,11 +36,13 @@ class Exit:
 class _Tee:
     def __init__(self, path: Path, echo: Callable[[str], None]):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", buffering=1)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self.echo = echo
 
     def __call__(self, line: str) -> None:
+        if self.file.closed:  # a last line from a log stream that outlived the run
+            return
         self.file.write(line + "\n")
         self.tail.append(line)
         self.echo(line)
@@ -57,9 +60,11 @@ class DockerBackend:
     def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo) -> Exit:
         tee = _Tee(plan.run_dir / "logs" / "train.log", echo)
         started = time.time()
-        container = None
+        container = reader = None
+        interrupted = False
         try:
-            container = self.engine.start(plan.container_request(image, code_dir, data_root))
+            with deferred():  # create + start as one step: a Ctrl-C meanwhile lands once `container` is set
+                container = self.engine.start(plan.container_request(image, code_dir, data_root))
             reader = threading.Thread(target=lambda: [tee(x) for x in self.engine.stream_logs(container)], daemon=True)
             reader.start()
             while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
@@ -68,11 +73,17 @@ class DockerBackend:
             return Exit(status["exit_code"], oom_killed=status["oom_killed"], seconds=time.time() - started,
                         log_tail=list(tee.tail))  # fmt: skip
         except KeyboardInterrupt:
+            interrupted = True
             return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
         finally:
-            if container is not None:
-                with _signals_deferred():
+            # already stopping on an interrupt: a second Ctrl-C asks for nothing more, so it is dropped
+            with deferred(redeliver=not interrupted):
+                if container is not None:
                     self.engine.stop_and_remove(container)
+                else:  # start failed half-way (created, not started): nothing of the run may stay
+                    self.engine.remove_named(plan.container_name)
+                if reader is not None:
+                    reader.join(5)  # the log stream ends with the container; keep its last lines
             tee.close()
 
 
@@ -91,9 +102,10 @@ class HostBackend:
             for line in proc.stdout:
                 tee(line.rstrip("\n"))
             code = proc.wait()
+            code = 128 - code if code < 0 else code  # killed by signal N → 128 + N, as a shell says
             return Exit(code, seconds=time.time() - started, log_tail=list(tee.tail))
         except KeyboardInterrupt:
-            with _signals_deferred():
+            with deferred(redeliver=False):
                 _terminate(proc)
             return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
         finally:
@@ -111,22 +123,3 @@ def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
-
-
-class _signals_deferred:
-    """Hold off a second Ctrl-C / SIGTERM while cleanup runs; it takes effect afterwards."""
-
-    def __enter__(self):
-        self.pending = []
-        self.old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.old[sig] = signal.signal(sig, lambda s, f: self.pending.append(s))
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-        return False

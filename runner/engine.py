@@ -6,6 +6,7 @@ message a researcher can act on.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -197,16 +198,16 @@ class Engine:
 
     @staticmethod
     def stop_and_remove(container, timeout: int = 10) -> None:
-        try:
+        """Stop (SIGTERM, then SIGKILL after ``timeout`` s) and remove; a container already gone is fine."""
+        with contextlib.suppress(docker.errors.DockerException):
             container.stop(timeout=timeout)
-        except docker.errors.DockerException:
-            pass
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException:
-            pass
+
+    def remove_named(self, name: str) -> None:
+        """Remove the container called ``name`` if it exists (one created but never started)."""
+        with contextlib.suppress(docker.errors.DockerException):
+            self.client.containers.get(name).remove(force=True)
 
     def containers_labelled(self, key: str, value: str | None = None) -> list:
         label = key if value is None else f"{key}={value}"

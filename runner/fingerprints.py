@@ -36,7 +36,7 @@ class Fingerprints(Callback):
             if trainer.global_step > 0:  # a resumed run continues its record from the checkpoint's step
                 _truncate_after(self.path, trainer.global_step)
             mode = "a" if trainer.global_step > 0 else "w"
-            self._file = open(self.path, mode, buffering=1)  # noqa: SIM115 - closed in on_train_end  # noqa: SIM115 - open for the whole fit
+            self._file = open(self.path, mode, buffering=1)  # noqa: SIM115 - closed in on_train_end
             if trainer.global_step == 0:
                 self._write({"step": 0, "params_sha256": params_sha256(pl_module)})
 

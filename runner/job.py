@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,22 @@ RESULT_FILE = "result.json"
 FINGERPRINTS_FILE = "fingerprints.jsonl"
 OUTPUTS_DIR = "outputs"
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_TEMPLATE = "step-{step:08d}"  # ModelCheckpoint's filename (+ ".ckpt"): names sort by step
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
+    """The newest checkpoint in ``checkpoint_dir`` as (global step, path), or None when there is none.
+
+    Lightning writes each one atomically (temp file, then rename), so a matching name is a whole file.
+    """
+    found = []
+    if checkpoint_dir.is_dir():
+        for p in checkpoint_dir.iterdir():
+            m = _CHECKPOINT_NAME.match(p.name)
+            if m and p.is_file() and not p.is_symlink():
+                found.append((int(m.group(1)), p))
+    return max(found) if found else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,11 @@ class JobContext:
         return self.run_dir / CHECKPOINT_DIR
 
     @property
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint a resumed run continues from (``Trainer.fit(..., ckpt_path=...)``), else None."""
+        return self.job.get("resume") or None
+
+    @property
     def seed(self) -> int:
         return int(self.job["seed"])
 
@@ -78,9 +100,14 @@ class JobContext:
         return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
 
     # -- Lightning -------------------------------------------------------------------------------
-    def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()) -> dict[str, Any]:
         """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
-        (devices and strategy, determinism, fingerprints, where logs go)."""
+        (devices and strategy, determinism, fingerprints, checkpoints, where logs go).
+
+        With ``launch.checkpoint_every_n_steps`` > 0 a checkpoint (weights, optimizer, loops, every
+        rank's RNG states, the epoch position) is written every N steps. ``samplers`` are told
+        where a resumed epoch continues (``resume_at(epoch, batches_done)``); pass the ones whose
+        order you control, or a resume mid-epoch starts the epoch over."""
         from pytorch_lightning.loggers import CSVLogger
         from pytorch_lightning.plugins.environments import LightningEnvironment
         from pytorch_lightning.strategies import DDPStrategy
@@ -90,6 +117,16 @@ class JobContext:
         kw = dict(trainer_cfg or {})
         callbacks = list(kw.pop("callbacks", None) or [])
         callbacks.append(Fingerprints(self.run_dir / FINGERPRINTS_FILE, every_k=int(self.job["fingerprint_every"])))
+        every = int(self.job.get("checkpoint_every") or 0)
+        if every > 0:
+            from runner.checkpointing import callbacks as checkpoint_callbacks
+
+            resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
+            callbacks = [resume_state, *callbacks, model_checkpoint]  # RNG restore before any other hook
+            if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
+                import warnings
+
+                warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
         if self.world_size > 1:
             backend = "nccl" if self.accelerator == "gpu" else "gloo"
             strategy: Any = DDPStrategy(process_group_backend=backend)
@@ -109,7 +146,7 @@ class JobContext:
             logger=CSVLogger(str(self.run_dir), name="metrics", version=""),
             enable_progress_bar=False,
             enable_model_summary=False,
-            enable_checkpointing=False,
+            enable_checkpointing=every > 0,
         )
         return kw
 

@@ -25,23 +25,64 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from runner import facts
 from runner.job import RESULT_FILE, JobContext
 
+# Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
+# handler broadcasts to the peers from inside the handler, which can wait forever for a peer that is
+# already gone, and a resume needs nothing but the last periodic checkpoint. A script gets longer to
+# save what it wants (still under `docker stop`'s 10 s).
+RANK_GRACE = 1.0
+SCRIPT_GRACE = 8.0
+_grace = RANK_GRACE
+
 _children: list[subprocess.Popen] = []
-_stopping = False
+_stopping = 0  # the signal that asked this process to stop, 0 while none did
+_kill_at: float | None = None  # when children still alive get SIGKILL
 
 
 def _on_signal(signum, _frame) -> None:
     global _stopping
-    _stopping = True
+    _stopping = _stopping or signum
+    if _children:
+        _stop_children(signum)
+    else:
+        raise KeyboardInterrupt  # in-process training: let Lightning shut down, then exit below
+
+
+def _stop_children(signum: int) -> None:
+    """Forward ``signum`` to every live child and arm the SIGKILL that follows the grace period."""
+    global _kill_at
     for child in _children:
         if child.poll() is None:
             child.send_signal(signum)
-    if not _children:
-        raise KeyboardInterrupt  # in-process training: let Lightning shut down, then exit below
+    if _kill_at is None:
+        _kill_at = time.monotonic() + _grace
+
+
+def _supervise() -> int:
+    """Wait for all children. When one fails the others are stopped (they would hang in a
+    collective); stragglers past the grace period are killed. Returns a shell-style status."""
+    code = 0
+    while any(c.poll() is None for c in _children):
+        failed = [c for c in _children if c.poll() not in (None, 0)]
+        if failed and not code and not _stopping:
+            code = _status(failed[0].returncode)
+            _stop_children(signal.SIGTERM)
+        if _kill_at is not None and time.monotonic() > _kill_at:
+            for c in _children:
+                if c.poll() is None:
+                    c.kill()
+        time.sleep(0.1)
+    if _stopping:
+        return 128 + _stopping
+    return code or next((_status(c.returncode) for c in _children if c.returncode != 0), 0)
+
+
+def _status(returncode: int) -> int:
+    """A child's return code as a shell reports it: killed by signal N → 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _free_port() -> int:
@@ -105,20 +146,12 @@ def launch_ranks(ctx: JobContext) -> int:
     for rank in range(world):
         env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
         _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
-    code = 0
-    while any(c.poll() is None for c in _children):
-        failed = [c for c in _children if c.poll() not in (None, 0)]
-        if failed and not _stopping:  # one rank died: the others would hang in a collective
-            code = failed[0].returncode
-            for c in _children:
-                if c.poll() is None:
-                    c.terminate()
-        time.sleep(0.2)
-    codes = [c.returncode for c in _children]
-    return code or next((c for c in codes if c != 0), 0)
+    return _supervise()
 
 
 def run_script(ctx: JobContext) -> int:
+    global _grace
+    _grace = SCRIPT_GRACE
     exp = ctx.job["experiment"]
     script = ctx.code_dir / exp["script"]
     env = dict(os.environ, RUNNER_RUN_DIR=str(ctx.run_dir), RUNNER_OUTPUT_DIR=str(ctx.output_dir),
@@ -129,7 +162,7 @@ def run_script(ctx: JobContext) -> int:
     child = subprocess.Popen([sys.executable, str(script), *map(str, exp.get("args") or [])], env=env,
                              cwd=str(ctx.code_dir))  # fmt: skip
     _children.append(child)
-    code = child.wait()
+    code = _supervise()
     if code == 0:
         metrics_file = ctx.output_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
@@ -160,7 +193,7 @@ def main() -> int:
             return launch_ranks(ctx)
         return run_rank(ctx)
     except KeyboardInterrupt:
-        return 143 if _stopping else 130
+        return 128 + (_stopping or signal.SIGINT)
 
 
 if __name__ == "__main__":

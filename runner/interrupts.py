@@ -1,0 +1,45 @@
+"""Ctrl-C and SIGTERM on the host: hold them off while cleanup that must finish runs.
+
+The runner turns SIGTERM into :class:`KeyboardInterrupt` (``runner.__main__``), so both
+signals reach Python as the same exception. Code that must not be cut in half (stopping and
+removing a container, writing the manifest, releasing the run dir) runs inside
+:class:`deferred`: a signal that arrives meanwhile is recorded, and when the block ends it is
+either delivered again to whatever handler was in place before (``redeliver=True``, the
+default: "it takes effect afterwards") or dropped (``redeliver=False``, for cleanup that is
+already the answer to an interrupt, where a second Ctrl-C asks for nothing new).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class deferred:  # noqa: N801 - used like a function: ``with deferred(): ...``
+    """Context manager; ``pending`` lists the signals that arrived inside the block."""
+
+    def __init__(self, redeliver: bool = True):
+        self.redeliver = redeliver
+        self.pending: list[int] = []
+        self._old: dict[int, object] = {}
+
+    def _record(self, signum, _frame) -> None:
+        self.pending.append(signum)
+
+    def __enter__(self) -> deferred:
+        self.pending = []
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            for sig in DEFERRED_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self._old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        if self.redeliver and exc[0] is None:
+            for sig in dict.fromkeys(self.pending):  # each signal once, in arrival order
+                signal.raise_signal(sig)
+        return False
