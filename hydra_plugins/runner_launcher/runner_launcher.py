@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner import slots as slots_mod
 from runner import sweep
-from runner.errors import EXIT_INTERRUPTED, RunnerError
+from runner.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
 log = logging.getLogger(__name__)
 CONSOLE_LOG = "console.log"
@@ -161,7 +161,11 @@ class RunnerSlotsLauncher(Launcher):
 
     def _slots(self, jobs: list[_Job]) -> list[slots_mod.Slot]:
         needs = [slots_mod.job_needs(j.task_cfg) for j in jobs if j.task_cfg is not None]
-        cpus = slots_mod.parse_cpu_list(self.cpus) if self.cpus else slots_mod.detect_cpus()
+        usable = slots_mod.detect_cpus()
+        cpus = slots_mod.parse_cpu_list(self.cpus) if self.cpus else usable
+        if not set(cpus) <= set(usable):
+            raise RunnerError(f"hydra.launcher.cpus={self.cpus}: this process may only run on cores "
+                              f"{slots_mod.format_cpu_list(usable)}", EXIT_USAGE)  # fmt: skip
         wants_gpus = any(n.gpus for n in needs)
         gpus = (self.gpus if self.gpus is not None else slots_mod.detect_gpus()) if wants_gpus else []
         plan = slots_mod.plan_slots(cpus, gpus, needs, self.slots, self.cpus_per_slot)

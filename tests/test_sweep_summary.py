@@ -1,0 +1,88 @@
+"""Sweep bookkeeping without an engine: resume identity, grouping by seed, the summary files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner import summary, sweep
+from runner.summary import JobRecord
+from tests.conftest import run_runner
+
+CFG = {"seed": 0, "model": {"lr": 0.05}, "launch": {"processes": 2, "cpuset_cpus": None, "gpus": 0}}
+
+
+def test_resume_flag_is_recognised_by_type():
+    assert sweep.is_skip_completed(True)
+    assert not sweep.is_skip_completed("runs/x/0")  # a run dir: the single-run resume of issue 7
+    assert not sweep.is_skip_completed(None) and not sweep.is_skip_completed(False)
+    assert sweep.without_resume(["seed=1", "+resume=true", "resume=False"]) == ["seed=1"]
+    assert sweep.without_resume(["+resume=runs/a/0"]) == ["+resume=runs/a/0"]
+
+
+def test_inputs_identity_ignores_the_slot_but_not_the_inputs():
+    placed = {**CFG, "launch": {"processes": 2, "cpuset_cpus": "1", "gpus": 0,
+                                "slot": {"index": 1, "cpus": "1", "gpus": [], "requested": {"cpuset_cpus": None, "gpus": 0}}}}  # fmt: skip
+    key = sweep.inputs_key(CFG, ["seed=0"])
+    assert sweep.inputs_key(placed, ["seed=0"]) == key
+    assert sweep.inputs_key({**CFG, "resume": True}, ["seed=0", "+resume=true"]) == key
+    assert sweep.inputs_key({**CFG, "model": {"lr": 0.1}}, ["seed=0"]) != key
+    assert sweep.inputs_key(CFG, ["seed=0", "model.lr=0.05"]) != key
+    done = {"status": "completed", "config": placed, "overrides": ["seed=0"]}
+    assert sweep.completed_for(done, CFG, ["seed=0"])
+    assert not sweep.completed_for({**done, "status": "failed"}, CFG, ["seed=0"])
+    assert not sweep.completed_for(done, {**CFG, "seed": 1}, ["seed=0"])
+
+
+def _job(name, seed, status="completed", metrics=None, overrides=()):
+    return JobRecord(name, Path("/s") / name, [f"seed={seed}", *overrides], status, 0 if status == "completed" else 1,
+                     seed=seed, metrics=metrics or {})  # fmt: skip
+
+
+def test_summary_groups_jobs_that_differ_only_in_seed():
+    jobs = [
+        _job("0", 0, metrics={"acc": 0.80, "step": 12}, overrides=["model.lr=0.1"]),
+        _job("1", 1, metrics={"acc": 0.84, "step": 12}, overrides=["model.lr=0.1"]),
+        _job("2", 0, metrics={"acc": 0.70}, overrides=["model.lr=0.01"]),
+        _job("3", 1, status="failed", overrides=["model.lr=0.01"]),
+        _job("4", 2, metrics={"acc": 0.74, "note": "text", "flag": True}, overrides=["model.lr=0.01"]),
+    ]
+    s = summary.summarize(Path("/s"), jobs)
+    assert s["counts"] == {"completed": 4, "failed": 1}
+    by_lr = {tuple(g["overrides"]): g for g in s["groups"]}
+    hi, lo = by_lr[("model.lr=0.1",)], by_lr[("model.lr=0.01",)]
+    assert hi["metrics"]["acc"]["mean"] == pytest.approx(0.82) and hi["metrics"]["acc"]["n"] == 2
+    assert lo["seeds"] == [0, 2] and lo["metrics"]["acc"]["values"] == [0.70, 0.74]
+    assert lo["not_completed"] == [{"name": "3", "status": "failed", "exit_code": 1}]
+    assert set(lo["metrics"]) == {"acc"}  # text and booleans are not statistics
+    assert [j["name"] for j in s["jobs"]] == ["0", "1", "2", "3", "4"]
+
+
+def test_summary_files_rebuilt_from_run_dirs(tmp_path):
+    """Run dirs with only job_status.json / fingerprints (no manifests) still give both files."""
+    for name, seed, code in (("0", 0, 0), ("1", 1, 2), ("10", 2, 0), ("2", 3, 0)):
+        d = tmp_path / name
+        sweep.write_job_status(d, code, None if code == 0 else "bad seed", [f"seed={seed}"])
+        (d / "fingerprints.jsonl").write_text(
+            "\n".join(json.dumps({"step": i, "loss": 2.3 - 0.1 * i}) for i in range(1, 6)) + "\n{\"step\": 6, \"lo")
+    (tmp_path / ".superseded" / "0.1").mkdir(parents=True)
+    sweep.write_job_status(tmp_path / ".superseded" / "0.1", 1, "old attempt", ["seed=0"])
+    proc = run_runner(str(tmp_path), module="runner.summary")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert [j["name"] for j in s["jobs"]] == ["0", "1", "2", "10"]  # job order; set-aside attempts excluded
+    assert [j["status"] for j in s["jobs"]] == ["completed", "failed", "completed", "completed"]
+    assert s["jobs"][1]["exit_code"] == 2 and s["jobs"][1]["error"] == "bad seed"
+    assert summary.read_curve(tmp_path / "0") == [(i, pytest.approx(2.3 - 0.1 * i)) for i in range(1, 6)]
+    image = pytest.importorskip("matplotlib.image").imread(tmp_path / "summary.png")
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+
+
+def test_summary_of_a_missing_dir_is_one_line(tmp_path):
+    proc = run_runner(str(tmp_path / "nope"), module="runner.summary")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("runner: error: no sweep dir at") and "Traceback" not in proc.stderr
+    proc = run_runner(str(tmp_path), module="runner.summary")
+    assert proc.returncode == 2 and "holds no run dirs" in proc.stderr
