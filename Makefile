@@ -34,7 +34,7 @@ bench: setup
 	$(PY) -m bench.run
 
 lint: $(STAMP)
-	.venv/bin/ruff check runner experiments tests bench
+	.venv/bin/ruff check runner experiments tests bench hydra_plugins
 
 # Regenerate the hash-pinned image locks from images/*.in (needs PyPI).
 lock: $(STAMP)
