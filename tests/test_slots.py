@@ -114,3 +114,4 @@ def test_placement_keeps_what_the_job_asked_for():
 def test_gpus_from_cuda_visible_devices():
     assert detect_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == [2, 3]
     assert detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
