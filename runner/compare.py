@@ -203,6 +203,7 @@ class Verdict:
     divergence: Divergence | None
     metrics: list[Change]
     environment: list[Change]
+    packages: list[Change]  # as the two training processes listed them
     drift: list[Drift]
     notes: list[str] = field(default_factory=list)
 
@@ -225,6 +226,7 @@ class Verdict:
         d["outputs"] = [c.to_json() for c in self.outputs]
         d["metrics"] = [c.to_json() for c in self.metrics]
         d["environment"] = [c.to_json() for c in self.environment]
+        d["packages"] = [c.to_json() for c in self.packages]
         d["divergence"] = (
             None if self.divergence is None
             else {**asdict(self.divergence), "a": _json_value(self.divergence.a), "b": _json_value(self.divergence.b)}
@@ -283,14 +285,17 @@ def verdict(
         fingerprints_identical=fp_same,
         divergence=div,
         metrics=changes(original.get("metrics") or {}, replay.get("metrics") or {}),
-        environment=changes(original.get("environment") or {}, replay.get("environment") or {}),
+        environment=changes(original.get("environment") or {}, replay.get("environment") or {}, ignore=_RUN_PATHS),
+        packages=package_changes(original.get("packages") or [], replay.get("packages") or [])
+        if original.get("packages") and replay.get("packages") else [],
         drift=drift,
         notes=notes,
     )
 
 
 # -- two runs side by side --------------------------------------------------------------------------
-# Keys that differ between any two runs by construction (names, timings) and say nothing about them.
+# Keys that differ between any two runs by construction (names, paths, timings) and say nothing about them.
+_RUN_PATHS = ("RUNNER_JOB",)  # the job file's path: inside the run dir, which differs on the host backend
 _IGNORED_LAUNCH = ("container",)
 _IGNORED_IMAGE = ("built_now", "build_seconds")
 SECTIONS = ("config", "environment", "packages", "image", "host", "devices", "determinism", "launch",

@@ -172,6 +172,8 @@ def render(outcome: Outcome, console: Console) -> None:
         console.print(f"[bold]metric[/] {c.key}: {short(c.a)} → {short(c.b)}")
     for c in v.environment:
         console.print(f"[bold]variable[/] {c.key}: {short(c.a)} → {short(c.b)}")
+    for c in v.packages:
+        console.print(f"[bold]package[/] {c.key}: {short(c.a)} → {short(c.b)} (as the training process saw it)")
     for note in v.notes:
         console.print(f"[yellow]note:[/] {note}")
     style = "bold green" if v.bit_identical else "bold red"

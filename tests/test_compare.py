@@ -133,8 +133,10 @@ def test_verdict_for_a_fast_profile_says_it_promises_no_identical_bits():
 
 def test_verdict_carries_drift_and_environment_changes():
     drift = [Drift("base image b", "id 1", "id 2")]
-    v = compare.verdict(_manifest(), _manifest(environment={"A": "2"}), None, None, drift)
+    v = compare.verdict(_manifest(packages=["torch==2"]), _manifest(environment={"A": "2"}, packages=["torch==3"]),
+                        None, None, drift)  # fmt: skip
     assert v.drift == drift and v.environment == [Change("A", "1", "2")]
+    assert v.packages == [Change("torch", "2", "3")]
     assert any("--allow-env-drift" in n for n in v.notes)
     assert v.to_json()["drift"] == [{"what": "base image b", "recorded": "id 1", "found": "id 2"}]
 
