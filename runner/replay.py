@@ -66,6 +66,17 @@ def _plan(m: manifest.Manifest, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
         raise RunnerError(f"the recorded config cannot be run: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Fail early (before any build) when the replay's run dir could not be created, e.g. a
+    read-only copy of the original; nothing is created here."""
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RunnerError(f"cannot create the replay's run dir {run_dir}: {parent} is not writable (use --out DIR)",
+                          EXIT_USAGE)  # fmt: skip
+
+
 def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, allow_env_drift: bool = False,
            echo=_echo, command: list[str] | None = None) -> Outcome:  # fmt: skip
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
@@ -75,10 +86,11 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     if m.code is None:
         raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
     archive = records.member(original.dir, m.code.snapshot, "code.snapshot")
-    snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     run_dir = Path(out).resolve() if out else default_out(original.dir)
     if (run_dir / manifest.MANIFEST_NAME).exists():
         raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten", EXIT_USAGE)
+    _check_writable(run_dir)
+    snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     plan = _plan(m, run_dir, snap_dir)
 
     engine = None

@@ -141,3 +141,10 @@ def test_replay_refuses_a_run_dir_that_already_holds_a_manifest(tmp_path):
     other = make_run(tmp_path / "other")
     proc, lines, cache = _replay(tmp_path, str(run), "--out", str(other))
     assert proc.returncode == 2 and "already holds a manifest" in lines[-1] and "Traceback" not in proc.stderr
+
+
+def test_replay_dir_that_cannot_be_created_is_refused_early(tmp_path):
+    run = make_run(tmp_path / "run")
+    (tmp_path / "file").write_text("")
+    proc, lines, cache = _replay(tmp_path, str(run), "--out", str(tmp_path / "file" / "replay"))
+    _assert_refused(proc, lines, run, cache, "cannot create the replay's run dir", "--out")
