@@ -129,7 +129,19 @@ def run_rank(ctx: JobContext) -> int:
                 "packages": facts.packages(),
             },
         )
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear DDP's process group down before the interpreter exits: a gloo group left to
+    static destructors can abort the process ("terminate called without an active exception")
+    after training already succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _plain(v):
