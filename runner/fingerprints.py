@@ -91,6 +91,16 @@ def _row_step(line: str) -> float:
 
 
 def read(path: Path) -> list[dict]:
+    """The records of a fingerprint file. A killed run can leave a torn last line: records that
+    do not parse are skipped, so a failed run's manifest is still written."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            rows.append(rec)
+    return rows
