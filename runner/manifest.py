@@ -160,8 +160,10 @@ def read(path: str | os.PathLike) -> Manifest:
     p = locate(path)
     try:
         raw = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunnerError(f"{p} is not valid JSON: {exc}", EXIT_USAGE) from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer past Python's digit limit
+        raise RunnerError(f"{p} is not valid JSON: {' '.join(str(exc).split())[:200]}", EXIT_USAGE) from None
+    except RecursionError:
+        raise RunnerError(f"{p} is not a manifest (JSON nested too deep to read)", EXIT_USAGE) from None
     except OSError as exc:
         raise RunnerError(f"cannot read {p}: {exc.strerror}", EXIT_USAGE) from None
     if not isinstance(raw, dict):
@@ -175,7 +177,7 @@ def read(path: str | os.PathLike) -> Manifest:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        where = ".".join(str(x) for x in first["loc"]).encode("unicode_escape").decode("ascii")[:120] or "(top)"
         raise RunnerError(
             f"{p} is not a valid manifest: {where}: {first['msg']} ({exc.error_count()} problem(s))", EXIT_USAGE
         ) from None

@@ -16,6 +16,7 @@ Only a path means this: ``+resume=true`` (skip completed jobs of a sweep) is the
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -60,10 +61,20 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
         raise RunnerError(f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
                           f"{snapshot.ARCHIVE_NAME!r}", EXIT_USAGE)  # fmt: skip
 
-    from runner import datasets, launch
+    # the snapshot first (hash, then every entry confined), then whether the recorded config still
+    # plans: a record is data, and one that no runner would have written stops here, in one line
+    snap_root = snapshot.extract(run_dir / snapshot.ARCHIVE_NAME, prior.code.snapshot_sha256)
+    from runner import datasets, launch, spec
     from runner.hashing import HashCache
 
-    _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
+    try:
+        spec.plan_run(prior.config, run_dir, snap_root, os.environ, os.getuid(), os.getgid(), run_id=prior.run_id)
+        _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
+    except RunnerError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RunnerError(f"{run_dir}: the recorded config cannot be run again ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]})", EXIT_USAGE) from None  # fmt: skip
     if prior.data and files != {k: v.model_dump() for k, v in prior.data.files.items()}:
         raise RunnerError(f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
                           "differ): a resume would not continue the same run", EXIT_USAGE)  # fmt: skip

@@ -12,9 +12,11 @@ Archives are data: :func:`extract` refuses members that would land outside the t
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import subprocess
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -124,9 +126,11 @@ def extract(archive: Path, expected_sha256: str) -> Path:
             for m in members:
                 _check_member(m)
             tar.extractall(tmp, members=members, filter="data")
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        # damaged, or entries that cannot coexist (a file where a directory must go): refused, in one line
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
-        raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {exc}", EXIT_USAGE) from None
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {why}", EXIT_USAGE) from None
     except BaseException:  # a refused entry (or Ctrl-C): leave nothing half-extracted in the cache
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
         raise

@@ -1,0 +1,71 @@
+"""Runs a test watches while they happen: started in the background, waited on, interrupted.
+
+A test that needs to act mid-run (send Ctrl-C, inspect or kill the container) starts
+``python -m runner`` with :func:`start` and polls with :func:`wait_for`. The probe experiment
+(``tests/data/probe_experiment/probe.py``) is a script that reports on the box it runs in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PROBE = ["experiment.target=null", "experiment.script=tests/data/probe_experiment/probe.py", "launch.processes=1"]
+
+
+def probe_args(*args: str) -> str:
+    """``experiment.args=[...]`` for the probe, quoted for Hydra."""
+    return "experiment.args=[" + ",".join(f"'{a}'" for a in args) + "]"
+
+
+def start(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
+    """``python -m runner hydra.run.dir=RUN_DIR overrides…`` in the background, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *overrides], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def wait_for(what: Callable[[], object], timeout: float = 300, every: float = 0.05, proc: subprocess.Popen | None = None):
+    """Poll ``what()`` until it is truthy and return it; fail if ``proc`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the runner ended (status {proc.returncode}) before the wait was over:\n{err[-3000:]}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def last_step(run_dir: Path) -> int:
+    """The highest optimizer step in the run's fingerprints so far (0 when none)."""
+    try:
+        lines = (Path(run_dir) / "fingerprints.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    steps = [0]
+    for line in lines:
+        with contextlib.suppress(ValueError, AttributeError):  # a line being written right now
+            steps.append(int(json.loads(line).get("step", 0)))
+    return max(steps)
+
+
+def containers_of(engine, run_dir: Path) -> list:
+    """Every container (running or exited) the runner started for ``run_dir``."""
+    return engine.containers_labelled("org.runner.run-dir", str(Path(run_dir).resolve()))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
