@@ -20,9 +20,32 @@ import docker.errors
 from docker.types import DeviceRequest, Mount
 
 from runner.engine_types import ContainerRequest
-from runner.errors import EXIT_BUILD, EXIT_ENVIRONMENT, RunnerError
+from runner.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 
 LABEL_RUN = "org.runner.run-id"
+# Container-engine sockets: a container that can reach one controls the host, read-only mount or not.
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                  "/run/podman/podman.sock", "/run/user/1000/docker.sock")  # fmt: skip
+
+
+def engine_sockets(env: dict[str, str] | None = None) -> list[Path]:
+    """The engine sockets of this host: the well-known ones plus ``DOCKER_HOST``'s, links resolved."""
+    env = os.environ if env is None else env
+    paths = list(ENGINE_SOCKETS)
+    host = env.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        paths.append(host[len("unix://") :])
+    return sorted({Path(os.path.realpath(p)) for p in paths})
+
+
+def refuse_engine_sockets(mounts: list[tuple[str, str, bool]], sockets: list[Path]) -> None:
+    """Refuse a bind mount that is, or holds, an engine socket (e.g. ``dataset.root=/var/run``)."""
+    for src, dst, _ in mounts:
+        source = Path(os.path.realpath(src))
+        for sock in sockets:
+            if sock == source or sock.is_relative_to(source):
+                raise RunnerError(f"refusing to mount {src} at {dst}: it holds the container engine's socket "
+                                  f"{sock}, which would hand the container the host", EXIT_USAGE)  # fmt: skip
 
 
 class Engine:
@@ -149,6 +172,7 @@ class Engine:
                 device_requests = [DeviceRequest(count=req.gpus, capabilities=[["gpu"]])]
             else:
                 device_requests = [DeviceRequest(device_ids=[str(g) for g in req.gpus], capabilities=[["gpu"]])]
+        refuse_engine_sockets(req.mounts, engine_sockets())
         mounts = [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in req.mounts]
         try:
             return self.client.containers.run(

@@ -1,0 +1,57 @@
+"""A container that dies — non-zero exit, out of memory, killed from outside — leaves a whole record:
+status `failed`, the exit code, the log tail, and the outputs written so far, marked partial."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import manifest, run_runner
+from tests.live_runs import PROBE, containers_of, finish, probe_args, start, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+def _failed_record(run_dir, stderr: str) -> dict:
+    errors = [x for x in stderr.splitlines() if x.startswith("runner: error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    m = manifest(run_dir)
+    assert m["status"] == "failed" and m["outputs_partial"] is True
+    assert "partial.txt" in m["outputs"], "outputs written before the end are kept and hashed"
+    assert (run_dir / "outputs" / "partial.txt").read_text() == "written before the end\n"
+    assert not (run_dir / ".runner.lock").exists()
+    return m
+
+
+def test_non_zero_exit_is_recorded_with_code_and_log_tail(tmp_path, engine):
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, probe_args("fail", "3"))
+    assert p.returncode == 1
+    m = _failed_record(run_dir, p.stderr)
+    assert m["exit_code"] == 3 and "status 3" in m["error"]
+    assert "probe: failing on purpose" in m["log_tail"]
+    assert containers_of(engine, run_dir) == []
+
+
+def test_out_of_memory_is_recorded_as_such(tmp_path, engine):
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, "launch.mem_limit=96m", probe_args("hog", "1024"))
+    assert p.returncode == 1
+    m = _failed_record(run_dir, p.stderr)
+    assert "out of memory" in m["error"] and "mem_limit=96m" in m["error"], m["error"]
+    assert m["exit_code"] == 137 and "probe: allocating" in m["log_tail"]
+    assert "did not hold" not in "\n".join(m["log_tail"])
+    assert containers_of(engine, run_dir) == []
+
+
+def test_container_killed_from_outside(tmp_path, engine):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *PROBE, probe_args("wait"))
+    (container,) = wait_for(lambda: containers_of(engine, run_dir), proc=proc)
+    wait_for(lambda: (run_dir / "outputs" / "partial.txt").exists(), proc=proc)
+    container.kill()
+    code, _, err = finish(proc)
+    assert code == 1
+    m = _failed_record(run_dir, err)
+    assert m["exit_code"] == 137 and "SIGKILL" in m["error"], m["error"]
+    assert any(line.startswith("probe: waiting") for line in m["log_tail"])
+    assert containers_of(engine, run_dir) == []

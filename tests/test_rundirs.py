@@ -1,0 +1,95 @@
+"""Run dirs are never overwritten, and runners started at once never share a run dir or a container.
+
+The claim is an flock taken before the manifest is looked at: of two runners aimed at one dir,
+one runs and the other is refused; runners aimed at dirs with the same name still get their own
+run id and container name (random suffix)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runner import launch
+from runner.errors import RunnerError
+from tests.conftest import manifest, run_runner
+from tests.live_runs import PROBE, containers_of, finish, probe_args, start, wait_for
+
+
+def _tree_bytes(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.docker
+def test_two_runners_at_once(tmp_path, engine):
+    same, other = tmp_path / "a" / "run", tmp_path / "b" / "run"  # same basename: the suffix must differ
+    wait = probe_args("report", "--wait", "go")
+    procs = [start(same, *PROBE, wait), start(same, *PROBE, wait), start(other, *PROBE, wait)]
+    refused = wait_for(lambda: [p for p in procs[:2] if p.poll() is not None], proc=procs[2])
+    wait_for(lambda: len(containers_of(engine, same)) == 1 and len(containers_of(engine, other)) == 1)
+    (same / "go").touch()
+    (other / "go").touch()
+    results = [finish(p) for p in procs]
+
+    (loser,) = refused
+    code, _, err = results[procs.index(loser)]
+    assert code == 2 and "in use by another run" in err and "Traceback" not in err, err[-2000:]
+    winner = results[1 - procs.index(loser)]
+    assert winner[0] == 0 and results[2][0] == 0, (winner[2][-2000:], results[2][2][-2000:])
+    a, b = manifest(same), manifest(other)
+    assert a["status"] == b["status"] == "completed"
+    assert a["run_id"] != b["run_id"] and a["launch"]["container"] != b["launch"]["container"]
+    assert containers_of(engine, same) == [] and containers_of(engine, other) == []
+
+
+@pytest.mark.docker
+def test_a_run_dir_with_a_manifest_is_never_overwritten(tmp_path, engine):
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, probe_args("report"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    before = _tree_bytes(run_dir)
+    again = run_runner(f"hydra.run.dir={run_dir}", *PROBE, probe_args("fail", "5"))
+    assert again.returncode == 2 and "never overwritten" in again.stderr and "Traceback" not in again.stderr
+    assert _tree_bytes(run_dir) == before, "the refused run changed files in the run dir (Hydra's included)"
+    assert containers_of(engine, run_dir) == []
+
+
+def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    fd = launch.claim_run_dir(run_dir)
+    with pytest.raises(RunnerError, match="in use by another run"):
+        launch.claim_run_dir(run_dir)
+    launch._release(run_dir, fd)
+    assert not (run_dir / launch.LOCK_NAME).exists()
+    # a runner killed while holding the claim: the kernel drops its lock, the file it left is no obstacle
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from runner import launch; "
+        f"launch.claim_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ})  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunnerError, match="in use"):
+        launch.claim_run_dir(run_dir)
+    holder.kill()
+    holder.wait()
+    assert (run_dir / launch.LOCK_NAME).exists()
+    launch._release(run_dir, launch.claim_run_dir(run_dir))
+
+
+def test_only_an_interrupted_or_failed_run_is_resumable(tmp_path):
+    from runner import manifest as schema
+    from tests.run_records import make_run
+
+    for status, ok in (("interrupted", True), ("failed", True), ("completed", False)):
+        run_dir = make_run(tmp_path / status, status=status, exit_code=0 if status == "completed" else 1)
+        with pytest.raises(RunnerError, match="never overwritten"):
+            launch.claim_run_dir(run_dir)
+        if ok:
+            launch._release(run_dir, launch.claim_run_dir(run_dir, resumable=True))
+        else:
+            with pytest.raises(RunnerError, match="only an interrupted or failed run"):
+                launch.claim_run_dir(run_dir, resumable=True)
+        assert schema.read(run_dir).status == status and not (run_dir / launch.LOCK_NAME).exists()
+    with pytest.raises(RunnerError, match="no manifest"):
+        launch.claim_run_dir(tmp_path / "empty", resumable=True)
