@@ -5,13 +5,15 @@ Lightning's ``ModelCheckpoint`` saves the module, optimizer and loop state every
 (written atomically; the newest one is kept). :class:`ResumeState` adds the rest:
 
 * the RNG states of python, numpy, torch (and CUDA) of *every* rank, gathered to rank 0 which
-  writes the file, and put back on each rank right before the first step after the resume;
+  writes the file, and put back on each rank at the point of the step sequence where they were
+  taken (see :meth:`ResumeState.on_load_checkpoint`);
 * the position in the epoch, handed to the registered samplers (``resume_at(epoch,
   batches_done)``) before the data loader is first iterated, so a resumed epoch continues with
   the batch after the last one trained instead of starting the epoch over.
 
-DataLoader workers need nothing of their own: their seeds derive from the main process's
-torch RNG when the epoch's iterator is created, which is restored. Imported inside the image
+DataLoader workers need nothing of their own: their seeds derive from one draw of the main
+process's torch RNG when an epoch's iterator is created, and that draw lands in the same place
+of the restored sequence. Imported inside the image
 only (Lightning at module level); the host finds checkpoints with :func:`runner.job.latest_checkpoint`.
 """
 
@@ -58,6 +60,7 @@ class ResumeState(Callback):
     def __init__(self, samplers: list | tuple = ()):
         self.samplers = list(samplers)
         self._position = (0, 0)  # (epoch, batches of it trained) after the last finished step
+        self._epoch_done = False  # that step was its epoch's last
         self._rng_to_restore: dict[str, Any] | None = None
 
     @property
@@ -66,6 +69,7 @@ class ResumeState(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._position = (trainer.current_epoch, batch_idx + 1)
+        self._epoch_done = batch_idx + 1 >= trainer.num_training_batches
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         # every rank runs this (Trainer.save_checkpoint builds the dict everywhere, rank 0 writes it)
@@ -79,10 +83,18 @@ class ResumeState(Callback):
         else:
             every = [mine]
         epoch, done = self._position
-        checkpoint[STATE_KEY] = {"rng": every, "epoch": epoch, "batches_done": done,
+        checkpoint[STATE_KEY] = {"rng": every, "epoch": epoch, "batches_done": done, "epoch_done": self._epoch_done,
                                  "global_step": trainer.global_step, "world_size": len(every)}  # fmt: skip
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Position the samplers, and put the RNG states back where the uninterrupted run had them.
+
+        Creating an epoch's data loader iterator draws once from torch's RNG. Mid-epoch, the
+        uninterrupted run drew before the checkpoint, so the resumed run's fresh iterator must
+        draw *before* the restore (it happens at the first step). After an epoch's last batch
+        the next epoch's draw comes after the checkpoint, so the restore happens now, before
+        the resumed run creates that iterator.
+        """
         state = checkpoint.get(STATE_KEY)
         if state is None:
             raise RuntimeError("checkpoint has no runner resume state (RNG, sampler position): it was not "
@@ -91,11 +103,16 @@ class ResumeState(Callback):
             raise RuntimeError(f"checkpoint was written by {state['world_size']} processes, this run has "
                                f"{trainer.world_size}: a resume needs the same world size")  # fmt: skip
         self._rng_to_restore = _native(state["rng"][trainer.global_rank])
+        if state.get("epoch_done"):
+            self._restore_rng()
         self._position = (state["epoch"], state["batches_done"])
         for sampler in self.samplers:
             sampler.resume_at(state["epoch"], state["batches_done"])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._restore_rng()
+
+    def _restore_rng(self) -> None:
         if self._rng_to_restore is not None:
             from lightning_fabric.utilities.seed import _set_rng_states
 
