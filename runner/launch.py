@@ -319,7 +319,8 @@ def execute(
     # (and is dropped: there is nothing left to interrupt).
     with deferred(redeliver=False), _released(run_dir, lock_fd):
         if result_exit.interrupted:
-            status, code, error = "interrupted", EXIT_INTERRUPTED, "interrupted (Ctrl-C / SIGTERM); container stopped"
+            stopped = "container stopped and removed" if plan.backend == "docker" else "training processes stopped"
+            status, code, error = "interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}"
         elif result_exit.exit_code != 0:
             status, code, error = "failed", EXIT_FAILED, _why_failed(result_exit, plan)
         else:
