@@ -112,7 +112,7 @@ class JobContext:
         from pytorch_lightning.plugins.environments import LightningEnvironment
         from pytorch_lightning.strategies import DDPStrategy
 
-        from runner.fingerprints import Fingerprints
+        from runner.fingerprint_callback import Fingerprints
 
         kw = dict(trainer_cfg or {})
         callbacks = list(kw.pop("callbacks", None) or [])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import datasets, facts, manifest, snapshot, spec, trainer_keys
+from runner import datasets, facts, fingerprints, manifest, snapshot, spec, trainer_keys
 from runner.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.hashing import HashCache, hash_tree, sha256_file
 from runner.interrupts import deferred
@@ -374,18 +374,6 @@ def _release(run_dir: Path, lock_fd: int) -> None:
     os.close(lock_fd)
 
 
-def _jsonl_rows(path: Path) -> list[dict]:
-    """Rows of ``fingerprints.jsonl``, skipping a line an interrupt cut short. (Not
-    ``runner.fingerprints.read``: that module imports Lightning, seconds the host need not spend.)"""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in rows if isinstance(r, dict)]
-
-
 def _tail(path: Path, n: int = 40) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()[-n:]
@@ -416,7 +404,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     record["outputs_partial"] = status != "completed"
     fp = run_dir / FINGERPRINTS_FILE
     if fp.is_file():
-        rows = _jsonl_rows(fp)
+        rows = fingerprints.read(fp)
         record["fingerprints"] = {"file": FINGERPRINTS_FILE, "sha256": sha256_file(fp),
                                   "every_k_steps": int(record["config"].get("fingerprints", {}).get("every_k_steps", 10)),
                                   "steps": max((r.get("step", 0) for r in rows), default=0)}  # fmt: skip
