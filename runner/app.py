@@ -30,6 +30,11 @@ def run_composed(cfg: DictConfig) -> int:
                        list(hc.overrides.task), echo=_echo)  # fmt: skip
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
     console.print(f"[bold green]completed[/] {run_dir}  {metrics}")
+    objective = cfg.get("sweep_objective")
+    if objective:  # an optimising sweeper (Optuna, Ax, …) reads the task's return value
+        if objective not in m.metrics:
+            raise RunnerError(f"sweep_objective={objective!r} is not among the run's metrics: {', '.join(m.metrics)}")
+        return float(m.metrics[objective])
     return 0
 
 
