@@ -95,7 +95,7 @@ class Throughput(pl.Callback):
 
 class MnistCNN(pl.LightningModule):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9,
-                 dropout=0.0, batch_size=64, seed=0, rank=0, world=1):  # fmt: skip
+                 dropout=0.0, batch_size=64, seed=0, rank=0, world=1, mean=0.0, std=1.0):  # fmt: skip
         super().__init__()
         self.save_hyperparameters(ignore=["images", "labels"])
         self._perm_epoch, self._perm = None, None
@@ -115,6 +115,10 @@ class MnistCNN(pl.LightningModule):
     def forward(self, x):
         return self.net(x)
 
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 images → float, one channel, standardised with the data set's mean and std."""
+        return pixels.unsqueeze(1).float().div_(255.0).sub_(self.hparams.mean).div_(self.hparams.std)
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a batch is a batch number; the data is on the device already
 
@@ -129,7 +133,7 @@ class MnistCNN(pl.LightningModule):
 
     def batch(self, i: int):
         idx = self.indices(i)
-        x = self.images.index_select(0, idx).unsqueeze(1).float().div_(255.0).sub_(0.2860).div_(0.3530)
+        x = self.normalise(self.images.index_select(0, idx))
         return x, self.labels.index_select(0, idx).long()
 
     def training_step(self, i, batch_idx):
@@ -146,12 +150,20 @@ class MnistCNN(pl.LightningModule):
         self.eval()
         correct, loss_sum = 0, 0.0
         for i in range(0, len(images), batch_size):
-            x = images[i : i + batch_size].to(self.device).unsqueeze(1).float().div_(255.0).sub_(0.2860).div_(0.3530)
+            x = self.normalise(images[i : i + batch_size].to(self.device))
             y = labels[i : i + batch_size].to(self.device).long()
             out = self(x)
             loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
         return {"test_loss": loss_sum / len(images), "test_acc": correct / len(images)}
+
+
+def pixel_stats(stats, images: torch.Tensor) -> dict:
+    """Mean and std for normalisation: the data set config's, else computed from the images."""
+    if stats:
+        return {"mean": float(stats["mean"]), "std": float(stats["std"])}
+    pixels = images.double().div(255.0)
+    return {"mean": float(pixels.mean()), "std": float(pixels.std())}
 
 
 def train(cfg, run_dir: Path) -> dict:
@@ -164,7 +176,7 @@ def train(cfg, run_dir: Path) -> dict:
     bs = int(cfg.model.batch_size)
     model = MnistCNN(images, labels, **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")},
                      dropout=float(cfg.model.get("dropout") or 0.0), batch_size=bs, seed=ctx.seed,
-                     rank=ctx.rank, world=ctx.world_size)  # fmt: skip
+                     rank=ctx.rank, world=ctx.world_size, **pixel_stats(cfg.dataset.get("stats"), images))  # fmt: skip
     sampler = EpochBatches(n, bs, ctx.world_size)
     loader = DataLoader(_Identity(), sampler=sampler, batch_size=None, num_workers=0)
 
