@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -59,7 +60,13 @@ def train(rank: int, world: int, args: argparse.Namespace) -> None:
         metrics = {"train_loss": float(final) / world, "steps": args.steps}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         print(f"rank 0: {args.steps} steps, loss {metrics['train_loss']:.4f}", flush=True)
+    dist.barrier()
     dist.destroy_process_group()
+    # torch 2.13's gloo can abort a process at interpreter exit ("terminate called without an
+    # active exception") after its work is done: leave without finalisation once all is written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
