@@ -38,7 +38,7 @@ def render(d: compare.RunDiff, console: Console) -> None:
         if not rows:
             same.append(name)
             continue
-        t = Table(title=f"{name} ({len(rows)} differ)", title_justify="left")
+        t = Table(title=f"{name} ({len(rows)} differ)", title_justify="left", min_width=len(name) + 14)
         t.add_column("key", style="bold")
         t.add_column("A")
         t.add_column("B")
