@@ -125,8 +125,11 @@ class MnistCNN(pl.LightningModule):
     def indices(self, i: int) -> torch.Tensor:
         """Indices of this rank's batch ``i`` of the current epoch, on the module's device."""
         hp = self.hparams
-        if self._perm_epoch != self.current_epoch:  # one host→device copy per epoch
-            self._perm = epoch_permutation(hp.seed, self.current_epoch, len(self.images)).to(self.images.device)
+        if self._perm_epoch != self.current_epoch:  # one host→device copy per epoch, queued without a sync
+            perm = epoch_permutation(hp.seed, self.current_epoch, len(self.images))
+            if self.images.is_cuda:
+                perm = perm.pin_memory()
+            self._perm = perm.to(self.images.device, non_blocking=True)
             self._perm_epoch = self.current_epoch
         start = (int(i) * hp.world + hp.rank) * hp.batch_size
         return self._perm[start : start + hp.batch_size]
