@@ -406,7 +406,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     if fp.is_file():
         rows = fingerprints.read(fp)
         record["fingerprints"] = {"file": FINGERPRINTS_FILE, "sha256": sha256_file(fp),
-                                  "every_k_steps": int(record["config"].get("fingerprints", {}).get("every_k_steps", 10)),
+                                  "every_k_steps": spec.fingerprint_every(record["config"]),
                                   "steps": max((r.get("step", 0) for r in rows), default=0)}  # fmt: skip
     finished = time.time()
     record["timings"] = {"started": started, "finished": finished, "total_seconds": finished - started,

@@ -58,7 +58,7 @@ class RunPlan:
             "accelerator": self.accelerator,
             "determinism": self.profile,
             "dataset_files": dict(dataset_files),
-            "fingerprint_every": int((self.config.get("fingerprints") or {}).get("every_k_steps", 10)),
+            "fingerprint_every": fingerprint_every(self.config),
             "checkpoint_every": int(self.launch.get("checkpoint_every_n_steps") or 0),
             "resume": self.launch.get("resume"),
         }
@@ -96,6 +96,11 @@ class RunPlan:
             mem_limit=self.launch.get("mem_limit"),
             labels={"org.runner.run-id": self.run_id, "org.runner.run-dir": str(self.run_dir)},
         )
+
+
+def fingerprint_every(cfg: Mapping[str, Any]) -> int:
+    """``fingerprints.every_k_steps``: optimizer steps between parameter hashes (10 when unset)."""
+    return int((cfg.get("fingerprints") or {}).get("every_k_steps", 10))
 
 
 def _experiment(cfg: Mapping[str, Any], project_root: Path) -> dict[str, Any]:
