@@ -20,7 +20,6 @@ from runner.engine_types import ContainerRequest
 from runner.errors import EXIT_USAGE, RunnerError
 from runner.images import choose_kind, gpu_count_requested
 from runner.job import JOB_FILE
-from runner.manifest import SECRET_PATTERN
 
 # Paths inside the container.
 CODE, DATA, JOB = "/code", "/data", "/job"
@@ -195,7 +194,3 @@ def plan_run(
         container_name=f"runner-{rid}",
         launch=launch,
     )
-
-
-def secret_names(env: Mapping[str, str]) -> list[str]:
-    return sorted(k for k in env if SECRET_PATTERN.search(k))
