@@ -222,7 +222,7 @@ def prepare(
 def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
     """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
     from runner import images, wheelhouse
-    from runner.launch import ResolvedImage, project_root, resolve_image
+    from runner.launch import ResolvedImage, build_lock, project_root, resolve_image
 
     rec = m.image
     found: list[Drift] = []
@@ -269,11 +269,15 @@ def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift:
             freeze = _read_freeze(engine, fallback.tag)
             found += _freeze_drift(m, freeze, fallback.tag)
             return fallback, f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed", found
-        image_id = engine.build(
-            iplan.tag, dockerfile, {"image.lock": lock, "wheels": wheels},
-            buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
-        )  # fmt: skip
-        how = f"rebuilt {iplan.tag} from the recorded Dockerfile and lock on base {rec.base_ref}"
+        with build_lock(iplan.tag):  # a run or replay needing this tag meanwhile: it is built once
+            image_id = engine.image_id(iplan.tag)
+            built = image_id is None
+            if built:
+                image_id = engine.build(
+                    iplan.tag, dockerfile, {"image.lock": lock, "wheels": wheels},
+                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
+                )  # fmt: skip
+                how = f"rebuilt {iplan.tag} from the recorded Dockerfile and lock on base {rec.base_ref}"
     found += _freeze_drift(m, _read_freeze(engine, iplan.tag), iplan.tag)
     if iplan.tag != rec.tag:
         found.append(Drift("image tag", rec.tag, iplan.tag))
