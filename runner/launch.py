@@ -248,7 +248,6 @@ def execute(
             _release(run_dir, lock_fd)
             raise
     cache = HashCache()
-    result_exit = None
     try:
         # code: a snapshot of the tree as it is now, or the recorded one for a replay
         if code_archive:
@@ -300,7 +299,6 @@ def execute(
         result_exit = backend.run(plan, image_tag, snap_dir, data_root, echo)
         record["timings_partial"] = {"image_seconds": image_seconds, "container_seconds": result_exit.seconds}
     except KeyboardInterrupt:
-        result_exit = None
         with deferred(redeliver=False), _released(run_dir, lock_fd):  # a second Ctrl-C: the record still lands whole
             _finish(record, run_dir, cache, started, "interrupted", EXIT_INTERRUPTED, "interrupted before training")
         raise RunnerError(f"interrupted; partial record in {run_dir / manifest.MANIFEST_NAME}", EXIT_INTERRUPTED) from None
@@ -326,8 +324,7 @@ def execute(
         else:
             status, code, error = "completed", 0, None
         record["log_tail"] = result_exit.log_tail if status != "completed" else []
-        m = _finish(record, run_dir, cache, started, status, code if status != "completed" else 0, error,
-                    container_exit=result_exit.exit_code)  # fmt: skip
+        m = _finish(record, run_dir, cache, started, status, code, error, container_exit=result_exit.exit_code)
     if status != "completed":
         raise RunnerError(f"run {status}: {error} — see {run_dir / 'logs' / 'train.log'}", code)
     return m
@@ -394,7 +391,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
         except json.JSONDecodeError:
             result = {}
     record["status"] = status
-    record["exit_code"] = code if container_exit is None or status == "completed" else (container_exit or code)
+    record["exit_code"] = container_exit or code  # the training process's own status, when it has one
     record["error"] = error
     record["metrics"] = result.get("metrics", {})
     record["process"] = result.get("process")
