@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import fingerprints, stats, sweep
 from runner import manifest as manifest_mod
-from runner import stats, sweep
 from runner.errors import EXIT_USAGE, RunnerError
 from runner.job import FINGERPRINTS_FILE
 
@@ -109,19 +109,15 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
 
 def read_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(step, loss) pairs from a run's fingerprints; a resumed run's repeated steps keep the last."""
-    path = run_dir / FINGERPRINTS_FILE
-    by_step: dict[int, float] = {}
     try:
-        lines = path.read_text().splitlines()
+        rows = fingerprints.read(run_dir / FINGERPRINTS_FILE)  # a run killed mid-line: that line is skipped
     except OSError:
         return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a run killed mid-line
-        if isinstance(rec, dict) and isinstance(rec.get("loss"), (int, float)) and "step" in rec:
-            by_step[int(rec["step"])] = float(rec["loss"])
+    by_step: dict[int, float] = {}
+    for rec in rows:
+        step = rec.get("step")
+        if isinstance(step, int) and not isinstance(step, bool) and isinstance(rec.get("loss"), (int, float)):
+            by_step[step] = float(rec["loss"])
     return sorted(by_step.items())
 
 

@@ -96,8 +96,10 @@ def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides
 
 
 def read_job_status(run_dir: Path) -> dict[str, Any] | None:
+    """A job's recorded outcome; None when there is none or it is not a JSON object (damaged, not UTF-8)."""
     path = Path(run_dir) / JOB_STATUS_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return None
+    return record if isinstance(record, dict) else None

@@ -80,6 +80,21 @@ def test_summary_files_rebuilt_from_run_dirs(tmp_path):
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
 
 
+def test_damaged_side_files_do_not_stop_the_summary(tmp_path):
+    """A job status that is not a JSON object or not UTF-8, a fingerprint line with a bad step: skipped."""
+    for name, status in (("0", b"[1, 2]"), ("1", b"\xff\xfe")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / sweep.JOB_STATUS_FILE).write_bytes(status)
+        assert sweep.read_job_status(tmp_path / name) is None
+    (tmp_path / "0" / "fingerprints.jsonl").write_bytes(
+        b'{"step": 1, "loss": 2.0}\n{"step": "x", "loss": 1.0}\n{"step": null, "loss": 1.0}\n\xff\n{"step": 2, "loss": 1.5}\n')
+    assert summary.read_curve(tmp_path / "0") == [(1, 2.0), (2, 1.5)]
+    proc = run_runner(str(tmp_path), module="runner.summary")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert [j["status"] for j in s["jobs"]] == ["unknown", "unknown"]
+
+
 def test_summary_of_a_missing_dir_is_one_line(tmp_path):
     proc = run_runner(str(tmp_path / "nope"), module="runner.summary")
     assert proc.returncode == 2
