@@ -91,7 +91,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_result(ctx: JobContext, payload: dict) -> None:
+def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict) -> None:
+    """``result.json``: the run's metrics and the facts of the process that trained (written whole)."""
+    payload = {"metrics": metrics, "train_seconds": time.time() - started, "flags": flags,
+               "process": facts.process(), "packages": facts.packages()}  # fmt: skip
     path = ctx.run_dir / RESULT_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -119,16 +122,7 @@ def run_rank(ctx: JobContext) -> int:
     started = time.time()
     metrics = train(cfg, ctx.run_dir) or {}
     if ctx.is_main:
-        _write_result(
-            ctx,
-            {
-                "metrics": {k: _plain(v) for k, v in metrics.items()},
-                "train_seconds": time.time() - started,
-                "flags": flags,
-                "process": facts.process(),
-                "packages": facts.packages(),
-            },
-        )
+        _write_result(ctx, {k: _plain(v) for k, v in metrics.items()}, started, flags)
     _close_process_group()
     return 0
 
@@ -189,16 +183,7 @@ def run_script(ctx: JobContext) -> int:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         from runner import determinism
 
-        _write_result(
-            ctx,
-            {
-                "metrics": metrics,
-                "train_seconds": time.time() - started,
-                "flags": determinism.flags_in_force(),
-                "process": facts.process(),
-                "packages": facts.packages(),
-            },
-        )
+        _write_result(ctx, metrics, started, determinism.flags_in_force())
     return code
 
 
