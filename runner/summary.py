@@ -90,15 +90,14 @@ def _hydra_overrides(run_dir: Path) -> list[str]:
 def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
     """One job as its run dir records it: the manifest when there is one, else its status file."""
     name = run_dir.relative_to(sweep_dir).as_posix()
-    status_rec = sweep.read_job_status(run_dir)
     if (run_dir / manifest_mod.MANIFEST_NAME).is_file():
         try:
             m = manifest_mod.read(run_dir)
         except RunnerError as exc:
             return JobRecord(name, run_dir, _hydra_overrides(run_dir), "unknown", None, exc.message)
-        metrics = {k: v for k, v in m.metrics.items()}
         return JobRecord(name, run_dir, sweep.without_resume(m.overrides), m.status, m.exit_code, m.error, m.run_id,
-                         m.determinism.seed, metrics, m.code.snapshot_sha256 if m.code else None)  # fmt: skip
+                         m.determinism.seed, dict(m.metrics), m.code.snapshot_sha256 if m.code else None)  # fmt: skip
+    status_rec = sweep.read_job_status(run_dir)
     overrides = (status_rec or {}).get("overrides") or _hydra_overrides(run_dir)
     overrides = sweep.without_resume(overrides)
     if status_rec:
@@ -124,7 +123,7 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
 # -- pure summary --------------------------------------------------------------------------------------
 def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
     """Jobs that differ only in their seed belong to one group."""
-    return tuple(sorted(o for o in overrides if o.lstrip("~+").partition("=")[0] not in _GROUPING_IGNORES))
+    return tuple(sorted(o for o in overrides if sweep.override_key(o) not in _GROUPING_IGNORES))
 
 
 def _numeric(v: Any) -> bool:

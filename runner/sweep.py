@@ -35,7 +35,8 @@ def is_skip_completed(value: Any) -> bool:
     return value is True
 
 
-def _override_key(override: str) -> str:
+def override_key(override: str) -> str:
+    """``+model.lr=0.1`` → ``model.lr``: the config key an override sets."""
     return override.lstrip("~+").partition("=")[0].strip()
 
 
@@ -44,7 +45,7 @@ def without_resume(overrides: Sequence[str]) -> list[str]:
     so a job run under ``+resume=true`` is recorded exactly as it was first run."""
     out = []
     for o in overrides:
-        if _override_key(o) == RESUME_KEY and o.partition("=")[2].strip().lower() in ("true", "false"):
+        if override_key(o) == RESUME_KEY and o.partition("=")[2].strip().lower() in ("true", "false"):
             continue
         out.append(o)
     return out
