@@ -152,12 +152,7 @@ def render(outcome: Outcome, console: Console) -> None:
     console.print(head)
 
     if v.drift:
-        t = Table(title="environment drift (ran with --allow-env-drift)", title_justify="left")
-        for col in ("what", "recorded", "here"):
-            t.add_column(col)
-        for d in v.drift:
-            t.add_row(d.what, d.recorded, d.found)
-        console.print(t)
+        console.print(_drift_table("environment drift (ran with --allow-env-drift)", v.drift))
 
     t = Table(title="outputs", title_justify="left")
     for col in ("file", "recorded sha256", "replay sha256", ""):
@@ -211,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                          command=[sys.executable, "-m", "runner.replay", *argv])  # fmt: skip
     except RunnerError as exc:
         if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            _print_drift(exc.drift)
+            log_console.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
         fail(exc)
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", EXIT_INTERRUPTED))
@@ -226,13 +221,13 @@ def _sigterm_as_interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def _print_drift(drift: list[compare.Drift]) -> None:
-    t = Table(title="the recorded environment cannot be rebuilt exactly", title_justify="left")
+def _drift_table(title: str, drift: list[compare.Drift]) -> Table:
+    t = Table(title=title, title_justify="left")
     for col in ("what", "recorded", "here"):
         t.add_column(col)
     for d in drift:
         t.add_row(d.what, d.recorded, d.found)
-    log_console.print(t)
+    return t
 
 
 if __name__ == "__main__":
