@@ -33,7 +33,10 @@ class Exit:
     log_tail: list[str] = field(default_factory=list)
 
 
-class _Tee:
+class Tee:
+    """``echo``, also appending each line to ``path`` and keeping the last ``LOG_TAIL`` lines in
+    ``tail``; the file is closed by :meth:`close` or at the end of a ``with`` block."""
+
     def __init__(self, path: Path, echo: Callable[[str], None]):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
@@ -50,6 +53,12 @@ class _Tee:
     def close(self) -> None:
         self.file.close()
 
+    def __enter__(self) -> Tee:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class DockerBackend:
     name = "docker"
@@ -58,7 +67,7 @@ class DockerBackend:
         self.engine = engine
 
     def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo) -> Exit:
-        tee = _Tee(plan.run_dir / "logs" / "train.log", echo)
+        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
         started = time.time()
         container = reader = None
         interrupted = False
@@ -91,7 +100,7 @@ class HostBackend:
     name = "host"
 
     def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo) -> Exit:
-        tee = _Tee(plan.run_dir / "logs" / "train.log", echo)
+        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
         env = plan.host_env(os.environ, code_dir)
         started = time.time()
         proc = subprocess.Popen(

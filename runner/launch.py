@@ -52,6 +52,7 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
     failed build's run dir then keeps the whole log, not only the tail in the error).
     """
     from runner import images, wheelhouse
+    from runner.backends import Tee
 
     variant = plan.config["image"]["variants"][plan.image_kind]
     base = variant["base"]
@@ -68,7 +69,7 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
         if built:
-            with _teed(echo, build_log) as log:
+            with Tee(build_log, echo) if build_log else contextlib.nullcontext(echo) as log:
                 log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
                 wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
                 image_id = engine.build(
@@ -100,22 +101,6 @@ def build_lock(tag: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _teed(echo: Callable[[str], None], path: Path | None) -> Iterator[Callable[[str], None]]:
-    """``echo``, also appending each line to ``path`` (when given) until the block ends."""
-    if path is None:
-        yield echo
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", buffering=1) as f:
-
-        def both(line: str) -> None:
-            f.write(line + "\n")
-            echo(line)
-
-        yield both
 
 
 def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
