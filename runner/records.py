@@ -15,7 +15,7 @@ from typing import Any
 from runner import manifest
 from runner.compare import parse_fingerprints
 from runner.errors import EXIT_USAGE, RunnerError
-from runner.hashing import sha256_file
+from runner.hashing import sha256_bytes, sha256_file
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,17 @@ def load(path: str | os.PathLike) -> RunRecord:
         fp = member(mpath.parent, m.fingerprints.file, "fingerprints.file")
         if not fp.is_file():
             note = f"{fp} is missing"
-        elif sha256_file(fp) != m.fingerprints.sha256:
-            note = f"{fp} does not match the sha256 its manifest records"
         else:
             try:
-                text = fp.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
+                data = fp.read_bytes()  # read once: hashed, then parsed
+            except OSError as exc:
                 raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
-            rows = parse_fingerprints(text, str(fp))
+            if sha256_bytes(data) != m.fingerprints.sha256:
+                note = f"{fp} does not match the sha256 its manifest records"
+            else:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError as exc:
+                    raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
+                rows = parse_fingerprints(text, str(fp))
     return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note)
