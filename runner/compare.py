@@ -55,6 +55,9 @@ class Divergence:
             return f"step {self.step}: only {'A' if self.b is ABSENT else 'B'} has a record for it"
         return f"step {self.step}: {self.field} {_short(self.a)} vs {_short(self.b)}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "field": self.field, "a": _json_value(self.a), "b": _json_value(self.b)}
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -227,10 +230,7 @@ class Verdict:
         d["metrics"] = [c.to_json() for c in self.metrics]
         d["environment"] = [c.to_json() for c in self.environment]
         d["packages"] = [c.to_json() for c in self.packages]
-        d["divergence"] = (
-            None if self.divergence is None
-            else {**asdict(self.divergence), "a": _json_value(self.divergence.a), "b": _json_value(self.divergence.b)}
-        )  # fmt: skip
+        d["divergence"] = None if self.divergence is None else self.divergence.to_json()
         d["headline"] = self.headline()
         return d
 
@@ -323,9 +323,7 @@ class RunDiff:
             "b": self.b,
             "outputs_identical": self.outputs_identical,
             "fingerprints_identical": self.fingerprints_identical,
-            "first_divergence": None if self.divergence is None else {
-                "step": self.divergence.step, "field": self.divergence.field,
-                "a": _json_value(self.divergence.a), "b": _json_value(self.divergence.b)},
+            "first_divergence": None if self.divergence is None else self.divergence.to_json(),
             "sections": {name: [c.to_json() for c in rows] for name, rows in self.sections.items()},
             "notes": self.notes,
         }  # fmt: skip
