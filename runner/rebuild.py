@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import manifest
-from runner.compare import ABSENT, Drift, package_changes
+from runner.compare import ABSENT, Drift, canonical_name, package_changes
 from runner.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.hashing import HashCache, sha256_file
 
@@ -106,8 +106,6 @@ _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 def lock_pins(text: str) -> dict[str, tuple[str, set[str]]]:
     """A hash-pinned lock (pip-compile ``--generate-hashes``) → {canonical name: (version, sha256s)}."""
-    from runner.compare import canonical_name
-
     logical, cur = [], ""
     for raw in text.splitlines():
         line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
@@ -129,8 +127,6 @@ def lock_pins(text: str) -> dict[str, tuple[str, set[str]]]:
 
 
 def _wheel_project(filename: str) -> str:
-    from runner.compare import canonical_name
-
     if filename.endswith(".whl"):
         return canonical_name(filename.split("-", 1)[0])
     stem = re.sub(r"\.(tar\.gz|tar\.bz2|zip|tgz)$", "", filename)
