@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from runner.cli_common import fail, validate_overrides
-from runner.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.errors import EXIT_INTERRUPTED, RunnerError
 
 
 def _sigterm_as_interrupt(_signum, _frame):
@@ -27,9 +27,10 @@ def _refuse_held_run_dir(args: list[str]) -> None:
         return
     for a in args:
         key, _, value = a.partition("=")
-        if key == "hydra.run.dir" and "${" not in value and (Path(value) / "manifest.json").exists():
-            raise RunnerError(f"{Path(value).resolve()} already holds a manifest: run dirs are never overwritten "
-                              f"(an interrupted or failed run continues with +resume={value})", EXIT_USAGE)  # fmt: skip
+        if key == "hydra.run.dir" and "${" not in value:
+            from runner.launch import refuse_held
+
+            refuse_held(Path(value).resolve())
 
 
 def _main(args: list[str]) -> None:

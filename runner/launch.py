@@ -137,13 +137,18 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
     return fd
 
 
+def refuse_held(run_dir: Path) -> None:
+    """Run dirs are never overwritten: refuse one that already holds a manifest."""
+    if (run_dir / manifest.MANIFEST_NAME).exists():
+        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten "
+                          f"(an interrupted or failed run continues with +resume={run_dir})", EXIT_USAGE)  # fmt: skip
+
+
 def _check_claimable(run_dir: Path, resumable: bool) -> None:
-    held = run_dir / manifest.MANIFEST_NAME
     if not resumable:
-        if held.exists():
-            raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten "
-                              f"(an interrupted or failed run continues with +resume={run_dir})", EXIT_USAGE)  # fmt: skip
+        refuse_held(run_dir)
         return
+    held = run_dir / manifest.MANIFEST_NAME
     if not held.exists():
         raise RunnerError(f"{run_dir} holds no manifest: there is no run to resume", EXIT_USAGE)
     status = manifest.read(held).status
