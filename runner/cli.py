@@ -48,10 +48,8 @@ def _diff(args: list[str]) -> int | None:
 
 
 def _summary(args: list[str]) -> int | None:
-    try:
-        from runner.summary import main as summary_main
-    except ImportError as exc:  # the summary command is optional; say so instead of a traceback
-        raise RunnerError(f"`runner summary` is not available in this installation ({exc})", EXIT_USAGE) from None
+    from runner.summary import main as summary_main
+
     return summary_main(args)
 
 
