@@ -134,10 +134,10 @@ class RunnerSlotsLauncher(Launcher):
         return _Job(idx, overrides, cfg, run_dir, _resolved_task_config(cfg, run_dir))
 
     def _already_done(self, job: _Job) -> bool:
-        if job.task_cfg is None or not (job.run_dir / "manifest.json").is_file():
-            return False
         from runner import manifest
 
+        if job.task_cfg is None or not (job.run_dir / manifest.MANIFEST_NAME).is_file():
+            return False
         try:
             m = manifest.read(job.run_dir)
         except RunnerError:
