@@ -40,11 +40,14 @@ def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> 
         "-d", str(tmp), "-r", str(lock),
     ]  # fmt: skip
     log(f"fetching wheels for {lock.name} into {target}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-3:])
+            raise RunnerError(f"cannot fetch the wheels pinned by {lock}: {tail}", EXIT_ENVIRONMENT)
+    except BaseException:  # refused, or Ctrl-C mid-download: no partial wheelhouse stays in the cache
         shutil.rmtree(tmp, ignore_errors=True)
-        tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-3:])
-        raise RunnerError(f"cannot fetch the wheels pinned by {lock}: {tail}", EXIT_ENVIRONMENT)
+        raise
     (tmp / ".complete").touch()
     try:
         os.rename(tmp, target)
