@@ -72,19 +72,22 @@ class Engine:
         return {"version": v.get("Version"), "api_version": v.get("ApiVersion"), "os": v.get("Os"),
                 "arch": v.get("Arch"), "kernel": v.get("KernelVersion")}  # fmt: skip
 
-    def image_id(self, ref: str) -> str | None:
+    def _image(self, ref: str):
+        """The local image ``ref`` names, or None; an engine that refuses the question is one line."""
         try:
-            return self.client.images.get(ref).id
+            return self.client.images.get(ref)
         except docker.errors.ImageNotFound:
             return None
         except docker.errors.APIError as exc:
             raise RunnerError(f"cannot inspect image {ref}: {exc.explanation}", EXIT_ENVIRONMENT) from None
 
+    def image_id(self, ref: str) -> str | None:
+        image = self._image(ref)
+        return image.id if image else None
+
     def image_digest(self, ref: str) -> str | None:
-        try:
-            digests = self.client.images.get(ref).attrs.get("RepoDigests") or []
-        except docker.errors.ImageNotFound:
-            return None
+        image = self._image(ref)
+        digests = (image.attrs.get("RepoDigests") or []) if image else []
         return digests[0].split("@", 1)[1] if digests else None
 
     def pull(self, ref: str) -> str | None:
