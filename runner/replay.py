@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner import compare, manifest, rebuild, records, snapshot, spec
+from runner import compare, launch, manifest, rebuild, records, snapshot, spec
 from runner.cli_common import fail
 from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
@@ -87,8 +87,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
         raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
     archive = records.member(original.dir, m.code.snapshot, "code.snapshot")
     run_dir = Path(out).resolve() if out else default_out(original.dir)
-    if (run_dir / manifest.MANIFEST_NAME).exists():
-        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten", EXIT_USAGE)
+    launch.refuse_held(run_dir)  # here, before any build; the claim checks again
     _check_writable(run_dir)
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     plan = _plan(m, run_dir, snap_dir)
@@ -102,8 +101,6 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
     failure = None
-    from runner import launch  # imports Lightning (fingerprints): only once there is something to run
-
     try:
         launch.execute(
             m.config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
