@@ -376,9 +376,11 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     result_path = run_dir / RESULT_FILE
     result = {}
     if result_path.is_file():
-        try:
+        try:  # written by the training process: whatever it holds, the record is still written
             result = json.loads(result_path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            result = {}
+        if not isinstance(result, dict):
             result = {}
     record["status"] = status
     record["exit_code"] = container_exit or code  # the training process's own status, when it has one
