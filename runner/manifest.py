@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runner import atomic
 from runner.errors import EXIT_USAGE, RunnerError
 
 SCHEMA_VERSION = 1
@@ -126,23 +127,8 @@ def redact(env: dict[str, str]) -> dict[str, str]:
 
 def write(run_dir: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically: readers see the old file or the whole new one."""
-    path = run_dir / MANIFEST_NAME
-    tmp = run_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    data = manifest.model_dump_json(indent=2)
-    try:
-        with open(tmp, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C mid-write: the old manifest stays, no stray temp file
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # a full disk or Ctrl-C mid-write: the old manifest stays, no stray temp file
+    path = atomic.write_text(run_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2), durable=True)
     return path
 
 

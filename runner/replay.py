@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner import compare, launch, manifest, rebuild, records, snapshot, spec
+from runner import atomic, compare, launch, manifest, rebuild, records, snapshot, spec
 from runner.cli_common import fail
 from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
@@ -123,9 +123,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 # -- printing -----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import fingerprints, stats, sweep
+from runner import atomic, fingerprints, stats, sweep
 from runner import manifest as manifest_mod
 from runner.errors import EXIT_USAGE, RunnerError
 from runner.job import FINGERPRINTS_FILE
@@ -197,9 +197,7 @@ def _strict_json(obj: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def describe_line(summary: dict[str, Any]) -> list[str]:

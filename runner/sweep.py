@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner import atomic
 from runner.errors import EXIT_INTERRUPTED
 from runner.hashing import sha256_json
 
@@ -89,11 +89,9 @@ def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{JOB_STATUS_FILE}.{os.getpid()}.tmp")
     record = {"status": status_for(exit_code), "exit_code": int(exit_code), "error": error,
               "overrides": list(overrides) if overrides is not None else None}  # fmt: skip
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(record, indent=2))
 
 
 def read_job_status(run_dir: Path) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from runner import facts
+from runner import atomic, facts
 from runner.job import RESULT_FILE, JobContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
@@ -95,10 +95,7 @@ def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict) -
     """``result.json``: the run's metrics and the facts of the process that trained (written whole)."""
     payload = {"metrics": metrics, "train_seconds": time.time() - started, "flags": flags,
                "process": facts.process(), "packages": facts.packages()}  # fmt: skip
-    path = ctx.run_dir / RESULT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic.write_text(ctx.run_dir / RESULT_FILE, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def _load_target(spec: str):
