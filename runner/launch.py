@@ -396,7 +396,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
         rows = fingerprints.read(fp)
         record["fingerprints"] = {"file": FINGERPRINTS_FILE, "sha256": sha256_file(fp),
                                   "every_k_steps": spec.fingerprint_every(record["config"]),
-                                  "steps": max((r.get("step", 0) for r in rows), default=0)}  # fmt: skip
+                                  "steps": max((r["step"] for r in rows if type(r.get("step")) is int), default=0)}  # fmt: skip
     finished = time.time()
     record["timings"] = {"started": started, "finished": finished, "total_seconds": finished - started,
                          "train_seconds": result.get("train_seconds"), **partial}  # fmt: skip
