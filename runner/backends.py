@@ -53,11 +53,23 @@ class Tee:
     def close(self) -> None:
         self.file.close()
 
+    def quiet(self) -> None:
+        """From now on, lines go to the log file only. On an interrupt, what the stopping
+        processes print (a peer's collective failing as its partner goes, say) is shutdown noise
+        for the terminal; the file keeps every line."""
+        if self.echo is not _silent:
+            self.echo("stopping… (the rest of the training log goes to logs/train.log only)")
+            self.echo = _silent
+
     def __enter__(self) -> Tee:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _silent(_line: str) -> None:
+    pass
 
 
 class DockerBackend:
@@ -83,6 +95,7 @@ class DockerBackend:
                         log_tail=list(tee.tail))  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
+            tee.quiet()
             return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
         finally:
             # already stopping on an interrupt: a second Ctrl-C asks for nothing more, so it is dropped
@@ -114,6 +127,7 @@ class HostBackend:
             code = 128 - code if code < 0 else code  # killed by signal N → 128 + N, as a shell says
             return Exit(code, seconds=time.time() - started, log_tail=list(tee.tail))
         except KeyboardInterrupt:
+            tee.quiet()
             with deferred(redeliver=False):
                 _terminate(proc)
             return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
