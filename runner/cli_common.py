@@ -12,6 +12,15 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def fail(exc: BaseException) -> NoReturn:
+    """Print one line and exit. The decision to exit is final: a further Ctrl-C or SIGTERM (a
+    user pressing it again while the process winds down) must not turn the exit into a
+    traceback or a death by signal."""
+    import contextlib
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            signal.signal(sig, signal.SIG_IGN)
     if isinstance(exc, RunnerError):
         code, msg = exc.exit_code, exc.message
     else:
