@@ -76,14 +76,22 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
                     iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
                     buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
                 )  # fmt: skip
-    record = {
-        **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
-        "id": image_id,
-        "built_now": built,
-        "build_seconds": time.time() - started if built else None,
-        "engine": engine.version(),
-    }
+    record = image_record(iplan, image_id, built, time.time() - started if built else None, engine)
     return ResolvedImage(record=record, tag=iplan.tag)
+
+
+def image_record(iplan, image_id: str, built: bool, build_seconds: float | None, engine) -> dict[str, Any]:
+    """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
+    return {
+        **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
+        "id": image_id, "built_now": built, "build_seconds": build_seconds, "engine": engine.version(),
+    }  # fmt: skip
+
+
+def detected_gpus(cfg: Mapping[str, Any]) -> int:
+    """The host's GPU count when the config asks for ``launch.gpus=all`` (it is not probed otherwise)."""
+    launch = cfg.get("launch") or {}
+    return facts.gpu_count() if isinstance(launch, Mapping) and launch.get("gpus") == "all" else 0
 
 
 @contextlib.contextmanager
@@ -198,7 +206,7 @@ def execute(
     if code_archive:  # a replay: the recorded source is the project, not today's tree
         root = snapshot.extract(*code_archive)
     run_dir = run_dir.resolve()
-    detected = facts.gpu_count() if (cfg.get("launch") or {}).get("gpus") == "all" else 0
+    detected = detected_gpus(cfg)
     plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected,
                          run_id=resume["run_id"] if resume else None)  # fmt: skip
     if resume:  # same run, new container: a name of its own, so nothing can collide with the last one

@@ -161,13 +161,6 @@ def package_drift(recorded: list[str], found: list[str], where: str) -> list[Dri
 
 
 # -- the image ---------------------------------------------------------------------------------------
-def _image_record(iplan, image_id: str, built: bool, seconds: float | None, engine) -> dict:
-    return {
-        **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
-        "id": image_id, "built_now": built, "build_seconds": seconds, "engine": engine.version(),
-    }  # fmt: skip
-
-
 def _read_freeze(engine, tag: str) -> list[str] | None:
     try:
         return engine.read_image_file(tag, PIP_FREEZE).decode(errors="replace").splitlines()
@@ -218,7 +211,7 @@ def prepare(
 def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
     """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
     from runner import images, wheelhouse
-    from runner.launch import ResolvedImage, build_lock, project_root, resolve_image
+    from runner.launch import ResolvedImage, build_lock, image_record, project_root, resolve_image
 
     rec = m.image
     found: list[Drift] = []
@@ -278,7 +271,7 @@ def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift:
     if iplan.tag != rec.tag:
         found.append(Drift("image tag", rec.tag, iplan.tag))
     seconds = time.time() - started if built else None
-    return ResolvedImage(record=_image_record(iplan, image_id, built, seconds, engine), tag=iplan.tag), how, found
+    return ResolvedImage(record=image_record(iplan, image_id, built, seconds, engine), tag=iplan.tag), how, found
 
 
 def _freeze_drift(m: manifest.Manifest, freeze: list[str] | None, tag: str) -> list[Drift]:

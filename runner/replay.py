@@ -54,12 +54,9 @@ def default_out(original_dir: Path) -> Path:
 def _plan(m: manifest.Manifest, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
     """Plan the recorded config against the snapshot before anything runs; a record whose config
     cannot be planned any more is refused here, in one line."""
-    from runner import facts
-
     try:
-        launch_cfg = m.config.get("launch") or {}
-        detected = facts.gpu_count() if isinstance(launch_cfg, dict) and launch_cfg.get("gpus") == "all" else 0
-        return spec.plan_run(m.config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(), detected_gpus=detected)
+        return spec.plan_run(m.config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
+                             detected_gpus=launch.detected_gpus(m.config))  # fmt: skip
     except RunnerError as exc:
         raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
