@@ -237,8 +237,9 @@ class Engine:
             self.client.containers.get(name).remove(force=True)
 
     def containers_labelled(self, key: str, value: str | None = None) -> list:
+        """Containers (running or not) carrying the label; one removed while listing is left out."""
         label = key if value is None else f"{key}={value}"
-        return self.client.containers.list(all=True, filters={"label": label})
+        return self.client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
 
 
 def _link_or_copy(src, dst) -> None:
