@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner import atomic, compare, launch, manifest, rebuild, records, snapshot, spec
+from runner import atomic, compare, launch, manifest, rebuild, records, slots, snapshot, spec
 from runner.cli_common import fail
 from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 
@@ -51,12 +51,12 @@ def default_out(original_dir: Path) -> Path:
     return original_dir / "replays" / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
 
 
-def _plan(m: manifest.Manifest, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
+def _plan(config: dict, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
     """Plan the recorded config against the snapshot before anything runs; a record whose config
     cannot be planned any more is refused here, in one line."""
     try:
-        return spec.plan_run(m.config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
-                             detected_gpus=launch.detected_gpus(m.config))  # fmt: skip
+        return spec.plan_run(config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
+                             detected_gpus=launch.detected_gpus(config))  # fmt: skip
     except RunnerError as exc:
         raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -87,7 +87,8 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     launch.refuse_held(run_dir)  # here, before any build; the claim checks again
     _check_writable(run_dir)
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
-    plan = _plan(m, run_dir, snap_dir)
+    config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
+    plan = _plan(config, run_dir, snap_dir)
 
     engine = None
     if m.containerized:
@@ -100,7 +101,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     failure = None
     try:
         launch.execute(
-            m.config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
+            config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
             echo=echo, engine=engine, replay_of=replay_of, code_archive=(archive, m.code.snapshot_sha256),
             code_record=m.code.model_dump(include={"commit", "dirty", "files"}), image=prepared.image,
             environment=prepared.environment,

@@ -163,6 +163,27 @@ def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unplaced(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep job's config with its slot undone: what it ran with, not where on that machine.
+
+    A replay (months later, maybe on a smaller machine) must not ask for the cores and GPU ids
+    of the slot the job happened to get: those need not exist there. It keeps the number of GPUs
+    (the world size is part of the result) and the ``cpuset_cpus`` the user asked for, if any.
+    A config that was not placed by a launcher comes back unchanged.
+    """
+    cfg = dict(config)
+    launch = dict(cfg.get("launch") or {})
+    slot = launch.pop("slot", None)
+    if not isinstance(slot, Mapping):
+        return cfg
+    requested = slot.get("requested") or {}
+    launch["cpuset_cpus"] = requested.get("cpuset_cpus")
+    slot_gpus = slot.get("gpus") or []
+    launch["gpus"] = len(slot_gpus) if slot_gpus else requested.get("gpus")
+    cfg["launch"] = launch
+    return cfg
+
+
 # -- what this machine has (side effects) ----------------------------------------------------------
 def detect_cpus() -> list[int]:
     """Cores this process may run on (its affinity mask: respects taskset / cgroup cpusets)."""

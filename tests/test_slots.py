@@ -16,6 +16,7 @@ from runner.slots import (
     parse_cpu_list,
     placement,
     plan_slots,
+    unplaced,
 )
 
 
@@ -109,6 +110,22 @@ def test_placement_keeps_what_the_job_asked_for():
     assert p["cpuset_cpus"] == "2-3" and p["gpus"] == [5]
     assert p["slot"] == {"index": 1, "cpus": "2-3", "gpus": [5], "requested": {"cpuset_cpus": None, "gpus": 1}}
     assert "gpus" not in placement(Slot(0, (0,)), {"gpus": 0})
+
+
+@pytest.mark.parametrize(
+    ("slot", "asked", "gpus", "cpuset"),
+    [
+        (Slot(3, (6, 7), (2, 3)), {"cpuset_cpus": None, "gpus": "all"}, 2, None),  # ids → their count
+        (Slot(1, (1,)), {"cpuset_cpus": "0-1", "gpus": 0}, 0, "0-1"),  # the user's own pinning stays
+    ],
+)
+def test_a_replay_asks_for_what_the_job_ran_with_not_its_slot(slot, asked, gpus, cpuset):
+    config = {"seed": 4, "launch": {"backend": "docker", **asked}}
+    placed = {**config, "launch": {**config["launch"], **placement(slot, asked)}}
+    out = unplaced(placed)
+    assert out["launch"] == {"backend": "docker", "cpuset_cpus": cpuset, "gpus": gpus} and out["seed"] == 4
+    assert "slot" in placed["launch"], "the record itself is not changed"
+    assert unplaced(config) == config  # a run no launcher placed
 
 
 def test_gpus_from_cuda_visible_devices():
