@@ -28,6 +28,14 @@ def manifest(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "manifest.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def _no_runner_outlives_its_test():
+    yield
+    from tests.live_runs import stop_leftovers
+
+    stop_leftovers()
+
+
 @pytest.fixture(scope="session")
 def engine():
     """A connected runner Engine; the test session fails loudly when no engine answers."""

@@ -26,12 +26,31 @@ def probe_args(*args: str) -> str:
     return "experiment.args=[" + ",".join(f"'{a}'" for a in args) + "]"
 
 
+_started: list[subprocess.Popen] = []
+
+
 def start(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m runner hydra.run.dir=RUN_DIR overrides…`` in the background, output captured."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *overrides], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
+    _started.append(proc)
+    return proc
+
+
+def stop_leftovers() -> None:
+    """After each test: a runner it started and left running (the test failed half-way) gets
+    SIGTERM, so that it stops and removes its container instead of outliving the test."""
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def wait_for(what: Callable[[], object], timeout: float = 300, every: float = 0.05, proc: subprocess.Popen | None = None):
