@@ -49,6 +49,13 @@ def run_once(gpus: int, profile: str, args, run_dir: Path) -> dict:
     return out
 
 
+def _identical(rs: list[dict]) -> bool | None:
+    """Did the repeats give the same outputs and fingerprints? None: fewer than two to compare."""
+    if len(rs) < 2:
+        return None
+    return all(r["outputs"] == rs[0]["outputs"] and r["fingerprints_sha256"] == rs[0]["fingerprints_sha256"] for r in rs)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -80,8 +87,7 @@ def main() -> int:
             key = f"{gpus}gpu_{profile}"
             groups[key] = {
                 "runs_ok": len(rs),
-                "bit_identical": len(rs) >= 2 and all(r["outputs"] == rs[0]["outputs"] for r in rs)
-                and all(r["fingerprints_sha256"] == rs[0]["fingerprints_sha256"] for r in rs),
+                "bit_identical": _identical(rs),
                 "samples_per_s_median": statistics.median(r["samples_per_s"] for r in rs) if rs else None,
             }
     speedup = {}
