@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import datasets, facts, fingerprints, manifest, snapshot, spec, trainer_keys
+from runner import datasets, facts, fingerprints, manifest, params, snapshot, spec, trainer_keys
 from runner.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.hashing import HashCache, hash_tree, sha256_file
 from runner.interrupts import deferred
@@ -219,6 +219,8 @@ def execute(
         variant = (plan.config.get("image") or {}).get("variants", {}).get(plan.image_kind) or {}
         lock = root / str(variant["lock"]) if plan.backend == "docker" and variant.get("lock") else None
         trainer_keys.check(plan.config.get("trainer"), lock)
+    if not code_archive:  # a replay's config passed once; a snapshot's code is not imported on the host
+        params.check(plan.config, plan.experiment.get("schemas"), root)
     started = time.time()
     record: dict[str, Any] = {
         "schema_version": manifest.SCHEMA_VERSION,

@@ -58,6 +58,24 @@ def test_unknown_trainer_argument_is_refused_before_launch(tmp_path):
     assert "max_step (did you mean max_steps?)" in line
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model=3", "model: Input should be a valid dictionary"),
+        ("model.channels=abc", "model.channels: Input should be a valid integer"),
+        ("model.lr=-0.1", "model.lr: Input should be greater than 0 (got -0.1)"),
+        ("+model.chanels=8", "model.chanels: Extra inputs are not permitted"),
+    ],
+)
+def test_experiment_parameters_are_checked_against_its_schema_before_launch(tmp_path, override, expected):
+    assert expected in refused_before_start(tmp_path, override)
+
+
+def test_a_schema_that_cannot_be_loaded_is_named(tmp_path):
+    line = refused_before_start(tmp_path, "experiment.schemas.model=experiments.nope:Params")
+    assert "cannot load 'experiments.nope:Params'" in line
+
+
 def test_bad_seed(tmp_path):
     assert "seed" in refused_before_start(tmp_path, "seed=-1")
 
