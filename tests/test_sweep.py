@@ -90,6 +90,16 @@ def test_a_seed_run_alone_has_the_bits_it_had_in_the_sweep(three_seeds, tmp_path
     assert alone["fingerprints"]["sha256"] == in_sweep["fingerprints"]["sha256"]
 
 
+def test_a_sweep_job_replays_bit_identically_without_its_slot(three_seeds, tmp_path):
+    sweep_dir, _ = three_seeds
+    job = next(p.parent for p in sweep_dir.glob("*/manifest.json") if manifest(p.parent)["determinism"]["seed"] == 2)
+    proc = run_runner(str(job), "--out", str(tmp_path / "replay"), module="runner.replay")
+    assert proc.returncode == 0 and "verdict: bit-identical" in proc.stdout, proc.stderr[-3000:] + proc.stdout
+    r, original = manifest(tmp_path / "replay"), manifest(job)
+    assert original["launch"]["cpuset_cpus"] and r["launch"]["cpuset_cpus"] is None  # the slot's cores: not asked for
+    assert "slot" not in r["config"]["launch"] and r["outputs"] == original["outputs"]
+
+
 def test_jobs_side_by_side_a_failing_job_and_resume(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ("seed=-1,0,1", "hydra.launcher.slots=2", "launch.processes=1")
