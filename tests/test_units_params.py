@@ -42,5 +42,7 @@ def test_no_schemas_checks_nothing_and_a_malformed_reference_is_refused():
     params.check({"model": 3}, {}, ROOT)
     with pytest.raises(RunnerError, match="is not 'module:Class'"):
         params.check({"model": GOOD}, {"model": "experiments.mnist_params"}, ROOT)
+    with pytest.raises(RunnerError, match="is not a schema"):
+        params.check({"model": GOOD}, {"model": "runner.errors:EXIT_USAGE"}, ROOT)  # an int
     with pytest.raises(RunnerError, match="must map config sections"):
         params.check({"model": GOOD}, ["experiments.mnist_params:ModelParams"], ROOT)
