@@ -28,7 +28,7 @@ _dict = st.dictionaries(st.text(max_size=4), _small, max_size=3)
 WRONG = {
     str: st.one_of(_list, _dict),
     int: st.one_of(_list, _dict, st.text(alphabet="xyz", min_size=1)),
-    bool: st.one_of(_list, _dict, st.text(alphabet="xyz", min_size=1)),
+    bool: st.one_of(_list, _dict, st.text(alphabet="xz", min_size=1)),  # not "y": lax mode reads it as True
     list: st.one_of(_dict, st.integers(), st.text(alphabet="xyz", min_size=1)),
     dict: st.one_of(_list, st.integers(), st.text(alphabet="xyz", min_size=1)),
 }
