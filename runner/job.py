@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,9 @@ class JobContext:
 
         from runner.fingerprint_callback import Fingerprints
 
+        # Lightning 2.6 on torch >= 2.13 warns about its own pytree use at every fit, once per rank:
+        # nothing a user can act on, and it buried the run's own output
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         kw = dict(trainer_cfg or {})
         callbacks = list(kw.pop("callbacks", None) or [])
         callbacks.append(Fingerprints(self.run_dir / FINGERPRINTS_FILE, every_k=int(self.job["fingerprint_every"])))
@@ -124,8 +128,6 @@ class JobContext:
             resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
             callbacks = [resume_state, *callbacks, model_checkpoint]  # RNG restore before any other hook
             if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
-                import warnings
-
                 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
         if self.world_size > 1:
             backend = "nccl" if self.accelerator == "gpu" else "gloo"
