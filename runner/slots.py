@@ -163,13 +163,14 @@ def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def unplaced(config: Mapping[str, Any]) -> dict[str, Any]:
+def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, Any]:
     """A sweep job's config with its slot undone: what it ran with, not where on that machine.
 
     A replay (months later, maybe on a smaller machine) must not ask for the cores and GPU ids
     of the slot the job happened to get: those need not exist there. It keeps the number of GPUs
     (the world size is part of the result) and the ``cpuset_cpus`` the user asked for, if any.
-    A config that was not placed by a launcher comes back unchanged.
+    ``as_asked`` gives back ``launch.gpus`` exactly as the job asked for it (``all``, say), the
+    form a config has before a launcher places it. A config no launcher placed comes back as it is.
     """
     cfg = dict(config)
     launch = dict(cfg.get("launch") or {})
@@ -179,7 +180,7 @@ def unplaced(config: Mapping[str, Any]) -> dict[str, Any]:
     requested = slot.get("requested") or {}
     launch["cpuset_cpus"] = requested.get("cpuset_cpus")
     slot_gpus = slot.get("gpus") or []
-    launch["gpus"] = len(slot_gpus) if slot_gpus else requested.get("gpus")
+    launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
     cfg["launch"] = launch
     return cfg
 

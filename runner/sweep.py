@@ -12,13 +12,12 @@ Pure except for the small file helpers at the bottom.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runner import atomic
+from runner import atomic, slots
 from runner.errors import EXIT_INTERRUPTED
 from runner.hashing import sha256_json
 
@@ -63,15 +62,8 @@ def inputs_key(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
     The slot a launcher placed the job in (``launch.cpuset_cpus``, slot GPUs) changes nothing
     about the result, so it is replaced by what the job asked for before hashing.
     """
-    cfg = copy.deepcopy(dict(config))
+    cfg = slots.unplaced(config, as_asked=True)
     cfg.pop(RESUME_KEY, None)
-    launch = dict(cfg.get("launch") or {})
-    slot = launch.pop("slot", None)
-    if isinstance(slot, Mapping):
-        requested = slot.get("requested") or {}
-        launch["cpuset_cpus"] = requested.get("cpuset_cpus")
-        launch["gpus"] = requested.get("gpus")
-    cfg["launch"] = launch
     return sha256_json({"config": cfg, "overrides": sorted(without_resume(overrides))})
 
 

@@ -124,6 +124,7 @@ def test_a_replay_asks_for_what_the_job_ran_with_not_its_slot(slot, asked, gpus,
     placed = {**config, "launch": {**config["launch"], **placement(slot, asked)}}
     out = unplaced(placed)
     assert out["launch"] == {"backend": "docker", "cpuset_cpus": cpuset, "gpus": gpus} and out["seed"] == 4
+    assert unplaced(placed, as_asked=True)["launch"] == {"backend": "docker", **asked}  # as before placement
     assert "slot" in placed["launch"], "the record itself is not changed"
     assert unplaced(config) == config  # a run no launcher placed
 
