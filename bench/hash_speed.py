@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.results import Figure, Goal, load_average, median
-from runner.hashing import CHUNK, HashCache, sha256_file
+from runner.host.hashing import CHUNK, HashCache, sha256_file
 
 HITS_PER_REP = 20
 
@@ -103,7 +103,7 @@ def measure(size: int, reps: int, work: Path, log) -> list[Figure]:
     finally:
         path.unlink(missing_ok=True)
 
-    common = {"file_bytes": size, "chunk_bytes": CHUNK, "function": "runner.hashing.sha256_file"}
+    common = {"file_bytes": size, "chunk_bytes": CHUNK, "function": "runner.host.hashing.sha256_file"}
     return [
         Figure(
             id="hash_first_gbps",

@@ -1,7 +1,7 @@
 """Figure 2: deciding that the image is up to date, and what a cache-hitting build would cost.
 
 The decision is what a launch does before it starts a container: connect to the engine and
-call :func:`runner.launch.resolve_image` (content hash of Dockerfile + lock + base → look the
+call :func:`runner.image_builder.resolve_image` (content hash of Dockerfile + lock + base → look the
 tag up). It is measured with the real wheelhouse and with one ``padding_bytes`` larger (the
 real wheels hard-linked plus a sparse filler file, under its own ``RUNNER_CACHE``), to show
 the time does not depend on the wheelhouse. :class:`CountingEngine` is the real engine
@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.results import Figure, Goal, load_average, median
-from runner import images, launch, spec, wheelhouse
-from runner.engine import Engine
+from runner.core import images, spec
+from runner.host import image_builder, snapshot, wheelhouse
+from runner.host.docker_engine import Engine
 
 CONTRAST_TAG = "runner:bench-cachehit"
 
@@ -72,13 +73,13 @@ def _padded_wheelhouse(real: Path, cache_root: Path, padding_bytes: int) -> Path
 def _decide(plan: spec.RunPlan, root: Path) -> tuple[float, dict]:
     started = time.perf_counter()
     engine = CountingEngine.connect()
-    resolved = launch.resolve_image(engine, plan, root, echo=lambda line: None)
+    resolved = image_builder.resolve_image(engine, plan, root, echo=lambda line: None)
     return time.perf_counter() - started, resolved.record
 
 
 def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[Figure]:
     load = load_average()
-    root = launch.project_root()
+    root = snapshot.project_root()
     plan = spec.plan_run(cfg, work / "image-check", root, os.environ, os.getuid(), os.getgid())
     _, warm = _decide(plan, root)  # builds the image once, untimed, on a machine that lacks it
     built_in_warmup = bool(warm["built_now"])
@@ -132,7 +133,7 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
                 "padded_wheelhouse_in_use": padded_in_use,
             },
             details={
-                "measured": "Engine.connect() + runner.launch.resolve_image(); sample = slower of the two wheelhouses",
+                "measured": "Engine.connect() + runner.image_builder.resolve_image(); sample = slower of the two wheelhouses",
                 "real_wheelhouse_bytes": real_bytes,
                 "padded_wheelhouse_bytes": padded_bytes,
                 "padded_wheelhouse": "real wheels hard-linked + a sparse filler, own RUNNER_CACHE",

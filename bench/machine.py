@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner import facts
+from runner.host import facts
 
 
 def describe(engine) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import container_vs_host, determinism_cost, hash_speed, image_check, machine, results
-from runner.cli_common import fail
-from runner.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.flows.cli_common import fail
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -49,8 +49,8 @@ def _log(line: str) -> None:
 def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
     from omegaconf import OmegaConf
 
-    from runner.cli_common import compose
-    from runner.engine import Engine
+    from runner.flows.cli_common import compose
+    from runner.host.docker_engine import Engine
 
     started = time.time()
     info = machine.describe(Engine.connect())

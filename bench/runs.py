@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import EXIT_FAILED, RunnerError
+from runner.core.errors import EXIT_FAILED, RunnerError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from runner.job import JobContext
+from runner.worker.job import JobContext
 
 
 def read_idx(path: Path) -> torch.Tensor:

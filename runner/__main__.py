@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from runner.cli_common import fail, validate_overrides
-from runner.errors import EXIT_INTERRUPTED, RunnerError
+from runner.core.errors import EXIT_INTERRUPTED, RunnerError
+from runner.flows.cli_common import fail, validate_overrides
 
 
 def _sigterm_as_interrupt(_signum, _frame):
@@ -28,13 +28,13 @@ def _refuse_held_run_dir(args: list[str]) -> None:
     for a in args:
         key, _, value = a.partition("=")
         if key == "hydra.run.dir" and "${" not in value:
-            from runner.launch import refuse_held
+            from runner.host.rundir import refuse_held
 
             refuse_held(Path(value).resolve())
 
 
 def _main(args: list[str]) -> None:
-    from runner import resume
+    from runner.flows import resume
 
     if resume.requested(args) is not None:
         resume.main(args)
@@ -44,7 +44,7 @@ def _main(args: list[str]) -> None:
         _refuse_held_run_dir(args)
     except Exception as exc:  # noqa: BLE001 - any composition failure is the user's input
         fail(exc)
-    from runner.app import hydra_entry
+    from runner.flows.app import hydra_entry
 
     hydra_entry()
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from runner.cli_common import fail
-from runner.errors import EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.flows.cli_common import fail
 
 USAGE = """usage: runner COMMAND [ARGS…]
 
@@ -36,19 +36,19 @@ def _run(args: list[str]) -> int | None:
 
 
 def _replay(args: list[str]) -> int | None:
-    from runner.replay import main as replay_main
+    from runner.flows.replay import main as replay_main
 
     return replay_main(args)
 
 
 def _diff(args: list[str]) -> int | None:
-    from runner.diff import main as diff_main
+    from runner.flows.diff import main as diff_main
 
     return diff_main(args)
 
 
 def _summary(args: list[str]) -> int | None:
-    from runner.summary import main as summary_main
+    from runner.flows.summary import main as summary_main
 
     return summary_main(args)
 

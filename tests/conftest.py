@@ -39,6 +39,6 @@ def _no_runner_outlives_its_test():
 @pytest.fixture(scope="session")
 def engine():
     """A connected runner Engine; the test session fails loudly when no engine answers."""
-    from runner.engine import Engine
+    from runner.host.docker_engine import Engine
 
     return Engine.connect()

@@ -7,7 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from runner.hashing import sha256_file
+from runner.host.hashing import sha256_file
 
 
 def code_tar(path: Path, members: list[tuple[str, bytes]] | None = None, links: list[tuple[str, str, bytes]] = ()) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE
+from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE
 from tests.conftest import manifest, run_runner
 
 

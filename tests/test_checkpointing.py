@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import determinism, spec
-from runner.cli_common import compose
-from runner.interrupts import deferred
-from runner.job import CHECKPOINT_DIR, JOB_FILE, JobContext, latest_checkpoint
+from runner.core import layout, spec
+from runner.flows.cli_common import compose
+from runner.host.interrupts import deferred
+from runner.worker import determinism
+from runner.worker.job import JobContext, latest_checkpoint
 from tests.conftest import ROOT
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
@@ -41,8 +42,8 @@ def _train(run_dir: Path, monkeypatch, stop_at: int | None = None, resume: str |
     job = plan.job_document(str(run_dir), str(ROOT), str(DATA), dataset_files=cfg["dataset"]["files"])
     job["resume"] = resume
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / JOB_FILE).write_text(json.dumps(job))
-    monkeypatch.setenv("RUNNER_JOB", str(run_dir / JOB_FILE))
+    (run_dir / layout.WORKER_REQUEST).write_text(json.dumps(job))
+    monkeypatch.setenv("RUNNER_JOB", str(run_dir / layout.WORKER_REQUEST))
 
     class StopAt(Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -72,7 +73,7 @@ def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch, stop_at, from
     _train(whole, monkeypatch)
     with pytest.raises(_Stop):
         _train(cut, monkeypatch, stop_at=stop_at)
-    step, ckpt = latest_checkpoint(cut / CHECKPOINT_DIR)
+    step, ckpt = latest_checkpoint(cut / layout.CHECKPOINT_DIR)
     assert step == from_step
     _train(cut, monkeypatch, resume=str(ckpt))
     assert (cut / "outputs" / "model.pt").read_bytes() == (whole / "outputs" / "model.pt").read_bytes()

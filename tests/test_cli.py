@@ -53,6 +53,6 @@ def test_diff_and_replay_through_the_script(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"runner: error: no manifest at {tmp_path / 'empty' / 'manifest.json'}"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("runner.summary") is None, reason="runner.summary not present")
+@pytest.mark.skipif(importlib.util.find_spec("runner.summary") is None, reason="runner.flows.summary not present")
 def test_summary_is_dispatched_lazily():
     assert _runner("summary", "--help").returncode == 0

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from runner import compare
-from runner.compare import ABSENT, Change, Drift
-from runner.errors import RunnerError
+from runner.core import compare
+from runner.core.compare import ABSENT, Change, Drift
+from runner.core.errors import RunnerError
 
 
 def _fp(losses, params=None):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import fingerprints
-from runner import manifest as manifest_mod
-from runner.hashing import sha256_file
+from runner.core import fingerprints
+from runner.core import manifest as manifest_mod
+from runner.host import image_builder, records
+from runner.host.hashing import sha256_file
 from tests.conftest import FAST, ROOT, manifest, run_runner
 
 pytestmark = pytest.mark.docker
@@ -50,7 +51,7 @@ def test_two_runs_of_the_main_job_are_bit_identical(twice):
 
 def test_manifest_records_what_the_issue_lists(twice, engine):
     run_dir = twice[0]
-    m = manifest_mod.read(run_dir)  # validated against the schema, not only parsed
+    m = records.read_manifest(run_dir)  # validated against the schema, not only parsed
     assert m.schema_version == manifest_mod.SCHEMA_VERSION
     assert not (run_dir / ".runner.lock").exists()
 
@@ -122,9 +123,9 @@ def test_an_existing_image_is_used_without_a_build(twice, engine, tmp_path):
 
     from omegaconf import OmegaConf
 
-    from runner import launch, spec
-    from runner.cli_common import compose
-    from runner.engine import Engine
+    from runner.core import spec
+    from runner.flows.cli_common import compose
+    from runner.host.docker_engine import Engine
 
     class NoBuild(Engine):
         def build(self, *args, **kwargs):
@@ -133,7 +134,7 @@ def test_an_existing_image_is_used_without_a_build(twice, engine, tmp_path):
     cfg = OmegaConf.to_container(compose(list(FAST)), resolve=True)
     plan = spec.plan_run(cfg, tmp_path, ROOT, os.environ, os.getuid(), os.getgid())
     started = time.perf_counter()
-    resolved = launch.resolve_image(NoBuild(engine.client), plan, ROOT, echo=lambda line: None)
+    resolved = image_builder.resolve_image(NoBuild(engine.client), plan, ROOT, echo=lambda line: None)
     seconds = time.perf_counter() - started
     assert resolved.tag == manifest(twice[1])["image"]["tag"]
     assert resolved.record["built_now"] is False

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import datasets
-from runner.errors import EXIT_ENVIRONMENT, RunnerError
-from runner.hashing import HashCache, sha256_file
+from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.host import datasets
+from runner.host.hashing import HashCache, sha256_file
 from tests.conftest import FAST, manifest, run_runner
 from tests.test_bad_input import error_line
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.job import latest_checkpoint
+from runner.worker.job import latest_checkpoint
 from tests.conftest import manifest, run_runner
 from tests.live_runs import containers_of, finish, last_step, start, wait_for
 
@@ -90,9 +90,9 @@ def test_repeated_ctrl_c_during_cleanup_still_leaves_a_whole_record(tmp_path, en
     assert code == 130 and "interrupted" in _one_error_line(err)
     _no_leftovers(engine, run_dir)
     m = json.loads((run_dir / "manifest.json").read_text())  # whole JSON, and the schema accepts it
-    from runner import manifest as schema
+    from runner.host import records
 
-    assert schema.read(run_dir).status == "interrupted" and m["outputs_partial"] is True
+    assert records.read_manifest(run_dir).status == "interrupted" and m["outputs_partial"] is True
     assert m["log_tail"], "the record keeps the end of the training log"
 
 

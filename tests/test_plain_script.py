@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.hashing import sha256_file
+from runner.host.hashing import sha256_file
 from tests.conftest import manifest, run_runner
 
 pytestmark = pytest.mark.docker

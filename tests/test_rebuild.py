@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import manifest, rebuild
-from runner.compare import Drift
-from runner.hashing import HashCache, sha256_bytes
+from runner.core import manifest
+from runner.core.compare import Drift
+from runner.core.digests import sha256_bytes
+from runner.host import rebuild
+from runner.host.hashing import HashCache
 
 LOCK = """\
 # a comment line

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import images
-from runner.hashing import sha256_file
+from runner.core import images
+from runner.host.hashing import sha256_file
 from tests.conftest import FAST, ROOT, manifest, run_runner
 
 pytestmark = pytest.mark.docker

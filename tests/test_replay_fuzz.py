@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import diff, replay
-from runner.errors import RunnerError
-from runner.hashing import sha256_bytes
+from runner.core.digests import sha256_bytes
+from runner.core.errors import RunnerError
+from runner.flows import diff, replay
 from tests.run_records import code_tar, manifest_dict
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

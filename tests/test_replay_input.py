@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import snapshot
-from runner.errors import RunnerError
+from runner.core.errors import RunnerError
+from runner.host import snapshot
 from tests.conftest import run_runner
 from tests.run_records import code_tar, make_run
 

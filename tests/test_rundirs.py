@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from runner import launch
-from runner.errors import RunnerError
+from runner.core import layout
+from runner.core.errors import RunnerError
+from runner.host import rundir
 from tests.conftest import manifest, run_runner
 from tests.live_runs import PROBE, containers_of, finish, probe_args, start, wait_for
 
@@ -58,38 +59,38 @@ def test_a_run_dir_with_a_manifest_is_never_overwritten(tmp_path, engine):
 
 def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
     run_dir = tmp_path / "run"
-    fd = launch.claim_run_dir(run_dir)
+    fd = rundir.claim_run_dir(run_dir)
     with pytest.raises(RunnerError, match="in use by another run"):
-        launch.claim_run_dir(run_dir)
-    launch._release(run_dir, fd)
-    assert not (run_dir / launch.LOCK_NAME).exists()
+        rundir.claim_run_dir(run_dir)
+    rundir.release(run_dir, fd)
+    assert not (run_dir / layout.CLAIM_LOCK).exists()
     # a runner killed while holding the claim: the kernel drops its lock, the file it left is no obstacle
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from runner import launch; "
-        f"launch.claim_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)")],
+        "import sys, time; from pathlib import Path; from runner.host import rundir; "
+        f"rundir.claim_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, env={**os.environ})  # fmt: skip
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunnerError, match="in use"):
-        launch.claim_run_dir(run_dir)
+        rundir.claim_run_dir(run_dir)
     holder.kill()
     holder.wait()
-    assert (run_dir / launch.LOCK_NAME).exists()
-    launch._release(run_dir, launch.claim_run_dir(run_dir))
+    assert (run_dir / layout.CLAIM_LOCK).exists()
+    rundir.release(run_dir, rundir.claim_run_dir(run_dir))
 
 
 def test_only_an_interrupted_or_failed_run_is_resumable(tmp_path):
-    from runner import manifest as schema
+    from runner.host import records
     from tests.run_records import make_run
 
     for status, ok in (("interrupted", True), ("failed", True), ("completed", False)):
         run_dir = make_run(tmp_path / status, status=status, exit_code=0 if status == "completed" else 1)
         with pytest.raises(RunnerError, match="never overwritten"):
-            launch.claim_run_dir(run_dir)
+            rundir.claim_run_dir(run_dir)
         if ok:
-            launch._release(run_dir, launch.claim_run_dir(run_dir, resumable=True))
+            rundir.release(run_dir, rundir.claim_run_dir(run_dir, resumable=True))
         else:
             with pytest.raises(RunnerError, match="only an interrupted or failed run"):
-                launch.claim_run_dir(run_dir, resumable=True)
-        assert schema.read(run_dir).status == status and not (run_dir / launch.LOCK_NAME).exists()
+                rundir.claim_run_dir(run_dir, resumable=True)
+        assert records.read_manifest(run_dir).status == status and not (run_dir / layout.CLAIM_LOCK).exists()
     with pytest.raises(RunnerError, match="no manifest"):
-        launch.claim_run_dir(tmp_path / "empty", resumable=True)
+        rundir.claim_run_dir(tmp_path / "empty", resumable=True)

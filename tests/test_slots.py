@@ -6,11 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.errors import RunnerError
-from runner.slots import (
+from runner.core.errors import RunnerError
+from runner.core.slots import (
     JobNeeds,
     Slot,
-    detect_gpus,
     format_cpu_list,
     job_needs,
     parse_cpu_list,
@@ -18,6 +17,7 @@ from runner.slots import (
     plan_slots,
     unplaced,
 )
+from runner.host.facts import detect_gpus
 
 
 def _disjoint(slots: list[Slot]) -> bool:

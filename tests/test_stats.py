@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.stats import describe, t_quantile, t_two_sided_prob
+from runner.core.stats import describe, t_quantile, t_two_sided_prob
 
 # Two-sided 95% critical values of Student's t, as printed in standard tables.
 TABLE_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 9: 2.2622,

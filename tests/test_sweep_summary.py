@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import summary, sweep
-from runner.summary import JobRecord
+from runner.flows import summary
+from runner.flows.summary import JobRecord
+from runner.host import sweep
 from tests.conftest import run_runner
 
 CFG = {"seed": 0, "model": {"lr": 0.05}, "launch": {"processes": 2, "cpuset_cpus": None, "gpus": 0}}
@@ -108,7 +109,7 @@ def test_one_build_at_a_time_per_image_tag(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from runner.launch import build_lock
+    from runner.host.image_builder import build_lock
 
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path))
     probe = ("import fcntl, glob, sys; f = open(glob.glob(sys.argv[1] + '/locks/build-*x1*.lock')[0], 'w')\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from runner import determinism
-from runner.errors import RunnerError
+from runner.core import determinism
+from runner.core.errors import RunnerError
 from tests.conftest import ROOT
 
 THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from runner import hashing
+from runner.core import digests
+from runner.host import hashing
 
 
 @pytest.fixture
@@ -65,5 +66,5 @@ def test_hash_tree_lists_regular_files_only(tmp_path):
 
 
 def test_json_hash_is_canonical():
-    assert hashing.sha256_json({"a": 1, "b": [1, 2]}) == hashing.sha256_json({"b": [1, 2], "a": 1})
-    assert hashing.sha256_json({"a": 1}) != hashing.sha256_json({"a": 2})
+    assert digests.sha256_json({"a": 1, "b": [1, 2]}) == digests.sha256_json({"b": [1, 2], "a": 1})
+    assert digests.sha256_json({"a": 1}) != digests.sha256_json({"a": 2})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import images
-from runner.errors import RunnerError
+from runner.core import images
+from runner.core.errors import RunnerError
 
 BASE_ID = "sha256:" + "a" * 64
 

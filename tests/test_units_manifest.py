@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from runner import manifest
-from runner.errors import RunnerError
+from runner.core import manifest
+from runner.core.errors import RunnerError
+from runner.host import records
 
 
 def record(**over) -> dict:
@@ -26,14 +27,14 @@ def record(**over) -> dict:
 
 def test_write_then_read_round_trips(tmp_path):
     m = manifest.Manifest.model_validate(record())
-    path = manifest.write(tmp_path, m)
+    path = records.write_manifest(tmp_path, m)
     assert path == tmp_path / "manifest.json"
-    assert manifest.read(tmp_path) == m and manifest.read(path) == m
+    assert records.read_manifest(tmp_path) == m and records.read_manifest(path) == m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]  # no temp file left
 
 
 def test_a_failed_write_keeps_the_old_manifest_whole(tmp_path, monkeypatch):
-    manifest.write(tmp_path, manifest.Manifest.model_validate(record(run_id="old")))
+    records.write_manifest(tmp_path, manifest.Manifest.model_validate(record(run_id="old")))
     before = (tmp_path / "manifest.json").read_bytes()
 
     def disk_full(fd):
@@ -41,7 +42,7 @@ def test_a_failed_write_keeps_the_old_manifest_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
-        manifest.write(tmp_path, manifest.Manifest.model_validate(record(run_id="new")))
+        records.write_manifest(tmp_path, manifest.Manifest.model_validate(record(run_id="new")))
     assert (tmp_path / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
 
@@ -49,7 +50,7 @@ def test_a_failed_write_keeps_the_old_manifest_whole(tmp_path, monkeypatch):
 def _read_raw(tmp_path, text: str) -> RunnerError:
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(RunnerError) as info:
-        manifest.read(tmp_path)
+        records.read_manifest(tmp_path)
     return info.value
 
 
@@ -82,7 +83,7 @@ def test_malformed_values_are_refused(tmp_path):
 
 def test_missing_manifest_is_refused(tmp_path):
     with pytest.raises(RunnerError, match="no manifest"):
-        manifest.read(tmp_path)
+        records.read_manifest(tmp_path)
 
 
 def test_secrets_are_redacted():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import params
-from runner.errors import RunnerError
+from runner.core.errors import RunnerError
+from runner.host import params
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {"model": "experiments.mnist_params:ModelParams"}
@@ -43,6 +43,6 @@ def test_no_schemas_checks_nothing_and_a_malformed_reference_is_refused():
     with pytest.raises(RunnerError, match="is not 'module:Class'"):
         params.check({"model": GOOD}, {"model": "experiments.mnist_params"}, ROOT)
     with pytest.raises(RunnerError, match="is not a schema"):
-        params.check({"model": GOOD}, {"model": "runner.errors:EXIT_USAGE"}, ROOT)  # an int
+        params.check({"model": GOOD}, {"model": "runner.core.errors:EXIT_USAGE"}, ROOT)  # an int
     with pytest.raises(RunnerError, match="must map config sections"):
         params.check({"model": GOOD}, ["experiments.mnist_params:ModelParams"], ROOT)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import snapshot
-from runner.errors import RunnerError
-from runner.hashing import sha256_file
+from runner.core.errors import RunnerError
+from runner.host import snapshot
+from runner.host.hashing import sha256_file
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner import spec
-from runner.cli_common import compose
-from runner.errors import EXIT_USAGE, RunnerError
+from runner.core import spec
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.flows.cli_common import compose
 from tests.conftest import ROOT
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import trainer_keys
-from runner.errors import RunnerError
+from runner.core.errors import RunnerError
+from runner.host import trainer_keys
 from tests.conftest import ROOT
 
 LOCK = ROOT / "images" / "cpu.lock"

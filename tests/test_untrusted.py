@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import diff, manifest, replay, resume, snapshot
-from runner.errors import RunnerError
-from runner.hashing import sha256_bytes
+from runner.core import manifest
+from runner.core.digests import sha256_bytes
+from runner.core.errors import RunnerError
+from runner.flows import diff, replay, resume
+from runner.host import records, snapshot
 from tests.conftest import run_runner
 from tests.run_records import manifest_dict
 
@@ -88,7 +90,7 @@ def test_manifest_read_gives_a_record_or_one_clear_error(data):
         (run / "manifest.json").write_bytes(data)
         before = _tree(run)
         try:
-            m = manifest.read(run)
+            m = records.read_manifest(run)
         except RunnerError as exc:
             _one_line(exc)
             assert exc.exit_code == 2

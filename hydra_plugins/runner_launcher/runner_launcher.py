@@ -40,9 +40,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from runner import slots as slots_mod
-from runner import sweep
-from runner.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core import layout
+from runner.core import slots as slots_mod
+from runner.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.host import facts, image_builder, snapshot, sweep
 
 log = logging.getLogger(__name__)
 CONSOLE_LOG = "console.log"
@@ -78,7 +79,7 @@ class RunnerSlotsLauncher(Launcher):
 
     # -- the sweep ---------------------------------------------------------------------------------------
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
-        from runner.cli_common import fail
+        from runner.flows.cli_common import fail
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -134,12 +135,12 @@ class RunnerSlotsLauncher(Launcher):
         return _Job(idx, overrides, cfg, run_dir, _resolved_task_config(cfg, run_dir))
 
     def _already_done(self, job: _Job) -> bool:
-        from runner import manifest
+        from runner.host import records
 
-        if job.task_cfg is None or not (job.run_dir / manifest.MANIFEST_NAME).is_file():
+        if job.task_cfg is None or not (job.run_dir / layout.MANIFEST).is_file():
             return False
         try:
-            m = manifest.read(job.run_dir)
+            m = records.read_manifest(job.run_dir)
         except RunnerError:
             return False
         if not sweep.completed_for(m.model_dump(), job.task_cfg, job.overrides):
@@ -161,13 +162,13 @@ class RunnerSlotsLauncher(Launcher):
 
     def _slots(self, jobs: list[_Job]) -> list[slots_mod.Slot]:
         needs = [slots_mod.job_needs(j.task_cfg) for j in jobs if j.task_cfg is not None]
-        usable = slots_mod.detect_cpus()
+        usable = facts.detect_cpus()
         cpus = slots_mod.parse_cpu_list(self.cpus) if self.cpus else usable
         if not set(cpus) <= set(usable):
             raise RunnerError(f"hydra.launcher.cpus={self.cpus}: this process may only run on cores "
                               f"{slots_mod.format_cpu_list(usable)}", EXIT_USAGE)  # fmt: skip
         wants_gpus = any(n.gpus for n in needs)
-        gpus = (self.gpus if self.gpus is not None else slots_mod.detect_gpus()) if wants_gpus else []
+        gpus = (self.gpus if self.gpus is not None else facts.detect_gpus()) if wants_gpus else []
         plan = slots_mod.plan_slots(cpus, gpus, needs, self.slots, self.cpus_per_slot)
         smallest = min(len(s.cpus) for s in plan) if plan else 0
         biggest_need = max((n.cores for n in needs if not n.gpus), default=0)
@@ -177,9 +178,9 @@ class RunnerSlotsLauncher(Launcher):
 
     def _resolve_images(self, jobs: list[_Job]) -> None:
         """Find or build each distinct image the jobs need, once, before any job starts."""
-        from runner import launch, spec
+        from runner.core import spec
 
-        root = launch.project_root()
+        root = snapshot.project_root()
         wanted: dict[str, tuple[spec.RunPlan, Path]] = {}
         for job in jobs:
             if job.task_cfg is None:
@@ -194,12 +195,12 @@ class RunnerSlotsLauncher(Launcher):
             wanted.setdefault(key, (p, job.run_dir))
         if not wanted:
             return
-        from runner.engine import Engine
+        from runner.host.docker_engine import Engine
 
         engine = Engine.connect()
         try:
             for p, _ in wanted.values():
-                resolved = launch.resolve_image(engine, p, root, lambda line: log.info(line))
+                resolved = image_builder.resolve_image(engine, p, root, lambda line: log.info(line))
                 log.info(f"image {resolved.tag}: {'built' if resolved.record['built_now'] else 'found'} for this sweep")
         finally:
             engine.client.close()  # the jobs are forked: they open their own connections
@@ -265,7 +266,7 @@ class RunnerSlotsLauncher(Launcher):
 
     @staticmethod
     def _write_summary(sweep_dir: Path) -> None:
-        from runner import summary
+        from runner.flows import summary
 
         try:
             result = summary.write(sweep_dir)

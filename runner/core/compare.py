@@ -1,0 +1,402 @@
+"""Comparing two runs, pure: what differs between two manifests and where their training parted.
+
+Everything here takes plain data (manifest dicts, fingerprint rows, package lists) and returns
+plain data, so the rules — which keys count, what "bit-identical" means, how the first diverging
+step is found — are unit-tested without Docker, and the CLIs (:mod:`runner.replay`,
+:mod:`runner.diff`) only load and print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from runner.core.errors import EXIT_USAGE, RunnerError
+
+
+class _Absent:
+    """A key one side does not have (distinct from a recorded ``null``)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One key whose value differs between A and B (either side may be :data:`ABSENT`)."""
+
+    key: str
+    a: Any
+    b: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "a": _json_value(self.a), "b": _json_value(self.b),
+                "only_in": "b" if self.a is ABSENT else "a" if self.b is ABSENT else None}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first training step at which two fingerprint records disagree, and on what."""
+
+    step: int
+    field: str  # params_sha256 | loss | steps
+    a: Any
+    b: Any
+
+    def describe(self) -> str:
+        if self.field == "steps":
+            return f"step {self.step}: only {'A' if self.b is ABSENT else 'B'} has a record for it"
+        return f"step {self.step}: {self.field} {_short(self.a)} vs {_short(self.b)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "field": self.field, "a": _json_value(self.a), "b": _json_value(self.b)}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way the environment a replay would use differs from the recorded one."""
+
+    what: str
+    recorded: str
+    found: str
+
+    def describe(self) -> str:
+        return f"{self.what}: recorded {self.recorded}, here {self.found}"
+
+
+# -- generic ----------------------------------------------------------------------------------------
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → ``{"a.b.c": leaf}``; lists and scalars are leaves. An empty mapping is a leaf."""
+    if isinstance(obj, Mapping) and obj:
+        out: dict[str, Any] = {}
+        for k in obj:
+            out.update(flatten(obj[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj} if prefix else {}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to NaN (a run that diverged to NaN twice did not differ)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, bool) != isinstance(b, bool):  # `true` in one config is not `1` in the other
+        return False
+    if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def changes(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[Change]:
+    """Keys whose values differ (or exist on one side only), sorted by key."""
+    skip = set(ignore)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        va, vb = a.get(key, ABSENT), b.get(key, ABSENT)
+        if va is ABSENT or vb is ABSENT or not same(va, vb):
+            out.append(Change(key, va, vb))
+    return out
+
+
+# -- packages ---------------------------------------------------------------------------------------
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)\s*$")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` match."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def packages_by_name(lines: Iterable[str]) -> dict[str, str]:
+    """``pip freeze``-style lines → {canonical name: version}. Lines that are not ``name==version``
+    (direct references, editable installs) are kept whole as their own key; comments are dropped."""
+    out = {}
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _PIN.match(line)
+        if m:
+            out[canonical_name(m.group(1))] = m.group(2)
+        else:
+            out[line] = ""
+    return out
+
+
+def package_changes(a: Iterable[str], b: Iterable[str]) -> list[Change]:
+    return changes(packages_by_name(a), packages_by_name(b))
+
+
+# -- outputs and fingerprints -----------------------------------------------------------------------
+def output_changes(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> list[Change]:
+    """Output files whose sha256 differ, or that only one run has."""
+    return changes({k: v.get("sha256") for k, v in a.items()}, {k: v.get("sha256") for k, v in b.items()})
+
+
+def parse_fingerprints(text: str, where: str = "fingerprints") -> list[dict[str, Any]]:
+    """``fingerprints.jsonl`` → rows, each with an integer ``step``; a malformed line is a RunnerError."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunnerError(f"{where}: line {n} is not JSON ({exc.msg})", EXIT_USAGE) from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise RunnerError(f"{where}: line {n} has no non-negative integer `step`", EXIT_USAGE)
+        rows.append(row)
+    return rows
+
+
+def _by_step(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Rows merged per step; a later row for the same step (a resumed run) wins field by field."""
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        cur = out.setdefault(int(row["step"]), {})
+        for key in ("loss", "params_sha256"):
+            if key in row:
+                cur[key] = row[key]
+    return out
+
+
+def first_divergence(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> Divergence | None:
+    """The earliest step where both runs recorded a value and the values differ (parameters are
+    checked before the loss of the same step), or where one run's record ends before the other's.
+    None when every step both recorded agrees and both end at the same step."""
+    ia, ib = _by_step(a), _by_step(b)
+    if not ia and not ib:
+        return None
+    last_common = min(max(ia, default=-1), max(ib, default=-1))
+    for step in sorted(set(ia) | set(ib)):
+        ra, rb = ia.get(step), ib.get(step)
+        if ra is None or rb is None:
+            if step > last_common:
+                return Divergence(step, "steps", ra if ra is not None else ABSENT, rb if rb is not None else ABSENT)
+            continue
+        for key in ("params_sha256", "loss"):
+            if key in ra and key in rb and not same(ra[key], rb[key]):
+                return Divergence(step, key, ra[key], rb[key])
+    return None
+
+
+# -- a replay's verdict -----------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    """What a replay found. ``bit_identical`` is the one bit the exit status reports."""
+
+    bit_identical: bool
+    status: str  # the replay's run status
+    outputs_compared: int
+    outputs: list[Change]
+    fingerprints_identical: bool | None  # None: the original recorded none
+    divergence: Divergence | None
+    metrics: list[Change]
+    environment: list[Change]
+    packages: list[Change]  # as the two training processes listed them
+    drift: list[Drift]
+    notes: list[str] = field(default_factory=list)
+
+    def headline(self) -> str:
+        if self.bit_identical:
+            return "bit-identical: every recorded output and fingerprint matches"
+        parts = []
+        if self.status != "completed":
+            parts.append(f"the replay {self.status}")
+        if self.outputs:
+            parts.append("outputs differ: " + ", ".join(c.key for c in self.outputs))
+        if self.divergence:
+            parts.append(f"training diverges at step {self.divergence.step} ({self.divergence.field})")
+        elif self.fingerprints_identical is False:
+            parts.append("fingerprint files differ")
+        return "; ".join(parts) or "nothing recorded to verify"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outputs"] = [c.to_json() for c in self.outputs]
+        d["metrics"] = [c.to_json() for c in self.metrics]
+        d["environment"] = [c.to_json() for c in self.environment]
+        d["packages"] = [c.to_json() for c in self.packages]
+        d["divergence"] = None if self.divergence is None else self.divergence.to_json()
+        d["headline"] = self.headline()
+        return d
+
+
+def verdict(
+    original: Mapping[str, Any],
+    replay: Mapping[str, Any],
+    fp_original: list[Mapping[str, Any]] | None,
+    fp_replay: list[Mapping[str, Any]] | None,
+    drift: Iterable[Drift] = (),
+) -> Verdict:
+    """Judge a replay against its original from the two manifests (as dicts) and fingerprint rows.
+
+    Bit-identical means: the replay completed, it wrote exactly the original's output files with
+    the same sha256, and (when the original recorded fingerprints) the same fingerprint file.
+    ``fp_original`` None means the original's fingerprint file is missing or altered: then only
+    the recorded hashes are compared and no diverging step can be named.
+    """
+    notes: list[str] = []
+    outs = output_changes(original.get("outputs") or {}, replay.get("outputs") or {})
+    fpo, fpr = original.get("fingerprints"), replay.get("fingerprints")
+    if fpo:
+        fp_same: bool | None = bool(fpr) and fpo.get("sha256") == fpr.get("sha256")
+    else:
+        fp_same = None
+        notes.append("the original recorded no fingerprints: no step-by-step comparison")
+    div = None
+    if fp_original is not None and fp_replay is not None and fp_same is False:
+        div = first_divergence(fp_original, fp_replay)
+    elif fpo and fp_original is None:
+        notes.append("the original's fingerprint file is missing or does not match its manifest: "
+                     "compared by recorded hash only")  # fmt: skip
+    status = str(replay.get("status"))
+    compared = len(original.get("outputs") or {})
+    if not compared and not fpo:
+        notes.append("the original recorded neither outputs nor fingerprints: nothing to verify")
+    if original.get("status") != "completed":
+        notes.append(f"the original run {original.get('status')}: its outputs are partial")
+    profile = (original.get("determinism") or {}).get("profile") or {}
+    if not profile.get("promises_bitwise", False):
+        notes.append(f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
+                     "differences are expected and not a fault")  # fmt: skip
+    drift = list(drift)
+    if drift:
+        notes.append("ran with --allow-env-drift: the environment differs from the record (see drift)")
+    identical = status == "completed" and not outs and fp_same is not False and (compared > 0 or bool(fpo))
+    return Verdict(
+        bit_identical=identical,
+        status=status,
+        outputs_compared=compared,
+        outputs=outs,
+        fingerprints_identical=fp_same,
+        divergence=div,
+        metrics=changes(original.get("metrics") or {}, replay.get("metrics") or {}),
+        environment=changes(original.get("environment") or {}, replay.get("environment") or {}, ignore=_RUN_PATHS),
+        packages=package_changes(original.get("packages") or [], replay.get("packages") or [])
+        if original.get("packages") and replay.get("packages") else [],
+        drift=drift,
+        notes=notes,
+    )
+
+
+# -- two runs side by side --------------------------------------------------------------------------
+# Keys that differ between any two runs by construction (names, paths, timings) and say nothing about them.
+_RUN_PATHS = ("RUNNER_JOB",)  # the job file's path: inside the run dir, which differs on the host backend
+_IGNORED_LAUNCH = ("container",)
+_IGNORED_IMAGE = ("built_now", "build_seconds")
+SECTIONS = ("config", "environment", "packages", "image", "host", "devices", "determinism", "launch",
+            "code", "data", "outputs", "metrics")  # fmt: skip
+
+
+@dataclass
+class RunDiff:
+    """Per section, the keys that differ between run A and run B; plus the first diverging step."""
+
+    a: str
+    b: str
+    sections: dict[str, list[Change]]
+    divergence: Divergence | None
+    fingerprints_identical: bool | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outputs_identical(self) -> bool:
+        return not self.sections["outputs"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "outputs_identical": self.outputs_identical,
+            "fingerprints_identical": self.fingerprints_identical,
+            "first_divergence": None if self.divergence is None else self.divergence.to_json(),
+            "sections": {name: [c.to_json() for c in rows] for name, rows in self.sections.items()},
+            "notes": self.notes,
+        }  # fmt: skip
+
+
+def diff_runs(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    fp_a: list[Mapping[str, Any]] | None,
+    fp_b: list[Mapping[str, Any]] | None,
+    label_a: str = "A",
+    label_b: str = "B",
+) -> RunDiff:
+    """Compare two manifests (as dicts) section by section; fingerprints rows may be None (absent)."""
+
+    def sub(m: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        v = m.get(key)
+        return v if isinstance(v, Mapping) else {}
+
+    def strip(m: Mapping[str, Any], drop: Iterable[str]) -> dict[str, Any]:
+        return {k: v for k, v in m.items() if k not in set(drop)}
+
+    code_keys = ("commit", "dirty", "snapshot_sha256", "files")
+    sections = {
+        # the profile is shown once, under determinism (with the flags read back in training)
+        "config": changes(flatten(strip(sub(a, "config"), ["determinism"])), flatten(strip(sub(b, "config"), ["determinism"]))),
+        "environment": changes(sub(a, "environment"), sub(b, "environment")),
+        "packages": package_changes(a.get("packages") or [], b.get("packages") or []),
+        "image": changes(flatten(strip(sub(a, "image"), _IGNORED_IMAGE)), flatten(strip(sub(b, "image"), _IGNORED_IMAGE))),
+        "host": changes(flatten(sub(a, "host")), flatten(sub(b, "host"))),
+        "devices": changes(flatten(sub(a, "process")), flatten(sub(b, "process"))),
+        "determinism": changes(flatten(sub(a, "determinism")), flatten(sub(b, "determinism"))),
+        "launch": changes(flatten(strip(sub(a, "launch"), _IGNORED_LAUNCH)), flatten(strip(sub(b, "launch"), _IGNORED_LAUNCH))),
+        "code": changes({k: v for k, v in sub(a, "code").items() if k in code_keys},
+                        {k: v for k, v in sub(b, "code").items() if k in code_keys}),
+        "data": changes(flatten(sub(a, "data")), flatten(sub(b, "data")), ignore=()),
+        "outputs": output_changes(sub(a, "outputs"), sub(b, "outputs")),
+        "metrics": changes(sub(a, "metrics"), sub(b, "metrics")),
+    }  # fmt: skip
+    notes = []
+    fpa, fpb = sub(a, "fingerprints"), sub(b, "fingerprints")
+    fp_same = (fpa.get("sha256") == fpb.get("sha256")) if fpa and fpb else None
+    div = None
+    if fp_a is not None and fp_b is not None:
+        div = first_divergence(fp_a, fp_b)
+    else:
+        notes.append("fingerprints missing for " + " and ".join(
+            n for n, rows in ((label_a, fp_a), (label_b, fp_b)) if rows is None) + ": no step-by-step comparison")  # fmt: skip
+    return RunDiff(a=label_a, b=label_b, sections=sections, divergence=div, fingerprints_identical=fp_same, notes=notes)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _json_value(v: Any) -> Any:
+    if v is ABSENT:
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
+    return v
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v):
+        return v[:12] + "…"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def short(v: Any, width: int = 60) -> str:
+    """A value as a table cell: hashes cut to 12 characters, long values elided."""
+    if v is ABSENT:
+        return "—"
+    if isinstance(v, str) and v.startswith("sha256:") and len(v) > 19:
+        return v[:19] + "…"
+    text = _short(v) if not isinstance(v, (list, dict)) else json.dumps(v, sort_keys=True)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,39 @@
+"""A run dir's file names, spelt once. The host, the worker and every reader of a run dir use these.
+
+::
+
+    RUN_DIR/
+      manifest.json        MANIFEST          the record (written last, whole or not at all)
+      code.tar             CODE_ARCHIVE      the source the run used
+      job.json             WORKER_REQUEST    what the worker is told: paths, config, seed, world size
+      result.json          RESULT            what the worker reports: metrics, library and device facts
+      fingerprints.jsonl   FINGERPRINTS      loss every step, parameter hash every K steps
+      outputs/             OUTPUTS_DIR       what the experiment wrote; every file is hashed
+      checkpoints/         CHECKPOINT_DIR    step-NNNNNNNN.ckpt, for +resume=RUN_DIR
+      logs/train.log       LOGS_DIR/TRAIN_LOG
+      logs/build.log       LOGS_DIR/BUILD_LOG (only when this run built its image)
+      metrics/             METRICS_DIR       Lightning's CSV logger
+      replays/<time>/      REPLAYS_DIR       replays of this run, each a run dir of its own
+      verdict.json         VERDICT           in a replay's run dir: the comparison with the original
+      .runner.lock         CLAIM_LOCK        held while a runner owns the dir
+"""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.json"
+CODE_ARCHIVE = "code.tar"
+WORKER_REQUEST = "job.json"
+RESULT = "result.json"
+FINGERPRINTS = "fingerprints.jsonl"
+OUTPUTS_DIR = "outputs"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_TEMPLATE = "step-{step:08d}"  # Lightning ModelCheckpoint's filename (+ ".ckpt"): names sort by step
+LOGS_DIR = "logs"
+TRAIN_LOG = "train.log"
+BUILD_LOG = "build.log"
+METRICS_DIR = "metrics"
+REPLAYS_DIR = "replays"
+VERDICT = "verdict.json"
+CLAIM_LOCK = ".runner.lock"
+# The dirs the container's unprivileged user writes into (the run dir itself too).
+WRITABLE_DIRS = (OUTPUTS_DIR, LOGS_DIR, METRICS_DIR, CHECKPOINT_DIR)

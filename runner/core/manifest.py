@@ -1,0 +1,117 @@
+"""The run manifest's schema: what a run records, as typed models. Pure.
+
+Writing and reading ``manifest.json`` (whole or not at all; validated on the way back in) is
+:mod:`runner.host.records`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+Status = Literal["completed", "failed", "interrupted"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileRecord(_Model):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Code(_Model):
+    commit: str | None
+    dirty: bool
+    snapshot: str
+    snapshot_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    files: int
+
+
+class Image(_Model):
+    tag: str
+    id: str
+    kind: str
+    content_hash: str
+    dockerfile: str
+    dockerfile_sha256: str
+    lock: str
+    lock_sha256: str
+    base_ref: str
+    base_digest: str | None
+    base_id: str
+    python_version: str
+    build_args: dict[str, str]
+    built_now: bool
+    build_seconds: float | None = None
+    engine: dict[str, Any] | None = None
+
+
+class Determinism(_Model):
+    profile: dict[str, Any]
+    seed: int
+    flags: dict[str, Any] | None = None  # read back inside the training process
+
+
+class Data(_Model):
+    name: str
+    root: str
+    files: dict[str, FileRecord]
+
+
+class Fingerprints(_Model):
+    file: str
+    sha256: str
+    every_k_steps: int
+    steps: int
+
+
+class Timings(_Model):
+    started: float
+    finished: float
+    image_seconds: float | None = None
+    train_seconds: float | None = None
+    container_seconds: float | None = None
+    total_seconds: float
+
+
+class Manifest(_Model):
+    schema_version: Literal[1]
+    run_id: str
+    status: Status
+    exit_code: int
+    error: str | None = None
+    log_tail: list[str] = []
+    command: list[str]
+    overrides: list[str]
+    config: dict[str, Any]
+    experiment: dict[str, Any]
+    code: Code | None = None
+    containerized: bool
+    image: Image | None = None
+    launch: dict[str, Any]
+    environment: dict[str, str]
+    determinism: Determinism
+    host: dict[str, Any]
+    process: dict[str, Any] | None = None
+    packages: list[str] = []
+    data: Data | None = None
+    outputs: dict[str, FileRecord] = {}
+    outputs_partial: bool = False
+    fingerprints: Fingerprints | None = None
+    metrics: dict[str, Any] = {}
+    timings: Timings
+    replay_of: dict[str, Any] | None = None
+    resumes: list[dict[str, Any]] = []
+
+
+def redact(env: dict[str, str]) -> dict[str, str]:
+    """Environment as a manifest may hold it: values of secret-looking names are never written."""
+    return {k: (REDACTED if SECRET_PATTERN.search(k) else v) for k, v in sorted(env.items())}

@@ -1,0 +1,183 @@
+"""Slots: disjoint shares of the machine (CPU cores, GPUs) that concurrent sweep jobs run in.
+
+A sweep launcher hands each job one slot; a slot's cores are pinned with ``cpuset_cpus`` and its
+GPUs named in ``launch.gpus``, so two jobs never share a device. Planning is pure (a pool of
+cores and GPUs in, a list of slots out); reading what this machine has is
+:func:`runner.host.facts.detect_cpus` and :func:`~runner.host.facts.detect_gpus`.
+
+Why results do not depend on slots: under the strict determinism profile each training process
+runs one thread with a pinned instruction set, so a job computes the same bits on one core or
+on eight, alone or beside others. Slots only decide *where* and *how many at once*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.images import gpu_count_requested
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One share of the machine: these cores, these GPUs (empty tuple: none)."""
+
+    index: int
+    cpus: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+
+    @property
+    def cpuset(self) -> str | None:
+        return format_cpu_list(self.cpus) if self.cpus else None
+
+    def describe(self) -> str:
+        parts = [f"cpus {self.cpuset}"] if self.cpus else []
+        if self.gpus:
+            parts.append(f"gpus {','.join(map(str, self.gpus))}")
+        return f"slot {self.index} ({', '.join(parts) or 'unpinned'})"
+
+
+@dataclass(frozen=True)
+class JobNeeds:
+    """What one job asks of the machine, read from its composed config."""
+
+    cores: int  # training processes × threads per process (a lower bound when threads are free)
+    gpus: int  # 0: CPU job; -1: every GPU; N: N GPUs
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """``"0-3,6"`` → ``[0, 1, 2, 3, 6]`` (the cpuset / taskset list format)."""
+    out: set[int] = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise RunnerError(f"bad CPU list {text!r}: expected e.g. 0-3,6", EXIT_USAGE) from None
+        if a < 0 or b < a:
+            raise RunnerError(f"bad CPU list {text!r}: range {part!r} is empty or negative", EXIT_USAGE)
+        out.update(range(a, b + 1))
+    if not out:
+        raise RunnerError(f"bad CPU list {text!r}: no cores", EXIT_USAGE)
+    return sorted(out)
+
+
+def format_cpu_list(cpus: Sequence[int]) -> str:
+    """``[0, 1, 2, 3, 6]`` → ``"0-3,6"``."""
+    cpus = sorted(set(cpus))
+    runs: list[str] = []
+    i = 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        runs.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(runs)
+
+
+def job_needs(cfg: Mapping[str, Any]) -> JobNeeds:
+    """Cores and GPUs one job uses: ``launch.processes`` × ``determinism.threads`` on CPU."""
+    launch = cfg.get("launch") or {}
+    gpus = gpu_count_requested(launch.get("gpus"))
+    threads = (cfg.get("determinism") or {}).get("threads") or 1
+    processes = launch.get("processes", 1) if not gpus else max(gpus, 1)
+    try:
+        cores = max(int(processes), 1) * max(int(threads), 1)
+    except (TypeError, ValueError):
+        cores = 1  # the job itself reports the bad value
+    return JobNeeds(cores=cores, gpus=gpus)
+
+
+def plan_slots(
+    cpus: Sequence[int],
+    gpus: Sequence[int],
+    needs: Sequence[JobNeeds],
+    slots: int | None = None,
+    cpus_per_slot: int | None = None,
+) -> list[Slot]:
+    """Cut the pool into disjoint slots sized for the most demanding job of the sweep.
+
+    GPU jobs: one slot per ``gpus``-per-job GPUs, and the cores shared out evenly among those
+    slots. CPU jobs: one slot per ``cpus_per_slot`` cores (default: what a job needs, i.e.
+    processes × threads, capped at the pool). ``slots`` asks for a number of slots explicitly;
+    asking for more than the pool holds is an error, never a silent overlap.
+    """
+    cpus = sorted(set(cpus))
+    gpus = sorted(set(gpus))
+    if slots is not None and slots < 1:
+        raise RunnerError(f"hydra.launcher.slots={slots} must be at least 1", EXIT_USAGE)
+    if cpus_per_slot is not None and cpus_per_slot < 1:
+        raise RunnerError(f"hydra.launcher.cpus_per_slot={cpus_per_slot} must be at least 1", EXIT_USAGE)
+    gpu_need = max((n.gpus for n in needs), key=lambda g: (g < 0, g), default=0)
+    if gpu_need:
+        if not gpus:
+            raise RunnerError("the sweep's jobs ask for GPUs but this machine shows none", EXIT_USAGE)
+        per = len(gpus) if gpu_need < 0 else gpu_need
+        if per > len(gpus):
+            raise RunnerError(f"a job asks for {per} GPUs; this machine has {len(gpus)}", EXIT_USAGE)
+        fit = len(gpus) // per
+        n = fit if slots is None else slots
+        if n > fit:
+            raise RunnerError(f"hydra.launcher.slots={n}: {len(gpus)} GPUs hold only {fit} slot(s) of {per} GPU(s)",
+                              EXIT_USAGE)  # fmt: skip
+        cores = cpus_per_slot or len(cpus) // n
+        if cores * n > len(cpus):
+            raise RunnerError(f"{n} slots × {cores} cores need more than the {len(cpus)} cores available", EXIT_USAGE)
+        return [Slot(i, tuple(cpus[i * cores : (i + 1) * cores]), tuple(gpus[i * per : (i + 1) * per])) for i in range(n)]
+
+    if not cpus:
+        raise RunnerError("no CPU cores to hand out", EXIT_USAGE)
+    if cpus_per_slot is None:
+        cores = len(cpus) // slots if slots is not None else min(max((n.cores for n in needs), default=1), len(cpus))
+    else:
+        cores = cpus_per_slot
+    if cores < 1 or cores > len(cpus):
+        raise RunnerError(f"hydra.launcher.slots={slots}: the {len(cpus)} cores available cannot give each slot a core",
+                          EXIT_USAGE)  # fmt: skip
+    fit = len(cpus) // cores
+    n = fit if slots is None else slots
+    if n > fit:
+        raise RunnerError(f"hydra.launcher.slots={n} × {cores} cores need more than the {len(cpus)} cores available",
+                          EXIT_USAGE)  # fmt: skip
+    return [Slot(i, tuple(cpus[i * cores : (i + 1) * cores])) for i in range(n)]
+
+
+def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``launch`` keys a job gets from its slot (and what it asked for, kept for the record)."""
+    out: dict[str, Any] = {"cpuset_cpus": slot.cpuset}
+    if slot.gpus:
+        out["gpus"] = list(slot.gpus)
+    out["slot"] = {
+        "index": slot.index,
+        "cpus": slot.cpuset,
+        "gpus": list(slot.gpus),
+        "requested": {"cpuset_cpus": launch.get("cpuset_cpus"), "gpus": launch.get("gpus")},
+    }
+    return out
+
+
+def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, Any]:
+    """A sweep job's config with its slot undone: what it ran with, not where on that machine.
+
+    A replay (months later, maybe on a smaller machine) must not ask for the cores and GPU ids
+    of the slot the job happened to get: those need not exist there. It keeps the number of GPUs
+    (the world size is part of the result) and the ``cpuset_cpus`` the user asked for, if any.
+    ``as_asked`` gives back ``launch.gpus`` exactly as the job asked for it (``all``, say), the
+    form a config has before a launcher places it. A config no launcher placed comes back as it is.
+    """
+    cfg = dict(config)
+    launch = dict(cfg.get("launch") or {})
+    slot = launch.pop("slot", None)
+    if not isinstance(slot, Mapping):
+        return cfg
+    requested = slot.get("requested") or {}
+    launch["cpuset_cpus"] = requested.get("cpuset_cpus")
+    slot_gpus = slot.get("gpus") or []
+    launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
+    cfg["launch"] = launch
+    return cfg

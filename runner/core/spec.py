@@ -1,0 +1,195 @@
+"""Composed config → a frozen description of one run. Pure: no Docker, no files written.
+
+What the run is (experiment, seed, world size, accelerator), what the training process sees
+(``job.json``, environment variables) and how it is started (a container request, or a host
+process) are all decided here, so they can be tested without an engine and replayed from a
+manifest by feeding the recorded config back in.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.core import determinism, layout
+from runner.core.engine_types import ContainerRequest
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.images import choose_kind, gpu_count_requested
+
+# Paths inside the container.
+CODE, DATA, JOB = "/code", "/data", "/job"
+UNPRIVILEGED = "1000:1000"
+_NAME_OK = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    run_dir: Path
+    config: dict[str, Any]
+    experiment: dict[str, Any]
+    backend: str  # docker | host
+    image_kind: str  # cpu | cuda
+    gpus: Any  # None | int | list[int] | "all"
+    world_size: int
+    accelerator: str  # cpu | gpu
+    seed: int
+    profile: dict[str, Any]
+    env: dict[str, str]  # what the training process gets, besides paths
+    user: str
+    container_name: str
+    launch: dict[str, Any] = field(default_factory=dict)
+
+    def job_document(self, run_dir: str, code_dir: str, data_dir: str, dataset_files: Mapping[str, str]) -> dict:
+        """``job.json``: everything the worker needs, with paths as the worker sees them."""
+        return {
+            "run_id": self.run_id,
+            "paths": {"run_dir": run_dir, "code_dir": code_dir, "data_dir": data_dir},
+            "experiment": self.experiment,
+            "config": self.config,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "accelerator": self.accelerator,
+            "determinism": self.profile,
+            "dataset_files": dict(dataset_files),
+            "fingerprint_every": fingerprint_every(self.config),
+            "checkpoint_every": int(self.launch.get("checkpoint_every_n_steps") or 0),
+            "resume": self.launch.get("resume"),
+        }
+
+    def container_env(self) -> dict[str, str]:
+        return {**self.env, "RUNNER_JOB": f"{JOB}/{layout.WORKER_REQUEST}", "PYTHONPATH": CODE, "HOME": "/tmp",
+                "GLOO_SOCKET_IFNAME": "lo"}  # no network but loopback: gloo binds there
+
+    def host_env(self, base: Mapping[str, str], code_dir: Path) -> dict[str, str]:
+        # the host's interpreter setup is part of the host environment (and recorded as such)
+        keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME") if k in base}
+        if self.accelerator == "gpu" and self.gpus != "all":
+            ids = self.gpus if isinstance(self.gpus, (list, tuple)) else range(int(self.gpus))
+            keep["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ids)
+        pythonpath = ":".join(p for p in (str(code_dir), base.get("PYTHONPATH", "")) if p)  # snapshot first
+        return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / layout.WORKER_REQUEST), "PYTHONPATH": pythonpath,
+                "HOME": base.get("HOME", "/tmp")}  # fmt: skip
+
+    def container_request(self, image: str, code_dir: Path, data_root: Path) -> ContainerRequest:
+        gpus = self.gpus
+        req_gpus = None
+        if self.accelerator == "gpu":
+            req_gpus = -1 if gpus == "all" else (list(gpus) if isinstance(gpus, (list, tuple)) else int(gpus))
+        return ContainerRequest(
+            image=image,
+            name=self.container_name,
+            command=["python", "-m", "runner.worker"],
+            environment=self.container_env(),
+            user=self.user,
+            mounts=[(str(code_dir), CODE, True), (str(data_root), DATA, True), (str(self.run_dir), JOB, False)],
+            working_dir=CODE,
+            gpus=req_gpus,
+            shm_size=self.launch.get("shm_size"),
+            cpuset_cpus=self.launch.get("cpuset_cpus"),
+            mem_limit=self.launch.get("mem_limit"),
+            labels={"org.runner.run-id": self.run_id, "org.runner.run-dir": str(self.run_dir)},
+        )
+
+
+def fingerprint_every(cfg: Mapping[str, Any]) -> int:
+    """``fingerprints.every_k_steps``: optimizer steps between parameter hashes (10 when unset)."""
+    return int((cfg.get("fingerprints") or {}).get("every_k_steps", 10))
+
+
+def _experiment(cfg: Mapping[str, Any], project_root: Path) -> dict[str, Any]:
+    exp = dict(cfg.get("experiment") or {})
+    target, script = exp.get("target"), exp.get("script")
+    if bool(target) == bool(script):
+        raise RunnerError("experiment must name exactly one of `target` (module:function) or `script`", EXIT_USAGE)
+    if target:
+        module = str(target).partition(":")[0]
+        rel = Path(*module.split("."))
+        if not ((project_root / rel).with_suffix(".py").is_file() or (project_root / rel / "__init__.py").is_file()):
+            raise RunnerError(f"experiment target {target!r}: no module {module} under {project_root}", EXIT_USAGE)
+    else:
+        if not (project_root / str(script)).is_file():
+            raise RunnerError(f"experiment script {script!r} not found under {project_root}", EXIT_USAGE)
+        exp["args"] = [str(a) for a in exp.get("args") or []]
+    return exp
+
+
+def _user(launch: Mapping[str, Any], uid: int, gid: int) -> str:
+    if launch.get("user"):
+        user = str(launch["user"])
+        if user.split(":")[0] in ("0", "root"):
+            raise RunnerError("launch.user must not be root: containers run unprivileged", EXIT_USAGE)
+        return user
+    return UNPRIVILEGED if uid == 0 else f"{uid}:{gid}"
+
+
+def passthrough_env(names: list[str], host_env: Mapping[str, str]) -> dict[str, str]:
+    """Only variables the user lists reach the training process; nothing is inherited silently."""
+    out = {}
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise RunnerError(f"launch.env_passthrough: {name!r} is not a variable name", EXIT_USAGE)
+        if name in host_env:
+            out[str(name)] = host_env[name]
+    return out
+
+
+def plan_run(
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    project_root: Path,
+    host_env: Mapping[str, str],
+    uid: int,
+    gid: int,
+    run_id: str | None = None,
+    detected_gpus: int = 0,
+) -> RunPlan:
+    """Plan one run. ``detected_gpus`` (the host's GPU count) is only consulted for ``launch.gpus=all``."""
+    launch = dict(cfg.get("launch") or {})
+    backend = str(launch.get("backend", "docker"))
+    if backend not in ("docker", "host"):
+        raise RunnerError(f"launch.backend={backend!r} must be docker or host", EXIT_USAGE)
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise RunnerError(f"seed={seed!r} must be an integer in [0, 2**32)", EXIT_USAGE)
+    gpus = launch.get("gpus")
+    n_gpus = gpu_count_requested(gpus)
+    accelerator = "gpu" if n_gpus else "cpu"
+    if n_gpus > 0:
+        world = n_gpus
+    elif n_gpus < 0:
+        if detected_gpus < 1:
+            raise RunnerError("launch.gpus=all but no GPU was found on this host (nvidia-smi -L)", EXIT_USAGE)
+        world = detected_gpus
+    else:
+        world = launch.get("processes", 1)
+        if not isinstance(world, int) or world < 1:
+            raise RunnerError(f"launch.processes={world!r} must be a positive integer", EXIT_USAGE)
+    profile = dict(cfg.get("determinism") or {})
+    env = determinism.environment(profile)
+    names = [str(n) for n in launch.get("env_passthrough") or []]
+    env.update(passthrough_env(names, host_env))
+    env = dict(sorted(env.items()))
+    rid = run_id or f"{_NAME_OK.sub('-', run_dir.name)[-40:]}-{uuid.uuid4().hex[:8]}"
+    image_kind = choose_kind(str((cfg.get("image") or {}).get("kind", "auto")), gpus)
+    return RunPlan(
+        run_id=rid,
+        run_dir=run_dir,
+        config=dict(cfg),
+        experiment=_experiment(cfg, project_root),
+        backend=backend,
+        image_kind=image_kind,
+        gpus=gpus if n_gpus else None,
+        world_size=world,
+        accelerator=accelerator,
+        seed=seed,
+        profile=profile,
+        env=env,
+        user=_user(launch, uid, gid),
+        container_name=f"runner-{rid}",
+        launch=launch,
+    )

@@ -1,0 +1,67 @@
+"""The Hydra task: composed config → :func:`runner.launch.execute` → a line of summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from runner.core.errors import RunnerError
+from runner.flows.cli_common import CONF_DIR, fail
+
+console = Console(stderr=True, highlight=False)
+
+
+def _echo(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
+def run_composed(cfg: DictConfig) -> int:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    from runner.flows import launch
+
+    m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
+                       list(hc.overrides.task), echo=_echo)  # fmt: skip
+    metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
+    console.print(f"[bold green]completed[/] {run_dir}  {metrics}")
+    objective = cfg.get("sweep_objective")
+    if objective:  # an optimising sweeper (Optuna, Ax, …) reads the task's return value
+        if objective not in m.metrics:
+            raise RunnerError(f"sweep_objective={objective!r} is not among the run's metrics: {', '.join(m.metrics)}")
+        return float(m.metrics[objective])
+    return 0
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _task(cfg: DictConfig):
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return run_composed(cfg)
+    except RunnerError as exc:
+        if multirun:  # one failing job must not stop the sweep; the summary lists it
+            console.print(f"[red]runner: error:[/] {exc.message}")
+            from runner.host import sweep
+
+            hc = HydraConfig.get()
+            sweep.write_job_status(Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task))
+            return exc.exit_code
+        fail(exc)
+
+
+def hydra_entry() -> None:
+    _task()
+    from runner.host import sweep
+
+    if sweep.failed_jobs:  # a sweep ran to its end, but not every job completed
+        from runner.core.errors import EXIT_FAILED
+
+        n = len(sweep.failed_jobs)
+        fail(RunnerError(f"{n} job(s) of the sweep did not complete: "
+                         + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_jobs)
+                         + " — see summary.json at the sweep root", EXIT_FAILED))  # fmt: skip

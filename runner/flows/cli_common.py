@@ -1,0 +1,78 @@
+"""What every command-line edge shares: one-line errors and config validation before Hydra runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from runner.core.errors import EXIT_USAGE, RunnerError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print one line and exit. The decision to exit is final: a further Ctrl-C or SIGTERM (a
+    user pressing it again while the process winds down) must not turn the exit into a
+    traceback or a death by signal."""
+    import contextlib
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            signal.signal(sig, signal.SIG_IGN)
+    if isinstance(exc, RunnerError):
+        code, msg = exc.exit_code, exc.message
+    else:
+        code, msg = EXIT_USAGE, " ".join(str(exc).split())
+    print(f"runner: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def validate_overrides(argv: list[str]) -> None:
+    """Compose the config once (first value of each sweep) so that a typo fails in one line,
+    naming the available options, instead of a Hydra error page."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    if any(a in ("--help", "-h", "--info", "--cfg", "-c", "--hydra-help") for a in argv):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise RunnerError(f"bad override: {' '.join(str(exc).split())}", EXIT_USAGE) from None
+    plain = []
+    for o in parsed:
+        if o.is_hydra_override():
+            continue
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()), None)
+            if first is None:
+                continue
+            plain.append(f"{o.get_key_element()}={first}")
+        else:
+            plain.append(o.input_line)
+    try:
+        cfg = compose(plain)
+        OmegaConf.to_container(cfg, resolve=True)
+    except MissingConfigException as exc:
+        first = str(exc).strip().splitlines()[0]
+        opts = f" (available: {', '.join(exc.options)})" if getattr(exc, "options", None) else ""
+        raise RunnerError(f"{first}{opts}", EXIT_USAGE) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        lines = [" ".join(line.split()) for line in str(exc).strip().splitlines()] or [type(exc).__name__]
+        first = lines[0]
+        if len(lines) > 1 and lines[1].startswith("To append"):  # an unknown key: say so, and how to add one
+            first = f"{first.rstrip('.')}: no such key (to add one, {lines[1][len('To append to your config ') :]})"
+        raise RunnerError(f"bad config: {first}", EXIT_USAGE) from None

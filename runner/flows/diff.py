@@ -1,0 +1,80 @@
+"""``python -m runner.diff RUN_A RUN_B``: what differs between two runs, side by side.
+
+Sections: config (flattened keys), environment variables, packages, image, host, devices,
+determinism, launch, code, data, output hashes, metrics — and the first training step at which
+the two runs' fingerprints part. Tables for a terminal; ``--json`` for machines. Reads only;
+the comparison rules live in :mod:`runner.compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.core import compare
+from runner.core.errors import RunnerError
+from runner.flows.cli_common import fail
+from runner.host import records
+
+
+def diff(path_a: str, path_b: str) -> compare.RunDiff:
+    """Load two run dirs (or manifests) and compare them; RunnerError for a bad record."""
+    a, b = records.load(path_a), records.load(path_b)
+    d = compare.diff_runs(a.as_dict(), b.as_dict(), a.fingerprints, b.fingerprints, str(a.dir), str(b.dir))
+    for label, rec in (("A", a), ("B", b)):
+        if rec.fingerprints_note:
+            d.notes.append(f"{label}: {rec.fingerprints_note}")
+    return d
+
+
+def render(d: compare.RunDiff, console: Console) -> None:
+    console.print(f"[bold]A[/] {d.a}\n[bold]B[/] {d.b}")
+    same = []
+    for name in compare.SECTIONS:
+        rows = d.sections[name]
+        if not rows:
+            same.append(name)
+            continue
+        t = Table(title=f"{name} ({len(rows)} differ)", title_justify="left", min_width=len(name) + 14)
+        t.add_column("key", style="bold")
+        t.add_column("A")
+        t.add_column("B")
+        for c in rows:
+            t.add_row(c.key, compare.short(c.a), compare.short(c.b))
+        console.print(t)
+    if same:
+        console.print(f"[green]same:[/] {', '.join(same)}")
+    if d.divergence is not None:
+        console.print(f"[bold]first diverging step:[/] [red]{d.divergence.describe()}[/]")
+    elif d.fingerprints_identical or (d.fingerprints_identical is None and not d.notes):
+        console.print("[bold]first diverging step:[/] none — fingerprints agree at every recorded step")
+    else:
+        console.print("[bold]first diverging step:[/] none found in the steps both recorded")
+    for note in d.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    verdict = "identical outputs" if d.outputs_identical else "outputs differ"
+    console.print(f"[bold]{verdict}[/]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="runner diff", description="Show what differs between two runs.")
+    p.add_argument("a", metavar="RUN_A", help="a run dir or its manifest.json")
+    p.add_argument("b", metavar="RUN_B", help="a run dir or its manifest.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        d = diff(args.a, args.b)
+    except RunnerError as exc:
+        fail(exc)
+    if args.json:
+        print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        render(d, Console(highlight=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""``python -m runner.replay RUN_DIR``: run a recorded run again and say whether it came out bit for bit.
+
+The replay starts from the manifest, not from today's tree: the recorded code snapshot
+(hash-checked, unpacked with every entry confined to its root), the recorded image (reused, or
+rebuilt from the snapshot's Dockerfile and lock on the recorded base), the recorded config,
+seed and environment variables. Drift in the environment stops it before anything runs unless
+``--allow-env-drift``. Afterwards every recorded output hash and the per-step fingerprints are
+compared; the verdict is printed (and written to ``verdict.json`` in the replay's run dir),
+and the exit status is 0 only when the replay is bit-identical.
+
+The replay's run dir (``<run>/replays/<time>`` or ``--out``) holds a manifest of its own whose
+``replay_of`` names the original: path, run id and the sha256 of its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.core import compare, layout, slots, spec
+from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.flows import launch
+from runner.flows.cli_common import fail
+from runner.host import atomic, facts, rebuild, records, rundir, snapshot
+
+log_console = Console(stderr=True, highlight=False)
+
+
+def _echo(line: str) -> None:
+    log_console.print(line, markup=False, soft_wrap=True)
+
+
+@dataclass
+class Outcome:
+    verdict: compare.Verdict
+    run_dir: Path  # the replay's
+    original: records.RunRecord
+    how: str  # how the image was had
+    failure: str | None  # the replay run's own error, when it did not complete
+
+
+def default_out(original_dir: Path) -> Path:
+    return original_dir / "replays" / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
+
+
+def _plan(config: dict, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
+    """Plan the recorded config against the snapshot before anything runs; a record whose config
+    cannot be planned any more is refused here, in one line."""
+    try:
+        return spec.plan_run(config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
+                             detected_gpus=facts.detected_gpus(config))  # fmt: skip
+    except RunnerError as exc:
+        raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RunnerError(f"the recorded config cannot be run: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail early (before any build) when the replay's run dir could not be created, e.g. a
+    read-only copy of the original; nothing is created here."""
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RunnerError(f"cannot create the replay's run dir {run_dir}: {parent} is not writable (use --out DIR)",
+                          EXIT_USAGE)  # fmt: skip
+
+
+def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, allow_env_drift: bool = False,
+           echo=_echo, command: list[str] | None = None) -> Outcome:  # fmt: skip
+    """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
+    anything is run or written; a replay that runs always ends in a verdict."""
+    original = records.load(target)
+    m = original.manifest
+    if m.code is None:
+        raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
+    archive = records.member(original.dir, m.code.snapshot, "code.snapshot")
+    run_dir = Path(out).resolve() if out else default_out(original.dir)
+    rundir.refuse_held(run_dir)  # here, before any build; the claim checks again
+    _check_writable(run_dir)
+    snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
+    config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
+    plan = _plan(config, run_dir, snap_dir)
+
+    engine = None
+    if m.containerized:
+        from runner.host.docker_engine import Engine
+
+        engine = Engine.connect()
+    prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
+    echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
+    replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
+    failure = None
+    try:
+        launch.execute(
+            config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
+            echo=echo, engine=engine, replay_of=replay_of, code_archive=(archive, m.code.snapshot_sha256),
+            code_record=m.code.model_dump(include={"commit", "dirty", "files"}), image=prepared.image,
+            environment=prepared.environment,
+        )  # fmt: skip
+    except RunnerError as exc:
+        if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
+            raise
+        failure = exc.message  # the replay ran and failed: still a verdict (not identical)
+    replayed = records.load(run_dir)
+    verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
+                              prepared.drift)  # fmt: skip
+    if original.fingerprints_note:
+        verdict.notes.append(original.fingerprints_note)
+    _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
+                                          "failure": failure, **verdict.to_json()})  # fmt: skip
+    return Outcome(verdict, run_dir, original, prepared.how, failure)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# -- printing -----------------------------------------------------------------------------------------
+def render(outcome: Outcome, console: Console) -> None:
+    """The verdict as tables: what was restored, any drift, outputs, fingerprints, notes."""
+    v, m = outcome.verdict, outcome.original.manifest
+    short = compare.short
+    head = Table(title=f"replay of {m.run_id}", show_header=False, title_justify="left")
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("original", str(outcome.original.dir))
+    head.add_row("replay", str(outcome.run_dir))
+    if m.code:
+        head.add_row("code", f"snapshot sha256 {m.code.snapshot_sha256[:12]}… (commit {(m.code.commit or '?')[:12]}"
+                     f"{', dirty' if m.code.dirty else ''}) restored and verified")  # fmt: skip
+    head.add_row("image", outcome.how)
+    profile = m.determinism.profile
+    head.add_row("determinism", f"{profile.get('name', '?')} (seed {m.determinism.seed})"
+                 + ("" if profile.get("promises_bitwise") else " — does not promise identical bits"))  # fmt: skip
+    head.add_row("replay status", v.status + (f": {outcome.failure}" if outcome.failure else ""))
+    console.print(head)
+
+    if v.drift:
+        console.print(_drift_table("environment drift (ran with --allow-env-drift)", v.drift))
+
+    t = Table(title="outputs", title_justify="left")
+    for col in ("file", "recorded sha256", "replay sha256", ""):
+        t.add_column(col)
+    changed = {c.key: c for c in v.outputs}
+    for name, rec in sorted((m.outputs or {}).items()):
+        c = changed.pop(name, None)
+        t.add_row(name, rec.sha256[:16] + "…", short(c.b) if c else rec.sha256[:16] + "…",
+                  "[red]differs[/]" if c else "[green]identical[/]")  # fmt: skip
+    for name, c in sorted(changed.items()):  # only in the replay
+        t.add_row(name, "—", short(c.b), "[red]extra[/]")
+    console.print(t)
+
+    if v.fingerprints_identical is None:
+        fp = "none recorded"
+    elif v.fingerprints_identical:
+        fp = f"[green]identical[/] ({m.fingerprints.steps} steps)" if m.fingerprints else "[green]identical[/]"
+    elif v.divergence:
+        fp = f"[red]first divergence at {v.divergence.describe()}[/]"
+    else:
+        fp = "[red]differ[/] (no step-by-step comparison possible)"
+    console.print(f"[bold]fingerprints:[/] {fp}")
+    for c in v.metrics:
+        console.print(f"[bold]metric[/] {c.key}: {short(c.a)} → {short(c.b)}")
+    for c in v.environment:
+        console.print(f"[bold]variable[/] {c.key}: {short(c.a)} → {short(c.b)}")
+    for c in v.packages:
+        console.print(f"[bold]package[/] {c.key}: {short(c.a)} → {short(c.b)} (as the training process saw it)")
+    for note in v.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    style = "bold green" if v.bit_identical else "bold red"
+    console.print(f"[{style}]verdict: {v.headline()}[/]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner replay", description="Re-run a recorded run and verify it bit for bit.")
+    p.add_argument("run", help="a run dir or its manifest.json")
+    p.add_argument("--out", help="run dir for the replay (default: RUN/replays/<time>)")
+    p.add_argument("--allow-env-drift", action="store_true",
+                   help="run even when the environment cannot be rebuilt exactly; the verdict lists the drift")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON instead of tables")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        outcome = replay(args.run, args.out, allow_env_drift=args.allow_env_drift,
+                         command=[sys.executable, "-m", "runner.replay", *argv])  # fmt: skip
+    except RunnerError as exc:
+        if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
+            log_console.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+        fail(exc)
+    except KeyboardInterrupt:
+        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
+    if args.json:
+        print(json.dumps({"replay": str(outcome.run_dir), **outcome.verdict.to_json()}, indent=2, default=str))
+    else:
+        render(outcome, Console(highlight=False))
+    sys.exit(0 if outcome.verdict.bit_identical else EXIT_FAILED)
+
+
+def _sigterm_as_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _drift_table(title: str, drift: list[compare.Drift]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("what", "recorded", "here"):
+        t.add_column(col)
+    for d in drift:
+        t.add_row(d.what, d.recorded, d.found)
+    return t
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""``python -m runner +resume=RUN_DIR``: continue an interrupted or failed run from its last checkpoint.
+
+The run continues *as recorded*, not as the project is today: the config, the code snapshot
+(``code.tar``, checked against its hash), the image (by id) and the data (by hash) all come
+from the run dir's manifest, and any that can no longer be had stops the resume with a message
+rather than producing a different run. It runs in a new container, in the same run dir; the
+manifest then keeps the run's id, reads the new outcome and lists the resume under ``resumes``.
+
+Training continues from the newest ``checkpoints/step-*.ckpt`` (weights, optimizer, loops,
+every rank's RNG states, the epoch position — see :mod:`runner.checkpointing`), so the final
+weights are bit-identical to a run that was never interrupted. Without a checkpoint (none was
+due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is identical too.
+
+Only a path means this: ``+resume=true`` (skip completed jobs of a sweep) is the sweep's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.core import layout, manifest
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.host import records, snapshot
+from runner.worker.job import latest_checkpoint
+
+_KEYS = ("resume", "+resume", "++resume")
+_NOT_A_PATH = {"true", "false", "null", "none", ""}
+
+
+def requested(argv: list[str]) -> Path | None:
+    """The run dir named by ``+resume=RUN_DIR`` among the arguments, or None (also for ``+resume=true``)."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in _KEYS:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            return None if value.lower() in _NOT_A_PATH else Path(value)
+    return None
+
+
+def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) -> manifest.Manifest:
+    """Resume the run in ``run_dir``; returns its manifest. ``argv`` is the resume's own command line."""
+    others = [a for a in argv if a.partition("=")[0] not in _KEYS]
+    if others:
+        raise RunnerError(f"+resume=RUN_DIR continues a run with its recorded config; drop {' '.join(others)} "
+                          "(to change something, start a new run)", EXIT_USAGE)  # fmt: skip
+    run_dir = run_dir.expanduser().resolve()
+    if not run_dir.is_dir():
+        raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
+    prior = records.read_manifest(run_dir)
+    if prior.status == "completed":
+        raise RunnerError(f"{run_dir} reads completed: there is nothing to resume", EXIT_USAGE)
+    if prior.code is None:
+        raise RunnerError(f"{run_dir} was stopped before its code snapshot was taken: start it again instead "
+                          "of resuming", EXIT_USAGE)  # fmt: skip
+    if prior.code.snapshot != layout.CODE_ARCHIVE:  # the manifest is data: it names no other file
+        raise RunnerError(f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
+                          f"{layout.CODE_ARCHIVE!r}", EXIT_USAGE)  # fmt: skip
+
+    # the snapshot first (hash, then every entry confined), then whether the recorded config still
+    # plans: a record is data, and one that no runner would have written stops here, in one line
+    snap_root = snapshot.extract(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256)
+    from runner.core import spec
+    from runner.flows import launch
+    from runner.host import datasets, image_builder
+    from runner.host.hashing import HashCache
+
+    try:
+        spec.plan_run(prior.config, run_dir, snap_root, os.environ, os.getuid(), os.getgid(), run_id=prior.run_id)
+        _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
+    except RunnerError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RunnerError(f"{run_dir}: the recorded config cannot be run again ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]})", EXIT_USAGE) from None  # fmt: skip
+    if prior.data and files != {k: v.model_dump() for k, v in prior.data.files.items()}:
+        raise RunnerError(f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
+                          "differ): a resume would not continue the same run", EXIT_USAGE)  # fmt: skip
+
+    engine = image = None
+    if prior.containerized:
+        from runner.host.docker_engine import Engine
+
+        if prior.image is None:
+            raise RunnerError(f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE)
+        engine = Engine.connect()
+        if engine.image_id(prior.image.id) is None:
+            raise RunnerError(f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
+                              "a resume needs the very same image", EXIT_ENVIRONMENT)  # fmt: skip
+        record = {**prior.image.model_dump(), "built_now": False, "build_seconds": None}
+        image = image_builder.ResolvedImage(record=record, tag=prior.image.id)
+
+    found = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
+    step, checkpoint = (found[0], found[1].name) if found else (0, None)
+    echo(f"resuming {prior.run_id} ({prior.status}) from "
+         + (f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})" if checkpoint else "the start: no checkpoint was written"))
+    entry = {"started": time.time(), "from_step": step, "checkpoint": checkpoint, "run_id": prior.run_id,
+             "command": [sys.executable, "-m", "runner", *argv]}  # fmt: skip
+    return launch.execute(
+        prior.config, run_dir, prior.command, prior.overrides, echo, engine=engine, replay_of=prior.replay_of,
+        code_archive=(run_dir / prior.code.snapshot, prior.code.snapshot_sha256),
+        code_record=prior.code.model_dump(), image=image, resume=entry,
+    )  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    """The ``+resume=RUN_DIR`` edge: one line of summary, or one line of error and its exit status."""
+    from rich.console import Console
+
+    from runner.flows.cli_common import fail
+
+    console = Console(stderr=True, highlight=False)
+    run_dir = requested(argv)
+    assert run_dir is not None
+    try:
+        m = resume(run_dir, argv, echo=lambda line: console.print(line, markup=False, soft_wrap=True))
+    except RunnerError as exc:
+        fail(exc)
+    console.print(f"[bold green]{m.status}[/] {run_dir} (resumed from step {m.resumes[-1]['from_step']})")

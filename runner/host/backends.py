@@ -1,0 +1,148 @@
+"""Where the worker runs: a locked-down container (docker) or a process on the host (host).
+
+Both take the same plan and return the same :class:`Exit`; both stream the training log to
+the terminal and to ``logs/train.log`` in the run dir, and both stop their child on Ctrl-C or
+SIGTERM before the interrupt propagates, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.core.spec import RunPlan
+from runner.host.interrupts import deferred
+
+LOG_TAIL = 40
+
+
+@dataclass
+class Exit:
+    exit_code: int
+    oom_killed: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+
+
+class Tee:
+    """``echo``, also appending each line to ``path`` and keeping the last ``LOG_TAIL`` lines in
+    ``tail``; the file is closed by :meth:`close` or at the end of a ``with`` block."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        if self.file.closed:  # a last line from a log stream that outlived the run
+            return
+        self.file.write(line + "\n")
+        self.tail.append(line)
+        self.echo(line)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def quiet(self) -> None:
+        """From now on, lines go to the log file only. On an interrupt, what the stopping
+        processes print (a peer's collective failing as its partner goes, say) is shutdown noise
+        for the terminal; the file keeps every line."""
+        if self.echo is not _silent:
+            self.echo("stopping… (the rest of the training log goes to logs/train.log only)")
+            self.echo = _silent
+
+    def __enter__(self) -> Tee:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _silent(_line: str) -> None:
+    pass
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo) -> Exit:
+        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
+        started = time.time()
+        container = reader = None
+        interrupted = False
+        try:
+            with deferred():  # create + start as one step: a Ctrl-C meanwhile lands once `container` is set
+                container = self.engine.start(plan.container_request(image, code_dir, data_root))
+            reader = threading.Thread(target=lambda: [tee(x) for x in self.engine.stream_logs(container)], daemon=True)
+            reader.start()
+            while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
+                reader.join(0.2)
+            status = self.engine.wait(container)
+            return Exit(status["exit_code"], oom_killed=status["oom_killed"], seconds=time.time() - started,
+                        log_tail=list(tee.tail))  # fmt: skip
+        except KeyboardInterrupt:
+            interrupted = True
+            tee.quiet()
+            return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
+        finally:
+            # already stopping on an interrupt: a second Ctrl-C asks for nothing more, so it is dropped
+            with deferred(redeliver=not interrupted):
+                if container is not None:
+                    self.engine.stop_and_remove(container)
+                else:  # start failed half-way (created, not started): nothing of the run may stay
+                    self.engine.remove_named(plan.container_name)
+                if reader is not None:
+                    reader.join(5)  # the log stream ends with the container; keep its last lines
+            tee.close()
+
+
+class HostBackend:
+    name = "host"
+
+    def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo) -> Exit:
+        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
+        env = plan.host_env(os.environ, code_dir)
+        started = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.worker"], env=env, cwd=str(code_dir),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            for line in proc.stdout:
+                tee(line.rstrip("\n"))
+            code = proc.wait()
+            code = 128 - code if code < 0 else code  # killed by signal N → 128 + N, as a shell says
+            return Exit(code, seconds=time.time() - started, log_tail=list(tee.tail))
+        except KeyboardInterrupt:
+            tee.quiet()
+            with deferred(redeliver=False):
+                _terminate(proc)
+            return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
+        finally:
+            if proc.poll() is None:
+                _terminate(proc)
+            tee.close()
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,86 @@
+"""The training image, found by content hash or built hermetically: the one build path for runs,
+replays and sweeps.
+
+A build's wheels are fetched on the host from the hash-pinned lock (:mod:`runner.host.wheelhouse`)
+and installed with no network; concurrent runners needing one tag hold a host-wide lock, so the
+first builds and the others find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.core import images, manifest, spec
+from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+
+
+@dataclass
+class ResolvedImage:
+    record: dict[str, Any]  # manifest.Image fields
+    tag: str
+
+
+def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
+                  build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
+    """Find the image by content hash, or build it (hermetically) when the tag is absent.
+
+    A build's output streams to ``echo`` and, when ``build_log`` is given, to that file too (a
+    failed build's run dir then keeps the whole log, not only the tail in the error).
+    """
+    from runner.host import wheelhouse
+    from runner.host.backends import Tee
+
+    variant = plan.config["image"]["variants"][plan.image_kind]
+    base = variant["base"]
+    base_id = engine.image_id(base["ref"]) or engine.pull(base["ref"])
+    if not base_id:
+        raise RunnerError(
+            f"base image {base['ref']} is not present and no registry answered — run `make setup` "
+            "(it builds the base locally with debootstrap)",
+            EXIT_ENVIRONMENT,
+        )
+    iplan = images.plan(variant, plan.image_kind, root, base_id)
+    started = time.time()
+    with build_lock(iplan.tag):  # concurrent runs needing one tag: the first builds, the others find it
+        image_id = engine.image_id(iplan.tag)
+        built = image_id is None
+        if built:
+            with Tee(build_log, echo) if build_log else contextlib.nullcontext(echo) as log:
+                log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
+                wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
+                image_id = engine.build(
+                    iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
+                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
+                )  # fmt: skip
+    record = image_record(iplan, image_id, built, time.time() - started if built else None, engine)
+    return ResolvedImage(record=record, tag=iplan.tag)
+
+
+def image_record(iplan, image_id: str, built: bool, build_seconds: float | None, engine) -> dict[str, Any]:
+    """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
+    return {
+        **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
+        "id": image_id, "built_now": built, "build_seconds": build_seconds, "engine": engine.version(),
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def build_lock(tag: str) -> Iterator[None]:
+    """Hold an exclusive host-wide lock for building ``tag`` (a file lock under the runner cache)."""
+    import fcntl
+
+    from runner.host.hashing import cache_dir
+
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"build-{tag.replace('/', '_').replace(':', '_')}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

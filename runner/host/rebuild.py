@@ -1,0 +1,289 @@
+"""The recorded environment, brought back for a replay — or a precise list of what cannot be.
+
+A replay runs in the image the manifest names: the exact image when its tag still resolves to
+the recorded id, otherwise one rebuilt from the *recorded* Dockerfile and lock (taken from the
+restored code snapshot, never from today's tree) on the recorded base. Before anything runs,
+every way the environment could differ from the record is checked and collected as a
+:class:`~runner.compare.Drift`:
+
+* the base image: present, same id, same digest (when one was recorded);
+* the Dockerfile and lock in the snapshot: same sha256 as the image was built from;
+* the wheels the lock pins: fetchable, and each one's sha256 among the lock's pins;
+* the rebuilt image's ``pip freeze`` (``/opt/venv/pip-freeze.txt``) equals the recorded packages;
+* the data files: same sha256; variables whose values were redacted: set on this host.
+
+Any drift stops the replay with :class:`EnvironmentDrift` (one line naming each item) unless
+the caller allows drift, in which case the drift travels into the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.core import manifest
+from runner.core.compare import ABSENT, Drift, canonical_name, package_changes
+from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.host.hashing import HashCache, sha256_file
+
+PIP_FREEZE = "/opt/venv/pip-freeze.txt"  # written by the Dockerfiles at build time
+
+
+class EnvironmentDrift(RunnerError):
+    """The recorded environment cannot be had exactly; ``drift`` says item by item how."""
+
+    def __init__(self, drift: list[Drift], fatal: str | None = None):
+        items = "; ".join(d.describe() for d in drift)
+        if fatal:
+            msg = f"cannot replay: {fatal} ({items}) — nothing was run"
+        else:
+            msg = (f"the recorded environment cannot be rebuilt exactly: {items} — nothing was run "
+                   "(--allow-env-drift runs anyway and reports this drift)")  # fmt: skip
+        super().__init__(msg, EXIT_ENVIRONMENT)
+        self.drift = drift
+
+
+@dataclass
+class Prepared:
+    """What a replay runs with: the image (None on the host backend), the variables, and any drift."""
+
+    image: object | None  # runner.image_builder.ResolvedImage
+    how: str
+    environment: dict[str, str]
+    drift: list[Drift]
+
+
+# -- checks that need no engine ---------------------------------------------------------------------
+def recorded_variables(recorded: Mapping[str, str], host_env: Mapping[str, str]) -> tuple[dict[str, str], list[Drift]]:
+    """The recorded variables, with values the record redacted (secrets) taken from this host."""
+    out, drift = {}, []
+    for name, value in recorded.items():
+        if value != manifest.REDACTED:
+            out[name] = value
+        elif name in host_env:
+            out[name] = host_env[name]
+        else:
+            drift.append(Drift(f"variable {name}", "set (its value is redacted in the record)", "not set"))
+    return out, drift
+
+
+def check_data(data: manifest.Data | None, cache: HashCache | None = None) -> list[Drift]:
+    """Each recorded data file: present at its recorded path with its recorded sha256."""
+    if data is None:
+        return []
+    drift = []
+    cache = cache or HashCache()
+    for name, rec in data.files.items():
+        path = Path(data.root) / name
+        if not path.is_file():
+            drift.append(Drift(f"data file {path}", f"sha256 {rec.sha256[:12]}…", "missing"))
+            continue
+        digest = cache.sha256(path)
+        if digest != rec.sha256:
+            drift.append(Drift(f"data file {path}", f"sha256 {rec.sha256[:12]}…", f"sha256 {digest[:12]}…"))
+    return drift
+
+
+def check_file(root: Path, rel: str, recorded_sha256: str, what: str) -> tuple[Path, list[Drift]]:
+    """A build input inside the restored snapshot, with the hash the image was built from."""
+    path = root / rel
+    if not path.is_file():
+        return path, [Drift(f"{what} {rel}", f"sha256 {recorded_sha256[:12]}…", "not in the code snapshot")]
+    digest = sha256_file(path)
+    if digest != recorded_sha256:
+        return path, [Drift(f"{what} {rel} in the snapshot", f"sha256 {recorded_sha256[:12]}…", f"sha256 {digest[:12]}…")]
+    return path, []
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def lock_pins(text: str) -> dict[str, tuple[str, set[str]]]:
+    """A hash-pinned lock (pip-compile ``--generate-hashes``) → {canonical name: (version, sha256s)}."""
+    logical, cur = [], ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if line.endswith("\\"):
+            cur += line[:-1] + " "
+            continue
+        cur += line
+        if cur.strip():
+            logical.append(cur.strip())
+        cur = ""
+    if cur.strip():
+        logical.append(cur.strip())
+    pins = {}
+    for line in logical:
+        m = _PIN.match(line)
+        if m:
+            pins[canonical_name(m.group(1))] = (m.group(2), set(_HASH.findall(line)))
+    return pins
+
+
+def _wheel_project(filename: str) -> str:
+    if filename.endswith(".whl"):
+        return canonical_name(filename.split("-", 1)[0])
+    stem = re.sub(r"\.(tar\.gz|tar\.bz2|zip|tgz)$", "", filename)
+    return canonical_name(stem.rsplit("-", 1)[0])
+
+
+def check_wheels(lock: Path, wheel_dir: Path, cache: HashCache | None = None) -> list[Drift]:
+    """Every pinned project has a file in the wheelhouse whose sha256 the lock pins for it."""
+    pins = lock_pins(lock.read_text())
+    cache = cache or HashCache()
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for f in sorted(wheel_dir.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            seen.setdefault(_wheel_project(f.name), []).append((f.name, cache.sha256(f)))
+    drift = []
+    for name, (version, hashes) in sorted(pins.items()):
+        files = seen.get(name, [])
+        if not files:
+            drift.append(Drift(f"wheel for {name}=={version}", f"pinned by {lock.name}", "missing from the wheelhouse"))
+        for fname, digest in files:
+            if hashes and digest not in hashes:
+                drift.append(Drift(f"wheel {fname}", f"one of the {len(hashes)} sha256 {lock.name} pins for "
+                                   f"{name}=={version}", f"sha256 {digest[:16]}…"))  # fmt: skip
+    return drift
+
+
+def package_drift(recorded: list[str], found: list[str], where: str) -> list[Drift]:
+    def v(x) -> str:
+        return "absent" if x is ABSENT else str(x) or "(no version)"
+
+    return [Drift(f"package {c.key}", v(c.a), f"{v(c.b)} {where}") for c in package_changes(recorded, found)]
+
+
+# -- the image ---------------------------------------------------------------------------------------
+def _read_freeze(engine, tag: str) -> list[str] | None:
+    try:
+        return engine.read_image_file(tag, PIP_FREEZE).decode(errors="replace").splitlines()
+    except RunnerError:
+        return None
+
+
+def prepare(
+    engine,
+    m: manifest.Manifest,
+    snap_dir: Path,
+    plan,
+    *,
+    allow_drift: bool,
+    echo: Callable[[str], None],
+    host_env: Mapping[str, str] | None = None,
+) -> Prepared:
+    """Everything a replay runs with, checked against the record; raises EnvironmentDrift on drift
+    (unless ``allow_drift``) before any training starts. ``plan`` is the replay's RunPlan."""
+    host_env = os.environ if host_env is None else host_env
+    cache = HashCache()
+    env, drift = recorded_variables(m.environment, host_env)
+    drift += check_data(m.data, cache)
+
+    if not m.containerized:  # host backend: this interpreter is the environment
+        from runner.worker import facts
+
+        drift += package_drift(m.packages, facts.packages(), "in this Python") if m.packages else []
+        _stop(drift, allow_drift)
+        return Prepared(None, f"host backend: this Python ({sys.executable})", env, drift)
+
+    if m.image is None:
+        raise RunnerError("the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT)
+    from runner.host.image_builder import ResolvedImage
+
+    rec = m.image
+    if engine.image_id(rec.tag) == rec.id:  # the exact image is still here
+        _stop(drift, allow_drift)
+        record = {**rec.model_dump(), "built_now": False, "build_seconds": None, "engine": engine.version()}
+        return Prepared(ResolvedImage(record=record, tag=rec.tag), f"reused {rec.tag} (the recorded image id)", env, drift)
+
+    image, how, image_drift = _rebuild(engine, m, snap_dir, plan, allow_drift=allow_drift, drift=drift, echo=echo)
+    drift += image_drift
+    _stop(drift, allow_drift)
+    return Prepared(image, how, env, drift)
+
+
+def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
+    """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
+    from runner.core import images
+    from runner.host import wheelhouse
+    from runner.host.image_builder import ResolvedImage, build_lock, image_record, resolve_image
+    from runner.host.snapshot import project_root
+
+    rec = m.image
+    found: list[Drift] = []
+    base_now = engine.image_id(rec.base_ref) or engine.pull(rec.base_ref)
+    if base_now is None:
+        found.append(Drift(f"base image {rec.base_ref}", f"id {rec.base_id}", "not present, and no registry answered"))
+        raise EnvironmentDrift(drift + found, fatal=f"there is no base image {rec.base_ref} to build on")
+    if base_now != rec.base_id:
+        found.append(Drift(f"base image {rec.base_ref}", f"id {rec.base_id}", f"id {base_now}"))
+    digest_now = engine.image_digest(rec.base_ref)
+    if rec.base_digest and digest_now != rec.base_digest:
+        found.append(Drift(f"base image {rec.base_ref}", f"digest {rec.base_digest}", f"digest {digest_now or 'none'}"))
+    dockerfile, d1 = check_file(snap_dir, rec.dockerfile, rec.dockerfile_sha256, "Dockerfile")
+    lock, d2 = check_file(snap_dir, rec.lock, rec.lock_sha256, "lock")
+    found += d1 + d2
+    if not dockerfile.is_file() or not lock.is_file():
+        raise EnvironmentDrift(drift + found, fatal="the code snapshot lacks the Dockerfile or lock the image was built from")
+    _stop(drift + found, allow_drift)  # before spending a build on an environment that cannot match
+
+    iplan = images.ImagePlan(
+        kind=rec.kind, dockerfile=rec.dockerfile, dockerfile_sha256=sha256_file(dockerfile), lock=rec.lock,
+        lock_sha256=sha256_file(lock), base_ref=rec.base_ref,
+        base_digest=rec.base_digest if digest_now == rec.base_digest else digest_now, base_id=base_now,
+        python_version=rec.python_version, build_args=dict(rec.build_args),
+    )  # fmt: skip
+    started = time.time()
+    image_id = engine.image_id(iplan.tag)
+    built = image_id is None
+    how = f"found {iplan.tag} by content hash (recorded id gone; same Dockerfile, lock, base)"
+    if built:
+        echo(f"rebuilding {iplan.tag} from the recorded Dockerfile and lock (the recorded image is gone)")
+        try:
+            wheels = wheelhouse.wheelhouse(lock, iplan.lock_sha256, iplan.python_version, log=echo)
+            wheel_drift = check_wheels(lock, wheels)
+        except RunnerError as exc:
+            wheels, wheel_drift = None, [Drift(f"wheels pinned by {rec.lock}", "fetchable, hashes as pinned", exc.message)]
+        if wheel_drift:
+            found += wheel_drift
+            _stop(drift + found, allow_drift)
+            echo("the recorded lock cannot be installed; --allow-env-drift: using the image today's tree gives")
+            fallback = resolve_image(engine, plan, project_root(), echo)
+            found.append(Drift("image", f"{rec.tag} built from the recorded Dockerfile and lock",
+                               f"{fallback.tag} from today's tree at {project_root()}"))  # fmt: skip
+            freeze = _read_freeze(engine, fallback.tag)
+            found += _freeze_drift(m, freeze, fallback.tag)
+            return fallback, f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed", found
+        with build_lock(iplan.tag):  # a run or replay needing this tag meanwhile: it is built once
+            image_id = engine.image_id(iplan.tag)
+            built = image_id is None
+            if built:
+                image_id = engine.build(
+                    iplan.tag, dockerfile, {"image.lock": lock, "wheels": wheels},
+                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
+                )  # fmt: skip
+                how = f"rebuilt {iplan.tag} from the recorded Dockerfile and lock on base {rec.base_ref}"
+    found += _freeze_drift(m, _read_freeze(engine, iplan.tag), iplan.tag)
+    if iplan.tag != rec.tag:
+        found.append(Drift("image tag", rec.tag, iplan.tag))
+    seconds = time.time() - started if built else None
+    return ResolvedImage(record=image_record(iplan, image_id, built, seconds, engine), tag=iplan.tag), how, found
+
+
+def _freeze_drift(m: manifest.Manifest, freeze: list[str] | None, tag: str) -> list[Drift]:
+    if freeze is None:
+        return [Drift("pip freeze", f"{len(m.packages)} packages", f"{tag} has no {PIP_FREEZE}")]
+    if not m.packages:  # a run that failed before the worker listed them: nothing to hold the image to
+        return []
+    return package_drift(m.packages, freeze, f"in {tag}")
+
+
+def _stop(drift: list[Drift], allow_drift: bool) -> None:
+    if drift and not allow_drift:
+        raise EnvironmentDrift(drift)

@@ -1,0 +1,121 @@
+"""Run records on disk: ``manifest.json`` written whole or not at all, and read back validated.
+
+``manifest.json`` is the record a result is published on, so it is written atomically (temp file,
+fsync, rename) and read back through the schema: a manifest from an unknown schema version, or one
+that is malformed, is refused with a message, never half-trusted. :func:`load` reads a run dir back
+for comparison: its validated manifest, the manifest's hash, its fingerprints.
+
+Replay and diff both start here. Everything a manifest names inside its run dir (the code
+snapshot, the fingerprint file) must be a plain file name: a record cannot point a reader at
+files outside its own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from runner.core import layout, manifest
+from runner.core.compare import parse_fingerprints
+from runner.core.digests import sha256_bytes
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.host import atomic
+from runner.host.hashing import sha256_file
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    path: Path  # the manifest file
+    dir: Path  # the run dir holding it
+    sha256: str  # of the manifest file's bytes: what a replay's `replay_of` points to
+    manifest: manifest.Manifest
+    fingerprints: list[dict[str, Any]] | None  # None: none recorded, missing, or not the recorded file
+    fingerprints_note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.manifest.model_dump(mode="json")
+
+
+def member(run_dir: Path, name: str, what: str) -> Path:
+    """``run_dir/name`` for a name the manifest records; refuses anything but a plain file name."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise RunnerError(f"manifest field {what}={name!r} is not a file name inside the run dir", EXIT_USAGE)
+    return run_dir / name
+
+
+def load(path: str | os.PathLike) -> RunRecord:
+    """Read a run dir (or its manifest.json); RunnerError for anything that is not a valid record."""
+    mpath = locate_manifest(path).resolve()
+    m = read_manifest(mpath)
+    try:
+        digest = sha256_file(mpath)
+    except OSError as exc:
+        raise RunnerError(f"cannot read {mpath}: {exc.strerror}", EXIT_USAGE) from None
+    rows, note = None, None
+    if m.fingerprints is not None:
+        fp = member(mpath.parent, m.fingerprints.file, "fingerprints.file")
+        if not fp.is_file():
+            note = f"{fp} is missing"
+        else:
+            try:
+                data = fp.read_bytes()  # read once: hashed, then parsed
+            except OSError as exc:
+                raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
+            if sha256_bytes(data) != m.fingerprints.sha256:
+                note = f"{fp} does not match the sha256 its manifest records"
+            else:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError as exc:
+                    raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
+                rows = parse_fingerprints(text, str(fp))
+    return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note)
+
+
+def write_manifest(run_dir: Path, m: manifest.Manifest) -> Path:
+    """Write ``manifest.json`` atomically: readers see the old file or the whole new one."""
+    # a full disk or Ctrl-C mid-write: the old manifest stays, no stray temp file
+    path = atomic.write_text(run_dir / layout.MANIFEST, m.model_dump_json(indent=2), durable=True)
+    return path
+
+
+def locate_manifest(path: str | os.PathLike) -> Path:
+    """A run dir or a manifest path → the manifest path (which must exist)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / layout.MANIFEST
+    if not p.is_file():
+        raise RunnerError(f"no manifest at {p}", EXIT_USAGE)
+    return p
+
+
+def read_manifest(path: str | os.PathLike) -> manifest.Manifest:
+    p = locate_manifest(path)
+    try:
+        raw = json.loads(p.read_text())
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer past Python's digit limit
+        raise RunnerError(f"{p} is not valid JSON: {' '.join(str(exc).split())[:200]}", EXIT_USAGE) from None
+    except RecursionError:
+        raise RunnerError(f"{p} is not a manifest (JSON nested too deep to read)", EXIT_USAGE) from None
+    except OSError as exc:
+        raise RunnerError(f"cannot read {p}: {exc.strerror}", EXIT_USAGE) from None
+    if not isinstance(raw, dict):
+        raise RunnerError(f"{p} is not a manifest (expected a JSON object)", EXIT_USAGE)
+    version = raw.get("schema_version")
+    if version != manifest.SCHEMA_VERSION:
+        raise RunnerError(
+            f"{p} has schema version {version!r}; this runner reads version {manifest.SCHEMA_VERSION}", EXIT_USAGE
+        )
+    try:
+        return manifest.Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]).encode("unicode_escape").decode("ascii")[:120] or "(top)"
+        raise RunnerError(
+            f"{p} is not a valid manifest: {where}: {first['msg']} ({exc.error_count()} problem(s))", EXIT_USAGE
+        ) from None

@@ -1,0 +1,95 @@
+"""Claiming a run dir: one runner at a time, and run dirs that hold a manifest are never overwritten."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from runner.core import layout
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.host import records
+
+RESUMABLE = ("interrupted", "failed")
+
+
+def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
+    """Take a run dir for this run alone and return the lock's descriptor (see :func:`release`).
+
+    The lock is an ``flock`` on ``.runner.lock``, taken *before* the manifest is looked at, so of
+    two runners started at once only one gets past the check; the kernel drops it if the runner
+    dies, so a killed runner never leaves its run dir stuck. A run dir that holds a manifest is
+    refused (run dirs are never overwritten) — except by a resume (``resumable``), which needs
+    one that reads ``interrupted`` or ``failed``.
+    """
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / layout.CLAIM_LOCK
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder released it (unlinked) while we opened it: lock the new file
+    try:
+        _check_claimable(run_dir, resumable)
+    except BaseException:
+        release(run_dir, fd)
+        raise
+    return fd
+
+
+def refuse_held(run_dir: Path) -> None:
+    """Run dirs are never overwritten: refuse one that already holds a manifest."""
+    if (run_dir / layout.MANIFEST).exists():
+        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten "
+                          f"(an interrupted or failed run continues with +resume={run_dir})", EXIT_USAGE)  # fmt: skip
+
+
+def _check_claimable(run_dir: Path, resumable: bool) -> None:
+    if not resumable:
+        refuse_held(run_dir)
+        return
+    held = run_dir / layout.MANIFEST
+    if not held.exists():
+        raise RunnerError(f"{run_dir} holds no manifest: there is no run to resume", EXIT_USAGE)
+    status = records.read_manifest(held).status
+    if status not in RESUMABLE:
+        raise RunnerError(f"{run_dir} reads {status}: only an interrupted or failed run can be resumed", EXIT_USAGE)
+
+
+def make_writable_for(run_dir: Path, user: str) -> None:
+    """As root, hand the run dir's writable parts to the container's unprivileged uid."""
+    if os.geteuid() != 0:
+        return
+    uid, _, gid = user.partition(":")
+    for sub in (run_dir, run_dir / layout.OUTPUTS_DIR, run_dir / "logs", run_dir / "metrics", run_dir / "checkpoints"):
+        sub.mkdir(exist_ok=True)
+        os.chown(sub, int(uid), int(gid or uid))
+
+
+@contextlib.contextmanager
+def released(run_dir: Path, lock_fd: int) -> Iterator[None]:
+    """Run the block, then give the run dir back whatever happened in it."""
+    try:
+        yield
+    finally:
+        release(run_dir, lock_fd)
+
+
+def release(run_dir: Path, lock_fd: int) -> None:
+    """Give the run dir back: every way out of :func:`execute` after the claim ends here.
+
+    Unlink first, then unlock: a runner that opened the old file meanwhile sees it is gone and
+    locks a new one, and never two runners hold the lock at once."""
+    (run_dir / layout.CLAIM_LOCK).unlink(missing_ok=True)
+    os.close(lock_fd)

@@ -1,0 +1,97 @@
+"""What a sweep knows about its jobs, apart from Hydra: each job's outcome, and whether a job
+of a re-run sweep (``+resume=true``) is already done.
+
+* A job that fails before it has a manifest (bad seed, run dir in use) still leaves a record:
+  ``job_status.json`` in its run dir, so the summary can list it with its exit status.
+* ``+resume=true`` in a multirun means "skip jobs already completed for identical inputs". It is
+  recognised by its *type* (a boolean); ``+resume=<run dir>`` (a string) is the single-run
+  resume of an interrupted run and is left alone here.
+
+Pure except for the small file helpers at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runner.core import slots
+from runner.core.digests import sha256_json
+from runner.core.errors import EXIT_INTERRUPTED
+from runner.host import atomic
+
+JOB_STATUS_FILE = "job_status.json"
+RESUME_KEY = "resume"
+SUPERSEDED_DIR = ".superseded"  # under the sweep dir: run dirs a resumed sweep ran again
+
+# Jobs of this process's sweeps that did not complete; the command line turns it into its exit status.
+failed_jobs: list[dict[str, Any]] = []
+
+
+def is_skip_completed(value: Any) -> bool:
+    """``+resume=true`` (a boolean) asks a sweep to skip completed jobs."""
+    return value is True
+
+
+def override_key(override: str) -> str:
+    """``+model.lr=0.1`` → ``model.lr``: the config key an override sets."""
+    return override.lstrip("~+").partition("=")[0].strip()
+
+
+def without_resume(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides minus a boolean ``resume=…``: the flag is about the sweep, not the job,
+    so a job run under ``+resume=true`` is recorded exactly as it was first run."""
+    out = []
+    for o in overrides:
+        if override_key(o) == RESUME_KEY and o.partition("=")[2].strip().lower() in ("true", "false"):
+            continue
+        out.append(o)
+    return out
+
+
+def status_for(exit_code: int) -> str:
+    if exit_code == 0:
+        return "completed"
+    return "interrupted" if exit_code == EXIT_INTERRUPTED else "failed"
+
+
+def inputs_key(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
+    """Identity of a job's inputs: its resolved config and overrides, minus where it ran.
+
+    The slot a launcher placed the job in (``launch.cpuset_cpus``, slot GPUs) changes nothing
+    about the result, so it is replaced by what the job asked for before hashing.
+    """
+    cfg = slots.unplaced(config, as_asked=True)
+    cfg.pop(RESUME_KEY, None)
+    return sha256_json({"config": cfg, "overrides": sorted(without_resume(overrides))})
+
+
+def completed_for(manifest: Mapping[str, Any] | None, config: Mapping[str, Any], overrides: Sequence[str]) -> bool:
+    """Does this manifest record a completed run of exactly these inputs?"""
+    if not manifest or manifest.get("status") != "completed":
+        return False
+    return inputs_key(manifest.get("config") or {}, manifest.get("overrides") or []) == inputs_key(config, overrides)
+
+
+# -- files -------------------------------------------------------------------------------------------
+def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides: Sequence[str] | None = None) -> None:
+    """Record a job's outcome in its run dir (atomically; the first record wins)."""
+    path = Path(run_dir) / JOB_STATUS_FILE
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"status": status_for(exit_code), "exit_code": int(exit_code), "error": error,
+              "overrides": list(overrides) if overrides is not None else None}  # fmt: skip
+    atomic.write_text(path, json.dumps(record, indent=2))
+
+
+def read_job_status(run_dir: Path) -> dict[str, Any] | None:
+    """A job's recorded outcome; None when there is none or it is not a JSON object (damaged, not UTF-8)."""
+    path = Path(run_dir) / JOB_STATUS_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,57 @@
+"""A determinism profile applied inside the training process: seeds and PyTorch's switches, then
+what is actually in force, read back from torch.
+
+The profile's environment variables (:func:`runner.core.determinism.environment`) are already
+in place when this runs: they were set before the process started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from runner.core.determinism import RECORDED_ENV
+
+
+def apply(profile: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Seed everything and set PyTorch's switches in this process; return the flags in force."""
+    import torch
+
+    try:  # Lightning's seeding also exports PL_GLOBAL_SEED and seeds DataLoader workers
+        from pytorch_lightning import seed_everything
+    except ImportError:  # pragma: no cover - images always carry Lightning
+        from lightning.pytorch import seed_everything
+    seed_everything(seed, workers=True, verbose=False)
+
+    if profile.get("deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True)
+    if profile.get("cudnn_deterministic") is not None:
+        torch.backends.cudnn.deterministic = bool(profile["cudnn_deterministic"])
+    if profile.get("cudnn_benchmark") is not None:
+        torch.backends.cudnn.benchmark = bool(profile["cudnn_benchmark"])
+    if profile.get("allow_tf32") is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(profile["allow_tf32"])
+        torch.backends.cudnn.allow_tf32 = bool(profile["allow_tf32"])
+        torch.set_float32_matmul_precision("medium" if profile["allow_tf32"] else "highest")
+    threads = profile.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return flags_in_force()
+
+
+def flags_in_force() -> dict[str, Any]:
+    """What this process actually runs with: read back from torch, not from the profile."""
+    import torch
+
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "num_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "env": {k: os.environ[k] for k in sorted(os.environ) if k in RECORDED_ENV},
+    }

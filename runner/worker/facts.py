@@ -1,0 +1,62 @@
+"""Facts read inside the training process: libraries and devices as the training code sees them
+(so they describe the image, not the host). Standard library only at module level."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+
+def process() -> dict[str, Any]:
+    """Inside the training process: libraries and devices as the training code sees them."""
+    import torch
+
+    out: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "gpus": [],
+    }
+    try:
+        import pytorch_lightning as pl
+
+        out["lightning"] = pl.__version__
+    except ImportError:
+        out["lightning"] = None
+    if torch.cuda.is_available():
+        out["cudnn"] = torch.backends.cudnn.version()
+        try:
+            out["nccl"] = ".".join(str(x) for x in torch.cuda.nccl.version())
+        except Exception:  # noqa: BLE001 - NCCL absent in some builds
+            out["nccl"] = None
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            out["gpus"].append(
+                {"index": i, "name": p.name, "uuid": str(getattr(p, "uuid", "")),
+                 "capability": f"{p.major}.{p.minor}", "memory_bytes": p.total_memory}
+            )  # fmt: skip
+        out["driver"] = _nvidia_driver()
+    return out
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            first = f.readline()
+        parts = first.split()
+        return next((p for p in parts if p[0].isdigit() and "." in p), first.strip())
+    except OSError:
+        return None
+
+
+def packages() -> list[str]:
+    """`pip freeze`-style list of the distributions this interpreter sees, sorted."""
+    from importlib import metadata
+
+    return sorted(
+        {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
+        key=str.lower,
+    )

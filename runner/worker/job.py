@@ -1,0 +1,165 @@
+"""What a training process sees about itself, read in one place: paths, rank, world, seed,
+determinism profile — and the Lightning pieces the runner contributes (strategy, fingerprints).
+
+The host writes ``job.json`` into the run dir; the worker points ``RUNNER_JOB`` at it and sets
+the usual ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` for each DDP process. Experiments call
+:func:`current` (or receive the run dir and call it) instead of reading the environment.
+Standard library only at module level: this runs inside the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.core import layout
+
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
+    """The newest checkpoint in ``checkpoint_dir`` as (global step, path), or None when there is none.
+
+    Lightning writes each one atomically (temp file, then rename), so a matching name is a whole file.
+    """
+    found = []
+    if checkpoint_dir.is_dir():
+        for p in checkpoint_dir.iterdir():
+            m = _CHECKPOINT_NAME.match(p.name)
+            if m and p.is_file() and not p.is_symlink():
+                found.append((int(m.group(1)), p))
+    return max(found) if found else None
+
+
+@dataclass(frozen=True)
+class JobContext:
+    run_dir: Path
+    code_dir: Path
+    data_dir: Path
+    job: dict[str, Any]
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> JobContext:
+        path = os.environ.get("RUNNER_JOB")
+        if not path:
+            raise RuntimeError("RUNNER_JOB is not set: this code runs under `python -m runner.worker`")
+        job = json.loads(Path(path).read_text())
+        return cls(
+            run_dir=Path(job["paths"]["run_dir"]),
+            code_dir=Path(job["paths"]["code_dir"]),
+            data_dir=Path(job["paths"]["data_dir"]),
+            job=job,
+            rank=int(os.environ.get("RANK", 0)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", job["world_size"])),
+        )
+
+    # -- plain facts -----------------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return self.run_dir / layout.OUTPUTS_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / layout.CHECKPOINT_DIR
+
+    @property
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint a resumed run continues from (``Trainer.fit(..., ckpt_path=...)``), else None."""
+        return self.job.get("resume") or None
+
+    @property
+    def seed(self) -> int:
+        return int(self.job["seed"])
+
+    @property
+    def accelerator(self) -> str:
+        return self.job["accelerator"]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def determinism(self) -> dict[str, Any]:
+        return self.job["determinism"]
+
+    @property
+    def data_files(self) -> dict[str, Path]:
+        return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
+
+    # -- Lightning -------------------------------------------------------------------------------
+    def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()) -> dict[str, Any]:
+        """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
+        (devices and strategy, determinism, fingerprints, checkpoints, where logs go).
+
+        With ``launch.checkpoint_every_n_steps`` > 0 a checkpoint (weights, optimizer, loops, every
+        rank's RNG states, the epoch position) is written every N steps. ``samplers`` are told
+        where a resumed epoch continues (``resume_at(epoch, batches_done)``); pass the ones whose
+        order you control, or a resume mid-epoch starts the epoch over."""
+        from pytorch_lightning.loggers import CSVLogger
+        from pytorch_lightning.plugins.environments import LightningEnvironment
+        from pytorch_lightning.strategies import DDPStrategy
+
+        from runner.worker.fingerprint_callback import Fingerprints
+
+        # Lightning 2.6 on torch >= 2.13 warns about its own pytree use at every fit, once per rank:
+        # nothing a user can act on, and it buried the run's own output
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        kw = dict(trainer_cfg or {})
+        callbacks = list(kw.pop("callbacks", None) or [])
+        callbacks.append(Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"])))
+        every = int(self.job.get("checkpoint_every") or 0)
+        if every > 0:
+            from runner.worker.checkpointing import callbacks as checkpoint_callbacks
+
+            resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
+            callbacks = [resume_state, *callbacks, model_checkpoint]  # RNG restore before any other hook
+            if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
+                warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
+        if self.world_size > 1:
+            backend = "nccl" if self.accelerator == "gpu" else "gloo"
+            strategy: Any = DDPStrategy(process_group_backend=backend)
+        else:
+            strategy = "auto"
+        kw.update(
+            # the worker launched these processes: no SLURM/MPI/LSF auto-detection (probing MPI
+            # initialises it, and a cluster's variables must not reshape the job)
+            plugins=[*(kw.pop("plugins", None) or []), LightningEnvironment()],
+            accelerator=self.accelerator,
+            devices=self.world_size if self.world_size > 1 else 1,
+            num_nodes=1,
+            strategy=strategy,
+            deterministic=bool(self.determinism.get("deterministic_algorithms")),
+            callbacks=callbacks,
+            default_root_dir=str(self.run_dir),
+            logger=CSVLogger(str(self.run_dir), name="metrics", version=""),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=every > 0,
+        )
+        return kw
+
+    def save_weights(self, module) -> Path | None:
+        """Final weights as ``outputs/model.pt`` (rank 0). The file's hash is the run's headline result."""
+        if not self.is_main:
+            return None
+        import torch
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        path = self.output_dir / "model.pt"
+        torch.save(state, path)
+        return path
+
+
+def current() -> JobContext:
+    return JobContext.current()
