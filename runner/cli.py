@@ -14,18 +14,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from runner.core.commands import COMMANDS as COMMAND_LINES
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 
-USAGE = """usage: runner COMMAND [ARGS…]
-
-commands:
-  run      compose a config with Hydra and run it (same as `python -m runner`)
-  replay   re-run a recorded run from its manifest and verify it bit for bit
-  diff     show what differs between two runs
-  summary  summarise a sweep
-
-`runner COMMAND --help` describes a command's arguments."""
+USAGE = "\n".join([
+    "usage: runner COMMAND [ARGS…]",
+    "",
+    "commands:",
+    *(f"  {name:<8} {line}" for name, line in COMMAND_LINES.items()),
+    "",
+    "`runner COMMAND --help` describes a command's arguments; `runner run --help` the config groups.",
+])  # fmt: skip
 
 
 def _run(args: list[str]) -> int | None:

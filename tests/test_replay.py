@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.core import images
+from runner.core import images, numbers
 from runner.host.hashing import sha256_file
 from tests.conftest import FAST, ROOT, manifest, run_runner
 
@@ -103,9 +103,16 @@ def test_diff_of_two_seeds_names_the_seed_and_step_zero(runs):
     rows = [[cell.strip() for cell in line.split("│")[1:4]] for line in proc.stdout.splitlines()]
     assert ["seed", "0", "1"] in rows, proc.stdout
     assert "first diverging step: step 0: params_sha256" in proc.stdout
+    metrics_a = manifest(runs["a"])["metrics"]
+    shown = {r[0]: r[1] for r in rows if len(r) == 3 and r[0] in metrics_a}
+    assert shown["test_loss"] == numbers.human(metrics_a["test_loss"]) != repr(metrics_a["test_loss"])
+    rate = metrics_a["samples_per_s"]  # a rate: 5 significant figures (whole numbers kept), thousands separated
+    assert shown["samples_per_s"] == numbers.human(rate, "samples_per_s") and ("," in shown["samples_per_s"]) == (rate >= 1000)
+    assert sum(ch.isdigit() for ch in shown["samples_per_s"]) <= max(5, len(str(int(rate))))
 
     proc = run_runner(str(runs["a"]), str(runs["b"]), "--json", module="runner.diff")
     d = json.loads(proc.stdout)
+    assert {c["key"]: c["a"] for c in d["sections"]["metrics"]}["test_loss"] == metrics_a["test_loss"]  # every digit
     assert {"key": "seed", "a": 0, "b": 1, "only_in": None} in d["sections"]["config"]
     assert d["first_divergence"]["step"] in (0, 1) and d["first_divergence"]["step"] == 0
     assert any(c["key"] == "profile.name" for c in d["sections"]["determinism"])

@@ -187,6 +187,7 @@ class RunnerSlotsLauncher(Launcher):
                 continue
             try:
                 p = spec.plan_run(job.task_cfg, job.run_dir, root, os.environ, os.getuid(), os.getgid())
+                facts.check_gpus(p.config)  # nothing is built for a job that asks for GPUs this host lacks
             except RunnerError:
                 continue  # this job fails on its own, with its own record
             if p.backend != "docker":

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runner.core import numbers
 from runner.core.errors import EXIT_USAGE, RunnerError
 
 
@@ -53,7 +54,9 @@ class Divergence:
     def describe(self) -> str:
         if self.field == "steps":
             return f"step {self.step}: only {'A' if self.b is ABSENT else 'B'} has a record for it"
-        return f"step {self.step}: {self.field} {_short(self.a)} vs {_short(self.b)}"
+        note = numbers.hidden_difference(self.a, self.b, self.field)
+        text = f"step {self.step}: {self.field} {_short(self.a)} vs {_short(self.b)}"
+        return text + (f" ({note})" if note else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "field": self.field, "a": _json_value(self.a), "b": _json_value(self.b)}
@@ -384,19 +387,18 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def _short(v: Any) -> str:
+def _short(v: Any, key: str | None = None) -> str:
     if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v):
         return v[:12] + "…"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
+    return numbers.human(v, key)  # numbers rounded for reading; --json and the manifest keep every digit
 
 
-def short(v: Any, width: int = 60) -> str:
-    """A value as a table cell: hashes cut to 12 characters, long values elided."""
+def short(v: Any, width: int = 60, key: str | None = None) -> str:
+    """A value as a table cell: hashes cut to 12 characters, numbers rounded (:func:`numbers.human`;
+    ``key`` tells a rate), long values elided."""
     if v is ABSENT:
         return "—"
     if isinstance(v, str) and v.startswith("sha256:") and len(v) > 19:
         return v[:19] + "…"
-    text = _short(v) if not isinstance(v, (list, dict)) else json.dumps(v, sort_keys=True)
+    text = _short(v, key) if not isinstance(v, (list, dict)) else json.dumps(v, sort_keys=True)
     return text if len(text) <= width else text[: width - 1] + "…"

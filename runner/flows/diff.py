@@ -15,7 +15,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import compare
+from runner.core import commands, compare, numbers
 from runner.core.errors import RunnerError
 from runner.flows.cli_common import fail
 from runner.host import records
@@ -44,7 +44,9 @@ def render(d: compare.RunDiff, console: Console) -> None:
         t.add_column("A")
         t.add_column("B")
         for c in rows:
-            t.add_row(c.key, compare.short(c.a), compare.short(c.b))
+            note = numbers.hidden_difference(c.a, c.b, c.key)
+            b = compare.short(c.b, key=c.key) + (f" ({note})" if note else "")
+            t.add_row(c.key, compare.short(c.a, key=c.key), b)
         console.print(t)
     if same:
         console.print(f"[green]same:[/] {', '.join(same)}")
@@ -60,12 +62,17 @@ def render(d: compare.RunDiff, console: Console) -> None:
     console.print(f"[bold]{verdict}[/]")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="runner diff", description="Show what differs between two runs.")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner diff", description=commands.COMMANDS["diff"],
+                                epilog="Numbers are rounded to 5 significant figures; --json keeps every digit.")  # fmt: skip
     p.add_argument("a", metavar="RUN_A", help="a run dir or its manifest.json")
     p.add_argument("b", metavar="RUN_B", help="a run dir or its manifest.json")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--json", action="store_true", help="machine-readable output, every value in full")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         d = diff(args.a, args.b)
     except RunnerError as exc:

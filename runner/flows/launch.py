@@ -58,6 +58,7 @@ def execute(
     if code_archive:  # a replay: the recorded source is the project, not today's tree
         root = snapshot.extract(*code_archive)
     run_dir = run_dir.resolve()
+    facts.check_gpus(cfg)  # GPUs asked for but not here: refused before anything is fetched or built
     detected = facts.detected_gpus(cfg)
     plan = spec.plan_run(cfg, run_dir, root, os.environ, os.getuid(), os.getgid(), detected_gpus=detected,
                          run_id=resume["run_id"] if resume else None)  # fmt: skip

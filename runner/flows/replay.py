@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import compare, layout, slots, spec
+from runner.core import commands, compare, layout, numbers, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows import launch
 from runner.flows.cli_common import fail
@@ -56,6 +56,7 @@ def _plan(config: dict, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
     """Plan the recorded config against the snapshot before anything runs; a record whose config
     cannot be planned any more is refused here, in one line."""
     try:
+        facts.check_gpus(config)  # a GPU run replayed where there are none: refused before the image is had
         return spec.plan_run(config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
                              detected_gpus=facts.detected_gpus(config))  # fmt: skip
     except RunnerError as exc:
@@ -170,7 +171,9 @@ def render(outcome: Outcome, console: Console) -> None:
         fp = "[red]differ[/] (no step-by-step comparison possible)"
     console.print(f"[bold]fingerprints:[/] {fp}")
     for c in v.metrics:
-        console.print(f"[bold]metric[/] {c.key}: {short(c.a)} → {short(c.b)}")
+        note = numbers.hidden_difference(c.a, c.b, c.key)
+        console.print(f"[bold]metric[/] {c.key}: {short(c.a, key=c.key)} → {short(c.b, key=c.key)}"
+                      + (f" ({note})" if note else ""))  # fmt: skip
     for c in v.environment:
         console.print(f"[bold]variable[/] {c.key}: {short(c.a)} → {short(c.b)}")
     for c in v.packages:
@@ -182,7 +185,7 @@ def render(outcome: Outcome, console: Console) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner replay", description="Re-run a recorded run and verify it bit for bit.")
+    p = argparse.ArgumentParser(prog="runner replay", description=commands.COMMANDS["replay"])
     p.add_argument("run", help="a run dir or its manifest.json")
     p.add_argument("--out", help="run dir for the replay (default: RUN/replays/<time>)")
     p.add_argument("--allow-env-drift", action="store_true",

@@ -15,6 +15,7 @@ from the run dirs alone, e.g. after a resumed sweep or a manual clean-up.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core import fingerprints, layout, stats
+from runner.core import commands, fingerprints, layout, stats
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic, records, sweep
 
@@ -212,15 +213,16 @@ def describe_line(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner summary", description=commands.COMMANDS["summary"])
+    parser.add_argument("sweep_dir", help="the sweep dir (hydra.sweep.dir) holding one run dir per job")
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     from runner.flows.cli_common import fail
 
-    parser = argparse.ArgumentParser(prog="python -m runner.summary",
-                                     description="Rebuild a sweep's summary.json and summary.png from its run dirs.")  # fmt: skip
-    parser.add_argument("sweep_dir", help="the sweep dir (hydra.sweep.dir) holding one run dir per job")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         summary = write(args.sweep_dir)
     except RunnerError as exc:

@@ -9,6 +9,9 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
+from runner.core.devices import VisibleGpus, asks_for_gpus, gpu_refusal
+from runner.core.errors import EXIT_USAGE, RunnerError
+
 
 def _cpuinfo() -> dict[str, Any]:
     model, flags = None, []
@@ -48,18 +51,54 @@ def host() -> dict[str, Any]:
     }
 
 
-def gpu_count() -> int:
-    """GPUs on this host, from ``nvidia-smi -L`` (0 when there is no NVIDIA driver)."""
+def _nvidia_smi_list() -> tuple[list[int], str]:
+    """GPU indices from ``nvidia-smi -L`` (the driver's own numbering), and why there are none."""
     import shutil
     import subprocess
 
     if not shutil.which("nvidia-smi"):
-        return 0
+        return [], "nvidia-smi not found"
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        proc = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return [], "nvidia-smi -L did not answer within 30 s"
+    except OSError as exc:
+        return [], f"nvidia-smi could not be started: {exc.strerror or exc}"
+    ids = []  # from lines "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-…)"; MIG devices' lines are indented
+    for line in proc.stdout.splitlines():
+        head = line.partition(":")[0].split()
+        if len(head) == 2 and head[0] == "GPU" and head[1].isdigit():
+            ids.append(int(head[1]))
+    if ids:
+        return ids, ""
+    said = " ".join((proc.stdout.strip() or proc.stderr.strip()).splitlines()[:1])
+    if proc.returncode != 0:
+        return [], f"nvidia-smi -L failed (exit status {proc.returncode})" + (f": {said}" if said else "")
+    return [], "nvidia-smi -L lists no GPU"
+
+
+def gpu_count() -> int:
+    """GPUs on this host, from ``nvidia-smi -L`` (0 when there is no NVIDIA driver)."""
+    return len(_nvidia_smi_list()[0])
+
+
+def visible_gpus() -> VisibleGpus:
+    """The GPUs the driver lists (``nvidia-smi -L``): what Docker's device requests and the host
+    backend's ``CUDA_VISIBLE_DEVICES`` index into."""
+    ids, why = _nvidia_smi_list()
+    return VisibleGpus(tuple(ids), why)
+
+
+def check_gpus(cfg: Mapping[str, Any]) -> None:
+    """Refuse, before anything is fetched, built or started, a config asking for GPUs this host does
+    not show (``launch.gpus``: N, [ids] or all). The driver is asked only when GPUs are asked for."""
+    launch = cfg.get("launch") or {}
+    asked = launch.get("gpus") if isinstance(launch, Mapping) else None
+    if not asks_for_gpus(asked):
+        return
+    message = gpu_refusal(asked, visible_gpus())
+    if message:
+        raise RunnerError(message, EXIT_USAGE)
 
 
 def detect_cpus() -> list[int]:

@@ -1,0 +1,15 @@
+"""The runner's commands and the one line that describes each, spelt once.
+
+``runner --help`` (:mod:`runner.cli`), each command's own ``--help`` (its ``build_parser()``) and the
+Hydra help page (``conf/hydra/help/runner.yaml``, checked against this table by tests/test_help.py)
+all show these words. A new command (audit, init, lock, …) is one more entry here.
+"""
+
+from __future__ import annotations
+
+COMMANDS: dict[str, str] = {
+    "run": "compose a config with Hydra and run it (same as `python -m runner`)",
+    "replay": "re-run a recorded run from its manifest and verify it bit for bit",
+    "diff": "show what differs between two runs",
+    "summary": "rebuild a sweep's summary.json and summary.png from its run dirs",
+}
