@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from runner.core import compare
+from runner.core import compare, fingerprints, locks
 from runner.core.compare import ABSENT, Change, Drift
 from runner.core.errors import RunnerError
 
@@ -38,6 +38,35 @@ def test_same_treats_nan_as_nan_but_not_as_a_number():
     assert not compare.same(math.nan, 1.0)
     assert not compare.same(True, 1)  # a bool is not the number 1 in a config
     assert compare.same(1, 1.0)
+
+
+def test_freeze_lines_parse_with_pips_grammar():
+    lines = ["Jinja2==3.1.6", "zope.interface == 7.0", "uvicorn[standard]==0.30.0", 'tomli==2.0.1 ; python_version < "3.11"',
+             "foo @ file:///wheels/foo-1.0.whl", "-e git+https://example.org/x.git#egg=x", "bar>=1", "baz==1.*"]  # fmt: skip
+    assert locks.freeze_versions(lines) == {
+        "jinja2": "3.1.6", "zope-interface": "7.0", "uvicorn": "0.30.0", "tomli": "2.0.1",
+        "foo @ file:///wheels/foo-1.0.whl": "", "-e git+https://example.org/x.git#egg=x": "", "bar>=1": "", "baz==1.*": "",
+    }  # fmt: skip
+
+
+def test_a_lock_pins_names_versions_and_hashes_across_continuations():
+    h = ["a" * 64, "b" * 64, "c" * 64]
+    text = (f"# header\n--index-url https://example.org/simple\nJinja2==3.1.6 \\\n    --hash=sha256:{h[0]} \\\n"
+            f"    --hash=sha256:{h[1]}\n    # via x\nsix==1.16.0 --hash=sha256:{h[2]}  # inline\nnumpy>=2\n"
+            "pytorch_lightning==2.6.6 \\\n")  # fmt: skip
+    pins = locks.lock_pins(text)
+    assert pins == {"jinja2": locks.Pin("3.1.6", frozenset(h[:2])), "six": locks.Pin("1.16.0", frozenset(h[2:])),
+                    "pytorch-lightning": locks.Pin("2.6.6", frozenset())}  # fmt: skip
+    assert locks.pinned_version(text, "PyTorch-Lightning") == "2.6.6" and locks.pinned_version(text, "numpy") is None
+
+
+@pytest.mark.parametrize("filename, project", [
+    ("Jinja2-3.1.6-py3-none-any.whl", "jinja2"), ("typing_extensions-4.16.0-py3-none-any.whl", "typing-extensions"),
+    ("antlr4-python3-runtime-4.9.3.tar.gz", "antlr4-python3-runtime"), ("zope.interface-7.0.zip", "zope-interface"),
+    ("odd_name-1.0.tgz", "odd-name"),
+])  # fmt: skip
+def test_a_distribution_files_project(filename, project):
+    assert locks.distribution_project(filename) == project
 
 
 def test_packages_compare_by_canonical_name():
@@ -84,11 +113,30 @@ def test_a_resumed_record_overrides_the_steps_it_repeats():
     assert compare.first_divergence(resumed, _fp([2.3, 2.2, 2.1])) is None
 
 
-def test_parse_fingerprints_rejects_malformed_lines_with_a_runner_error():
-    assert compare.parse_fingerprints('{"step": 0}\n\n{"step": 1, "loss": 2.0}\n')[1]["loss"] == 2.0
-    for bad in ('{"step": 0}\nnot json', '{"loss": 1.0}', '{"step": -1}', '{"step": true}', "[1, 2]"):
-        with pytest.raises(RunnerError):
-            compare.parse_fingerprints(bad)
+BAD_LINES = ("not json", '{"loss": 1.0}', '{"step": -1}', '{"step": true}', '{"step": 1.5}', "[1, 2]", '{"step": 3, "lo')
+
+
+def test_strict_fingerprints_refuse_a_malformed_line_naming_it():
+    assert fingerprints.parse('{"step": 0}\n\n{"step": 1, "loss": 2.0}\n', strict=True)[1]["loss"] == 2.0
+    for bad in BAD_LINES:
+        with pytest.raises(RunnerError, match=r"^run/fp\.jsonl: line 3 "):
+            fingerprints.parse('{"step": 0}\n\n' + bad, strict=True, where="run/fp.jsonl")
+
+
+def test_tolerant_fingerprints_skip_what_strict_refuses_and_keep_the_rest():
+    good = '{"step": 0, "params_sha256": "p"}\n{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+    for bad in BAD_LINES:  # a torn last line (a killed run), or garbage between rows
+        text = good + bad
+        assert fingerprints.parse(text, strict=False) == fingerprints.parse(good, strict=True)
+        assert fingerprints.parse(bad + "\n" + good, strict=False) == fingerprints.parse(good, strict=True)
+    assert fingerprints.last_step(fingerprints.parse(good + '{"step": 3, "lo', strict=False)) == 2
+    assert fingerprints.last_step([]) == 0
+
+
+def test_loss_curve_keeps_the_later_row_of_a_repeated_step():
+    rows = [{"step": 0, "params_sha256": "p"}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0},
+            {"step": 2, "loss": 1.0}, {"step": 3, "loss": None}, {"step": 4, "loss": True}]  # fmt: skip
+    assert fingerprints.losses(rows) == [(1, 3.0), (2, 1.0)]
 
 
 def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises=True, **extra):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from runner.core import fingerprints
 from runner.core import manifest as manifest_mod
 from runner.host import image_builder, records
 from runner.host.hashing import sha256_file
@@ -158,6 +157,6 @@ def test_overrides_take_effect(twice, tmp_path):
     assert m["metrics"]["global_step"] == 8 and m["fingerprints"]["steps"] == 8
     assert m["outputs"]["model.pt"]["sha256"] != manifest(twice[0])["outputs"]["model.pt"]["sha256"]
     # the seed reached the model: its initial weights (step 0's parameter hash) differ from seed 0's
-    first = [fingerprints.read(d / "fingerprints.jsonl")[0] for d in (run_dir, twice[0])]
+    first = [records.read_fingerprints(d)[0] for d in (run_dir, twice[0])]
     assert first[0]["step"] == first[1]["step"] == 0
     assert first[0]["params_sha256"] != first[1]["params_sha256"]

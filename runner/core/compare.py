@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runner.core import numbers
-from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.locks import freeze_versions
 
 
 class _Absent:
@@ -114,55 +114,14 @@ def changes(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = 
 
 
 # -- packages ---------------------------------------------------------------------------------------
-_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)\s*$")
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` match."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def packages_by_name(lines: Iterable[str]) -> dict[str, str]:
-    """``pip freeze``-style lines → {canonical name: version}. Lines that are not ``name==version``
-    (direct references, editable installs) are kept whole as their own key; comments are dropped."""
-    out = {}
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _PIN.match(line)
-        if m:
-            out[canonical_name(m.group(1))] = m.group(2)
-        else:
-            out[line] = ""
-    return out
-
-
 def package_changes(a: Iterable[str], b: Iterable[str]) -> list[Change]:
-    return changes(packages_by_name(a), packages_by_name(b))
+    return changes(freeze_versions(a), freeze_versions(b))
 
 
 # -- outputs and fingerprints -----------------------------------------------------------------------
 def output_changes(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> list[Change]:
     """Output files whose sha256 differ, or that only one run has."""
     return changes({k: v.get("sha256") for k, v in a.items()}, {k: v.get("sha256") for k, v in b.items()})
-
-
-def parse_fingerprints(text: str, where: str = "fingerprints") -> list[dict[str, Any]]:
-    """``fingerprints.jsonl`` → rows, each with an integer ``step``; a malformed line is a RunnerError."""
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunnerError(f"{where}: line {n} is not JSON ({exc.msg})", EXIT_USAGE) from None
-        step = row.get("step") if isinstance(row, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise RunnerError(f"{where}: line {n} has no non-negative integer `step`", EXIT_USAGE)
-        rows.append(row)
-    return rows
 
 
 def _by_step(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:

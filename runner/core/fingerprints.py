@@ -1,29 +1,68 @@
 """Per-step fingerprints: the loss at every optimizer step and a parameter hash every K steps.
 
 Two runs that should be identical can then be compared step by step, and the first step at
-which they part is the place to look. One JSON object a line, written by rank 0 only (after
-DDP's all-reduce every rank holds the same parameters). This module is the format (hash, read)
-and imports neither torch nor Lightning at module level, so the host can read records cheaply;
-the Lightning callback that writes them is :mod:`runner.fingerprint_callback`.
+which they part is the place to look. One JSON object a line, each with a non-negative integer
+``step``, written by rank 0 only (after DDP's all-reduce every rank holds the same parameters).
+This module is the format, read one way everywhere. Pure, standard library only; the Lightning
+callback that writes the rows is :mod:`runner.worker.fingerprint_callback`.
+
+Two readings of the same text, chosen by the caller:
+
+* ``strict=True`` — a recorded file whose sha256 the manifest vouches for (a replay, a diff):
+  a line that is not a row is a :class:`~runner.core.errors.RunnerError` naming it.
+* ``strict=False`` — a file a run may still be writing, or one a killed run left with a torn
+  last line (the manifest of a failed run, a sweep's loss curves): such lines are skipped.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.layout import FINGERPRINTS
 
 
-def read(path: Path) -> list[dict]:
-    """The records of a fingerprint file. A killed run can leave a torn last line: records that
-    do not parse are skipped, so a failed run's manifest is still written."""
-    if not path.is_file():
-        return []
+def _row(line: str) -> tuple[dict[str, Any] | None, str]:
+    """A line as a row, or (None, why it is not one)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"is not JSON ({exc.msg})"
+    step = row.get("step") if isinstance(row, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return None, "has no non-negative integer `step`"
+    return row, ""
+
+
+def parse(text: str, *, strict: bool, where: str = FINGERPRINTS) -> list[dict[str, Any]]:
+    """``fingerprints.jsonl`` text → its rows, in file order. Blank lines are ignored. A line that
+    is not a row (not JSON, or no non-negative integer ``step``) is skipped when not ``strict``,
+    and a RunnerError naming ``where`` and the line number when ``strict``."""
     rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
             continue
-        if isinstance(rec, dict):
-            rows.append(rec)
+        row, why = _row(line)
+        if row is not None:
+            rows.append(row)
+        elif strict:
+            raise RunnerError(f"{where}: line {n} {why}", EXIT_USAGE)
     return rows
+
+
+def last_step(rows: Iterable[Mapping[str, Any]]) -> int:
+    """The highest step the rows record (0 for none): how far the run trained."""
+    return max((int(r["step"]) for r in rows), default=0)
+
+
+def losses(rows: Iterable[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) pairs sorted by step. A resumed run records the steps after its checkpoint
+    again: the later row for a step wins. Rows without a numeric loss are left out."""
+    by_step: dict[int, float] = {}
+    for row in rows:
+        loss = row.get("loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            by_step[int(row["step"])] = float(loss)
+    return sorted(by_step.items())

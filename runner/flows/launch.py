@@ -238,10 +238,10 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     record["outputs_partial"] = status != "completed"
     fp = run_dir / layout.FINGERPRINTS
     if fp.is_file():
-        rows = fingerprints.read(fp)
+        rows = records.read_fingerprints(run_dir)
         record["fingerprints"] = {"file": layout.FINGERPRINTS, "sha256": sha256_file(fp),
                                   "every_k_steps": spec.fingerprint_every(record["config"]),
-                                  "steps": max((r["step"] for r in rows if type(r.get("step")) is int), default=0)}  # fmt: skip
+                                  "steps": fingerprints.last_step(rows)}  # fmt: skip
     finished = time.time()
     record["timings"] = {"started": started, "finished": finished, "total_seconds": finished - started,
                          "train_seconds": result.get("train_seconds"), **partial}  # fmt: skip

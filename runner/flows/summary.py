@@ -109,15 +109,9 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
 def read_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(step, loss) pairs from a run's fingerprints; a resumed run's repeated steps keep the last."""
     try:
-        rows = fingerprints.read(run_dir / layout.FINGERPRINTS)  # a run killed mid-line: that line is skipped
+        return fingerprints.losses(records.read_fingerprints(run_dir))  # a run killed mid-line: that line is skipped
     except OSError:
         return []
-    by_step: dict[int, float] = {}
-    for rec in rows:
-        step = rec.get("step")
-        if isinstance(step, int) and not isinstance(step, bool) and isinstance(rec.get("loss"), (int, float)):
-            by_step[step] = float(rec["loss"])
-    return sorted(by_step.items())
 
 
 # -- pure summary --------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ the caller allows drift, in which case the drift travels into the verdict.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.core import manifest
-from runner.core.compare import ABSENT, Drift, canonical_name, package_changes
+from runner.core.compare import ABSENT, Drift, package_changes
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.core.locks import distribution_project, lock_pins
 from runner.host.hashing import HashCache, sha256_file
 
 PIP_FREEZE = "/opt/venv/pip-freeze.txt"  # written by the Dockerfiles at build time
@@ -100,39 +100,6 @@ def check_file(root: Path, rel: str, recorded_sha256: str, what: str) -> tuple[P
     return path, []
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)")
-_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-
-
-def lock_pins(text: str) -> dict[str, tuple[str, set[str]]]:
-    """A hash-pinned lock (pip-compile ``--generate-hashes``) → {canonical name: (version, sha256s)}."""
-    logical, cur = [], ""
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
-        if line.endswith("\\"):
-            cur += line[:-1] + " "
-            continue
-        cur += line
-        if cur.strip():
-            logical.append(cur.strip())
-        cur = ""
-    if cur.strip():
-        logical.append(cur.strip())
-    pins = {}
-    for line in logical:
-        m = _PIN.match(line)
-        if m:
-            pins[canonical_name(m.group(1))] = (m.group(2), set(_HASH.findall(line)))
-    return pins
-
-
-def _wheel_project(filename: str) -> str:
-    if filename.endswith(".whl"):
-        return canonical_name(filename.split("-", 1)[0])
-    stem = re.sub(r"\.(tar\.gz|tar\.bz2|zip|tgz)$", "", filename)
-    return canonical_name(stem.rsplit("-", 1)[0])
-
-
 def check_wheels(lock: Path, wheel_dir: Path, cache: HashCache | None = None) -> list[Drift]:
     """Every pinned project has a file in the wheelhouse whose sha256 the lock pins for it."""
     pins = lock_pins(lock.read_text())
@@ -140,7 +107,7 @@ def check_wheels(lock: Path, wheel_dir: Path, cache: HashCache | None = None) ->
     seen: dict[str, list[tuple[str, str]]] = {}
     for f in sorted(wheel_dir.iterdir()):
         if f.is_file() and not f.name.startswith("."):
-            seen.setdefault(_wheel_project(f.name), []).append((f.name, cache.sha256(f)))
+            seen.setdefault(distribution_project(f.name), []).append((f.name, cache.sha256(f)))
     drift = []
     for name, (version, hashes) in sorted(pins.items()):
         files = seen.get(name, [])

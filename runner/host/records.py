@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runner.core import layout, manifest
-from runner.core.compare import parse_fingerprints
+from runner.core import fingerprints, layout, manifest
 from runner.core.digests import sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic
@@ -73,8 +72,18 @@ def load(path: str | os.PathLike) -> RunRecord:
                     text = data.decode()
                 except UnicodeDecodeError as exc:
                     raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
-                rows = parse_fingerprints(text, str(fp))
+                rows = fingerprints.parse(text, strict=True, where=str(fp))
     return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note)
+
+
+def read_fingerprints(run_dir: Path) -> list[dict[str, Any]]:
+    """The fingerprint rows a run has written so far, as far as they read: a run killed mid-line
+    leaves a torn last line, which is skipped. No fingerprint file: no rows. For a recorded run
+    whose file the manifest vouches for, :func:`load` reads it strictly instead."""
+    path = run_dir / layout.FINGERPRINTS
+    if not path.is_file():
+        return []
+    return fingerprints.parse(path.read_text(errors="replace"), strict=False, where=str(path))
 
 
 def write_manifest(run_dir: Path, m: manifest.Manifest) -> Path:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import re
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runner.core import locks
 from runner.core.errors import EXIT_USAGE, RunnerError
 
 DIST = "pytorch-lightning"
@@ -34,8 +34,7 @@ def host_version() -> str | None:
 
 def pinned_version(lock_text: str) -> str | None:
     """The Lightning version a requirements lock pins (``pytorch-lightning==X``), if any."""
-    m = re.search(r"^pytorch[-_]lightning==([^\s\\;]+)", lock_text, re.MULTILINE | re.IGNORECASE)
-    return m.group(1) if m else None
+    return locks.pinned_version(lock_text, DIST)
 
 
 def trainer_parameters() -> frozenset[str] | None:
