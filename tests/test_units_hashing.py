@@ -1,4 +1,5 @@
-"""hashing: streaming sha256, cached by (path, size, mtime) so unchanged data is not read again."""
+"""hashing: streaming sha256, cached by (path, size, mtime) so unchanged data is not read again.
+atomic: files and directories written whole or not at all."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import pytest
 
 from runner.core import digests
-from runner.host import hashing
+from runner.host import atomic, hashing
 
 
 @pytest.fixture
@@ -68,3 +69,81 @@ def test_hash_tree_lists_regular_files_only(tmp_path):
 def test_json_hash_is_canonical():
     assert digests.sha256_json({"a": 1, "b": [1, 2]}) == digests.sha256_json({"b": [1, 2], "a": 1})
     assert digests.sha256_json({"a": 1}) != digests.sha256_json({"a": 2})
+
+
+# -- atomic: whole or not at all ------------------------------------------------------------------------
+def _names(d) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+def test_a_file_replaced_through_a_handle_is_the_old_or_the_new_one(tmp_path):
+    target = tmp_path / "code.tar"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic.replacing(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("the disk filled up")
+    assert target.read_bytes() == b"old" and _names(tmp_path) == {"code.tar"}
+    with atomic.replacing(target, durable=True) as f:
+        f.write(b"new")
+        assert target.read_bytes() == b"old"  # not visible before the block ends
+    assert target.read_bytes() == b"new" and _names(tmp_path) == {"code.tar"}
+    atomic.write_text(tmp_path / "m.json", "{\"é\": 1}")
+    assert (tmp_path / "m.json").read_text(encoding="utf-8") == "{\"é\": 1}"
+
+
+def test_a_stream_is_kept_only_with_the_expected_hash(tmp_path):
+    chunks = [b"a" * 1000, b"b" * 7]
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert atomic.write_stream(tmp_path / "x.gz", iter(chunks), sha256="0" * 64) == digest
+    assert _names(tmp_path) == set()  # a mismatch keeps nothing
+    assert atomic.write_stream(tmp_path / "x.gz", iter(chunks), sha256=digest) == digest
+    assert (tmp_path / "x.gz").read_bytes() == b"".join(chunks)
+
+    def cut_off():
+        yield b"partial"
+        raise TimeoutError("the mirror went away")
+
+    with pytest.raises(TimeoutError):
+        atomic.write_stream(tmp_path / "x.gz", cut_off(), sha256=digest)
+    assert (tmp_path / "x.gz").read_bytes() == b"".join(chunks) and _names(tmp_path) == {"x.gz"}
+
+
+def test_a_directory_is_published_whole_once(tmp_path):
+    target, calls = tmp_path / "cache" / "entry", []
+
+    def fill(into):
+        calls.append(into)
+        (into / "sub").mkdir()
+        (into / "sub" / "f").write_text("x")
+
+    assert atomic.publish_dir(target, fill) == target
+    assert (target / atomic.COMPLETE).is_file() and (target / "sub" / "f").read_text() == "x"
+    assert calls[0].parent == target.parent and calls[0] != target
+    atomic.publish_dir(target, fill)
+    assert len(calls) == 1 and _names(target.parent) == {"entry"}  # complete: not filled again
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("refused"), KeyboardInterrupt()])
+def test_a_directory_whose_filling_fails_leaves_nothing(tmp_path, stop):
+    def fill(into):
+        (into / "ro").mkdir()
+        (into / "ro" / "f").write_text("x")
+        (into / "ro").chmod(0o555)  # an extracted archive can hold directories we may not write to
+        raise stop
+
+    with pytest.raises(type(stop)):
+        atomic.publish_dir(tmp_path / "entry", fill)
+    assert _names(tmp_path) == set()
+
+
+def test_a_directory_published_first_by_another_process_is_kept(tmp_path):
+    target = tmp_path / "entry"
+
+    def fill_while_another_publishes(into):
+        (into / "mine").touch()
+        target.mkdir()
+        (target / "theirs").touch()
+        (target / atomic.COMPLETE).touch()
+
+    assert atomic.publish_dir(target, fill_while_another_publishes) == target
+    assert _names(target) == {"theirs", atomic.COMPLETE} and _names(tmp_path) == {"entry"}

@@ -114,3 +114,5 @@ def test_a_damaged_archive_is_refused(tmp_path):
     path.write_bytes(b"not a tar archive at all" * 40)
     with pytest.raises(RunnerError, match="not a readable tar"):
         snapshot.extract(path, sha256_file(path))
+    snaps = tmp_path / "cache" / "snapshots"
+    assert not snaps.exists() or list(snaps.iterdir()) == []

@@ -6,7 +6,6 @@ Downloads happen here, on the host, because training containers have no network.
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -14,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
-from runner.host.hashing import HashCache, sha256_file
+from runner.host import atomic
+from runner.host.hashing import HashCache
 
 
 def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Path, dict[str, dict]]:
@@ -69,22 +69,15 @@ def _download(root: Path, names: list[str], download: Mapping[str, Any], log) ->
         unreachable, mismatched = [], []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
-            tmp = root / f".{name}.part{os.getpid()}"
             try:
                 log(f"downloading {url}")
-                with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-                digest = sha256_file(tmp)
-                if digest != sums[name]:
-                    mismatched.append(f"{url} gave sha256 {digest[:12]}…")
-                    continue
-                os.replace(tmp, root / name)
-                break
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    digest = atomic.write_stream(root / name, iter(lambda: resp.read(1 << 20), b""), sums[name])
+                if digest == sums[name]:
+                    break
+                mismatched.append(f"{url} gave sha256 {digest[:12]}…")
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 unreachable.append(f"{url}: {getattr(exc, 'reason', exc)}")
-            finally:
-                tmp.unlink(missing_ok=True)
         else:
             if mismatched:
                 raise RunnerError(

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from runner.core import layout
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.host import atomic
 from runner.host.hashing import cache_dir, sha256_file
 
 
@@ -71,8 +72,7 @@ def take(project_root: Path, dest_dir: Path) -> SnapshotInfo:
             if "__pycache__" not in p.parts
         ]
     archive = dest_dir / layout.CODE_ARCHIVE
-    tmp = archive.with_suffix(".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic.replacing(archive) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, path in files:
             data = path.read_bytes()
             info = tarfile.TarInfo(rel)
@@ -82,7 +82,6 @@ def take(project_root: Path, dest_dir: Path) -> SnapshotInfo:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, archive)
     commit = (_git(project_root, "rev-parse", "HEAD") or "").strip() or None
     status = _git(project_root, "status", "--porcelain")
     return SnapshotInfo(
@@ -119,30 +118,19 @@ def verify(archive: Path, expected_sha256: str) -> None:
 def extract(archive: Path, expected_sha256: str) -> Path:
     """Unpack a verified snapshot into the cache (once per hash) and return its directory."""
     verify(archive, expected_sha256)
-    target = cache_dir() / "snapshots" / expected_sha256
-    if (target / ".complete").exists():
-        return target
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r") as tar:
-            members = tar.getmembers()
-            for m in members:
-                _check_member(m)
-            tar.extractall(tmp, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        # damaged, or entries that cannot coexist (a file where a directory must go): refused, in one line
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
-        why = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {why}", EXIT_USAGE) from None
-    except BaseException:  # a refused entry (or Ctrl-C): leave nothing half-extracted in the cache
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
-        raise
-    for d, _, _ in os.walk(tmp):  # readable by the unprivileged container user
-        os.chmod(d, 0o755)
-    (tmp / ".complete").touch()
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another run extracted the same snapshot first
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
-    return target
+
+    def unpack(into: Path) -> None:
+        try:
+            with tarfile.open(archive, "r") as tar:
+                members = tar.getmembers()
+                for m in members:
+                    _check_member(m)
+                tar.extractall(into, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            # damaged, or entries that cannot coexist (a file where a directory must go): refused, in one line
+            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {why}", EXIT_USAGE) from None
+        for d, _, _ in os.walk(into):  # readable by the unprivileged container user
+            os.chmod(d, 0o755)
+
+    return atomic.publish_dir(cache_dir() / "snapshots" / expected_sha256, unpack)

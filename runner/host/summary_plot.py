@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.host import atomic
+
 MAX_METRIC_PANELS = 4
 
 
@@ -33,6 +35,7 @@ def group_labels(summary: Mapping[str, Any]) -> list[str]:
 
 
 def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path:
+    """Draw the sweep into ``path`` (PNG), written whole or not at all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,11 +46,25 @@ def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, fl
     rows = max(1, (len(names) + cols - 1) // cols)
     fig = plt.figure(figsize=(7 + 3.4 * cols, 1.2 + 3.2 * rows))
     grid = fig.add_gridspec(rows, 2 + cols, width_ratios=[1.6, 1.6] + [1] * cols)
-    ax_curve = fig.add_subplot(grid[:, :2])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    jobs = summary["jobs"]
-    colour_of = {j["name"]: colours[i % len(colours)] for i, j in enumerate(jobs)}
+    colour_of = {j["name"]: colours[i % len(colours)] for i, j in enumerate(summary["jobs"])}
+    _draw_curves(fig.add_subplot(grid[:, :2]), summary["jobs"], curves, colour_of)
+    labels = group_labels(summary)
+    for k, metric in enumerate(names):
+        _draw_metric(fig.add_subplot(grid[k // cols, 2 + k % cols]), metric, summary["groups"], labels, colour_of)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic.replacing(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return path
 
+
+def _draw_curves(ax, jobs: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[tuple[int, float]]],
+                 colour_of: Mapping[str, str]) -> None:  # fmt: skip
+    """Every job's loss per step; a job that did not complete is dotted."""
     for job in jobs:
         pts = curves.get(job["name"]) or []
         if not pts:
@@ -55,41 +72,35 @@ def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, fl
         steps, losses = zip(*pts, strict=True)
         done = job["status"] == "completed"
         label = f"{job['name']}: seed={job['seed']}" + ("" if done else f" ({job['status']})")
-        ax_curve.plot(steps, losses, "-" if done else ":", color=colour_of[job["name"]], alpha=0.85, linewidth=1.2,
-                      label=label)  # fmt: skip
-    ax_curve.set_xlabel("step")
-    ax_curve.set_ylabel("training loss")
-    ax_curve.set_title("learning curves (loss per step)")
-    if ax_curve.lines:
-        ax_curve.legend(fontsize="x-small", ncol=1 + len(ax_curve.lines) // 12)
+        ax.plot(steps, losses, "-" if done else ":", color=colour_of[job["name"]], alpha=0.85, linewidth=1.2,
+                label=label)  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning curves (loss per step)")
+    if ax.lines:
+        ax.legend(fontsize="x-small", ncol=1 + len(ax.lines) // 12)
     else:
-        ax_curve.text(0.5, 0.5, "no fingerprints recorded", ha="center", va="center", transform=ax_curve.transAxes)
+        ax.text(0.5, 0.5, "no fingerprints recorded", ha="center", va="center", transform=ax.transAxes)
 
-    labels = group_labels(summary)
-    for k, metric in enumerate(names):
-        ax = fig.add_subplot(grid[k // cols, 2 + k % cols])
-        for gi, g in enumerate(summary["groups"]):
-            s = g["metrics"].get(metric)
-            if not s:
-                continue
-            n = len(s["values"])
-            xs = [gi - 0.1 + (i - (n - 1) / 2) * (0.3 / max(n, 1)) for i in range(n)]
-            ax.scatter(xs, s["values"], c=[colour_of.get(name, "grey") for name in s["jobs"]], s=20, zorder=3)
-            if s.get("ci95"):
-                lo, hi = s["ci95"]
-                ax.errorbar([gi + 0.2], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="D",
-                            color="black", capsize=4, markersize=4, zorder=4)  # fmt: skip
-            else:
-                ax.plot([gi + 0.2], [s["mean"]], "D", color="black", markersize=4)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=15 if len(labels) > 1 else 0, ha="right" if len(labels) > 1 else "center",
-                           fontsize="x-small")  # fmt: skip
-        ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.set_title(f"{metric}: seeds, mean ± 95% CI", fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+
+def _draw_metric(ax, metric: str, groups: Sequence[Mapping[str, Any]], labels: Sequence[str],
+                 colour_of: Mapping[str, str]) -> None:  # fmt: skip
+    """One metric: each seed's value per group, and the group's mean with its 95% interval."""
+    for gi, g in enumerate(groups):
+        s = g["metrics"].get(metric)
+        if not s:
+            continue
+        n = len(s["values"])
+        xs = [gi - 0.1 + (i - (n - 1) / 2) * (0.3 / max(n, 1)) for i in range(n)]
+        ax.scatter(xs, s["values"], c=[colour_of.get(name, "grey") for name in s["jobs"]], s=20, zorder=3)
+        if s.get("ci95"):
+            lo, hi = s["ci95"]
+            ax.errorbar([gi + 0.2], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="D",
+                        color="black", capsize=4, markersize=4, zorder=4)  # fmt: skip
+        else:
+            ax.plot([gi + 0.2], [s["mean"]], "D", color="black", markersize=4)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=15 if len(labels) > 1 else 0, ha="right" if len(labels) > 1 else "center",
+                       fontsize="x-small")  # fmt: skip
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_title(f"{metric}: seeds, mean ± 95% CI", fontsize="small")

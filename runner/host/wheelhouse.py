@@ -6,13 +6,12 @@ Builds then need no network: the Dockerfile installs from this wheelhouse with
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.host import atomic
 from runner.host.hashing import cache_dir
 
 # The base is Debian bookworm (glibc 2.36): every manylinux tag up to 2.36 runs on it. pip matches
@@ -25,32 +24,22 @@ PLATFORMS = (
 
 
 def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> Path:
-    """Directory holding every wheel of ``lock``; downloaded (hash-checked by pip) once per lock."""
+    """Directory holding every wheel of ``lock``; downloaded (hash-checked by pip) once per lock.
+    A refused or interrupted download leaves no partial wheelhouse in the cache."""
     target = cache_dir() / "wheels" / lock_sha256[:20]
-    if (target / ".complete").exists():
-        return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-        "--disable-pip-version-check", "--progress-bar", "off",
-        "--python-version", python_version, "--implementation", "cp",
-        *[a for p in PLATFORMS for a in ("--platform", p)],
-        "-d", str(tmp), "-r", str(lock),
-    ]  # fmt: skip
-    log(f"fetching wheels for {lock.name} into {target}")
-    try:
+
+    def download(into: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            "--disable-pip-version-check", "--progress-bar", "off",
+            "--python-version", python_version, "--implementation", "cp",
+            *[a for p in PLATFORMS for a in ("--platform", p)],
+            "-d", str(into), "-r", str(lock),
+        ]  # fmt: skip
+        log(f"fetching wheels for {lock.name} into {target}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-3:])
             raise RunnerError(f"cannot fetch the wheels pinned by {lock}: {tail}", EXIT_ENVIRONMENT)
-    except BaseException:  # refused, or Ctrl-C mid-download: no partial wheelhouse stays in the cache
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / ".complete").touch()
-    try:
-        os.rename(tmp, target)
-    except OSError:  # a concurrent run got there first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return atomic.publish_dir(target, download)
