@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runner.core import layout
+
 
 def run_once(gpus: int, profile: str, args, run_dir: Path) -> dict:
     overrides = [
@@ -36,7 +38,7 @@ def run_once(gpus: int, profile: str, args, run_dir: Path) -> dict:
     if proc.returncode != 0:
         out["stderr_tail"] = proc.stderr.strip().splitlines()[-15:]
         return out
-    m = json.loads((run_dir / "manifest.json").read_text())
+    m = json.loads((run_dir / layout.MANIFEST).read_text())
     out.update(
         outputs={k: v["sha256"] for k, v in m["outputs"].items()},
         fingerprints_sha256=m["fingerprints"]["sha256"] if m.get("fingerprints") else None,

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.core import layout
 from runner.core.errors import EXIT_FAILED, RunnerError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def run(overrides: list[str], run_dir: Path, env: dict[str, str] | None = None, 
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise RunnerError(f"benchmark run failed ({' '.join(overrides)}): {tail}", EXIT_FAILED)
-    m = json.loads((run_dir / "manifest.json").read_text())
+    m = json.loads((run_dir / layout.MANIFEST).read_text())
     t, cfg = m["timings"], m["config"]
     return TimedRun(
         wall_seconds=wall,

@@ -141,7 +141,7 @@ class JobContext:
             deterministic=bool(self.determinism.get("deterministic_algorithms")),
             callbacks=callbacks,
             default_root_dir=str(self.run_dir),
-            logger=CSVLogger(str(self.run_dir), name="metrics", version=""),
+            logger=CSVLogger(str(self.run_dir), name=layout.METRICS_DIR, version=""),
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=every > 0,
