@@ -1,7 +1,8 @@
-"""Resume machinery without Docker: the mnist experiment trained in this process (world size 1),
-stopped by an exception at a chosen step, resumed from its last checkpoint — mid-epoch and right
-after an epoch's last batch — and compared bit for bit with a run never stopped. Plus the pure
-parts: the sampler's resume position and the signal deferral the cleanup path relies on."""
+"""Resume machinery without Docker: the mnist experiment run by the real worker (``python -m
+runner.worker`` with a ``job.json``, started as the host backend starts it, world size 1), stopped
+at a chosen step, resumed from its last checkpoint — mid-epoch and right after an epoch's last
+batch — and compared bit for bit with a run never stopped. Plus the pure parts: the sampler's
+resume position and the signal deferral the cleanup path relies on."""
 
 from __future__ import annotations
 
@@ -12,72 +13,60 @@ from pathlib import Path
 
 import pytest
 
-from runner.core import layout, spec
+from runner.core import fingerprints, layout, spec
 from runner.flows.cli_common import compose
+from runner.host import records
+from runner.host.backends import HostBackend
 from runner.host.interrupts import deferred
-from runner.worker import determinism
-from runner.worker.job import JobContext, latest_checkpoint
+from runner.worker.job import latest_checkpoint
 from tests.conftest import ROOT
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
+MAX_STEPS = 40
 # 1024 samples / batch 64 = 16 steps an epoch; checkpoints at 8 (mid-epoch), 16 (epoch end), 24, 32
-OVERRIDES = ["model.train_samples=1024", "trainer.max_steps=40", "trainer.max_epochs=3", "model.dropout=0.25",
-             "launch.processes=1", "launch.backend=host", "launch.checkpoint_every_n_steps=8",
-             "fingerprints.every_k_steps=4"]  # fmt: skip
+OVERRIDES = ["model.train_samples=1024", "trainer.max_epochs=3", "model.dropout=0.25", "launch.processes=1",
+             "launch.backend=host", "launch.checkpoint_every_n_steps=8", "fingerprints.every_k_steps=4"]  # fmt: skip
+needs_data = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed")
 
 
-class _Stop(Exception):
-    pass
-
-
-def _train(run_dir: Path, monkeypatch, stop_at: int | None = None, resume: str | None = None) -> None:
-    """What ``runner.worker`` does for one rank, in this process: job.json, determinism, train()."""
+def _worker(run_dir: Path, max_steps: int = MAX_STEPS, resume: Path | None = None) -> list[str]:
+    """Train in ``run_dir`` with the real worker, as ``HostBackend`` runs it for the launcher: the
+    plan's ``job.json`` (``resume``: the checkpoint to continue from), the plan's environment, the
+    output in ``logs/train.log``. Returns the output's last lines; a failed run fails the test."""
     from omegaconf import OmegaConf
-    from pytorch_lightning import Callback
 
-    from experiments import mnist
-
-    cfg = OmegaConf.to_container(compose(OVERRIDES), resolve=True)
-    plan = spec.plan_run(cfg, run_dir, ROOT, {}, os.getuid(), os.getgid())
+    cfg = OmegaConf.to_container(compose([*OVERRIDES, f"trainer.max_steps={max_steps}"]), resolve=True)
+    plan = spec.plan_run(cfg, run_dir, ROOT, os.environ, os.getuid(), os.getgid())
     job = plan.job_document(str(run_dir), str(ROOT), str(DATA), dataset_files=cfg["dataset"]["files"])
-    job["resume"] = resume
+    job["resume"] = str(resume) if resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.WORKER_REQUEST).write_text(json.dumps(job))
-    monkeypatch.setenv("RUNNER_JOB", str(run_dir / layout.WORKER_REQUEST))
-
-    class StopAt(Callback):
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == stop_at:
-                raise _Stop
-
-    if stop_at is not None:
-        plain = JobContext.trainer_kwargs
-
-        def with_stop(self, *a, **k):
-            kw = plain(self, *a, **k)
-            kw["callbacks"].append(StopAt())
-            return kw
-
-        monkeypatch.setattr(JobContext, "trainer_kwargs", with_stop)
-    determinism.apply(cfg["determinism"], cfg["seed"])
-    try:
-        mnist.train(OmegaConf.create(cfg), run_dir)
-    finally:
-        monkeypatch.undo()
+    done = HostBackend().run(plan, None, ROOT, DATA, echo=lambda line: None)
+    assert done.exit_code == 0, "\n".join(done.log_tail)
+    return done.log_tail
 
 
-@pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed")
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """A run never stopped."""
+    run_dir = tmp_path_factory.mktemp("whole")
+    _worker(run_dir)
+    return run_dir
+
+
+@needs_data
 @pytest.mark.parametrize("stop_at, from_step", [(13, 8), (21, 16)], ids=["mid-epoch", "after-epoch-end"])
-def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch, stop_at, from_step):
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    _train(whole, monkeypatch)
-    with pytest.raises(_Stop):
-        _train(cut, monkeypatch, stop_at=stop_at)
+def test_a_resumed_run_is_bit_identical(whole, tmp_path, stop_at, from_step):
+    cut = tmp_path / "cut"
+    _worker(cut, max_steps=stop_at)  # stops at stop_at, past its last checkpoint, with rows after it
+    assert fingerprints.last_step(records.read_fingerprints(cut)) == stop_at
     step, ckpt = latest_checkpoint(cut / layout.CHECKPOINT_DIR)
     assert step == from_step
-    _train(cut, monkeypatch, resume=str(ckpt))
-    assert (cut / "outputs" / "model.pt").read_bytes() == (whole / "outputs" / "model.pt").read_bytes()
-    assert (cut / "fingerprints.jsonl").read_text() == (whole / "fingerprints.jsonl").read_text()
+    log = _worker(cut, resume=ckpt)
+    assert any(f"Restored all states from the checkpoint at {ckpt}" in line for line in log), log  # not a fresh start
+    assert (cut / layout.OUTPUTS_DIR / "model.pt").read_bytes() == (whole / layout.OUTPUTS_DIR / "model.pt").read_bytes()
+    assert (cut / layout.FINGERPRINTS).read_text() == (whole / layout.FINGERPRINTS).read_text()
+    assert fingerprints.last_step(records.read_fingerprints(cut)) == MAX_STEPS
 
 
 def test_sampler_resumes_mid_epoch_and_starts_the_next_epoch_whole():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -53,6 +52,34 @@ def test_diff_and_replay_through_the_script(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"runner: error: no manifest at {tmp_path / 'empty' / 'manifest.json'}"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("runner.summary") is None, reason="runner.flows.summary not present")
-def test_summary_is_dispatched_lazily():
-    assert _runner("summary", "--help").returncode == 0
+HEAVY = ("hydra", "omegaconf", "matplotlib", "torch", "pytorch_lightning", "lightning", "docker")
+FLOWS = {"run": "runner.flows.app", "replay": "runner.flows.replay", "diff": "runner.flows.diff",
+         "summary": "runner.flows.summary"}  # fmt: skip
+
+
+def _imported_by(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``runner ARGS`` (the console script's own dispatch, ``runner.cli:main``) and list every
+    module the process imported, from ``python -X importtime``."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "runner.cli" in names or "runner" in names, proc.stderr[-2000:]
+    return proc, names
+
+
+@pytest.mark.parametrize("command, usage", [("diff", "RUN_A RUN_B"), ("replay", "run"), ("summary", "sweep_dir")])
+def test_summary_is_dispatched_lazily(command, usage):
+    """``runner diff|replay|summary`` load their own command and nothing heavy: no Hydra, no plotting,
+    no torch, no Docker client, and none of the other commands."""
+    proc, names = _imported_by(command, "--help")
+    assert proc.returncode == 0 and usage in proc.stdout.splitlines()[0], proc.stderr[-2000:]
+    assert FLOWS[command] in names
+    assert not {n for n in names if n.split(".")[0] in HEAVY}
+    others = {m for c, m in FLOWS.items() if c != command}
+    assert not names & others
+
+
+def test_run_loads_hydra_but_not_the_comparison_code():
+    proc, names = _imported_by("run", "--help")
+    assert proc.returncode == 0 and "hydra" in names and FLOWS["run"] in names, proc.stderr[-2000:]
+    assert not names & {"runner.core.compare", "runner.flows.diff", "runner.flows.summary", "matplotlib"}

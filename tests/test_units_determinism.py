@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import subprocess
+import sys
+from types import MappingProxyType
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -35,11 +42,48 @@ def test_fast_only_seeds_hashing_and_keeps_the_safety_switches():
         assert absent not in env
 
 
-def test_environment_is_pure():
+STRICT_KEYS = {*THREADS, *determinism.SAFETY_ENV, "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY",
+               "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "NCCL_ALGO", "NCCL_PROTO"}  # fmt: skip
+# What a host may already have set, each to a value no profile asks for.
+HOST_ENV = {"OMP_NUM_THREADS": "64", "MKL_NUM_THREADS": "64", "PYTHONHASHSEED": "random", "NCCL_ALGO": "Tree",
+            "CUBLAS_WORKSPACE_CONFIG": ":16:8", "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO",
+            "NCCL_NVLS_ENABLE": "1", "NCCL_PROTO": "LL128"}  # fmt: skip
+
+
+def _environment_in_a_fresh_process(profiles: dict, env: dict[str, str]) -> dict:
+    code = ("import json, sys; from runner.core import determinism; "
+            "print(json.dumps({k: determinism.environment(p) for k, p in json.load(sys.stdin).items()}))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(profiles), capture_output=True, text=True,
+                          cwd=ROOT, env={"PATH": os.environ.get("PATH", ""), **env}, timeout=60, check=True)  # fmt: skip
+    return json.loads(proc.stdout)
+
+
+def test_exactly_the_strict_variables_and_only_strings_sorted_by_name():
+    for name in ("strict", "fast"):
+        env = determinism.environment(profile(name))
+        assert list(env) == sorted(env) and all(type(k) is str and type(v) is str for k, v in env.items())
+    assert set(determinism.environment(profile("strict"))) == STRICT_KEYS
+    odd = determinism.environment({"pythonhashseed": 7, "threads": 2, "nccl": {"NCCL_ALGO": 1}})
+    assert odd["PYTHONHASHSEED"] == "7" and odd["OMP_NUM_THREADS"] == "2" and odd["NCCL_ALGO"] == "1"
+
+
+def test_the_hosts_environment_does_not_reach_the_profiles_variables(monkeypatch):
+    profiles = {name: profile(name) for name in ("strict", "fast")}
+    expected = {name: determinism.environment(p) for name, p in profiles.items()}
+    assert _environment_in_a_fresh_process(profiles, HOST_ENV) == expected  # read at import time: no
+    assert _environment_in_a_fresh_process(profiles, {}) == expected
+    for key, value in HOST_ENV.items():
+        monkeypatch.setenv(key, value)
+    assert {name: determinism.environment(p) for name, p in profiles.items()} == expected  # at call time: no
+    assert expected["fast"]["PYTHONHASHSEED"] == "0" and "OMP_NUM_THREADS" not in expected["fast"]
+
+
+def test_the_profile_is_only_read():
     p = profile("strict")
-    before = repr(p)
-    assert determinism.environment(p) == determinism.environment(p)
-    assert repr(p) == before
+    before = copy.deepcopy(p)
+    frozen = MappingProxyType({**p, "nccl": MappingProxyType(p["nccl"])})  # a write would raise TypeError
+    assert determinism.environment(frozen) == determinism.environment(p)
+    assert p == before
 
 
 @pytest.mark.parametrize("cap, isa", [("avx512", "AVX512_CORE"), ("default", None)])
