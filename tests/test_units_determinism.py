@@ -96,3 +96,9 @@ def test_cpu_capability_choices(cap, isa):
 def test_unknown_cpu_capability_is_refused():
     with pytest.raises(RunnerError, match="cpu_capability"):
         determinism.environment({"cpu_capability": "sse9"})
+
+
+def test_no_profile_can_switch_nvlink_multicast_back_on():
+    env = determinism.environment({"nccl": {"NCCL_NVLS_ENABLE": "1", "NCCL_ALGO": "Tree"}})
+    assert env["NCCL_NVLS_ENABLE"] == "0" and env["NCCL_ALGO"] == "Tree"
+    assert all(env[k] == v for k, v in determinism.SAFETY_ENV.items())

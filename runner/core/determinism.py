@@ -55,6 +55,7 @@ def environment(profile: Mapping[str, Any]) -> dict[str, str]:
             env["MKL_CBWR"] = "AVX2" if cap == "avx2" else "AVX512"
     for key, value in (profile.get("nccl") or {}).items():
         env[str(key)] = str(value)
+    env.update(SAFETY_ENV)  # last: no profile can switch NVLink multicast back on
     return dict(sorted(env.items()))
 
 
