@@ -7,7 +7,14 @@ import json
 import tarfile
 from pathlib import Path
 
+from runner.core.digests import record_digest
 from runner.host.hashing import sha256_file
+
+
+def resealed(m: dict) -> str:
+    """A manifest edited on purpose, with its digest written again: the JSON text of a record
+    whose content is consistent, so what a test changed is checked by what it is aimed at."""
+    return json.dumps({**m, "digest": record_digest(m)})
 
 
 def code_tar(path: Path, members: list[tuple[str, bytes]] | None = None, links: list[tuple[str, str, bytes]] = ()) -> str:

@@ -17,6 +17,7 @@ import pytest
 from runner.core import images, numbers
 from runner.host.hashing import sha256_file
 from tests.conftest import FAST, ROOT, manifest, run_runner
+from tests.run_records import resealed
 
 pytestmark = pytest.mark.docker
 
@@ -124,7 +125,7 @@ def test_tampered_manifest_is_refused_before_anything_runs(runs, tmp_path):
     shutil.copytree(runs["a"], run)
     m = manifest(run)
     m["code"]["snapshot_sha256"] = "0" * 64
-    (run / "manifest.json").write_text(json.dumps(m))
+    (run / "manifest.json").write_text(resealed(m))  # the digest is no signature: the snapshot hash still holds
     proc = run_runner(str(run), module="runner.replay")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("runner: error: code snapshot") and "does not match the manifest" in proc.stderr
@@ -138,7 +139,7 @@ def test_fast_profile_replays_and_env_drift_stops_unless_allowed(runs, project, 
     real_base = m["image"]["base_id"]
     m["image"]["base_id"] = "sha256:" + "0" * 64  # as if the base had been rebuilt since
     m["image"]["tag"] = "runner:cpu-gone0000000000000000"  # and the exact image were gone
-    (run / "manifest.json").write_text(json.dumps(m))
+    (run / "manifest.json").write_text(resealed(m))
 
     proc = _replay(run, project=project)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr

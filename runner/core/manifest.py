@@ -110,6 +110,13 @@ class Manifest(_Model):
     timings: Timings
     replay_of: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = []
+    # what the determinism audit found before training (runner.core.audit); None: no audit ran
+    audit: dict[str, Any] | None = None
+    # per-operation traces of chosen steps (fingerprints.trace_steps): file name → its record
+    op_traces: dict[str, FileRecord] | None = None
+    # sha256 of the canonical JSON of every other field (runner.core.digests.record_digest),
+    # written last; None in manifests written before it existed
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:

@@ -26,6 +26,10 @@ def diff(path_a: str, path_b: str) -> compare.RunDiff:
     a, b = records.load(path_a), records.load(path_b)
     d = compare.diff_runs(a.as_dict(), b.as_dict(), a.fingerprints, b.fingerprints, str(a.dir), str(b.dir))
     for label, rec in (("A", a), ("B", b)):
+        if rec.edited:  # shown first, in one line: nothing else about this run can be taken at its word
+            d.notes.insert(0, f"{label}: EDITED: {rec.digest_note}")
+        elif rec.digest_note:
+            d.notes.append(f"{label}: {rec.digest_note}")
         if rec.fingerprints_note:
             d.notes.append(f"{label}: {rec.fingerprints_note}")
     return d
@@ -57,7 +61,7 @@ def render(d: compare.RunDiff, console: Console) -> None:
     else:
         console.print("[bold]first diverging step:[/] none found in the steps both recorded")
     for note in d.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[bold red]warning:[/] {note}" if ": EDITED: " in note else f"[yellow]note:[/] {note}")
     verdict = "identical outputs" if d.outputs_identical else "outputs differ"
     console.print(f"[bold]{verdict}[/]")
 

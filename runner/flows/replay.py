@@ -81,6 +81,8 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict."""
     original = records.load(target)
+    if original.edited:
+        raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
     m = original.manifest
     if m.code is None:
         raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
@@ -115,8 +117,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     replayed = records.load(run_dir)
     verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
                               prepared.drift)  # fmt: skip
-    if original.fingerprints_note:
-        verdict.notes.append(original.fingerprints_note)
+    verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
     _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
                                           "failure": failure, **verdict.to_json()})  # fmt: skip
     return Outcome(verdict, run_dir, original, prepared.how, failure)

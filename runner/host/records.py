@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from runner.core import fingerprints, layout, manifest
-from runner.core.digests import sha256_bytes
+from runner.core.digests import DIGEST_FIELD, check_digest, record_digest, sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic
 from runner.host.hashing import sha256_file
@@ -35,6 +35,8 @@ class RunRecord:
     manifest: manifest.Manifest
     fingerprints: list[dict[str, Any]] | None  # None: none recorded, missing, or not the recorded file
     fingerprints_note: str | None = None
+    edited: bool = False  # the manifest's content no longer matches the digest it records
+    digest_note: str | None = None  # why the content could not be checked, or that it was edited
 
     def as_dict(self) -> dict[str, Any]:
         return self.manifest.model_dump(mode="json")
@@ -50,7 +52,8 @@ def member(run_dir: Path, name: str, what: str) -> Path:
 def load(path: str | os.PathLike) -> RunRecord:
     """Read a run dir (or its manifest.json); RunnerError for anything that is not a valid record."""
     mpath = locate_manifest(path).resolve()
-    m = read_manifest(mpath)
+    raw, m = _read(mpath)
+    edited, digest_note = check_digest(raw)
     try:
         digest = sha256_file(mpath)
     except OSError as exc:
@@ -73,7 +76,8 @@ def load(path: str | os.PathLike) -> RunRecord:
                 except UnicodeDecodeError as exc:
                     raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
                 rows = fingerprints.parse(text, strict=True, where=str(fp))
-    return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note)
+    return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note,
+                     edited=edited, digest_note=digest_note and f"{mpath} {digest_note}")  # fmt: skip
 
 
 def read_fingerprints(run_dir: Path) -> list[dict[str, Any]]:
@@ -88,8 +92,11 @@ def read_fingerprints(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_manifest(run_dir: Path, m: manifest.Manifest) -> Path:
     """Write ``manifest.json`` atomically: readers see the old file or the whole new one."""
+    # sealed over exactly what is written: the JSON text read back, not the model (NaN → null)
+    content = json.loads(m.model_dump_json(exclude={DIGEST_FIELD}))
+    content[DIGEST_FIELD] = record_digest(content)
     # a full disk or Ctrl-C mid-write: the old manifest stays, no stray temp file
-    path = atomic.write_text(run_dir / layout.MANIFEST, m.model_dump_json(indent=2), durable=True)
+    path = atomic.write_text(run_dir / layout.MANIFEST, json.dumps(content, indent=2), durable=True)
     return path
 
 
@@ -104,7 +111,11 @@ def locate_manifest(path: str | os.PathLike) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> manifest.Manifest:
-    p = locate_manifest(path)
+    return _read(locate_manifest(path))[1]
+
+
+def _read(p: Path) -> tuple[dict[str, Any], manifest.Manifest]:
+    """The manifest file's JSON object, and the same validated; RunnerError for anything else."""
     try:
         raw = json.loads(p.read_text())
     except ValueError as exc:  # not UTF-8, not JSON, or an integer past Python's digit limit
@@ -121,7 +132,7 @@ def read_manifest(path: str | os.PathLike) -> manifest.Manifest:
             f"{p} has schema version {version!r}; this runner reads version {manifest.SCHEMA_VERSION}", EXIT_USAGE
         )
     try:
-        return manifest.Manifest.model_validate(raw)
+        return raw, manifest.Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]).encode("unicode_escape").decode("ascii")[:120] or "(top)"
