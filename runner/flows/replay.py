@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, layout, numbers, slots, spec
+from runner.core import commands, compare, layout, numbers, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows import launch
 from runner.flows.cli_common import fail
@@ -93,6 +93,9 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
     plan = _plan(config, run_dir, snap_dir)
+    env_drift = _env_drift(m, plan, snap_dir)
+    if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
+        raise rebuild.EnvironmentDrift(env_drift)
 
     engine = None
     if m.containerized:
@@ -100,6 +103,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
 
         engine = Engine.connect()
     prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
+    prepared.drift[:0] = env_drift
     echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
     failure = None
@@ -118,9 +122,29 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
                               prepared.drift)  # fmt: skip
     verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
+    ran_with = _ran_with_drift(m, replayed.manifest)
+    if ran_with:
+        verdict.drift += ran_with
+        verdict.notes.append("the replay ran with settings that differ from the record: "
+                             + "; ".join(d.describe() for d in ran_with))  # fmt: skip
     _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
                                           "failure": failure, **verdict.to_json()})  # fmt: skip
     return Outcome(verdict, run_dir, original, prepared.how, failure)
+
+
+def _env_drift(m, plan: spec.RunPlan, snap_dir: Path) -> list[compare.Drift]:
+    """Every variable the replay would set against the recorded one (variables passed through from
+    the host are set from the record, so they cannot differ)."""
+    planned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, snap_dir)
+    passthrough = [str(n) for n in (plan.launch.get("env_passthrough") or [])]
+    return settings.env_drift(m.environment, planned, ignore=(*settings.RUN_PATHS, *passthrough))
+
+
+def _ran_with_drift(m, replayed) -> list[compare.Drift]:
+    """What the replay's training process ran with, as its own manifest records it: variables and
+    the switches read back from torch, against the original's."""
+    return settings.env_drift(m.environment, replayed.environment) + settings.flag_drift(
+        m.determinism.flags, replayed.determinism.flags)  # fmt: skip
 
 
 def _write_json(path: Path, data: dict) -> None:
