@@ -21,6 +21,7 @@ from typing import Any
 
 from runner.core import fingerprints, layout, manifest, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunnerError
+from runner.flows import audit
 from runner.host import datasets, facts, image_builder, params, records, rundir, snapshot, trainer_keys
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
@@ -185,6 +186,9 @@ def execute(
 
 def _why_failed(result: Any, plan: spec.RunPlan) -> str:
     """One line on how training ended, for the record and the terminal."""
+    found = audit.recorded(plan.run_dir)
+    if found and found.get("refused") and found.get("message"):  # the audit stopped it before training
+        return str(found["message"])
     if result.oom_killed:
         limit = plan.launch.get("mem_limit")
         return "killed: out of memory" + (f" (launch.mem_limit={limit})" if limit else "")
@@ -234,6 +238,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     record["process"] = result.get("process")
     record["packages"] = result.get("packages", [])
     record["determinism"]["flags"] = result.get("flags")
+    record["audit"] = audit.recorded(run_dir)
     record["outputs"] = hash_tree(run_dir / layout.OUTPUTS_DIR, cache)
     record["outputs_partial"] = status != "completed"
     fp = run_dir / layout.FINGERPRINTS

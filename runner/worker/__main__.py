@@ -27,7 +27,7 @@ import sys
 import time
 
 from runner.core import layout
-from runner.worker import facts
+from runner.worker import audit, facts
 from runner.worker.job import JobContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
@@ -188,12 +188,26 @@ def run_script(ctx: JobContext) -> int:
     return code
 
 
+def _run_child(argv: list[str], env: dict) -> int:
+    """Run one child process to its end under the worker's supervision (signals forwarded)."""
+    child = subprocess.Popen(argv, env=env)
+    _children.append(child)
+    try:
+        return _supervise()
+    finally:
+        _children.remove(child)
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     ctx = JobContext.current()
     sys.path.insert(0, str(ctx.code_dir))
     try:
+        if not ctx.auditing and "RANK" not in os.environ and audit.wanted(ctx.job) != "off":
+            code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
+            if code or audit.wanted(ctx.job) == "only":
+                return code
         if ctx.job["experiment"].get("script"):
             return run_script(ctx)
         if ctx.world_size > 1 and "RANK" not in os.environ:

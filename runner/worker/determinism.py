@@ -25,7 +25,8 @@ def apply(profile: Mapping[str, Any], seed: int) -> dict[str, Any]:
     seed_everything(seed, workers=True, verbose=False)
 
     if profile.get("deterministic_algorithms"):
-        torch.use_deterministic_algorithms(True)
+        # ops the audit found and the profile allows would stop the run: they warn instead
+        torch.use_deterministic_algorithms(True, warn_only=bool(profile.get("allow_nondeterministic_ops")))
     if profile.get("cudnn_deterministic") is not None:
         torch.backends.cudnn.deterministic = bool(profile["cudnn_deterministic"])
     if profile.get("cudnn_benchmark") is not None:
@@ -46,6 +47,7 @@ def flags_in_force() -> dict[str, Any]:
 
     return {
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,

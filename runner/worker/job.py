@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.core import layout
+from runner.core import audit, layout
 
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
 
@@ -52,8 +52,10 @@ class JobContext:
         if not path:
             raise RuntimeError("RUNNER_JOB is not set: this code runs under `python -m runner.worker`")
         job = json.loads(Path(path).read_text())
+        run_dir = Path(job["paths"]["run_dir"])
         return cls(
-            run_dir=Path(job["paths"]["run_dir"]),
+            # the determinism audit's one step writes into a run dir of its own
+            run_dir=run_dir / audit.DIR if os.environ.get(audit.ENV) else run_dir,
             code_dir=Path(job["paths"]["code_dir"]),
             data_dir=Path(job["paths"]["data_dir"]),
             job=job,
@@ -74,7 +76,12 @@ class JobContext:
     @property
     def resume_checkpoint(self) -> str | None:
         """The checkpoint a resumed run continues from (``Trainer.fit(..., ckpt_path=...)``), else None."""
-        return self.job.get("resume") or None
+        return None if self.auditing else self.job.get("resume") or None
+
+    @property
+    def auditing(self) -> bool:
+        """True in the determinism audit's process: one step, watched (:mod:`runner.worker.audit`)."""
+        return bool(os.environ.get(audit.ENV))
 
     @property
     def seed(self) -> int:
@@ -109,15 +116,13 @@ class JobContext:
         from pytorch_lightning.plugins.environments import LightningEnvironment
         from pytorch_lightning.strategies import DDPStrategy
 
-        from runner.worker.fingerprint_callback import Fingerprints
-
         # Lightning 2.6 on torch >= 2.13 warns about its own pytree use at every fit, once per rank:
         # nothing a user can act on, and it buried the run's own output
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         kw = dict(trainer_cfg or {})
         callbacks = list(kw.pop("callbacks", None) or [])
-        callbacks.append(Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"])))
-        every = int(self.job.get("checkpoint_every") or 0)
+        every = 0 if self.auditing else int(self.job.get("checkpoint_every") or 0)
+        callbacks += self._watching(kw)
         if every > 0:
             from runner.worker.checkpointing import callbacks as checkpoint_callbacks
 
@@ -138,7 +143,7 @@ class JobContext:
             devices=self.world_size if self.world_size > 1 else 1,
             num_nodes=1,
             strategy=strategy,
-            deterministic=bool(self.determinism.get("deterministic_algorithms")),
+            deterministic=self._deterministic(),
             callbacks=callbacks,
             default_root_dir=str(self.run_dir),
             logger=CSVLogger(str(self.run_dir), name=layout.METRICS_DIR, version=""),
@@ -147,6 +152,25 @@ class JobContext:
             enable_checkpointing=every > 0,
         )
         return kw
+
+    def _deterministic(self) -> bool | str:
+        """Lightning's ``deterministic``: "warn" when the profile allows ops without a deterministic
+        implementation (the audit found them and the record lists them), else the profile's switch."""
+        on = bool(self.determinism.get("deterministic_algorithms"))
+        return "warn" if on and self.determinism.get("allow_nondeterministic_ops") else on
+
+    def _watching(self, kw: dict[str, Any]) -> list:
+        """The runner's own callbacks that watch training: fingerprints (and the operation traces of
+        ``fingerprints.trace_steps``), or in the audit's process the audit step alone, with the
+        Trainer limited to that one step."""
+        if self.auditing:
+            from runner.worker.audit_step import AuditStep
+
+            kw.update(max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)
+            return [AuditStep(self.run_dir / audit.FILE, self.code_dir, self.determinism)]
+        from runner.worker.fingerprint_callback import Fingerprints
+
+        return [Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))]
 
     def save_weights(self, module) -> Path | None:
         """Final weights as ``outputs/model.pt`` (rank 0). The file's hash is the run's headline result."""

@@ -1,0 +1,72 @@
+"""noisy: a tiny regression model with one layer that adds *unseeded* noise at one operation.
+
+It exists to show how the runner names a cause: two runs of it diverge at the first step, ``diff``
+names that step, and ``replay --locate`` names the noise layer's operation. With ``model.put=true``
+its first layer also calls ``Tensor.put_``, which has no deterministic implementation on the CPU,
+for the determinism audit to find. Synthetic data from the seed: no data set is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from runner.worker.job import JobContext
+
+
+class Noise(nn.Module):
+    """Adds noise from a generator seeded by the OS, not by the run's seed: no two runs agree."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.scale:
+            return x
+        return x + self.scale * torch.randn(x.shape, generator=self.gen)
+
+
+class Put(nn.Module):
+    """Writes a tensor's first elements back in place with ``put_`` (a no-op in value)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(4)
+        return x.clone().put_(idx, x.take(idx))
+
+
+class Noisy(pl.LightningModule):
+    def __init__(self, width: int, noise: float, put: bool, lr: float):
+        super().__init__()
+        self.lr = lr
+        self.net = nn.Sequential(nn.Linear(8, width), *([Put()] if put else []), Noise(noise), nn.ReLU(),
+                                 nn.Linear(width, 1))  # fmt: skip
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    ctx = JobContext.current()
+    g = torch.Generator().manual_seed(ctx.seed)
+    x = torch.randn(512, 8, generator=g)
+    y = x.sum(1, keepdim=True).sin()
+    model = Noisy(int(cfg.model.width), float(cfg.model.noise), bool(cfg.model.put), float(cfg.model.lr))
+    loader = DataLoader(TensorDataset(x, y), batch_size=int(cfg.model.batch_size), shuffle=False)
+    trainer = pl.Trainer(**ctx.trainer_kwargs(dict(cfg.trainer)))
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=ctx.resume_checkpoint)
+    ctx.save_weights(model.net)
+    return {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
+            "global_step": trainer.global_step}  # fmt: skip

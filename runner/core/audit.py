@@ -1,0 +1,79 @@
+"""The determinism audit's rules: which findings stop a strict run, and the one line that says so.
+Pure, standard library only (the worker imports it inside the image).
+
+The audit (``runner.worker.audit``) runs one real training step with every operation watched and
+reports ``findings``: each operation that has no deterministic implementation, with the user-code
+frame that called it, and each determinism switch whose value in force after the step is not the
+one the profile set (user code turning cuDNN autotuning back on, say). An operation is allowed
+when the profile's ``allow_nondeterministic_ops`` names it (``aten::index_add_`` or
+``index_add_``); any other stops a run whose profile asks for the audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+DIR = "audit"  # in the run dir: the audit step's own run dir
+FILE = "audit.json"  # in DIR: what the audit found, and whether the run was stopped
+ENV = "RUNNER_AUDIT"  # set for the audit's training process: JobContext runs one step into DIR
+EXIT_REFUSED = 3  # the worker's exit status when the audit stops the run
+
+# profile key → the flag read back from torch that must hold the profile's value
+SWITCHES = {
+    "deterministic_algorithms": ("deterministic_algorithms",),
+    "cudnn_deterministic": ("cudnn_deterministic",),
+    "cudnn_benchmark": ("cudnn_benchmark",),
+    "allow_tf32": ("matmul_allow_tf32", "cudnn_allow_tf32"),
+}
+
+
+def mode(profile: Mapping[str, Any]) -> str:
+    """``determinism.audit``: "on" (audit, then train), "only" (audit, no training) or "off"."""
+    value = profile.get("audit", False)
+    if value == "only":
+        return "only"
+    return "on" if value is True else "off"
+
+
+def _name(op: str) -> str:
+    return op.split("::", 1)[-1].split(".", 1)[0]
+
+
+def allowed(op: str, allow: Iterable[str]) -> bool:
+    """``aten::index_add_`` is allowed by ``aten::index_add_``, ``index_add_`` or ``aten::index_add_.default``."""
+    return any(_name(a) == _name(op) for a in allow)
+
+
+def switched(profile: Mapping[str, Any], flags: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Determinism switches whose value in force (``flags``, read back after the step) is not the
+    value the profile set; a switch the profile leaves alone (None) is not checked."""
+    out = []
+    for key, flag_names in SWITCHES.items():
+        want = profile.get(key)
+        if want is None:
+            continue
+        for flag in flag_names:
+            if flag in flags and bool(flags[flag]) != bool(want):
+                out.append({"switch": flag, "profile": bool(want), "in_force": flags[flag]})
+    return out
+
+
+def judge(findings: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
+    """``findings`` with the verdict added: ``refused`` (bool), ``refused_ops`` and ``message``."""
+    allow = [str(a) for a in profile.get("allow_nondeterministic_ops") or []]
+    ops = findings.get("nondeterministic_ops") or []
+    refused = [o for o in ops if not allowed(o["op"], allow)]
+    out = {**findings, "allowed_ops": allow, "refused_ops": [o["op"] for o in refused], "refused": bool(refused)}
+    out["message"] = refusal(refused) if refused else None
+    return out
+
+
+def refusal(ops: list[Mapping[str, Any]]) -> str:
+    """One line naming each operation that stops the run, where it was called, and the way out."""
+    names = sorted({o["op"] for o in ops})
+    where = ", ".join(f"{o['op']} ({o.get('where') or 'no user frame'})" for o in ops[:6])
+    more = f" and {len(ops) - 6} more" if len(ops) > 6 else ""
+    return (f"determinism audit: {len(ops)} operation(s) without a deterministic implementation: {where}{more} — "
+            f"list them in determinism.allow_nondeterministic_ops=[{','.join(names)}] to run anyway "
+            "(recorded), or determinism.audit=false")  # fmt: skip

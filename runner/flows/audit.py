@@ -1,0 +1,92 @@
+"""``python -m runner.audit experiment=… [overrides]``: the determinism audit alone, no training.
+
+The audit runs as a run of its own (same image, same environment, same data as the run those
+overrides describe, with ``determinism.audit=only``): one watched training step, whose findings
+are printed and recorded in that run's manifest under ``audit``. A strict run audits itself the
+same way before it trains (``determinism.audit=true``, the strict profile's default).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.core import audit as rules
+from runner.core.errors import EXIT_USAGE, RunnerError
+
+console = Console(stderr=True, highlight=False)
+
+
+def recorded(run_dir: Path) -> dict[str, Any] | None:
+    """What the audit of the run in ``run_dir`` found (``audit/audit.json``); None when none ran,
+    or the file is not a JSON object (the run's record is written either way)."""
+    try:
+        data = json.loads((run_dir / rules.DIR / rules.FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any] | None]:
+    """Compose the config as ``python -m runner`` would, audit it, return the run dir and findings."""
+    from omegaconf import OmegaConf
+
+    from runner.flows import launch
+    from runner.flows.cli_common import compose, validate_overrides
+
+    validate_overrides(overrides)
+    cfg = OmegaConf.to_container(compose(overrides), resolve=True)
+    cfg["determinism"]["audit"] = "only"
+    name = cfg["experiment"].get("name") or "run"
+    run_dir = Path("runs") / "audits" / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
+    try:
+        launch.execute(cfg, run_dir, [sys.executable, "-m", "runner.audit", *overrides], overrides,
+                       echo=lambda line: echo(line, markup=False, soft_wrap=True))  # fmt: skip
+    except RunnerError:
+        found = recorded(run_dir.resolve())
+        if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer
+            raise
+        return run_dir, found
+    return run_dir, recorded(run_dir.resolve())
+
+
+def render(run_dir: Path, found: dict[str, Any], out: Console) -> None:
+    ops = found.get("nondeterministic_ops") or []
+    t = Table(title=f"operations without a deterministic implementation ({len(ops)})", title_justify="left")
+    for col in ("operation", "called at", "backward", "calls", "allowed"):
+        t.add_column(col)
+    for o in ops:
+        t.add_row(o["op"], o.get("where") or "—", "yes" if o.get("in_backward") else "", str(o.get("calls", 1)),
+                  "yes" if rules.allowed(o["op"], found.get("allowed_ops") or []) else "[red]no[/]")  # fmt: skip
+    out.print(t)
+    for s in found.get("switched") or []:
+        out.print(f"[yellow]switch:[/] {s['switch']} is {s['in_force']} after the step (the profile sets {s['profile']})")
+    out.print(f"{found.get('ops_seen', 0)} operations seen on {found.get('device', '?')}; record: {run_dir}")
+    if found.get("refused"):
+        out.print(found["message"], style="bold red", markup=False, soft_wrap=True)
+    else:
+        out.print("nothing to refuse", style="bold green")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from runner.flows.cli_common import fail
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-m", "--multirun") for a in args):
+        fail(RunnerError("runner.audit audits one configuration: no -m sweeps", EXIT_USAGE))
+    try:
+        run_dir, found = audit(args)
+    except RunnerError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        fail(RunnerError("interrupted", 130))
+    if found is None:
+        fail(RunnerError(f"the audit left no findings in {run_dir} (a plain script experiment is not audited)"))
+    render(run_dir, found, Console(highlight=False))
+    sys.exit(rules.EXIT_REFUSED if found.get("refused") else 0)
