@@ -32,6 +32,9 @@ def diff(path_a: str, path_b: str) -> compare.RunDiff:
             d.notes.append(f"{label}: {rec.digest_note}")
         if rec.fingerprints_note:
             d.notes.append(f"{label}: {rec.fingerprints_note}")
+    from runner.flows.locate import recorded_differences
+
+    d.notes += recorded_differences(a, b)
     return d
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from runner.core import fingerprints, layout, manifest, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunnerError
-from runner.flows import audit
+from runner.flows import audit, locate
 from runner.host import datasets, facts, image_builder, params, records, rundir, snapshot, trainer_keys
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
@@ -239,6 +239,7 @@ def _finish(record, run_dir: Path, cache: HashCache, started: float, status: str
     record["packages"] = result.get("packages", [])
     record["determinism"]["flags"] = result.get("flags")
     record["audit"] = audit.recorded(run_dir)
+    record["op_traces"] = locate.traces_written(run_dir)
     record["outputs"] = hash_tree(run_dir / layout.OUTPUTS_DIR, cache)
     record["outputs_partial"] = status != "completed"
     fp = run_dir / layout.FINGERPRINTS

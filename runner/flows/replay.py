@@ -77,9 +77,10 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, allow_env_drift: bool = False,
-           echo=_echo, command: list[str] | None = None) -> Outcome:  # fmt: skip
+           echo=_echo, command: list[str] | None = None, edit_config=None) -> Outcome:  # fmt: skip
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
-    anything is run or written; a replay that runs always ends in a verdict."""
+    anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
+    the recorded config before it runs (``--locate`` trains to a step and traces it)."""
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
@@ -92,6 +93,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     _check_writable(run_dir)
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
+    config = edit_config(config) if edit_config else config
     plan = _plan(config, run_dir, snap_dir)
     env_drift = _env_drift(m, plan, snap_dir)
     if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-env-drift", action="store_true",
                    help="run even when the environment cannot be rebuilt exactly; the verdict lists the drift")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the verdict as JSON instead of tables")
+    p.add_argument("--locate", action="store_true",
+                   help="name the first operation whose output differs at the step the runs diverge at")  # fmt: skip
+    p.add_argument("--step", type=int, help="with --locate: the step to trace (default: where a replay diverged)")
     return p
 
 
@@ -223,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if args.locate:
+        _locate(args)
     try:
         outcome = replay(args.run, args.out, allow_env_drift=args.allow_env_drift,
                          command=[sys.executable, "-m", "runner.replay", *argv])  # fmt: skip
@@ -237,6 +244,25 @@ def main(argv: list[str] | None = None) -> None:
     else:
         render(outcome, Console(highlight=False))
     sys.exit(0 if outcome.verdict.bit_identical else EXIT_FAILED)
+
+
+def _locate(args: argparse.Namespace) -> None:
+    from runner.flows import locate
+
+    try:
+        found = locate.locate(args.run, allow_env_drift=args.allow_env_drift, step=args.step, echo=_echo)
+    except RunnerError as exc:
+        if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
+            log_console.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+        fail(exc)
+    except KeyboardInterrupt:
+        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
+    if args.json:
+        print(json.dumps({"step": found.step, "against": found.against, "difference": found.difference,
+                          "line": found.line(), "runs": [str(p) for p in found.runs]}, indent=2, default=str))  # fmt: skip
+    else:
+        Console(highlight=False).print(found.line(), markup=False, soft_wrap=True)
+    sys.exit(0 if found.difference else EXIT_FAILED)
 
 
 def _sigterm_as_interrupt(_signum, _frame):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.core import audit, layout
+from runner.core import audit, layout, op_traces
 
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
 
@@ -170,7 +170,13 @@ class JobContext:
             return [AuditStep(self.run_dir / audit.FILE, self.code_dir, self.determinism)]
         from runner.worker.fingerprint_callback import Fingerprints
 
-        return [Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))]
+        watching = [Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))]
+        steps = op_traces.trace_steps(self.job.get("config") or {})
+        if steps:
+            from runner.worker.op_trace import OpTrace
+
+            watching.append(OpTrace(self.run_dir, self.code_dir, steps))
+        return watching
 
     def save_weights(self, module) -> Path | None:
         """Final weights as ``outputs/model.pt`` (rank 0). The file's hash is the run's headline result."""

@@ -1,0 +1,66 @@
+"""Per-operation traces of one training step, and the first operation at which two traces part.
+Pure, standard library only (the worker imports the file name from here).
+
+A trace (``op-trace-step-NNNNNNNN.jsonl`` in the run dir, written for the steps listed in
+``fingerprints.trace_steps`` or by ``replay --locate``) has one row per ATen operation of that
+step (forward, backward, optimizer step), in the order they ran: its index, name, the module it ran
+in (forward) or the autograd node (backward), the user-code frame, and the sha256 of its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TEMPLATE = "op-trace-step-{step:08d}.jsonl"
+_NAME = re.compile(r"^op-trace-step-(\d{8})\.jsonl$")
+
+
+def file_name(step: int) -> str:
+    return TEMPLATE.format(step=step)
+
+
+def step_of(name: str) -> int | None:
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def trace_steps(config: Mapping[str, Any]) -> list[int]:
+    """``fingerprints.trace_steps``: the optimizer steps (1 = the first) whose operations are traced."""
+    steps = (config.get("fingerprints") or {}).get("trace_steps") or []
+    return sorted({int(s) for s in steps if isinstance(s, int) and not isinstance(s, bool) and s >= 1})
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """``#12 aten::randn in net.2 (Noise) at experiments/noisy.py:30``."""
+    where = f" at {row['where']}" if row.get("where") else ""
+    scope = f" in {row['module']}" if row.get("module") else f" in the backward of {row['node']}" if row.get("node") else ""
+    return f"#{row.get('i')} {row.get('op')}{scope}{where}"
+
+
+def first_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The first operation whose output differs between two traces of the same step (or at which
+    the two ran different operations); None when the traces agree op for op."""
+    for i, (ra, rb) in enumerate(zip(a, b, strict=False)):
+        if ra.get("op") != rb.get("op"):
+            return {"index": i, "kind": "different operations", "a": dict(ra), "b": dict(rb),
+                    "line": f"the runs ran different operations from {describe(ra)} vs {rb.get('op')}"}  # fmt: skip
+        if ra.get("out") != rb.get("out"):
+            return {"index": i, "kind": "output differs", "a": dict(ra), "b": dict(rb),
+                    "line": f"{describe(ra)}: output {str(ra.get('out'))[:12]}… vs {str(rb.get('out'))[:12]}…"}  # fmt: skip
+    if len(a) != len(b):
+        return {"index": min(len(a), len(b)), "kind": "length", "a": None, "b": None,
+                "line": f"one trace ends after {min(len(a), len(b))} operations, the other has {max(len(a), len(b))}"}  # fmt: skip
+    return None

@@ -1,0 +1,113 @@
+"""Per-operation output hashes for chosen training steps (``fingerprints.trace_steps``).
+
+During a traced step a dispatch mode sees every ATen operation (forward, backward, optimizer
+step) and hashes its output tensors; module forward hooks say which module each forward
+operation ran in, and autograd's anomaly mode keeps each forward call's stack on its node, so a
+backward operation names the frame that made it. Every other step runs untouched: the mode is
+entered at the traced step's start and left at its end. Rank 0 writes the trace
+(format: :mod:`runner.core.op_traces`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning import Callback
+
+from runner.core import op_traces
+from runner.worker.audit_step import node_frames, stack_frames, user_frame
+
+
+def tensor_sha256(t) -> str:
+    import torch
+
+    t = t.detach()
+    if t.layout != torch.strided or t.is_meta:
+        return f"{t.dtype}|{tuple(t.shape)}|{t.layout}"
+    c = t.cpu().contiguous()
+    h = hashlib.sha256(f"{c.dtype}|{tuple(c.shape)}|".encode())
+    h.update(c.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def outputs_sha256(out) -> str | None:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    leaves = [tensor_sha256(x) for x in tree_leaves(out) if isinstance(x, torch.Tensor)]
+    return None if not leaves else leaves[0] if len(leaves) == 1 else hashlib.sha256("|".join(leaves).encode()).hexdigest()
+
+
+def _mode_base():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+class TraceMode(_mode_base()):  # type: ignore[misc]
+    def __init__(self, code_dir: Path, modules: list[str]):
+        super().__init__()
+        self.code_dir, self.modules, self.rows = code_dir, modules, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import torch
+
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "profiler":  # Lightning's and the profiler's markers: no data
+            return out
+        node = torch._C._current_autograd_node()
+        row: dict[str, Any] = {"i": len(self.rows), "op": func._schema.name, "out": outputs_sha256(out)}
+        if node is not None:
+            row["node"] = node.name()
+            row["where"] = user_frame(self.code_dir, node_frames())
+        else:
+            row["module"] = self.modules[-1] if self.modules else None
+            row["where"] = user_frame(self.code_dir, stack_frames())
+        self.rows.append(row)
+        return out
+
+
+class OpTrace(Callback):
+    def __init__(self, run_dir: Path, code_dir: Path, steps: list[int]):
+        self.run_dir, self.code_dir, self.steps = run_dir, code_dir, set(steps)
+        self._mode = self._anomaly = None
+        self._hooks: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import warnings
+
+        import torch
+
+        if not trainer.is_global_zero or trainer.global_step + 1 not in self.steps:
+            return
+        names = {id(m): name or type(m).__name__ for name, m in pl_module.named_modules()}
+        stack: list[str] = []
+
+        def enter(m, _inputs) -> None:
+            stack.append(f"{names.get(id(m), type(m).__name__)} ({type(m).__name__})")
+
+        def leave(m, _inputs, _output) -> None:  # returns None: the module's output stays its own
+            if stack:
+                stack.pop()
+
+        self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
+                       torch.nn.modules.module.register_module_forward_hook(leave)]  # fmt: skip
+        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
+        self._anomaly = torch.autograd.detect_anomaly(check_nan=False)
+        self._anomaly.__enter__()
+        self._mode = TraceMode(self.code_dir, stack)
+        self._mode.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._mode is None:
+            return
+        mode, self._mode = self._mode, None
+        mode.__exit__(None, None, None)
+        self._anomaly.__exit__(None, None, None)
+        for h in self._hooks:
+            h.remove()
+        path = self.run_dir / op_traces.file_name(trainer.global_step)
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in mode.rows))
