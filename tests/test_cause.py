@@ -1,0 +1,93 @@
+"""Naming the cause, against the real engine: a layer with unseeded noise makes two runs diverge,
+diff names the step, ``replay --locate`` names that layer's operation; the determinism audit
+passes mnist_ddp, stops an op without a deterministic implementation unless allow-listed (and
+records it); an edited manifest, and a consistent one whose replay would set another value, are
+refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import manifest, run_runner
+from tests.run_records import resealed
+
+pytestmark = pytest.mark.docker
+
+NOISY = ["experiment=noisy", "launch.processes=1", "trainer.max_steps=3", "fingerprints.every_k_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def noisy_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("noisy")
+    out = {}
+    for name in ("a", "b"):
+        proc = run_runner(*NOISY, "fingerprints.trace_steps=[1]", f"hydra.run.dir={root / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = root / name
+    return out
+
+
+def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_runs):
+    a, b = manifest(noisy_runs["a"]), manifest(noisy_runs["b"])
+    assert a["outputs"]["model.pt"]["sha256"] != b["outputs"]["model.pt"]["sha256"]
+    assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []  # randn is not flagged
+    assert list(a["op_traces"]) == ["op-trace-step-00000001.jsonl"]
+    proc = run_runner(str(noisy_runs["a"]), str(noisy_runs["b"]), "--json", module="runner.diff")
+    d = json.loads(proc.stdout)
+    assert d["first_divergence"]["step"] == 1 and d["first_divergence"]["field"] == "loss", d
+    assert any("first diverging operation" in n and "aten::randn in net.1 (Noise)" in n for n in d["notes"]), d["notes"]
+
+
+def test_locate_names_the_noise_layers_operation(noisy_runs):
+    proc = run_runner(str(noisy_runs["a"]), "--locate", "--json", module="runner.replay")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    assert found["step"] == 1 and found["against"] == "the original's recorded trace"
+    diff = found["difference"]
+    assert diff["kind"] == "output differs" and diff["a"]["op"] == "aten::randn"
+    assert diff["a"]["module"] == "net.1 (Noise)" and diff["a"]["where"].startswith("experiments/noisy.py:")
+
+
+def test_edited_manifest_and_one_whose_replay_would_set_another_value_are_refused(noisy_runs, tmp_path):
+    run = tmp_path / "edited"
+    shutil.copytree(noisy_runs["a"], run)
+    m = manifest(run)
+    m["environment"]["PYTHONHASHSEED"] = "1"
+    (run / "manifest.json").write_text(json.dumps(m, indent=2))  # by hand: the digest no longer matches
+    proc = run_runner(str(run), module="runner.replay")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot replay:" in proc.stderr and "was edited after its run" in proc.stderr
+
+    (run / "manifest.json").write_text(resealed(m))  # consistent, but its profile sets PYTHONHASHSEED=0
+    proc = run_runner(str(run), module="runner.replay")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert "variable PYTHONHASHSEED: recorded 1, here 0 (what the replay would set)" in proc.stderr.splitlines()[-1]
+    assert not (run / "replays").exists()
+
+
+def test_audit_finds_nothing_to_refuse_in_mnist_ddp():
+    proc = run_runner("launch.processes=1", "model.train_samples=1024", module="runner.audit")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to refuse" in proc.stdout and "operations seen on cpu" in proc.stdout
+
+
+def test_strict_run_stops_on_an_op_without_deterministic_implementation_unless_allowed(tmp_path):
+    put = [*NOISY, "model.put=true", "model.noise=0"]
+    proc = run_runner(*put, f"hydra.run.dir={tmp_path / 'stopped'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("runner: error: run failed: determinism audit: 2 operation(s) without a deterministic")
+    assert "aten::put_ (experiments/noisy.py:" in last and "allow_nondeterministic_ops=[aten::put,aten::put_]" in last
+    m = manifest(tmp_path / "stopped")
+    assert m["status"] == "failed" and m["audit"]["refused"] and m["outputs"] == {}
+
+    proc = run_runner(*put, "determinism.allow_nondeterministic_ops=[aten::put,aten::put_]",
+                      f"hydra.run.dir={tmp_path / 'allowed'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = manifest(tmp_path / "allowed")
+    assert m["config"]["determinism"]["allow_nondeterministic_ops"] == ["aten::put", "aten::put_"]
+    assert m["audit"]["refused"] is False and {o["op"] for o in m["audit"]["nondeterministic_ops"]} == {"aten::put", "aten::put_"}
+    assert m["determinism"]["flags"]["deterministic_warn_only"] is True
