@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]
     out.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     env.update({rules.ENV: "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    started = time.monotonic()
     code = start([sys.executable, "-m", "runner.worker"], env)
+    seconds = round(time.monotonic() - started, 3)
     path = out / rules.FILE
     try:
         findings = json.loads(path.read_text())
@@ -48,7 +51,7 @@ def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]
         path.write_text(json.dumps(verdict, indent=2))
         print(f"runner.worker: {verdict['message']}", file=sys.stderr)
         return code or rules.EXIT_REFUSED
-    verdict = rules.judge(findings, job.get("determinism") or {})
+    verdict = {**rules.judge(findings, job.get("determinism") or {}), "seconds": seconds}
     path.write_text(json.dumps(verdict, indent=2, sort_keys=True))
     for s in verdict["switched"]:
         print(f"runner.worker: determinism audit: user code left {s['switch']}={s['in_force']} "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -138,4 +139,8 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
                     "switched": rules.switched(self.profile, flags), "flags_after_step": flags,
                     "device": str(pl_module.device)}  # fmt: skip
         self.out.write_text(json.dumps(findings, indent=2, sort_keys=True, default=str))
-        trainer.should_stop = True
+        # the audit's process has done its work: what the experiment does after training (evaluate,
+        # save weights) is not audited, and would only cost the run time
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
