@@ -110,6 +110,7 @@ class Manifest(_Model):
     timings: Timings
     replay_of: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = []
+    cluster: dict[str, Any] | None = None  # the Slurm job it ran in (runner.core.cluster.record); None outside one
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:
