@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 
-.PHONY: setup run test test-slow bench lock lint docker base data
+.PHONY: setup run test test-slow bench lock lint docker base data slurm
 
 setup: $(STAMP) docker base data
 
@@ -21,10 +21,14 @@ base: docker
 data:
 	scripts/ensure-data.sh
 
+# A two-node Slurm cluster on this machine (nodes n1, n2) for hydra/launcher=slurm and the `slurm` tests.
+slurm:
+	scripts/ensure-slurm.sh
+
 run: setup
 	$(PY) -m runner experiment=mnist_ddp
 
-test: setup
+test: setup slurm
 	$(PY) -m pytest -x -q
 
 test-slow: setup

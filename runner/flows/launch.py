@@ -22,7 +22,7 @@ from typing import Any
 from runner.core import fingerprints, layout, manifest, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunnerError
 from runner.flows import audit, locate
-from runner.host import datasets, facts, image_builder, params, records, rundir, snapshot, trainer_keys
+from runner.host import datasets, facts, image_builder, params, records, rundir, slurm, snapshot, trainer_keys
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
 
@@ -90,6 +90,7 @@ def execute(
         "environment": {},
         "determinism": {"profile": plan.profile, "seed": plan.seed},
         "host": facts.host(),
+        "cluster": slurm.record(),
         "replay_of": replay_of,
     }
     lock_fd = rundir.claim_run_dir(run_dir, resumable=resume is not None)

@@ -1,0 +1,219 @@
+"""Sweeps on the real Slurm cluster `make slurm` starts (nodes n1, n2 on this machine, one core
+each) and the real Docker engine: `hydra/launcher=slurm` runs each job as a Slurm job whose
+container is pinned to its allocation; the bits equal the same seeds run locally; a job stopped
+by SIGTERM keeps its checkpoint, and requeued, resumes to the bits of an uninterrupted run; a
+run made on the cluster replays without it; a bad cluster setting is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.worker.job import latest_checkpoint
+from tests.conftest import FAST, ROOT, manifest, run_runner
+from tests.live_runs import wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.docker]
+
+ONE_CORE = [*FAST, "launch.processes=1"]  # each Slurm node here has one core
+SEEDS = (0, 1, 2)
+LONGER = ["trainer.max_steps=60", "model.train_samples=4096", "fingerprints.every_k_steps=4",
+          "launch.checkpoint_every_n_steps=4", "launch.processes=1"]  # fmt: skip
+
+
+def _slurm_up() -> None:
+    if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0:
+        pytest.fail("no Slurm cluster answers: `make slurm` (scripts/ensure-slurm.sh) starts the local one")
+
+
+def _squeue(job_id: str) -> str | None:
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%T", "-j", job_id], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def _job_id(run_dir: Path, proc: subprocess.Popen) -> str:
+    """The Slurm job a sweep job runs in, as its console.log names it once the job has started."""
+    def started():
+        text = (run_dir / "console.log").read_text() if (run_dir / "console.log").is_file() else ""
+        return next((line.split()[3] for line in text.splitlines() if line.startswith("runner: Slurm job")), None)
+
+    return wait_for(started, timeout=300, every=0.5, proc=proc)
+
+
+@pytest.fixture(scope="module")
+def local_seeds(tmp_path_factory) -> dict[int, dict]:
+    """The three seeds run on this machine (the local launcher), one process each."""
+    sweep_dir = tmp_path_factory.mktemp("local") / "seeds"
+    proc = run_runner("-m", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {manifest(p.parent)["determinism"]["seed"]: manifest(p.parent) for p in sweep_dir.glob("*/manifest.json")}
+
+
+@pytest.fixture(scope="module")
+def slurm_seeds(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    _slurm_up()
+    sweep_dir = tmp_path_factory.mktemp("slurm") / "seeds"
+    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr
+    return sweep_dir, proc
+
+
+def test_a_slurm_sweep_has_the_bits_of_the_same_seeds_run_locally(slurm_seeds, local_seeds):
+    sweep_dir, proc = slurm_seeds
+    ms = {m["determinism"]["seed"]: m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))}
+    assert sorted(ms) == list(SEEDS)
+    for seed, m in ms.items():
+        assert m["status"] == "completed"
+        assert m["outputs"]["model.pt"] == local_seeds[seed]["outputs"]["model.pt"], f"seed {seed}"
+        assert m["fingerprints"]["sha256"] == local_seeds[seed]["fingerprints"]["sha256"], f"seed {seed}"
+        assert local_seeds[seed]["cluster"] is None
+    # one Slurm array for the sweep; each job recorded where it ran and was pinned to its allocation
+    arrays = {m["cluster"]["array_job_id"] for m in ms.values()}
+    assert len(arrays) == 1 and None not in arrays
+    assert sorted(m["cluster"]["array_task_id"] for m in ms.values()) == [0, 1, 2]
+    for m in ms.values():
+        c = m["cluster"]
+        assert c["scheduler"] == "slurm" and c["partition"] == "debug" and c["node"] in ("n1", "n2")
+        assert c["nodelist"] == c["node"] and c["allocation"]["cpus_on_node"] == 1
+        assert m["launch"]["cpuset_cpus"] == ",".join(map(str, c["allocation"]["cpu_ids"]))
+        assert m["config"]["launch"]["slot"]["requested"]["cpuset_cpus"] is None
+    # the image was resolved once, before submitting: no job built it
+    assert len({m["image"]["id"] for m in ms.values()}) == 1 and not any(m["image"]["built_now"] for m in ms.values())
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["counts"] == {"completed": 3} and len(summary["jobs"]) == 3, summary
+    assert "→ Slurm job" in proc.stderr + proc.stdout
+
+
+def test_a_slurm_sweep_run_again_skips_its_completed_jobs(slurm_seeds):
+    sweep_dir, _ = slurm_seeds
+    before = sorted((sweep_dir / ".slurm").glob("*_submission.sh"))
+    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2", "+resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("completed before, skipped") == 3
+    assert sorted((sweep_dir / ".slurm").glob("*_submission.sh")) == before, "nothing new was submitted"
+
+
+def test_a_slurm_run_replays_bit_identically_without_slurm(slurm_seeds, tmp_path):
+    sweep_dir, _ = slurm_seeds
+    job = next(p.parent for p in sorted(sweep_dir.glob("*/manifest.json")))
+    no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    no_slurm["PATH"] = os.pathsep.join(p for p in no_slurm["PATH"].split(os.pathsep) if not (Path(p) / "sinfo").exists())
+    proc = subprocess.run([sys.executable, "-m", "runner.replay", str(job), "--out", str(tmp_path / "replay")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=no_slurm)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = manifest(tmp_path / "replay")
+    assert r["cluster"] is None and "slot" not in r["config"]["launch"]
+    assert r["outputs"] == manifest(job)["outputs"]
+
+
+def _start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}",
+                             "seed=0", *LONGER, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def _checkpoint_after(run_dir: Path, step: int, proc: subprocess.Popen) -> int:
+    found = wait_for(lambda: (c := latest_checkpoint(run_dir / "checkpoints")) and c[0] > step and c, timeout=300,
+                     every=0.2, proc=proc)  # fmt: skip
+    return found[0]
+
+
+def test_sigterm_keeps_the_checkpoint_and_requeued_jobs_resume_to_the_same_bits(tmp_path):
+    """``scancel --signal=TERM``: the run is recorded interrupted with its checkpoint; the sweep run
+    again resumes it in place; a preemption then (``scontrol requeue``: SIGTERM, back in the
+    queue) is followed by the sweep, and the job resumes again. The end: an uninterrupted run's bits."""
+    _slurm_up()
+    sweep_dir, whole = tmp_path / "sweep", tmp_path / "whole"
+    run_dir = sweep_dir / "0"
+    reference = subprocess.Popen([sys.executable, "-m", "runner", f"hydra.run.dir={whole}", "seed=0", *LONGER],
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    procs = [reference]
+    try:
+        procs.append(first := _start_sweep(sweep_dir))
+        job_id = _job_id(run_dir, first)
+        _checkpoint_after(run_dir, 0, first)
+        subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 1 and "did not complete" in err and "Traceback" not in err, err[-3000:]
+        m = manifest(run_dir)
+        found = latest_checkpoint(run_dir / "checkpoints")
+        assert m["status"] == "interrupted" and m["outputs_partial"] is True
+        assert found is not None and 0 < found[0] < 60, "the checkpoint was not kept"
+        assert m["cluster"]["job_id"] == job_id
+
+        procs.append(again := _start_sweep(sweep_dir, "+resume=true"))
+        second_job = wait_for(lambda: _squeue_of(sweep_dir, exclude=job_id), timeout=120, every=0.5, proc=again)
+        _checkpoint_after(run_dir, found[0], again)
+        subprocess.run(["scontrol", "requeue", second_job], check=True)  # what a preemption with requeue does
+        wait_for(lambda: _squeue(second_job) == "PENDING", timeout=120, every=0.2)
+        subprocess.run(["scontrol", "update", f"jobid={second_job}", "starttime=now"], check=True)  # skip requeue delay
+        out, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err[-3000:]
+        assert "it resumes in" in out + err
+        reference.communicate(timeout=600)
+        assert reference.returncode == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=120)
+    resumed, ref = manifest(run_dir), manifest(whole)
+    assert resumed["status"] == "completed" and resumed["run_id"] == m["run_id"]
+    first_resume, second_resume = resumed["resumes"]
+    assert first_resume["previous"]["status"] == "interrupted" and first_resume["from_step"] == found[0]
+    assert second_resume["previous"]["status"] == "interrupted" and second_resume["from_step"] > found[0]
+    assert resumed["cluster"]["job_id"] == second_job and resumed["cluster"]["restart_count"] == 1
+    assert resumed["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
+    assert (run_dir / "fingerprints.jsonl").read_bytes() == (whole / "fingerprints.jsonl").read_bytes()
+
+
+def _squeue_of(sweep_dir: Path, exclude: str) -> str | None:
+    """The id of a running Slurm job of this sweep other than ``exclude``."""
+    for script in (sweep_dir / ".slurm").glob("*_submission.sh"):
+        jid = script.name.split("_")[0]
+        if jid != exclude and _squeue(jid) == "RUNNING":
+            return jid
+    return None
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("runner: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_an_unknown_partition_is_one_line_and_submits_nothing(tmp_path):
+    _slurm_up()
+    proc = run_runner("-m", "hydra/launcher=slurm", "hydra.launcher.partition=nope", f"hydra.sweep.dir={tmp_path / 's'}",
+                      *ONE_CORE, "seed=0,1", timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert "partition=nope: no such partition" in _one_error_line(proc) and "debug" in proc.stderr
+    assert not (tmp_path / "s" / ".slurm").exists() and not (tmp_path / "s" / "0").exists()
+
+
+def test_no_controller_is_one_line(tmp_path):
+    conf = tmp_path / "slurm.conf"  # the same cluster, its controller's port one nobody listens on
+    conf.write_text(Path("/etc/slurm/slurm.conf").read_text().replace("SlurmctldPort=6817", "SlurmctldPort=6999"))
+    started = time.monotonic()
+    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 's'}", *ONE_CORE, "seed=0",
+                      env={"SLURM_CONF": str(conf)}, timeout=120)  # fmt: skip
+    assert proc.returncode == 3
+    assert "no Slurm cluster reachable" in _one_error_line(proc)
+    assert time.monotonic() - started < 90 and not (tmp_path / "s" / ".slurm").exists()
+
+
+def test_a_job_larger_than_any_node_is_refused_in_one_line(tmp_path):
+    _slurm_up()
+    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 's'}", *FAST, "launch.processes=2",
+                      "seed=0", timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert "sbatch refused" in _one_error_line(proc) and "cpus_per_task" in proc.stderr
