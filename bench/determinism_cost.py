@@ -1,4 +1,5 @@
-"""Figure 5: what strict determinism costs on CPU, in training samples per second.
+"""Figure 5: what strict determinism costs on CPU, in training samples per second, at equal
+precision (``precision=fp32`` on both sides: only the determinism profile differs).
 
 ``determinism=strict`` pins one thread per process, the AVX2 kernel set and PyTorch's
 deterministic algorithms; ``determinism=fast`` leaves threads and kernels to PyTorch. Same
@@ -21,7 +22,8 @@ def measure(overrides: list[str], reps: int, work: Path, log) -> list[Figure]:
         order = ("strict", "fast") if i % 2 == 0 else ("fast", "strict")
         pair = {}
         for profile in order:
-            pair[profile] = runs.run([*overrides, f"determinism={profile}"], work / f"det-{i}-{profile}")
+            pair[profile] = runs.run([*overrides, f"determinism={profile}", "precision=fp32"],
+                                     work / f"det-{i}-{profile}")  # equal precision: only determinism differs
             log(f"  rep {i + 1}/{reps} {profile}: {pair[profile].samples_per_second:.0f} samples/s")
         pairs.append(pair)
     strict = [p["strict"].samples_per_second for p in pairs]
@@ -29,7 +31,7 @@ def measure(overrides: list[str], reps: int, work: Path, log) -> list[Figure]:
     return [
         Figure(
             id="strict_vs_fast_throughput",
-            title="Strict ÷ fast determinism, CPU training samples/s",
+            title="Strict ÷ fast determinism at equal precision (fp32), CPU training samples/s",
             unit="×",
             samples=[s / f for s, f in zip(strict, fast, strict=True)],
             details={

@@ -1,17 +1,24 @@
-"""GPU evidence for issue 5: repeat mnist_ddp on 1 and 2 GPUs under the strict and fast profiles.
+"""GPU evidence for determinism and precision: profile × precision × GPU count, two repeats each.
 
-Runs ``python -m runner launch.backend=host launch.gpus=N determinism=P`` twice per (N, P) at the
-same global batch, and writes one JSON: per run the output and fingerprint hashes and the
-steady-state samples/s; per (N, P) whether the two repeats were bit-identical; the 2-GPU/1-GPU
-speed-up per profile. Meant for the lent GPU machines, which have no Docker engine (hence the
-host backend: the same worker, environment and manifest, marked not containerised).
+Runs ``python -m runner launch.backend=host experiment=W determinism=P precision=Q launch.gpus=…``
+at the same global batch whatever the GPU count, and writes one JSON: per run the output and
+fingerprint hashes, the steady-state samples/s and the switches read back in training; per
+(workload, GPUs, profile, precision) the median samples/s and whether the repeats were
+bit-identical; strict ÷ fast at equal precision; N-GPU ÷ 1-GPU speed-up. ``--table`` writes the
+Markdown table between the markers in ``bench/README.md``. Meant for the lent GPU machines, which
+have no Docker engine (hence the host backend: the same worker, environment and manifest).
 
-    python bench/gpu_determinism.py --out bench/results/gpu.json --data-root .data/fashion-mnist
+    python bench/gpu_determinism.py --out bench/results/gpu.json --data-root /usr/share/datasets/fashion-mnist
+
+Single-GPU runs may go side by side, one per GPU (``--parallel``): each has a GPU of its own and
+the host has cores to spare. Multi-GPU runs always go one at a time. A sweep too long for one
+sitting can be split (``--gpus 1 2`` then ``--gpus 4``) and its JSONs joined with ``--merge``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -19,36 +26,83 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from runner.core import layout
+ROOT = Path(__file__).resolve().parent.parent
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- gpu-table:begin -->", "<!-- gpu-table:end -->"
+# (workload, global batch, model overrides): mnist_ddp at issue 11's size, and a small ResNet
+WORKLOADS = {
+    "mnist_ddp": (32768, ["model.channels=64", "model.hidden=512"]),
+    "resnet_small": (8192, ["model.channels=32", "model.hidden=128"]),
+}
+GOALS = {"strict_over_fast": 0.95, "speedup": {2: 1.8, 4: 3.4}}
 
 
-def run_once(gpus: int, profile: str, args, run_dir: Path) -> dict:
+def run_once(job: dict, args, run_dir: Path) -> dict:
+    """One ``python -m runner`` run; what its manifest says about speed, bits and switches."""
+    batch, model = WORKLOADS[job["workload"]]
+    gpus = job["gpu_ids"]
     overrides = [
-        "launch.backend=host", f"launch.gpus={gpus}", f"determinism={profile}", f"seed={args.seed}",
+        f"experiment={job['workload']}", "launch.backend=host", f"launch.gpus=[{','.join(map(str, gpus))}]",
+        f"determinism={job['profile']}", f"precision={job['precision']}", f"seed={args.seed}",
         f"dataset.root={args.data_root}", f"trainer.max_steps={args.steps}", "trainer.max_epochs=-1",
-        f"model.batch_size={args.global_batch // gpus}", f"model.channels={args.channels}",
-        f"model.hidden={args.hidden}", f"hydra.run.dir={run_dir}",
+        f"model.batch_size={batch // len(gpus)}", *model, *job.get("extra", []), f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "runner", *overrides], capture_output=True, text=True)
-    out = {"gpus": gpus, "profile": profile, "overrides": overrides, "exit_code": proc.returncode,
-           "wall_seconds": time.time() - started}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "runner", *overrides], capture_output=True, text=True, cwd=ROOT)
+    out = {**job, "gpus": len(gpus), "overrides": overrides, "exit_code": proc.returncode,
+           "wall_seconds": round(time.time() - started, 1)}  # fmt: skip
     if proc.returncode != 0:
         out["stderr_tail"] = proc.stderr.strip().splitlines()[-15:]
         return out
-    m = json.loads((run_dir / layout.MANIFEST).read_text())
+    m = json.loads((run_dir / "manifest.json").read_text())
     out.update(
         outputs={k: v["sha256"] for k, v in m["outputs"].items()},
-        fingerprints_sha256=m["fingerprints"]["sha256"] if m.get("fingerprints") else None,
+        fingerprints_sha256=(m.get("fingerprints") or {}).get("sha256"),
         samples_per_s=m["metrics"].get("samples_per_s"),
         metrics=m["metrics"],
-        flags=m["determinism"]["flags"],
-        gpus_seen=(m.get("process") or {}).get("gpus"),
+        flags={k: v for k, v in (m["determinism"]["flags"] or {}).items() if k != "env"},
+        gpus_seen=[g.get("name") for g in (m.get("process") or {}).get("gpus") or []],
         versions={k: (m.get("process") or {}).get(k) for k in ("torch", "cuda_runtime", "cudnn", "nccl", "driver")},
     )
     return out
+
+
+def plan(args) -> list[dict]:
+    """Every run of the sweep, in the order they run: repeats of one setting apart from each other."""
+    jobs = []
+    for rep, gpus, workload, profile, prec in itertools.product(
+        range(args.repeats), args.gpus, args.workloads, args.profiles, args.precisions
+    ):
+        if gpus > 1 and workload not in args.multi_gpu_workloads:
+            continue
+        jobs.append({"workload": workload, "profile": profile, "precision": prec, "repeat": rep,
+                     "gpu_ids": list(range(gpus))})  # fmt: skip
+    return jobs
+
+
+def execute(jobs: list[dict], args, tmp: Path) -> list[dict]:
+    """Multi-GPU runs one at a time; single-GPU runs ``--parallel`` at once, each on its own GPU."""
+    done: list[dict] = []
+
+    def one(job: dict) -> dict:
+        tag = f"{job['workload']}-g{len(job['gpu_ids'])}-{job['profile']}-{job['precision']}-{job['repeat']}"
+        r = run_once(job, args, tmp / tag)
+        with args.out.with_suffix(".runs.jsonl").open("a") as f:  # kept when the sweep is cut short
+            f.write(json.dumps(r, default=str) + "\n")
+        print(json.dumps({k: r.get(k) for k in ("workload", "gpus", "profile", "precision", "repeat", "exit_code",
+                                                  "samples_per_s", "wall_seconds")}), flush=True)  # fmt: skip
+        return r
+
+    singles = [j for j in jobs if len(j["gpu_ids"]) == 1]
+    for i in range(0, len(singles), args.parallel):
+        batch = [dict(j, gpu_ids=[k]) for k, j in enumerate(singles[i : i + args.parallel])]
+        with ThreadPoolExecutor(len(batch)) as pool:
+            done += list(pool.map(one, batch))
+    done += [one(j) for j in jobs if len(j["gpu_ids"]) > 1]
+    return done
 
 
 def _identical(rs: list[dict]) -> bool | None:
@@ -58,60 +112,129 @@ def _identical(rs: list[dict]) -> bool | None:
     return all(r["outputs"] == rs[0]["outputs"] and r["fingerprints_sha256"] == rs[0]["fingerprints_sha256"] for r in rs)
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Groups (median samples/s, bit-identical repeats), strict ÷ fast, and N-GPU ÷ 1-GPU."""
+    groups: dict[str, dict] = {}
+    keys = sorted({(r["workload"], r["gpus"], r["profile"], r["precision"]) for r in runs})
+    for w, g, p, q in keys:
+        rs = [r for r in runs if (r["workload"], r["gpus"], r["profile"], r["precision"]) == (w, g, p, q)]
+        ok = [r for r in rs if r["exit_code"] == 0 and r.get("samples_per_s")]
+        groups[f"{w}/{g}gpu/{p}/{q}"] = {
+            "workload": w, "gpus": g, "profile": p, "precision": q, "runs": len(rs), "runs_ok": len(ok),
+            "samples_per_s": [round(r["samples_per_s"]) for r in ok],
+            "samples_per_s_median": statistics.median(r["samples_per_s"] for r in ok) if ok else None,
+            "bit_identical": _identical(ok) if len(ok) == len(rs) else False,
+        }  # fmt: skip
+    ratio, speedup = {}, {}
+    for key, grp in groups.items():
+        w, g, p, q = grp["workload"], grp["gpus"], grp["profile"], grp["precision"]
+        fast = groups.get(f"{w}/{g}gpu/fast/{q}")
+        if p == "strict" and fast and grp["samples_per_s_median"] and fast["samples_per_s_median"]:
+            ratio[f"{w}/{g}gpu/{q}"] = grp["samples_per_s_median"] / fast["samples_per_s_median"]
+        one = groups.get(f"{w}/1gpu/{p}/{q}")
+        if g > 1 and one and grp["samples_per_s_median"] and one["samples_per_s_median"]:
+            speedup[key] = grp["samples_per_s_median"] / one["samples_per_s_median"]
+    return {"groups": groups, "strict_over_fast": ratio, "speedup_over_1gpu": speedup}
+
+
+def table(doc: dict) -> str:
+    """The Markdown table bench/README.md shows: one row per workload × profile × precision."""
+    s = doc["summary"]
+    gpu_counts = sorted({g["gpus"] for g in s["groups"].values()})
+    head = ["workload", "profile", "precision", *[f"{n} GPU samples/s" for n in gpu_counts],
+            "repeats identical", "strict ÷ fast (1 GPU)", *[f"{n}÷1 GPU" for n in gpu_counts if n > 1]]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = sorted({(g["workload"], g["profile"], g["precision"]) for g in s["groups"].values()},
+                  key=lambda k: (k[0], k[2], k[1]))  # fmt: skip
+    for w, p, q in rows:
+        cells = [w, p, q]
+        same = []
+        for n in gpu_counts:
+            grp = s["groups"].get(f"{w}/{n}gpu/{p}/{q}")
+            cells.append("—" if not grp or not grp["samples_per_s_median"] else
+                         "–".join(f"{v / 1e3:,.0f}k" for v in sorted(grp["samples_per_s"])))  # fmt: skip
+            if grp:
+                same.append(f"{n}: " + {True: "yes", False: "no", None: "1 run"}[grp["bit_identical"]])
+        cells.append(", ".join(same))
+        r = s["strict_over_fast"].get(f"{w}/1gpu/{q}")
+        cells.append(f"{r:.3f}" if r is not None and p == "strict" else "")
+        for n in gpu_counts[1:]:
+            x = s["speedup_over_1gpu"].get(f"{w}/{n}gpu/{p}/{q}")
+            cells.append(f"{x:.2f}×" if x else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    m = doc["machine"]
+    lines.append("")
+    lines.append(f"{', '.join(sorted(set(m.get('gpus') or [])))}; {doc['settings']['steps']} steps, "
+                 f"{doc['settings']['repeats']} repeats each; samples/s of each repeat; `{Path(doc['out']).name}`.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_table(doc: dict, readme: Path) -> None:
+    text = readme.read_text() if readme.is_file() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    readme.write_text(f"{before}{BEGIN}\n{table(doc)}{END}{after}")
+
+
+def machine() -> dict:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip().splitlines()  # fmt: skip
+    return {"host": platform.node(), "gpus": smi}
+
+
+def merge(paths: list[Path], out: Path, args) -> dict:
+    """Join results files (or the ``.runs.jsonl`` a sweep cut short left) into one document."""
+    docs = []
+    for p in paths:
+        if p.suffix == ".jsonl":
+            runs = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            seen = sorted({f"{n}, {r['versions']['driver']}" for r in runs for n in r.get("gpus_seen") or []})
+            docs.append({"command": f"(cut short) {p.name}", "date": None, "machine": {"gpus": seen},
+                         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                      if k != "merge"}, "runs": runs})  # fmt: skip
+        else:
+            docs.append(json.loads(p.read_text()))
+    runs = [r for d in docs for r in d["runs"]]
+    doc = {**docs[0], "merged_from": [str(p) for p in paths], "commands": [d["command"] for d in docs],
+           "runs": runs, "summary": summarise(runs), "out": str(out)}  # fmt: skip
+    doc["settings"]["gpus"] = sorted({r["gpus"] for r in runs})
+    return doc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--multi-gpu-workloads", nargs="+", default=["mnist_ddp"], choices=list(WORKLOADS))
+    ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--profiles", nargs="+", default=["strict", "fast"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"])
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--global-batch", type=int, default=8192)
-    ap.add_argument("--channels", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parallel", type=int, default=1, help="single-GPU runs side by side, one per GPU")
+    ap.add_argument("--merge", type=Path, nargs="+", help="join these results files into --out instead of running")
+    ap.add_argument("--table", type=Path, nargs="?", const=README, help=f"write the table into this file ({README})")
     args = ap.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
-    runs = []
-    for gpus in args.gpus:
-        for profile in args.profiles:
-            for rep in range(args.repeats):
-                r = run_once(gpus, profile, args, tmp / f"g{gpus}-{profile}-{rep}")
-                r["repeat"] = rep
-                runs.append(r)
-                print(json.dumps({k: r.get(k) for k in ("gpus", "profile", "repeat", "exit_code", "samples_per_s",
-                                                          "outputs", "wall_seconds")}), flush=True)  # fmt: skip
-    groups = {}
-    for gpus in args.gpus:
-        for profile in args.profiles:
-            rs = [r for r in runs if r["gpus"] == gpus and r["profile"] == profile and r["exit_code"] == 0]
-            key = f"{gpus}gpu_{profile}"
-            groups[key] = {
-                "runs_ok": len(rs),
-                "bit_identical": _identical(rs),
-                "samples_per_s_median": statistics.median(r["samples_per_s"] for r in rs) if rs else None,
-            }
-    speedup = {}
-    for profile in args.profiles:
-        one, two = groups.get(f"1gpu_{profile}"), groups.get(f"2gpu_{profile}")
-        if one and two and one["samples_per_s_median"] and two["samples_per_s_median"]:
-            speedup[profile] = two["samples_per_s_median"] / one["samples_per_s_median"]
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,uuid,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip().splitlines()  # fmt: skip
-    result = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"host": platform.node(), "gpus": smi},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "groups": groups,
-        "speedup_2gpu_over_1gpu": speedup,
-        "goal_speedup": 1.7,
-        "runs": runs,
-    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, sort_keys=True))
-    print(json.dumps({"groups": groups, "speedup": speedup}, indent=2))
+
+    if args.merge:
+        doc = merge(args.merge, args.out, args)
+    else:
+        runs = execute(plan(args), args, Path(tempfile.mkdtemp(prefix="gpu-bench-")))
+        doc = {"command": " ".join([sys.executable, *sys.argv]), "out": str(args.out),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "merge"},
+               "workloads": {w: {"global_batch": b, "overrides": o} for w, (b, o) in WORKLOADS.items()},
+               "goals": GOALS, "runs": runs, "summary": summarise(runs)}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    if args.table:
+        write_table(doc, args.table)
+    print(table(doc))
     return 0
 
 

@@ -171,6 +171,7 @@ class Verdict:
     packages: list[Change]  # as the two training processes listed them
     drift: list[Drift]
     notes: list[str] = field(default_factory=list)
+    switches: list[Drift] = field(default_factory=list)  # precision/determinism switches unlike the record's
 
     def headline(self) -> str:
         if self.bit_identical:
@@ -184,6 +185,8 @@ class Verdict:
             parts.append(f"training diverges at step {self.divergence.step} ({self.divergence.field})")
         elif self.fingerprints_identical is False:
             parts.append("fingerprint files differ")
+        if self.switches:
+            parts.append("trained under other switches: " + ", ".join(d.what for d in self.switches))
         return "; ".join(parts) or "nothing recorded to verify"
 
     def to_json(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core import determinism, layout
+from runner.core import determinism, layout, precision
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import choose_kind, gpu_count_requested
@@ -55,6 +55,7 @@ class RunPlan:
             "world_size": self.world_size,
             "accelerator": self.accelerator,
             "determinism": self.profile,
+            "precision": precision.resolve(self.config),  # None: a record from before the precision group
             "dataset_files": dict(dataset_files),
             "fingerprint_every": fingerprint_every(self.config),
             "checkpoint_every": int(self.launch.get("checkpoint_every_n_steps") or 0),
@@ -170,6 +171,7 @@ def plan_run(
         if not isinstance(world, int) or world < 1:
             raise RunnerError(f"launch.processes={world!r} must be a positive integer", EXIT_USAGE)
     profile = dict(cfg.get("determinism") or {})
+    precision.resolve(cfg)  # a bad or doubly-set precision is refused before anything runs
     env = determinism.environment(profile)
     names = [str(n) for n in launch.get("env_passthrough") or []]
     env.update(passthrough_env(names, host_env))

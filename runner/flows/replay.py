@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, layout, numbers, settings, slots, spec
+from runner.core import commands, compare, layout, numbers, precision, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows import launch
 from runner.flows.cli_common import fail
@@ -129,6 +129,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
         verdict.drift += ran_with
         verdict.notes.append("the replay ran with settings that differ from the record: "
                              + "; ".join(d.describe() for d in ran_with))  # fmt: skip
+    verdict = precision.hold_to_flags(verdict, m.determinism.flags, replayed.manifest.determinism.flags)
     _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
                                           "failure": failure, **verdict.to_json()})  # fmt: skip
     return Outcome(verdict, run_dir, original, prepared.how, failure)

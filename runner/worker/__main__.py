@@ -117,13 +117,13 @@ def run_rank(ctx: JobContext) -> int:
 
     from runner.worker import determinism
 
-    flags = determinism.apply(ctx.determinism, ctx.seed)
+    determinism.apply(ctx.determinism, ctx.seed, ctx.precision)
     train = _load_target(ctx.job["experiment"]["target"])
     cfg = OmegaConf.create(ctx.job["config"])
     started = time.time()
     metrics = train(cfg, ctx.run_dir) or {}
-    if ctx.is_main:
-        _write_result(ctx, {k: _plain(v) for k, v in metrics.items()}, started, flags)
+    if ctx.is_main:  # read back after training: Lightning's precision is known only once it has started
+        _write_result(ctx, {k: _plain(v) for k, v in metrics.items()}, started, determinism.flags_in_force())
     _close_process_group()
     return 0
 

@@ -1,8 +1,9 @@
-"""A determinism profile applied inside the training process: seeds and PyTorch's switches, then
-what is actually in force, read back from torch.
+"""A determinism profile and a precision applied inside the training process: seeds and
+PyTorch's switches, then what is actually in force, read back from torch.
 
 The profile's environment variables (:func:`runner.core.determinism.environment`) are already
-in place when this runs: they were set before the process started.
+in place when this runs: they were set before the process started. Lightning's share of the
+precision (autocast) is read back once training starts (:mod:`runner.worker.precision_probe`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 from runner.core.determinism import RECORDED_ENV
 
 
-def apply(profile: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """Seed everything and set PyTorch's switches in this process; return the flags in force."""
+def apply(profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Seed everything and set PyTorch's switches in this process; return the flags in force.
+
+    ``precision`` is the job's precision section; None for a record made before the precision
+    group, whose profile may carry ``allow_tf32`` instead (applied as such records were run)."""
     import torch
 
     try:  # Lightning's seeding also exports PL_GLOBAL_SEED and seeds DataLoader workers
@@ -31,7 +35,12 @@ def apply(profile: Mapping[str, Any], seed: int) -> dict[str, Any]:
         torch.backends.cudnn.deterministic = bool(profile["cudnn_deterministic"])
     if profile.get("cudnn_benchmark") is not None:
         torch.backends.cudnn.benchmark = bool(profile["cudnn_benchmark"])
-    if profile.get("allow_tf32") is not None:
+    if profile.get("fill_uninitialized_memory") is not None:
+        torch.utils.deterministic.fill_uninitialized_memory = bool(profile["fill_uninitialized_memory"])
+    if precision is not None:
+        torch.set_float32_matmul_precision(str(precision["float32_matmul_precision"]))
+        torch.backends.cudnn.allow_tf32 = bool(precision["cudnn_allow_tf32"])
+    elif profile.get("allow_tf32") is not None:
         torch.backends.cuda.matmul.allow_tf32 = bool(profile["allow_tf32"])
         torch.backends.cudnn.allow_tf32 = bool(profile["allow_tf32"])
         torch.set_float32_matmul_precision("medium" if profile["allow_tf32"] else "highest")
@@ -39,6 +48,10 @@ def apply(profile: Mapping[str, Any], seed: int) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(int(threads))
     return flags_in_force()
+
+
+# Lightning's precision as training saw it in this process (runner.worker.precision_probe fills it).
+_in_training: dict[str, Any] = {}
 
 
 def flags_in_force() -> dict[str, Any]:
@@ -53,7 +66,15 @@ def flags_in_force() -> dict[str, Any]:
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "fill_uninitialized_memory": bool(torch.utils.deterministic.fill_uninitialized_memory),
+        **_in_training,
         "num_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "env": {k: os.environ[k] for k in sorted(os.environ) if k in RECORDED_ENV},
     }
+
+
+
+def record_in_training(**flags: Any) -> None:
+    """Add what only the running Trainer can tell (see :mod:`runner.worker.precision_probe`)."""
+    _in_training.update(flags)

@@ -100,13 +100,18 @@ class JobContext:
         return self.job["determinism"]
 
     @property
+    def precision(self) -> dict[str, Any] | None:
+        """The precision section (``conf/precision``); None for a job recorded before that group."""
+        return self.job.get("precision")
+
+    @property
     def data_files(self) -> dict[str, Path]:
         return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
 
     # -- Lightning -------------------------------------------------------------------------------
     def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()) -> dict[str, Any]:
         """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
-        (devices and strategy, determinism, fingerprints, checkpoints, where logs go).
+        (devices and strategy, determinism, precision, fingerprints, checkpoints, where logs go).
 
         With ``launch.checkpoint_every_n_steps`` > 0 a checkpoint (weights, optimizer, loops, every
         rank's RNG states, the epoch position) is written every N steps. ``samplers`` are told
@@ -116,6 +121,8 @@ class JobContext:
         from pytorch_lightning.plugins.environments import LightningEnvironment
         from pytorch_lightning.strategies import DDPStrategy
 
+        from runner.worker.precision_probe import PrecisionProbe
+
         # Lightning 2.6 on torch >= 2.13 warns about its own pytree use at every fit, once per rank:
         # nothing a user can act on, and it buried the run's own output
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -123,6 +130,9 @@ class JobContext:
         callbacks = list(kw.pop("callbacks", None) or [])
         every = 0 if self.auditing else int(self.job.get("checkpoint_every") or 0)
         callbacks += self._watching(kw)
+        callbacks.append(PrecisionProbe())
+        if self.precision is not None:  # the precision group owns Lightning's precision setting
+            kw["precision"] = self.precision["lightning"]
         if every > 0:
             from runner.worker.checkpointing import callbacks as checkpoint_callbacks
 
@@ -131,8 +141,11 @@ class JobContext:
             if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
                 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
         if self.world_size > 1:
+            from runner.worker.step_sync import LocalSigterm
+
             backend = "nccl" if self.accelerator == "gpu" else "gloo"
             strategy: Any = DDPStrategy(process_group_backend=backend)
+            callbacks.append(LocalSigterm())  # the worker signals every rank: no per-step sync to relay it
         else:
             strategy = "auto"
         kw.update(
