@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import compare, precision
+from runner.core import compare, precision, settings
 from runner.core.errors import RunnerError
 from tests.conftest import FAST, ROOT, manifest, run_runner
 
@@ -64,10 +64,10 @@ def _verdict(**kw) -> compare.Verdict:
 
 def test_a_replay_under_other_switches_is_not_identical():
     rec = {"matmul_allow_tf32": False, "lightning_precision": "32-true", "num_threads": 1}
-    same = precision.hold_to_flags(_verdict(), rec, {**rec, "num_threads": 8})  # host facts are not switches
-    assert same.bit_identical
-    other = precision.hold_to_flags(_verdict(), rec, {**rec, "matmul_allow_tf32": True})
-    assert not other.bit_identical and [d.what for d in other.switches] == ["matmul_allow_tf32 in force"]
+    same = settings.hold_to_switches(_verdict(), settings.flag_drift(rec, {**rec, "num_threads": 8}))
+    assert same.bit_identical  # host facts are not switches
+    other = settings.hold_to_switches(_verdict(), settings.flag_drift(rec, {**rec, "matmul_allow_tf32": True}))
+    assert not other.bit_identical and [d.what for d in other.switches] == ["flag matmul_allow_tf32"]
     assert "matmul_allow_tf32" in other.headline()
     assert other.to_json()["switches"][0]["recorded"] == "False"
 
@@ -75,9 +75,10 @@ def test_a_replay_under_other_switches_is_not_identical():
 def test_switches_a_record_never_read_back_are_not_held_against_it():
     old = {"matmul_allow_tf32": False}  # recorded before fill_uninitialized_memory or Lightning's precision were read
     new = {"matmul_allow_tf32": False, "fill_uninitialized_memory": False, "lightning_precision": "32-true"}
-    assert precision.flag_drift(old, new) == []
-    assert precision.flag_drift(None, new) == []
-    assert dataclasses.asdict(precision.hold_to_flags(_verdict(), None, new)) == dataclasses.asdict(_verdict())
+    assert settings.flag_drift(old, new) == []
+    assert settings.flag_drift(None, new) == []
+    held = settings.hold_to_switches(_verdict(), settings.flag_drift(None, new))
+    assert dataclasses.asdict(held) == dataclasses.asdict(_verdict())
 
 
 @pytest.mark.parametrize("name, expect", [

@@ -10,16 +10,15 @@ profile carries ``allow_tf32`` and the worker applies that as it always did. :fu
 returns None for such a config, so its replay runs exactly as the record did.
 
 What was in force is read back inside the training process (``determinism.flags``); a replay must
-run under the same switches, and :func:`hold_to_flags` turns a difference into a failed verdict.
+run under the same switches, and :func:`runner.core.settings.hold_to_switches` turns a difference into a
+failed verdict.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from runner.core.compare import Drift, Verdict
 from runner.core.errors import EXIT_USAGE, RunnerError
 
 LIGHTNING = ("32-true", "bf16-mixed", "16-mixed")
@@ -27,17 +26,6 @@ MATMUL = ("highest", "high", "medium")
 
 # Switches read back in training that decide the bits a step computes, whatever the host:
 # a replay runs under the recorded value of each one the record has.
-MATCHED_FLAGS = (
-    "deterministic_algorithms",
-    "cudnn_deterministic",
-    "cudnn_benchmark",
-    "fill_uninitialized_memory",
-    "matmul_allow_tf32",
-    "cudnn_allow_tf32",
-    "float32_matmul_precision",
-    "lightning_precision",
-    "autocast_dtype",
-)
 
 
 def resolve(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -72,26 +60,3 @@ def _check(section: Mapping[str, Any]) -> None:
     if not isinstance(section.get("cudnn_allow_tf32"), bool):
         raise RunnerError(f"precision.cudnn_allow_tf32={section.get('cudnn_allow_tf32')!r} must be true or false",
                           EXIT_USAGE)  # fmt: skip
-
-
-def flag_drift(recorded: Mapping[str, Any] | None, replayed: Mapping[str, Any] | None) -> list[Drift]:
-    """Each matched switch whose value in the replay's training differs from the record's.
-
-    Only switches both sides read back are compared: a record made before a switch was read back
-    says nothing about it, and a plain script has no Lightning precision to read."""
-    if not recorded or not replayed:
-        return []
-    drift = []
-    for key in MATCHED_FLAGS:
-        if key in recorded and key in replayed and recorded[key] != replayed[key]:
-            drift.append(Drift(f"{key} in force", repr(recorded[key]), repr(replayed[key])))
-    return drift
-
-
-def hold_to_flags(verdict: Verdict, recorded: Mapping[str, Any] | None, replayed: Mapping[str, Any] | None) -> Verdict:
-    """The verdict, failed when the replay trained under other precision or determinism switches
-    than the record: equal bits under other arithmetic would be luck, not a replay."""
-    drift = flag_drift(recorded, replayed)
-    if not drift:
-        return verdict
-    return dataclasses.replace(verdict, bit_identical=False, switches=[*verdict.switches, *drift])

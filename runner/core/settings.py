@@ -10,10 +10,11 @@ with the recorded ones the same way. Every mismatch is a :class:`~runner.core.co
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runner.core.compare import Drift, flatten, same
+from runner.core.compare import Drift, Verdict, flatten, same
 from runner.core.manifest import REDACTED
 
 # Variables whose value is a path of this run (its job file, its unpacked snapshot): they differ
@@ -21,6 +22,19 @@ from runner.core.manifest import REDACTED
 RUN_PATHS = ("RUNNER_JOB", "PYTHONPATH")
 # Read back from torch alongside the flags, but compared as variables (``env_drift``).
 _FLAG_KEYS_SKIPPED = ("env",)
+# The switches that decide the arithmetic: a replay trained under other values than the record's is
+# not a replay, whatever its bits (host facts read back beside them, like thread counts, are not).
+SWITCHES = (
+    "deterministic_algorithms",
+    "cudnn_deterministic",
+    "cudnn_benchmark",
+    "fill_uninitialized_memory",
+    "matmul_allow_tf32",
+    "cudnn_allow_tf32",
+    "float32_matmul_precision",
+    "lightning_precision",
+    "autocast_dtype",
+)
 
 
 def env_drift(recorded: Mapping[str, str], planned: Mapping[str, str], ignore: Iterable[str] = RUN_PATHS) -> list[Drift]:
@@ -54,11 +68,17 @@ def flag_drift(recorded: Mapping[str, Any] | None, replayed: Mapping[str, Any] |
         return [Drift("flags read back from torch", "recorded", "not read back by the replay")]
     a = flatten({k: v for k, v in recorded.items() if k not in _FLAG_KEYS_SKIPPED})
     b = flatten({k: v for k, v in replayed.items() if k not in _FLAG_KEYS_SKIPPED})
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key not in a or key not in b or not same(a[key], b[key]):
-            out.append(Drift(f"flag {key}", _text(a.get(key, "not recorded")), _text(b.get(key, "not read back"))))
-    return out
+    # a switch only one side read back (a record made before it was read) says nothing about it
+    return [Drift(f"flag {k}", _text(a[k]), _text(b[k])) for k in sorted(set(a) & set(b)) if not same(a[k], b[k])]
+
+
+def hold_to_switches(verdict: Verdict, drift: list[Drift]) -> Verdict:
+    """The verdict, failed when ``drift`` (from :func:`flag_drift`) names a :data:`SWITCHES` entry: equal
+    bits under other arithmetic would be luck, not a replay."""
+    switched = [d for d in drift if d.what.removeprefix("flag ").split(".")[0] in SWITCHES]
+    if not switched:
+        return verdict
+    return dataclasses.replace(verdict, bit_identical=False, switches=[*verdict.switches, *switched])
 
 
 def _text(v: Any) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, layout, numbers, precision, settings, slots, spec
+from runner.core import commands, compare, layout, numbers, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows import launch
 from runner.flows.cli_common import fail
@@ -124,12 +124,13 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
     verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
                               prepared.drift)  # fmt: skip
     verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
-    ran_with = _ran_with_drift(m, replayed.manifest)
+    flags = settings.flag_drift(m.determinism.flags, replayed.manifest.determinism.flags)
+    ran_with = settings.env_drift(m.environment, replayed.manifest.environment) + flags
     if ran_with:
         verdict.drift += ran_with
         verdict.notes.append("the replay ran with settings that differ from the record: "
                              + "; ".join(d.describe() for d in ran_with))  # fmt: skip
-    verdict = precision.hold_to_flags(verdict, m.determinism.flags, replayed.manifest.determinism.flags)
+    verdict = settings.hold_to_switches(verdict, flags)
     _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
                                           "failure": failure, **verdict.to_json()})  # fmt: skip
     return Outcome(verdict, run_dir, original, prepared.how, failure)
@@ -141,13 +142,6 @@ def _env_drift(m, plan: spec.RunPlan, snap_dir: Path) -> list[compare.Drift]:
     planned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, snap_dir)
     passthrough = [str(n) for n in (plan.launch.get("env_passthrough") or [])]
     return settings.env_drift(m.environment, planned, ignore=(*settings.RUN_PATHS, *passthrough))
-
-
-def _ran_with_drift(m, replayed) -> list[compare.Drift]:
-    """What the replay's training process ran with, as its own manifest records it: variables and
-    the switches read back from torch, against the original's."""
-    return settings.env_drift(m.environment, replayed.environment) + settings.flag_drift(
-        m.determinism.flags, replayed.determinism.flags)  # fmt: skip
 
 
 def _write_json(path: Path, data: dict) -> None:
