@@ -5,7 +5,7 @@ call :func:`runner.image_builder.resolve_image` (content hash of Dockerfile + lo
 tag up). It is measured with the real wheelhouse and with one ``padding_bytes`` larger (the
 real wheels hard-linked plus a sparse filler file, under its own ``RUNNER_CACHE``), to show
 the time does not depend on the wheelhouse. :class:`CountingEngine` is the real engine
-counting its ``build`` calls: ``Engine.build`` is the only code that sends a build context.
+counting its ``build`` calls: ``DockerEngine.build`` is the only code that sends a build context.
 
 For contrast, a docker-py build of the same Dockerfile, lock and wheels that hits every
 cache (checked: it yields the existing image id) is timed under a throwaway tag, removed after.
@@ -22,13 +22,13 @@ from pathlib import Path
 from bench.results import Figure, Goal, load_average, median
 from runner.core import images, spec
 from runner.host import image_builder, snapshot, wheelhouse
-from runner.host.docker_engine import Engine
+from runner.host.docker_engine import DockerEngine
 
 CONTRAST_TAG = "runner:bench-cachehit"
 
 
-class CountingEngine(Engine):
-    """The real :class:`Engine`; counts ``build`` calls (each one would upload a context)."""
+class CountingEngine(DockerEngine):
+    """The real Docker engine; counts ``build`` calls (each one would upload a context)."""
 
     builds = 0
 
@@ -72,7 +72,8 @@ def _padded_wheelhouse(real: Path, cache_root: Path, padding_bytes: int) -> Path
 
 def _decide(plan: spec.RunPlan, root: Path) -> tuple[float, dict]:
     started = time.perf_counter()
-    engine = CountingEngine.connect()
+    engine = CountingEngine()
+    engine.connect()
     resolved = image_builder.resolve_image(engine, plan, root, echo=lambda line: None)
     return time.perf_counter() - started, resolved.record
 
@@ -86,7 +87,7 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
     CountingEngine.builds = 0
 
     variant = cfg["image"]["variants"][plan.image_kind]
-    engine = Engine.connect()
+    engine = DockerEngine()
     iplan = images.plan(variant, plan.image_kind, root, engine.image_id(variant["base"]["ref"]))
     real_wh = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
     padded_cache = work / "padded-cache"
@@ -133,7 +134,7 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
                 "padded_wheelhouse_in_use": padded_in_use,
             },
             details={
-                "measured": "Engine.connect() + runner.image_builder.resolve_image(); sample = slower of the two wheelhouses",
+                "measured": "DockerEngine.connect() + runner.image_builder.resolve_image(); sample = slower of the two wheelhouses",
                 "real_wheelhouse_bytes": real_bytes,
                 "padded_wheelhouse_bytes": padded_bytes,
                 "padded_wheelhouse": "real wheels hard-linked + a sparse filler, own RUNNER_CACHE",

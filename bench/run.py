@@ -50,10 +50,10 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
     from omegaconf import OmegaConf
 
     from runner.flows.cli_common import compose
-    from runner.host.docker_engine import Engine
+    from runner.host import engine as engines
 
     started = time.time()
-    info = machine.describe(Engine.connect())
+    info = machine.describe(engines.connect())
     info["load_average_start"] = results.load_average()
     _log(f"bench: {results.machine_line(info)}; load average {info['load_average_start']}")
     cfg = OmegaConf.to_container(compose(sizes.overrides()), resolve=True)

@@ -4,21 +4,17 @@ This is an edge: a :class:`RunnerError` becomes one line on stderr and its exit 
 overrides and unknown config options are caught before Hydra starts, with the options listed
 on the same line. SIGTERM is Ctrl-C here (both stop the container and record the run as
 interrupted, exit status 130). ``+resume=RUN_DIR`` continues a recorded run without Hydra
-(:mod:`runner.resume`).
+(:mod:`runner.flows.resume`).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
 from runner.core.errors import EXIT_INTERRUPTED, RunnerError
 from runner.flows.cli_common import fail, validate_overrides
-
-
-def _sigterm_as_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+from runner.host.interrupts import sigterm_as_interrupt
 
 
 def _refuse_held_run_dir(args: list[str]) -> None:
@@ -36,7 +32,11 @@ def _refuse_held_run_dir(args: list[str]) -> None:
 def _main(args: list[str]) -> None:
     from runner.flows import resume
 
-    if resume.requested(args) is not None:
+    try:
+        run_dir = resume.requested(args)
+    except RunnerError as exc:
+        fail(exc)
+    if run_dir is not None:
         resume.main(args)
         return
     try:
@@ -50,7 +50,7 @@ def _main(args: list[str]) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    sigterm_as_interrupt()
     try:
         _main(sys.argv[1:])
     except KeyboardInterrupt:  # outside a run's lifetime (composing, or after its record was written)

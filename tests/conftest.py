@@ -38,7 +38,11 @@ def _no_runner_outlives_its_test():
 
 @pytest.fixture(scope="session")
 def engine():
-    """A connected runner Engine; the test session fails loudly when no engine answers."""
-    from runner.host.docker_engine import Engine
+    """The runner's default engine (Docker), connected; the test session fails loudly when no engine
+    answers. What it hands out are the runner's own handles; a test that inspects a container asks
+    docker-py (:func:`tests.live_runs.containers_of`)."""
+    from runner.host import engine as engines
 
-    return Engine.connect()
+    engine = engines.connect()
+    yield engine
+    engine.close()

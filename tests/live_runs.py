@@ -8,6 +8,7 @@ A test that needs to act mid-run (send Ctrl-C, inspect or kill the container) st
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -16,6 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
+import docker.errors
+import docker.models.containers
+
+from runner.host.engine import Engine
 from tests.conftest import ROOT
 
 PROBE = ["experiment.target=null", "experiment.script=tests/data/probe_experiment/probe.py", "launch.processes=1"]
@@ -80,9 +86,19 @@ def last_step(run_dir: Path) -> int:
     return max(steps)
 
 
-def containers_of(engine, run_dir: Path) -> list:
-    """Every container (running or exited) the runner started for ``run_dir``."""
-    return engine.containers_labelled("org.runner.run-dir", str(Path(run_dir).resolve()))
+def containers_of(engine: Engine, run_dir: Path) -> list[docker.models.containers.Container]:
+    """Every container (running or exited) the runner started for ``run_dir``, found through the
+    engine's labels, as docker-py objects a test can inspect, stop or kill."""
+    found = []
+    for handle in engine.containers_labelled("org.runner.run-dir", str(Path(run_dir).resolve())):
+        with contextlib.suppress(docker.errors.NotFound):  # removed since it was listed
+            found.append(_docker().containers.get(handle.id))
+    return found
+
+
+@functools.cache
+def _docker() -> docker.DockerClient:
+    return docker.from_env()
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:

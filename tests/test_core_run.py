@@ -124,16 +124,16 @@ def test_an_existing_image_is_used_without_a_build(twice, engine, tmp_path):
 
     from runner.core import spec
     from runner.flows.cli_common import compose
-    from runner.host.docker_engine import Engine
+    from runner.host.docker_engine import DockerEngine
 
-    class NoBuild(Engine):
+    class NoBuild(DockerEngine):
         def build(self, *args, **kwargs):
             raise AssertionError("a build was started although the image exists")
 
     cfg = OmegaConf.to_container(compose(list(FAST)), resolve=True)
     plan = spec.plan_run(cfg, tmp_path, ROOT, os.environ, os.getuid(), os.getgid())
     started = time.perf_counter()
-    resolved = image_builder.resolve_image(NoBuild(engine.client), plan, ROOT, echo=lambda line: None)
+    resolved = image_builder.resolve_image(NoBuild(), plan, ROOT, echo=lambda line: None)
     seconds = time.perf_counter() - started
     assert resolved.tag == manifest(twice[1])["image"]["tag"]
     assert resolved.record["built_now"] is False

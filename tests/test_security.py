@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from runner.core.errors import RunnerError
-from runner.host.docker_engine import engine_sockets, refuse_engine_sockets
+from runner.host.engine import engine_sockets, refuse_engine_sockets
 from tests.conftest import manifest, run_runner
 from tests.data.probe_experiment.probe import connect
 from tests.live_runs import PROBE, containers_of, finish, probe_args, start, wait_for

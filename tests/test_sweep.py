@@ -1,7 +1,7 @@
 """Seed sweeps against the real Docker engine: `python -m runner -m seed=…` runs one container and
 manifest per seed through the runner_slots launcher, side by side in disjoint CPU slots, and
-summarises them; a failing job is listed without stopping the others; `+resume=true` skips what
-is already done."""
+summarises them; a failing job is listed without stopping the others; re-running the sweep with
+`hydra.launcher.skip_completed=true` skips what is already done."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_a_sweep_job_replays_bit_identically_without_its_slot(three_seeds, tmp_p
     assert "slot" not in r["config"]["launch"] and r["outputs"] == original["outputs"]
 
 
-def test_jobs_side_by_side_a_failing_job_and_resume(tmp_path):
+def test_jobs_side_by_side_a_failing_job_and_skip_completed(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ("seed=-1,0,1", "hydra.launcher.slots=2", "launch.processes=1")
     proc = _sweep(sweep_dir, *args)
@@ -122,13 +122,14 @@ def test_jobs_side_by_side_a_failing_job_and_resume(tmp_path):
     alone = _alone(tmp_path / "alone", "seed=0", "launch.processes=1")
     assert alone["outputs"] == a["outputs"] and alone["fingerprints"]["sha256"] == a["fingerprints"]["sha256"]
 
-    # the same command with +resume=true: completed jobs are skipped, the failed one runs again
+    # the same command with skip_completed: completed jobs are skipped, the failed one runs again
     before = {n: (sweep_dir / n / "manifest.json").read_bytes() for n in ("1", "2")}
-    proc = _sweep(sweep_dir, *args, "+resume=true")
+    proc = _sweep(sweep_dir, *args, "hydra.launcher.skip_completed=true")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("completed before, skipped") == 2  # Hydra logs to stdout
     assert {n: (sweep_dir / n / "manifest.json").read_bytes() for n in ("1", "2")} == before  # same run_ids, untouched
     assert (sweep_dir / ".superseded" / "0.1" / "job_status.json").is_file()  # the last attempt is kept aside
     jobs = {j["name"]: j for j in _summary(sweep_dir)["jobs"]}
     assert [jobs[n]["status"] for n in ("0", "1", "2")] == ["failed", "completed", "completed"]
+    assert not any("skip_completed" in o for j in jobs.values() for o in j["overrides"])  # the launcher's, not a job's
     assert jobs["1"]["run_id"] == a["run_id"] and jobs["2"]["run_id"] == b["run_id"]

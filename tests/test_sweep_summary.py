@@ -1,4 +1,4 @@
-"""Sweep bookkeeping without an engine: resume identity, grouping by seed, the summary files."""
+"""Sweep bookkeeping without an engine: which sweep jobs count as done, grouping by seed, the summary files."""
 
 from __future__ import annotations
 
@@ -15,12 +15,20 @@ from tests.conftest import run_runner
 CFG = {"seed": 0, "model": {"lr": 0.05}, "launch": {"processes": 2, "cpuset_cpus": None, "gpus": 0}}
 
 
-def test_resume_flag_is_recognised_by_type():
-    assert sweep.is_skip_completed(True)
-    assert not sweep.is_skip_completed("runs/x/0")  # a run dir: the single-run resume of issue 7
-    assert not sweep.is_skip_completed(None) and not sweep.is_skip_completed(False)
-    assert sweep.without_resume(["seed=1", "+resume=true", "resume=False"]) == ["seed=1"]
-    assert sweep.without_resume(["+resume=runs/a/0"]) == ["+resume=runs/a/0"]
+@pytest.mark.parametrize("flag", ["+resume=true", "+resume=True", "resume=false", "++resume='true'"])
+def test_resume_takes_a_run_dir_and_names_the_sweep_setting_otherwise(flag, tmp_path):
+    """``+resume`` continues one run; skipping a sweep's completed jobs has a name of its own."""
+    proc = run_runner("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1", flag)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("runner: error:") and "hydra.launcher.skip_completed=true" in lines[0]
+    assert not (tmp_path / "sweep").exists()  # refused before Hydra made anything
+
+
+def test_an_empty_resume_is_refused_in_one_line():
+    proc = run_runner("+resume=")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "runner: error: +resume=: +resume needs the run dir to continue (+resume=RUN_DIR)"], proc.stderr[-2000:]
 
 
 def test_inputs_identity_ignores_the_slot_but_not_the_inputs():
@@ -28,7 +36,6 @@ def test_inputs_identity_ignores_the_slot_but_not_the_inputs():
                                 "slot": {"index": 1, "cpus": "1", "gpus": [], "requested": {"cpuset_cpus": None, "gpus": 0}}}}  # fmt: skip
     key = sweep.inputs_key(CFG, ["seed=0"])
     assert sweep.inputs_key(placed, ["seed=0"]) == key
-    assert sweep.inputs_key({**CFG, "resume": True}, ["seed=0", "+resume=true"]) == key
     assert sweep.inputs_key({**CFG, "model": {"lr": 0.1}}, ["seed=0"]) != key
     assert sweep.inputs_key(CFG, ["seed=0", "model.lr=0.05"]) != key
     done = {"status": "completed", "config": placed, "overrides": ["seed=0"]}

@@ -127,7 +127,9 @@ def test_resume_from_the_command_line_is_one_line_for_a_bad_record(tmp_path):
 
 def test_resume_arguments_are_checked_before_anything_runs(tmp_path):
     """Only a path means single-run resume; other overrides beside it are refused."""
-    assert resume.requested(["+resume=true"]) is None and resume.requested(["+resume=false"]) is None
+    for flag in ("+resume=true", "+resume=false"):  # the sweep's setting has its own name, and the error says it
+        with pytest.raises(RunnerError, match="hydra.launcher.skip_completed=true"):
+            resume.requested([flag])
     assert resume.requested(["+resume=/a/b"]) == Path("/a/b") and resume.requested(["+resume='x y'"]) == Path("x y")
     p = run_runner(f"+resume={tmp_path}", "seed=3")
     assert p.returncode == 2 and "recorded config" in p.stderr and "Traceback" not in p.stderr

@@ -23,6 +23,9 @@ class RunnerSlotsLauncherConf:
     gpus: list[int] | None = None
     # write summary.json and summary.png at the sweep root after each batch of jobs
     summary: bool = True
+    # re-running a sweep (same hydra.sweep.dir): skip the jobs whose run dir holds a completed
+    # manifest for identical inputs; run the others again (a leftover run dir goes to .superseded/)
+    skip_completed: bool = False
 
 
 ConfigStore.instance().store(

@@ -1,6 +1,7 @@
 """The ``runner_slots`` Hydra launcher: a sweep's jobs side by side, each in its own slot.
 
-Any Hydra sweeper (the basic one, Optuna, Ax, …) hands this launcher batches of jobs; each job
+Any Hydra sweeper (the basic one, Optuna, Ax, …) hands this launcher batches of jobs — *sweep
+jobs*: one set of overrides each, not to be confused with the worker's ``job.json`` — and each
 is still a normal run of the task function in its own run dir. What the launcher adds:
 
 * **Slots.** The machine is cut into disjoint slots (:mod:`runner.slots`): a set of CPU cores
@@ -12,8 +13,9 @@ is still a normal run of the task function in its own run dir. What the launcher
   starts; the jobs then find the tag instead of each building it.
 * **Failures stay local.** A failing job is recorded (``job_status.json`` or its manifest) and
   the others go on; the sweep's summary lists it with its exit status.
-* **``+resume=true``.** Jobs whose run dir holds a completed manifest for identical inputs are
-  skipped; other leftovers are moved to ``<sweep dir>/.superseded/`` and the job runs again.
+* **``hydra.launcher.skip_completed=true``.** Re-running a sweep, jobs whose run dir holds a
+  completed manifest for identical inputs are skipped; other leftovers are moved to
+  ``<sweep dir>/.superseded/`` and the job runs again.
 * **Summary.** ``summary.json`` and ``summary.png`` at the sweep root (:mod:`runner.summary`).
 
 With more than one slot the jobs' terminal output goes to ``console.log`` in each run dir
@@ -21,6 +23,7 @@ With more than one slot the jobs' terminal output goes to ``console.log`` in eac
 """
 
 import copy
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -44,13 +47,16 @@ from runner.core import layout
 from runner.core import slots as slots_mod
 from runner.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.host import facts, image_builder, snapshot, sweep
+from runner.host.interrupts import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 CONSOLE_LOG = "console.log"
 
 
 @dataclass
-class _Job:
+class _SweepJob:
+    """One job of the sweep: its overrides, its composed config and its run dir."""
+
     idx: int
     overrides: list[str]
     cfg: DictConfig  # the job's full config, hydra node included
@@ -61,12 +67,13 @@ class _Job:
 
 class RunnerSlotsLauncher(Launcher):
     def __init__(self, slots: int | None = None, cpus_per_slot: int | None = None, cpus: str | None = None,
-                 gpus: list[int] | None = None, summary: bool = True) -> None:  # fmt: skip
+                 gpus: list[int] | None = None, summary: bool = True, skip_completed: bool = False) -> None:  # fmt: skip
         self.slots = slots
         self.cpus_per_slot = cpus_per_slot
         self.cpus = cpus
         self.gpus = list(gpus) if gpus is not None else None
         self.summary = summary
+        self.skip_completed = skip_completed
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -86,17 +93,14 @@ class RunnerSlotsLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        resume = OmegaConf.select(self.config, sweep.RESUME_KEY, default=None)
-        skip_completed = sweep.is_skip_completed(resume)
 
-        jobs = [self._prepare(initial_job_idx + i, list(ov), strip_resume=isinstance(resume, bool))
-                for i, ov in enumerate(job_overrides)]  # fmt: skip
-        to_run: list[_Job] = []
+        jobs = [self._prepare(initial_job_idx + i, list(ov)) for i, ov in enumerate(job_overrides)]
+        to_run: list[_SweepJob] = []
         for job in jobs:
-            if skip_completed and self._already_done(job):
+            if self.skip_completed and self._already_done(job):
                 log.info(f"#{job.idx} {' '.join(filter_overrides(job.overrides))}: completed before, skipped ({job.run_dir})")
                 continue
-            if skip_completed and job.run_dir.exists():
+            if self.skip_completed and job.run_dir.exists():
                 self._set_aside(sweep_dir, job.run_dir)
             to_run.append(job)
 
@@ -113,7 +117,7 @@ class RunnerSlotsLauncher(Launcher):
         for job in jobs:
             code = _exit_code(job.result)
             if code != 0:
-                sweep.failed_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
+                sweep.failed_sweep_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
         if self.summary:
             self._write_summary(sweep_dir)
         if self._signal is not None:
@@ -121,20 +125,18 @@ class RunnerSlotsLauncher(Launcher):
         return [job.result for job in jobs]  # type: ignore[misc]
 
     # -- preparing jobs ----------------------------------------------------------------------------------
-    def _prepare(self, idx: int, overrides: list[str], strip_resume: bool) -> _Job:
+    def _prepare(self, idx: int, overrides: list[str]) -> _SweepJob:
         """A job's config, composed as Hydra's basic launcher does, and where it will run."""
         assert self.config is not None and self.hydra_context is not None
-        if strip_resume:  # `+resume=true` is about the sweep; the job is recorded as first run
-            overrides = sweep.without_resume(overrides)
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg):
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx
         run_dir = Path(os.path.abspath(os.path.join(str(OmegaConf.select(cfg, "hydra.sweep.dir")),
                                                     str(OmegaConf.select(cfg, "hydra.sweep.subdir")))))  # fmt: skip
-        return _Job(idx, overrides, cfg, run_dir, _resolved_task_config(cfg, run_dir))
+        return _SweepJob(idx, overrides, cfg, run_dir, _resolved_task_config(cfg, run_dir))
 
-    def _already_done(self, job: _Job) -> bool:
+    def _already_done(self, job: _SweepJob) -> bool:
         from runner.host import records
 
         if job.task_cfg is None or not (job.run_dir / layout.MANIFEST).is_file():
@@ -150,7 +152,7 @@ class RunnerSlotsLauncher(Launcher):
 
     @staticmethod
     def _set_aside(sweep_dir: Path, run_dir: Path) -> None:
-        """A resumed job runs again in a clean run dir; what its last attempt left is kept."""
+        """A job run again runs in a clean run dir; what its last attempt left is kept."""
         dest_root = sweep_dir / sweep.SUPERSEDED_DIR
         dest_root.mkdir(exist_ok=True)
         stem = run_dir.relative_to(sweep_dir).as_posix().replace("/", "_") if run_dir.is_relative_to(sweep_dir) else run_dir.name
@@ -160,7 +162,7 @@ class RunnerSlotsLauncher(Launcher):
         shutil.move(str(run_dir), dest_root / f"{stem}.{n}")
         log.info(f"{run_dir}: not a completed run of these inputs; moved to {dest_root / f'{stem}.{n}'} and running again")
 
-    def _slots(self, jobs: list[_Job]) -> list[slots_mod.Slot]:
+    def _slots(self, jobs: list[_SweepJob]) -> list[slots_mod.Slot]:
         needs = [slots_mod.job_needs(j.task_cfg) for j in jobs if j.task_cfg is not None]
         usable = facts.detect_cpus()
         cpus = slots_mod.parse_cpu_list(self.cpus) if self.cpus else usable
@@ -176,9 +178,10 @@ class RunnerSlotsLauncher(Launcher):
             log.warning(f"a job needs {biggest_need} cores but a slot has {smallest}: it will run, more slowly")
         return plan
 
-    def _resolve_images(self, jobs: list[_Job]) -> None:
+    def _resolve_images(self, jobs: list[_SweepJob]) -> None:
         """Find or build each distinct image the jobs need, once, before any job starts."""
         from runner.core import spec
+        from runner.host import engine as engines
 
         root = snapshot.project_root()
         wanted: dict[str, tuple[spec.RunPlan, Path]] = {}
@@ -192,28 +195,25 @@ class RunnerSlotsLauncher(Launcher):
                 continue  # this job fails on its own, with its own record
             if p.backend != "docker":
                 continue
-            key = f"{p.image_kind}:{sorted((p.config.get('image') or {}).get('variants', {}).get(p.image_kind, {}).items())}"
+            variant = (p.config.get("image") or {}).get("variants", {}).get(p.image_kind, {})
+            key = json.dumps([p.launch.get("engine"), p.image_kind, variant], sort_keys=True, default=str)
             wanted.setdefault(key, (p, job.run_dir))
-        if not wanted:
-            return
-        from runner.host.docker_engine import Engine
-
-        engine = Engine.connect()
-        try:
-            for p, _ in wanted.values():
+        for p, _ in wanted.values():
+            engine = engines.connect(p.launch.get("engine"))  # the user's own config chose it
+            try:
                 resolved = image_builder.resolve_image(engine, p, root, lambda line: log.info(line))
                 log.info(f"image {resolved.tag}: {'built' if resolved.record['built_now'] else 'found'} for this sweep")
-        finally:
-            engine.client.close()  # the jobs are forked: they open their own connections
+            finally:
+                engine.close()  # the jobs are forked: they open their own connections
 
     # -- running jobs ------------------------------------------------------------------------------------
-    def _dispatch(self, jobs: list[_Job], plan: list[slots_mod.Slot]) -> None:
+    def _dispatch(self, jobs: list[_SweepJob], plan: list[slots_mod.Slot]) -> None:
         """Run the jobs, at most one per slot at a time, until all have ended (or a signal came)."""
         ctx = multiprocessing.get_context("fork")
         quiet = len(plan) > 1 and len(jobs) > 1
         pending = deque(jobs)
         free = list(plan)
-        running: dict[Any, tuple[_Job, Any, slots_mod.Slot]] = {}
+        running: dict[Any, tuple[_SweepJob, Any, slots_mod.Slot]] = {}
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or running:
@@ -258,7 +258,7 @@ class RunnerSlotsLauncher(Launcher):
             log.info("stopping: no new jobs; waiting for running jobs to stop and record themselves")
 
     @staticmethod
-    def _report(job: _Job) -> None:
+    def _report(job: _SweepJob) -> None:
         code = _exit_code(job.result)
         status = sweep.read_job_status(job.run_dir) or {}
         what = "completed" if code == 0 else f"{status.get('status', 'failed')} (exit {code})"
@@ -298,7 +298,7 @@ def _resolved_task_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | No
         hc.cfg = saved
 
 
-def _place(job: _Job, slot: slots_mod.Slot) -> None:
+def _place(job: _SweepJob, slot: slots_mod.Slot) -> None:
     """Put the job in its slot: its cores (and GPUs) become part of its launch config."""
     launch = (job.task_cfg or {}).get("launch") or {}
     with read_write(job.cfg), open_dict(job.cfg):
@@ -308,8 +308,8 @@ def _place(job: _Job, slot: slots_mod.Slot) -> None:
 
 def _child(send, hydra_context, task_function, cfg: DictConfig, run_dir: Path, overrides: list[str], quiet: bool) -> None:
     """One job, in a forked process: Hydra's run_job, then its outcome recorded and sent back."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the parent's handler counts signals
+    sigterm_as_interrupt()
     if quiet:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / CONSOLE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -335,11 +335,7 @@ def _child(send, hydra_context, task_function, cfg: DictConfig, run_dir: Path, o
     send.close()
 
 
-def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
-
-
-def _receive(conn, job: _Job) -> JobReturn | None:
+def _receive(conn, job: _SweepJob) -> JobReturn | None:
     try:
         return conn.recv()
     except (EOFError, OSError, pickle.UnpicklingError):
@@ -358,7 +354,7 @@ def _exit_code(ret: JobReturn | None) -> int:
     return EXIT_INTERRUPTED if isinstance(ret._return_value, KeyboardInterrupt) else 1
 
 
-def _skipped_return(job: _Job) -> JobReturn:
+def _skipped_return(job: _SweepJob) -> JobReturn:
     hydra_cfg = copy.deepcopy(job.cfg)
     with read_write(hydra_cfg.hydra.runtime), open_dict(hydra_cfg.hydra.runtime):
         hydra_cfg.hydra.runtime.output_dir = str(job.run_dir)
@@ -369,7 +365,7 @@ def _skipped_return(job: _Job) -> JobReturn:
                      task_name=str(job.cfg.hydra.job.name), status=JobStatus.COMPLETED, _return_value=0)  # fmt: skip
 
 
-def _lost_return(job: _Job, exitcode: int | None, started: bool = True) -> JobReturn:
+def _lost_return(job: _SweepJob, exitcode: int | None, started: bool = True) -> JobReturn:
     """A job whose process ended without a word (killed), or that never started."""
     code = EXIT_INTERRUPTED if not started or exitcode in (-signal.SIGINT, -signal.SIGTERM) else 1
     if started:

@@ -1,35 +1,43 @@
-"""The Hydra task: composed config → :func:`runner.launch.execute` → a line of summary."""
+"""The Hydra task: composed config → :func:`runner.flows.launch.execute` → a line of summary."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
 from runner.core.errors import RunnerError
 from runner.flows.cli_common import CONF_DIR, fail
+from runner.host import console
+from runner.host.engine import Engine
 
-console = Console(stderr=True, highlight=False)
 
+def engine_for(cfg: Mapping[str, Any]) -> Engine | None:
+    """The engine the user's config names (``launch.engine``) for a containerized run, not yet
+    connected; None for ``launch.backend=host``."""
+    launch = cfg.get("launch") or {}
+    if launch.get("backend", "docker") != "docker":
+        return None
+    from runner.host import engine as engines
 
-def _echo(line: str) -> None:
-    console.print(line, markup=False, soft_wrap=True)
+    return engines.make(launch.get("engine"))
 
 
 def run_composed(cfg: DictConfig) -> int:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     from runner.flows import launch
 
     m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
-                       list(hc.overrides.task), echo=_echo)  # fmt: skip
+                       list(hc.overrides.task), echo=console.echo, engine=engine_for(container))  # fmt: skip
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
-    console.print(f"[bold green]completed[/] {run_dir}  {metrics}")
+    console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}")
     objective = cfg.get("sweep_objective")
     if objective:  # an optimising sweeper (Optuna, Ax, …) reads the task's return value
         if objective not in m.metrics:
@@ -39,13 +47,13 @@ def run_composed(cfg: DictConfig) -> int:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def _task(cfg: DictConfig):
+def _task(cfg: DictConfig) -> int | float:
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
         return run_composed(cfg)
     except RunnerError as exc:
-        if multirun:  # one failing job must not stop the sweep; the summary lists it
-            console.print(f"[red]runner: error:[/] {exc.message}")
+        if multirun:  # one failing sweep job must not stop the sweep; the summary lists it
+            console.stderr.print(f"[red]runner: error:[/] {exc.message}")
             from runner.host import sweep
 
             hc = HydraConfig.get()
@@ -58,10 +66,10 @@ def hydra_entry() -> None:
     _task()
     from runner.host import sweep
 
-    if sweep.failed_jobs:  # a sweep ran to its end, but not every job completed
+    if sweep.failed_sweep_jobs:  # a sweep ran to its end, but not every one of its jobs completed
         from runner.core.errors import EXIT_FAILED
 
-        n = len(sweep.failed_jobs)
+        n = len(sweep.failed_sweep_jobs)
         fail(RunnerError(f"{n} job(s) of the sweep did not complete: "
-                         + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_jobs)
+                         + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_sweep_jobs)
                          + " — see summary.json at the sweep root", EXIT_FAILED))  # fmt: skip

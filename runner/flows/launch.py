@@ -23,6 +23,7 @@ from runner.core import fingerprints, layout, manifest, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunnerError
 from runner.flows import audit, locate
 from runner.host import datasets, facts, image_builder, params, records, rundir, slurm, snapshot, trainer_keys
+from runner.host.engine import Engine
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
 
@@ -34,7 +35,7 @@ def execute(
     overrides: list[str],
     echo: Callable[[str], None] = print,
     *,
-    engine=None,
+    engine: Engine | None = None,
     replay_of: dict | None = None,
     code_archive: tuple[Path, str] | None = None,
     code_record: Mapping[str, Any] | None = None,
@@ -125,10 +126,10 @@ def execute(
         t_image = time.time()
         image_tag = None
         if plan.backend == "docker":
+            from runner.host import engine as engines
             from runner.host.backends import DockerBackend
-            from runner.host.docker_engine import Engine
 
-            engine = engine or Engine.connect()
+            engine = engine or engines.connect()
             resolved = image or image_builder.resolve_image(engine, plan, root, echo, build_log=run_dir / layout.LOGS_DIR / layout.BUILD_LOG)
             record["image"], image_tag = resolved.record, resolved.tag
             backend = DockerBackend(engine)

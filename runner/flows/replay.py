@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -30,13 +29,9 @@ from runner.core import commands, compare, layout, numbers, settings, slots, spe
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows import launch
 from runner.flows.cli_common import fail
-from runner.host import atomic, facts, rebuild, records, rundir, snapshot
-
-log_console = Console(stderr=True, highlight=False)
-
-
-def _echo(line: str) -> None:
-    log_console.print(line, markup=False, soft_wrap=True)
+from runner.host import atomic, console, facts, rebuild, records, rundir, snapshot
+from runner.host.console import echo as _echo  # replay()'s printer unless told otherwise
+from runner.host.interrupts import sigterm_as_interrupt
 
 
 @dataclass
@@ -101,9 +96,9 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
 
     engine = None
     if m.containerized:
-        from runner.host.docker_engine import Engine
+        from runner.host import engine as engines
 
-        engine = Engine.connect()
+        engine = engines.connect()  # the default engine: a record does not choose code to run
     prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
     prepared.drift[:0] = env_drift
     echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
@@ -222,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    sigterm_as_interrupt()
     if args.locate:
         _locate(args)
     try:
@@ -230,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                          command=[sys.executable, "-m", "runner.replay", *argv])  # fmt: skip
     except RunnerError as exc:
         if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            log_console.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+            console.stderr.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
         fail(exc)
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", EXIT_INTERRUPTED))
@@ -248,7 +243,7 @@ def _locate(args: argparse.Namespace) -> None:
         found = locate.locate(args.run, allow_env_drift=args.allow_env_drift, step=args.step, echo=_echo)
     except RunnerError as exc:
         if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            log_console.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+            console.stderr.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
         fail(exc)
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", EXIT_INTERRUPTED))
@@ -258,10 +253,6 @@ def _locate(args: argparse.Namespace) -> None:
     else:
         Console(highlight=False).print(found.line(), markup=False, soft_wrap=True)
     sys.exit(0 if found.difference else EXIT_FAILED)
-
-
-def _sigterm_as_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
 
 
 def _drift_table(title: str, drift: list[compare.Drift]) -> Table:

@@ -11,7 +11,8 @@ every rank's RNG states, the epoch position — see :mod:`runner.checkpointing`)
 weights are bit-identical to a run that was never interrupted. Without a checkpoint (none was
 due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is identical too.
 
-Only a path means this: ``+resume=true`` (skip completed jobs of a sweep) is the sweep's.
+``+resume`` takes a run dir only; re-running a sweep while skipping its completed jobs is
+``hydra.launcher.skip_completed=true`` (:mod:`runner.host.sweep`).
 """
 
 from __future__ import annotations
@@ -25,21 +26,32 @@ from pathlib import Path
 from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.host import records, snapshot
+from runner.host.sweep import SKIP_COMPLETED
 from runner.worker.job import latest_checkpoint
 
 _KEYS = ("resume", "+resume", "++resume")
-_NOT_A_PATH = {"true", "false", "null", "none", ""}
+_SWEEP_FLAG = {"true", "false"}
+_NOT_A_PATH = {"null", "none", ""}
 
 
 def requested(argv: list[str]) -> Path | None:
-    """The run dir named by ``+resume=RUN_DIR`` among the arguments, or None (also for ``+resume=true``)."""
+    """The run dir named by ``+resume=RUN_DIR`` among the arguments, or None when none is.
+
+    ``+resume`` takes a run dir and nothing else: a boolean (a sweep asking to skip its completed
+    jobs, which is ``hydra.launcher.skip_completed=true``) or an empty value is refused in one line.
+    """
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key in _KEYS:
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
-            return None if value.lower() in _NOT_A_PATH else Path(value)
+            if value.lower() in _SWEEP_FLAG:
+                raise RunnerError(f"{arg}: +resume takes a run dir (+resume=RUN_DIR continues one run); to skip "
+                                  f"a sweep's completed jobs, use {SKIP_COMPLETED}=true", EXIT_USAGE)  # fmt: skip
+            if value.lower() in _NOT_A_PATH:
+                raise RunnerError(f"{arg}: +resume needs the run dir to continue (+resume=RUN_DIR)", EXIT_USAGE)
+            return Path(value)
     return None
 
 
@@ -84,11 +96,11 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
 
     engine = image = None
     if prior.containerized:
-        from runner.host.docker_engine import Engine
+        from runner.host import engine as engines
 
         if prior.image is None:
             raise RunnerError(f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE)
-        engine = Engine.connect()
+        engine = engines.connect()  # the default engine: a record does not choose code to run
         if engine.image_id(prior.image.id) is None:
             raise RunnerError(f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
                               "a resume needs the very same image", EXIT_ENVIRONMENT)  # fmt: skip
@@ -110,15 +122,14 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
 
 def main(argv: list[str]) -> None:
     """The ``+resume=RUN_DIR`` edge: one line of summary, or one line of error and its exit status."""
-    from rich.console import Console
-
     from runner.flows.cli_common import fail
+    from runner.host import console
 
-    console = Console(stderr=True, highlight=False)
-    run_dir = requested(argv)
-    assert run_dir is not None
     try:
-        m = resume(run_dir, argv, echo=lambda line: console.print(line, markup=False, soft_wrap=True))
+        run_dir = requested(argv)
+        if run_dir is None:
+            raise RunnerError("+resume=RUN_DIR: no run dir given", EXIT_USAGE)
+        m = resume(run_dir, argv, echo=console.echo)
     except RunnerError as exc:
         fail(exc)
-    console.print(f"[bold green]{m.status}[/] {run_dir} (resumed from step {m.resumes[-1]['from_step']})")
+    console.stderr.print(f"[bold green]{m.status}[/] {run_dir} (resumed from step {m.resumes[-1]['from_step']})")

@@ -9,8 +9,10 @@ manifest, or the ``job_status.json`` a job that failed before it had one leaves)
 * ``summary.png``: every job's loss per step (from ``fingerprints.jsonl``) and each metric's
   spread over seeds (see :mod:`runner.summary_plot`).
 
-The launcher calls :func:`write` at the end of every sweep; the command rebuilds both files
-from the run dirs alone, e.g. after a resumed sweep or a manual clean-up.
+A *job* here is a sweep job: one run of the sweep, in its own run dir (not the worker's
+``job.json``). The launcher calls :func:`write` at the end of every sweep; the command rebuilds
+both files from the run dirs alone, e.g. after a sweep re-run with
+``hydra.launcher.skip_completed=true`` or a manual clean-up.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from runner.host import atomic, records, sweep
 SUMMARY_JSON = "summary.json"
 SUMMARY_PNG = "summary.png"
 SCHEMA = 1
-_GROUPING_IGNORES = {"seed", sweep.RESUME_KEY}
+_GROUPING_IGNORES = {"seed"}
 
 
 @dataclass
 class JobRecord:
+    """One sweep job as the summary lists it."""
+
     name: str  # run dir relative to the sweep dir
     run_dir: Path
     overrides: list[str]
@@ -95,11 +99,10 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
             m = records.read_manifest(run_dir)
         except RunnerError as exc:
             return JobRecord(name, run_dir, _hydra_overrides(run_dir), "unknown", None, exc.message)
-        return JobRecord(name, run_dir, sweep.without_resume(m.overrides), m.status, m.exit_code, m.error, m.run_id,
+        return JobRecord(name, run_dir, list(m.overrides), m.status, m.exit_code, m.error, m.run_id,
                          m.determinism.seed, dict(m.metrics), m.code.snapshot_sha256 if m.code else None)  # fmt: skip
     status_rec = sweep.read_job_status(run_dir)
     overrides = (status_rec or {}).get("overrides") or _hydra_overrides(run_dir)
-    overrides = sweep.without_resume(overrides)
     if status_rec:
         return JobRecord(name, run_dir, overrides, status_rec.get("status", "failed"), status_rec.get("exit_code"),
                          status_rec.get("error"))  # fmt: skip

@@ -1,7 +1,7 @@
 """Where the worker runs: a locked-down container (docker) or a process on the host (host).
 
 Both take the same plan and return the same :class:`Exit`; both stream the training log to
-the terminal and to ``logs/train.log`` in the run dir, and both stop their child on Ctrl-C or
+the terminal and to the run dir's ``logs/train.log``, and both stop their child on Ctrl-C or
 SIGTERM before the interrupt propagates, so nothing is left running.
 """
 
@@ -14,18 +14,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.core import layout
 from runner.core.spec import RunPlan
+from runner.host.engine import Container, Engine
 from runner.host.interrupts import deferred
 
 LOG_TAIL = 40
+TRAIN_LOG = f"{layout.LOGS_DIR}/{layout.TRAIN_LOG}"  # under the run dir
 
 
 @dataclass
 class Exit:
+    """How the worker ended, as both executors report it."""
+
     exit_code: int
     oom_killed: bool = False
     interrupted: bool = False
@@ -58,7 +63,7 @@ class Tee:
         processes print (a peer's collective failing as its partner goes, say) is shutdown noise
         for the terminal; the file keeps every line."""
         if self.echo is not _silent:
-            self.echo("stopping… (the rest of the training log goes to logs/train.log only)")
+            self.echo(f"stopping… (the rest of the training log goes to {TRAIN_LOG} only)")
             self.echo = _silent
 
     def __enter__(self) -> Tee:
@@ -73,25 +78,28 @@ def _silent(_line: str) -> None:
 
 
 class DockerBackend:
+    """The worker in a locked-down container of ``engine`` (any :class:`Engine`)."""
+
     name = "docker"
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
-    def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo) -> Exit:
-        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
+    def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]) -> Exit:
+        tee = Tee(plan.run_dir / TRAIN_LOG, echo)
         started = time.time()
-        container = reader = None
+        container: Container | None = None
+        reader: threading.Thread | None = None
         interrupted = False
         try:
             with deferred():  # create + start as one step: a Ctrl-C meanwhile lands once `container` is set
                 container = self.engine.start(plan.container_request(image, code_dir, data_root))
-            reader = threading.Thread(target=lambda: [tee(x) for x in self.engine.stream_logs(container)], daemon=True)
+            reader = threading.Thread(target=_pump, args=(self.engine.stream_logs(container), tee), daemon=True)
             reader.start()
             while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
                 reader.join(0.2)
-            status = self.engine.wait(container)
-            return Exit(status["exit_code"], oom_killed=status["oom_killed"], seconds=time.time() - started,
+            ended = self.engine.wait(container)
+            return Exit(ended.exit_code, oom_killed=ended.oom_killed, seconds=time.time() - started,
                         log_tail=list(tee.tail))  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
@@ -110,10 +118,13 @@ class DockerBackend:
 
 
 class HostBackend:
+    """The worker as a process on this host, in its own session so that it can be stopped whole."""
+
     name = "host"
 
-    def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo) -> Exit:
-        tee = Tee(plan.run_dir / "logs" / "train.log", echo)
+    def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path,
+            echo: Callable[[str], None]) -> Exit:  # fmt: skip
+        tee = Tee(plan.run_dir / TRAIN_LOG, echo)
         env = plan.host_env(os.environ, code_dir)
         started = time.time()
         proc = subprocess.Popen(
@@ -135,6 +146,11 @@ class HostBackend:
             if proc.poll() is None:
                 _terminate(proc)
             tee.close()
+
+
+def _pump(lines: Iterator[str], tee: Tee) -> None:
+    for line in lines:
+        tee(line)
 
 
 def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:

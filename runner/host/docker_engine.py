@@ -1,7 +1,7 @@
-"""The one module that talks to Docker (docker-py). Everything else speaks to :class:`Engine`.
-
-docker-py's named exceptions are caught here and re-raised as :class:`RunnerError` with a
-message a researcher can act on.
+"""The one module that talks to Docker (docker-py): :class:`DockerEngine`, the default
+:class:`~runner.host.engine.Engine`. Nothing of docker-py leaves it: containers are handed out
+as :class:`~runner.host.engine.Container` handles, and docker-py's named exceptions are caught
+here and re-raised as :class:`RunnerError` with a message a researcher can act on.
 """
 
 from __future__ import annotations
@@ -14,65 +14,68 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 from docker.types import DeviceRequest, Mount
 
 from runner.core.engine_types import ContainerRequest
-from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
-
-LABEL_RUN = "org.runner.run-id"
-# Container-engine sockets: a container that can reach one controls the host, read-only mount or not.
-ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
-                  "/run/podman/podman.sock", "/run/user/1000/docker.sock")  # fmt: skip
+from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, RunnerError
+from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
 
-def engine_sockets(env: dict[str, str] | None = None) -> list[Path]:
-    """The engine sockets of this host: the well-known ones plus ``DOCKER_HOST``'s, links resolved."""
-    env = os.environ if env is None else env
-    paths = list(ENGINE_SOCKETS)
-    host = env.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        paths.append(host[len("unix://") :])
-    return sorted({Path(os.path.realpath(p)) for p in paths})
+class DockerEngine:
+    """Docker through docker-py; also any engine that speaks Docker's API (Podman's service).
 
+    ``base_url`` is the engine's address (None: ``DOCKER_HOST``, else the local socket);
+    ``timeout`` bounds each API call, in seconds.
+    """
 
-def refuse_engine_sockets(mounts: list[tuple[str, str, bool]], sockets: list[Path]) -> None:
-    """Refuse a bind mount that is, or holds, an engine socket (e.g. ``dataset.root=/var/run``)."""
-    for src, dst, _ in mounts:
-        source = Path(os.path.realpath(src))
-        for sock in sockets:
-            if sock == source or sock.is_relative_to(source):
-                raise RunnerError(f"refusing to mount {src} at {dst}: it holds the container engine's socket "
-                                  f"{sock}, which would hand the container the host", EXIT_USAGE)  # fmt: skip
+    def __init__(self, base_url: str | None = None, timeout: int = 120) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self._client: docker.DockerClient | None = None
 
-
-class Engine:
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
-
-    @classmethod
-    def connect(cls) -> Engine:
+    def connect(self) -> None:
+        if self._client is not None:
+            return
         try:
-            client = docker.from_env(timeout=120)
+            if self.base_url:
+                client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+            else:
+                client = docker.from_env(timeout=self.timeout)
             client.ping()
         except docker.errors.DockerException as exc:
-            host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            host = self.base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
             raise RunnerError(
                 f"Docker engine not reachable at {host} — is dockerd running? (`make setup` starts it; "
                 f"or use launch.backend=host) [{type(exc).__name__}]",
                 EXIT_ENVIRONMENT,
             ) from None
-        return cls(client)
+        self._client = client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The docker-py client (connecting first, if need be), for this module and for tests
+        that inspect what the engine did."""
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        return self._client
 
     # -- facts -------------------------------------------------------------------------------------
-    def version(self) -> dict:
+    def version(self) -> dict[str, Any]:
         v = self.client.version()
         return {"version": v.get("Version"), "api_version": v.get("ApiVersion"), "os": v.get("Os"),
                 "arch": v.get("Arch"), "kernel": v.get("KernelVersion")}  # fmt: skip
 
-    def _image(self, ref: str):
+    def _image(self, ref: str) -> Any:
         """The local image ``ref`` names, or None; an engine that refuses the question is one line."""
         try:
             return self.client.images.get(ref)
@@ -166,19 +169,12 @@ class Engine:
             shutil.rmtree(ctx, ignore_errors=True)
 
     # -- containers --------------------------------------------------------------------------------
-    def start(self, req: ContainerRequest):
-        device_requests = None
-        if req.gpus is not None:
-            if req.gpus == -1:
-                device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-            elif isinstance(req.gpus, int):
-                device_requests = [DeviceRequest(count=req.gpus, capabilities=[["gpu"]])]
-            else:
-                device_requests = [DeviceRequest(device_ids=[str(g) for g in req.gpus], capabilities=[["gpu"]])]
-        refuse_engine_sockets(req.mounts, engine_sockets())
+    def start(self, req: ContainerRequest) -> Container:
+        """Create, then start: an image that is not here is an error, never a pull from a registry."""
+        refuse_engine_sockets(req.mounts, engine_sockets(also=[self.base_url]))
         mounts = [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in req.mounts]
         try:
-            return self.client.containers.run(
+            created = self.client.containers.create(
                 req.image,
                 command=req.command,
                 name=req.name,
@@ -195,54 +191,69 @@ class Engine:
                 shm_size=req.shm_size,
                 cpuset_cpus=req.cpuset_cpus,
                 mem_limit=req.mem_limit,
-                device_requests=device_requests,
+                device_requests=_device_requests(req.gpus),
                 labels=req.labels,
-                detach=True,
                 auto_remove=False,
             )
         except docker.errors.ImageNotFound:
             raise RunnerError(f"image {req.image} not found", EXIT_ENVIRONMENT) from None
         except docker.errors.APIError as exc:
+            raise RunnerError(f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT) from None
+        try:
+            created.start()
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.DockerException):
+                created.remove(force=True)
             raise RunnerError(f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT) from None
+        return Container(id=created.id, name=req.name)
 
-    @staticmethod
-    def stream_logs(container) -> Iterator[str]:
+    def stream_logs(self, container: Container) -> Iterator[str]:
         buf = b""
-        for chunk in container.logs(stream=True, follow=True):
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                yield line.decode(errors="replace")
+        try:
+            for chunk in self.client.api.logs(container.id, stream=True, follow=True):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    yield line.decode(errors="replace")
+        except docker.errors.NotFound:  # removed from outside: its log ends here
+            pass
         if buf:
             yield buf.decode(errors="replace")
 
-    @staticmethod
-    def wait(container) -> dict:
-        result = container.wait()
-        container.reload()
-        state = container.attrs.get("State", {})
-        return {"exit_code": int(result.get("StatusCode", -1)), "oom_killed": bool(state.get("OOMKilled"))}
+    def wait(self, container: Container) -> ContainerExit:
+        try:
+            result = self.client.api.wait(container.id)
+            state = self.client.api.inspect_container(container.id).get("State", {})
+        except docker.errors.NotFound:
+            raise RunnerError(f"container {container.name} was removed before it ended", EXIT_ENVIRONMENT) from None
+        return ContainerExit(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
 
-    @staticmethod
-    def stop_and_remove(container, timeout: int = 10) -> None:
-        """Stop (SIGTERM, then SIGKILL after ``timeout`` s) and remove; a container already gone is fine."""
+    def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
         with contextlib.suppress(docker.errors.DockerException):
-            container.stop(timeout=timeout)
+            self.client.api.stop(container.id, timeout=timeout)
         with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
+            self.client.api.remove_container(container.id, force=True)
 
     def remove_named(self, name: str) -> None:
-        """Remove the container called ``name`` if it exists (one created but never started)."""
         with contextlib.suppress(docker.errors.DockerException):
-            self.client.containers.get(name).remove(force=True)
+            self.client.api.remove_container(name, force=True)
 
-    def containers_labelled(self, key: str, value: str | None = None) -> list:
-        """Containers (running or not) carrying the label; one removed while listing is left out."""
+    def containers_labelled(self, key: str, value: str | None = None) -> list[Container]:
         label = key if value is None else f"{key}={value}"
-        return self.client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+        found = self.client.api.containers(all=True, filters={"label": label})
+        return [Container(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/")) for c in found]
 
 
-def _link_or_copy(src, dst) -> None:
+def _device_requests(gpus: list[str] | int | None) -> list[DeviceRequest] | None:
+    """``ContainerRequest.gpus`` as Docker's device requests: None, all (-1), a count, or ids."""
+    if gpus is None:
+        return None
+    if isinstance(gpus, int):
+        return [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
+    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
     try:
         os.link(src, dst)
     except OSError:

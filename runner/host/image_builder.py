@@ -17,6 +17,7 @@ from typing import Any
 
 from runner.core import images, manifest, spec
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.host.engine import Engine
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ResolvedImage:
     tag: str
 
 
-def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
+def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
                   build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
     """Find the image by content hash, or build it (hermetically) when the tag is absent.
 
@@ -61,7 +62,7 @@ def resolve_image(engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], 
     return ResolvedImage(record=record, tag=iplan.tag)
 
 
-def image_record(iplan, image_id: str, built: bool, build_seconds: float | None, engine) -> dict[str, Any]:
+def image_record(iplan, image_id: str, built: bool, build_seconds: float | None, engine: Engine) -> dict[str, Any]:
     """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
     return {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},

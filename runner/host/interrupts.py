@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM on the host: hold them off while cleanup that must finish runs.
 
-The runner turns SIGTERM into :class:`KeyboardInterrupt` (``runner.__main__``), so both
-signals reach Python as the same exception. Code that must not be cut in half (stopping and
+Every command-line edge (``python -m runner``, ``runner.replay``, a sweep's job processes) calls
+:func:`sigterm_as_interrupt` first, so both signals reach Python as the same exception. Code that must not be cut in half (stopping and
 removing a container, writing the manifest, releasing the run dir) runs inside
 :class:`deferred`: a signal that arrives meanwhile is recorded, and when the block ends it is
 either delivered again to whatever handler was in place before (``redeliver=True``, the
@@ -15,6 +15,17 @@ import signal
 import threading
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def sigterm_as_interrupt() -> None:
+    """From now on SIGTERM raises :class:`KeyboardInterrupt`, as Ctrl-C does: a ``kill`` or a
+    scheduler's notice (Slurm's, say) then stops the run and records it as interrupted, the same
+    way. Main thread only (where Python handles signals)."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class deferred:  # noqa: N801 - used like a function: ``with deferred(): ...``

@@ -29,6 +29,7 @@ from runner.core import manifest
 from runner.core.compare import ABSENT, Drift, package_changes
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.core.locks import distribution_project, lock_pins
+from runner.host.engine import Engine
 from runner.host.hashing import HashCache, sha256_file
 
 PIP_FREEZE = "/opt/venv/pip-freeze.txt"  # written by the Dockerfiles at build time
@@ -128,7 +129,7 @@ def package_drift(recorded: list[str], found: list[str], where: str) -> list[Dri
 
 
 # -- the image ---------------------------------------------------------------------------------------
-def _read_freeze(engine, tag: str) -> list[str] | None:
+def _read_freeze(engine: Engine, tag: str) -> list[str] | None:
     try:
         return engine.read_image_file(tag, PIP_FREEZE).decode(errors="replace").splitlines()
     except RunnerError:
@@ -136,7 +137,7 @@ def _read_freeze(engine, tag: str) -> list[str] | None:
 
 
 def prepare(
-    engine,
+    engine: Engine | None,
     m: manifest.Manifest,
     snap_dir: Path,
     plan,
@@ -175,7 +176,7 @@ def prepare(
     return Prepared(image, how, env, drift)
 
 
-def _rebuild(engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
+def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
     """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
     from runner.core import images
     from runner.host import wheelhouse

@@ -1,11 +1,15 @@
-"""What a sweep knows about its jobs, apart from Hydra: each job's outcome, and whether a job
-of a re-run sweep (``+resume=true``) is already done.
+"""What a sweep knows about its jobs, apart from Hydra: each sweep job's outcome, and whether a
+sweep job of a re-run sweep is already done.
 
-* A job that fails before it has a manifest (bad seed, run dir in use) still leaves a record:
-  ``job_status.json`` in its run dir, so the summary can list it with its exit status.
-* ``+resume=true`` in a multirun means "skip jobs already completed for identical inputs". It is
-  recognised by its *type* (a boolean); ``+resume=<run dir>`` (a string) is the single-run
-  resume of an interrupted run and is left alone here.
+A *sweep job* is one run of the task function with one set of overrides, in its own run dir
+(not the worker's ``job.json``, which is what one run tells the training process).
+
+* A sweep job that fails before it has a manifest (bad seed, run dir in use) still leaves a
+  record: ``job_status.json`` in its run dir, so the summary can list it with its exit status.
+* ``hydra.launcher.skip_completed=true`` re-runs a sweep, skipping the sweep jobs already
+  completed for identical inputs (:func:`completed_for`). It is the launcher's setting, not the
+  task's, so a sweep job's overrides and config never hold it. (``+resume=RUN_DIR`` is another
+  thing: continuing one interrupted run, :mod:`runner.flows.resume`.)
 
 Pure except for the small file helpers at the bottom.
 """
@@ -23,32 +27,16 @@ from runner.core.errors import EXIT_INTERRUPTED
 from runner.host import atomic
 
 JOB_STATUS_FILE = "job_status.json"
-RESUME_KEY = "resume"
-SUPERSEDED_DIR = ".superseded"  # under the sweep dir: run dirs a resumed sweep ran again
+SKIP_COMPLETED = "hydra.launcher.skip_completed"  # how a user asks for it
+SUPERSEDED_DIR = ".superseded"  # under the sweep dir: run dirs a re-run sweep ran again
 
-# Jobs of this process's sweeps that did not complete; the command line turns it into its exit status.
-failed_jobs: list[dict[str, Any]] = []
-
-
-def is_skip_completed(value: Any) -> bool:
-    """``+resume=true`` (a boolean) asks a sweep to skip completed jobs."""
-    return value is True
+# Sweep jobs of this process's sweeps that did not complete; the command line turns it into its exit status.
+failed_sweep_jobs: list[dict[str, Any]] = []
 
 
 def override_key(override: str) -> str:
     """``+model.lr=0.1`` → ``model.lr``: the config key an override sets."""
     return override.lstrip("~+").partition("=")[0].strip()
-
-
-def without_resume(overrides: Sequence[str]) -> list[str]:
-    """A job's overrides minus a boolean ``resume=…``: the flag is about the sweep, not the job,
-    so a job run under ``+resume=true`` is recorded exactly as it was first run."""
-    out = []
-    for o in overrides:
-        if override_key(o) == RESUME_KEY and o.partition("=")[2].strip().lower() in ("true", "false"):
-            continue
-        out.append(o)
-    return out
 
 
 def status_for(exit_code: int) -> str:
@@ -58,14 +46,13 @@ def status_for(exit_code: int) -> str:
 
 
 def inputs_key(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
-    """Identity of a job's inputs: its resolved config and overrides, minus where it ran.
+    """Identity of a sweep job's inputs: its resolved config and overrides, minus where it ran.
 
-    The slot a launcher placed the job in (``launch.cpuset_cpus``, slot GPUs) changes nothing
-    about the result, so it is replaced by what the job asked for before hashing.
+    The slot a launcher placed the sweep job in (``launch.cpuset_cpus``, slot GPUs) changes
+    nothing about the result, so it is replaced by what the job asked for before hashing.
     """
     cfg = slots.unplaced(config, as_asked=True)
-    cfg.pop(RESUME_KEY, None)
-    return sha256_json({"config": cfg, "overrides": sorted(without_resume(overrides))})
+    return sha256_json({"config": cfg, "overrides": sorted(overrides)})
 
 
 def completed_for(manifest: Mapping[str, Any] | None, config: Mapping[str, Any], overrides: Sequence[str]) -> bool:
@@ -77,7 +64,7 @@ def completed_for(manifest: Mapping[str, Any] | None, config: Mapping[str, Any],
 
 # -- files -------------------------------------------------------------------------------------------
 def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides: Sequence[str] | None = None) -> None:
-    """Record a job's outcome in its run dir (atomically; the first record wins)."""
+    """Record a sweep job's outcome in its run dir (atomically; the first record wins)."""
     path = Path(run_dir) / JOB_STATUS_FILE
     if path.exists():
         return
@@ -88,7 +75,7 @@ def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides
 
 
 def read_job_status(run_dir: Path) -> dict[str, Any] | None:
-    """A job's recorded outcome; None when there is none or it is not a JSON object (damaged, not UTF-8)."""
+    """A sweep job's recorded outcome; None when there is none or it is not a JSON object (damaged, not UTF-8)."""
     path = Path(run_dir) / JOB_STATUS_FILE
     try:
         record = json.loads(path.read_text())
