@@ -28,7 +28,7 @@ def engine_for(cfg: Mapping[str, Any]) -> Engine | None:
     return engines.make(launch.get("engine"))
 
 
-def run_composed(cfg: DictConfig) -> int:
+def run_composed(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -47,8 +47,9 @@ def run_composed(cfg: DictConfig) -> int:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def _task(cfg: DictConfig) -> int | float:
-    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+def _task(cfg: DictConfig) -> float:
+    mode = HydraConfig.get().mode
+    multirun = mode is not None and mode.name == "MULTIRUN"
     try:
         return run_composed(cfg)
     except RunnerError as exc:

@@ -131,6 +131,7 @@ class HostBackend:
             [sys.executable, "-m", "runner.worker"], env=env, cwd=str(code_dir),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             for line in proc.stdout:
                 tee(line.rstrip("\n"))

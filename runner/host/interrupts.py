@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any, Literal
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -34,7 +35,7 @@ class deferred:  # noqa: N801 - used like a function: ``with deferred(): ...``
     def __init__(self, redeliver: bool = True):
         self.redeliver = redeliver
         self.pending: list[int] = []
-        self._old: dict[int, object] = {}
+        self._old: dict[int, Any] = {}
 
     def _record(self, signum, _frame) -> None:
         self.pending.append(signum)
@@ -47,7 +48,7 @@ class deferred:  # noqa: N801 - used like a function: ``with deferred(): ...``
                 self._old[sig] = signal.signal(sig, self._record)
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         for sig, handler in self._old.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         if self.redeliver and exc[0] is None:
