@@ -16,7 +16,7 @@ import pytest
 from runner.core import fingerprints, layout, spec
 from runner.flows.cli_common import compose
 from runner.host import records
-from runner.host.backends import HostBackend
+from runner.host.executors import HostBackend
 from runner.host.interrupts import deferred
 from runner.worker.job import latest_checkpoint
 from tests.conftest import ROOT

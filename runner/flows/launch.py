@@ -127,7 +127,7 @@ def execute(
         image_tag = None
         if plan.backend == "docker":
             from runner.host import engine as engines
-            from runner.host.backends import DockerBackend
+            from runner.host.executors import DockerBackend
 
             engine = engine or engines.connect()
             resolved = image or image_builder.resolve_image(engine, plan, root, echo, build_log=run_dir / layout.LOGS_DIR / layout.BUILD_LOG)
@@ -136,7 +136,7 @@ def execute(
             record["environment"] = manifest.redact(plan.container_env())
             paths = (spec.JOB, spec.CODE, spec.DATA)
         else:
-            from runner.host.backends import HostBackend
+            from runner.host.executors import HostBackend
 
             backend = HostBackend()
             record["environment"] = manifest.redact(plan.host_env(os.environ, snap_dir))

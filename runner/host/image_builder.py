@@ -34,7 +34,7 @@ def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable
     failed build's run dir then keeps the whole log, not only the tail in the error).
     """
     from runner.host import wheelhouse
-    from runner.host.backends import Tee
+    from runner.host.executors import Tee
 
     variant = plan.config["image"]["variants"][plan.image_kind]
     base = variant["base"]
