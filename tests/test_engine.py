@@ -133,7 +133,7 @@ def test_the_configured_engine_is_docker_behind_the_protocol(engine):
 # -- containers through the seam -----------------------------------------------------------------------------
 @pytest.mark.docker
 def test_a_container_is_the_runners_handle_from_start_to_removal(engine, tmp_path):
-    req = _request("echo one; echo $GREETING; id -u; printf last; exit 3", tmp_path)
+    req = _request("echo one; echo $GREETING; id -u; echo last; exit 3", tmp_path)
     handle = engine.start(req)
     try:
         assert type(handle) is Container and handle.name == req.name and isinstance(handle.id, str)
