@@ -96,7 +96,7 @@ def test_a_slurm_sweep_has_the_bits_of_the_same_seeds_run_locally(slurm_seeds, l
 def test_a_slurm_sweep_run_again_skips_its_completed_jobs(slurm_seeds):
     sweep_dir, _ = slurm_seeds
     before = sorted((sweep_dir / ".slurm").glob("*_submission.sh"))
-    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2", "+resume=true")
+    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2", "hydra.launcher.skip_completed=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("completed before, skipped") == 3
     assert sorted((sweep_dir / ".slurm").glob("*_submission.sh")) == before, "nothing new was submitted"
@@ -150,7 +150,7 @@ def test_sigterm_keeps_the_checkpoint_and_requeued_jobs_resume_to_the_same_bits(
         assert found is not None and 0 < found[0] < 60, "the checkpoint was not kept"
         assert m["cluster"]["job_id"] == job_id
 
-        procs.append(again := _start_sweep(sweep_dir, "+resume=true"))
+        procs.append(again := _start_sweep(sweep_dir, "hydra.launcher.skip_completed=true"))
         second_job = wait_for(lambda: _squeue_of(sweep_dir, exclude=job_id), timeout=120, every=0.5, proc=again)
         _checkpoint_after(run_dir, found[0], again)
         subprocess.run(["scontrol", "requeue", second_job], check=True)  # what a preemption with requeue does

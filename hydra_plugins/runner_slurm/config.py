@@ -35,6 +35,8 @@ class RunnerSlurmLauncherConf:
     poll_s: float = 2.0
     # write summary.json and summary.png at the sweep root when the jobs have ended
     summary: bool = True
+    # re-running a sweep (same hydra.sweep.dir): skip completed jobs, resume interrupted ones in place
+    skip_completed: bool = False
 
 
 ConfigStore.instance().store(

@@ -15,8 +15,8 @@ submitit (which writes the ``sbatch`` script and carries the job to the node as 
   the container and records the run as interrupted, its checkpoints kept. A requeued job finds
   that record in its run dir and resumes it (:mod:`runner.flows.resume`), so it ends with the
   bits an uninterrupted run has. Slurm's time-limit warning (SIGUSR2) does the same and then
-  requeues the job itself. A sweep run again with ``+resume=true`` skips completed jobs and
-  resumes interrupted ones in place.
+  requeues the job itself. A sweep run again with ``hydra.launcher.skip_completed=true`` skips
+  completed jobs and resumes interrupted ones in place.
 * **Status and summary** are as for a local sweep: ``job_status.json`` per job, ``summary.json``
   and ``summary.png`` at the sweep root. Each job's terminal output is ``console.log`` in its
   run dir; Slurm's own log of it is under ``<sweep dir>/.slurm``.
@@ -43,8 +43,8 @@ from hydra_plugins.runner_launcher.runner_launcher import (
     CONSOLE_LOG,
     RunnerSlotsLauncher,
     _exit_code,
-    _Job,
     _skipped_return,
+    _SweepJob,
 )
 from runner.core import cluster, layout
 from runner.core import slots as slots_mod
@@ -58,8 +58,9 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
     def __init__(self, partition: str | None = None, timeout_min: int = 60, cpus_per_task: int | None = None,
                  gpus_per_node: int | None = None, mem_gb: int | None = None, array_parallelism: int | None = None,
                  folder: str | None = None, additional_parameters: dict[str, Any] | None = None,
-                 setup: list[str] | None = None, poll_s: float = 2.0, summary: bool = True) -> None:  # fmt: skip
-        super().__init__(summary=summary)
+                 setup: list[str] | None = None, poll_s: float = 2.0, summary: bool = True,
+                 skip_completed: bool = False) -> None:  # fmt: skip
+        super().__init__(summary=summary, skip_completed=skip_completed)
         self.partition = partition
         self.timeout_min = timeout_min
         self.cpus_per_task = cpus_per_task
@@ -78,13 +79,11 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        resume = OmegaConf.select(self.config, sweep.RESUME_KEY, default=None)
         try:
             slurm.check(self.partition)  # before any file is written: no cluster, no sweep dir
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            jobs = [self._prepare(initial_job_idx + i, list(ov), strip_resume=isinstance(resume, bool))
-                    for i, ov in enumerate(job_overrides)]  # fmt: skip
-            to_run = self._to_run(jobs, sweep_dir, sweep.is_skip_completed(resume))
+            jobs = [self._prepare(initial_job_idx + i, list(ov)) for i, ov in enumerate(job_overrides)]
+            to_run = self._to_run(jobs, sweep_dir, self.skip_completed)
             if to_run:
                 self._resolve_images(to_run)
             handles = self._submit(to_run, sweep_dir)
@@ -94,7 +93,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         for job in jobs:
             code = _exit_code(job.result)
             if code != 0:
-                sweep.failed_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
+                sweep.failed_sweep_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
         if self.summary:
             self._write_summary(sweep_dir)
         if self._signal is not None:
@@ -102,8 +101,8 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
                              EXIT_INTERRUPTED))  # fmt: skip
         return [job.result for job in jobs]  # type: ignore[misc]
 
-    def _to_run(self, jobs: list[_Job], sweep_dir: Path, skip_completed: bool) -> list[_Job]:
-        """The jobs to submit: with ``+resume=true``, completed ones are skipped, interrupted ones
+    def _to_run(self, jobs: list[_SweepJob], sweep_dir: Path, skip_completed: bool) -> list[_SweepJob]:
+        """The jobs to submit: with ``skip_completed``, completed ones are skipped, interrupted ones
         resumed in place, and any other leftover set aside."""
         to_run = []
         for job in jobs:
@@ -118,7 +117,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
             to_run.append(job)
         return to_run
 
-    def _submit(self, jobs: list[_Job], sweep_dir: Path) -> dict[str, tuple[_Job, Any]]:
+    def _submit(self, jobs: list[_SweepJob], sweep_dir: Path) -> dict[str, tuple[_SweepJob, Any]]:
         """One sbatch (a job array) for the sweep; returns each Slurm job id with its job and handle."""
         if not jobs:
             return {}
@@ -154,7 +153,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
             out[str(h.job_id)] = (job, h)
         return out
 
-    def _wait(self, handles: dict[str, tuple[_Job, Any]]) -> None:
+    def _wait(self, handles: dict[str, tuple[_SweepJob, Any]]) -> None:
         """Until every job has left Slurm's queue for good (a requeued one comes back: it is waited for)."""
         pending = dict(handles)
         cancelled = False
@@ -196,7 +195,7 @@ def resumable(run_dir: Path, task_cfg: dict[str, Any] | None, overrides: list[st
     return sweep.inputs_key(m.config, m.overrides) == sweep.inputs_key(task_cfg, overrides)
 
 
-def _outcome(job: _Job, handle: Any, state: str | None) -> JobReturn:
+def _outcome(job: _SweepJob, handle: Any, state: str | None) -> JobReturn:
     """The job's JobReturn as the task sent it back; a job that ended without one (cancelled before
     it started, killed, its node lost) gets a record saying so."""
     if not handle.paths.result_pickle.exists() and state in (None, "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
@@ -284,7 +283,7 @@ class SlurmTask:
         except RunnerError as exc:
             print(f"runner: error: {exc.message}", flush=True)
             code = exc.exit_code
-        ret = _skipped_return(_Job(0, self.overrides, self.cfg, self.run_dir, self.task_cfg))
+        ret = _skipped_return(_SweepJob(0, self.overrides, self.cfg, self.run_dir, self.task_cfg))
         ret.return_value = code
         return ret
 

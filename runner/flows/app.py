@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.core.errors import RunnerError
 from runner.flows.cli_common import CONF_DIR, fail
 from runner.host import console
-from runner.host.engine import Engine
-
-
-def engine_for(cfg: Mapping[str, Any]) -> Engine | None:
-    """The engine the user's config names (``launch.engine``) for a containerized run, not yet
-    connected; None for ``launch.backend=host``."""
-    launch = cfg.get("launch") or {}
-    if launch.get("backend", "docker") != "docker":
-        return None
-    from runner.host import engine as engines
-
-    return engines.make(launch.get("engine"))
+from runner.host import engine as engines
 
 
 def run_composed(cfg: DictConfig) -> float:
@@ -35,7 +23,7 @@ def run_composed(cfg: DictConfig) -> float:
     from runner.flows import launch
 
     m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
-                       list(hc.overrides.task), echo=console.echo, engine=engine_for(container))  # fmt: skip
+                       list(hc.overrides.task), echo=console.echo, engine=engines.for_run(container))  # fmt: skip
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
     console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}")
     objective = cfg.get("sweep_objective")

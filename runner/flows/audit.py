@@ -19,8 +19,8 @@ from rich.table import Table
 
 from runner.core import audit as rules
 from runner.core.errors import EXIT_USAGE, RunnerError
-
-console = Console(stderr=True, highlight=False)
+from runner.host import engine as engines
+from runner.host.console import stderr as console
 
 
 def recorded(run_dir: Path) -> dict[str, Any] | None:
@@ -47,7 +47,7 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
     run_dir = Path("runs") / "audits" / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
     try:
         launch.execute(cfg, run_dir, [sys.executable, "-m", "runner.audit", *overrides], overrides,
-                       echo=lambda line: echo(line, markup=False, soft_wrap=True))  # fmt: skip
+                       echo=lambda line: echo(line, markup=False, soft_wrap=True), engine=engines.for_run(cfg))  # fmt: skip
     except RunnerError:
         found = recorded(run_dir.resolve())
         if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer

@@ -128,6 +128,15 @@ def make(spec: Mapping[str, Any] | None = None) -> Engine:
     return engine
 
 
+def for_run(cfg: Mapping[str, Any]) -> Engine | None:
+    """The engine a new run's own config names (``launch.engine``), not yet connected; None for
+    ``launch.backend=host``. Only for a config the user composed now, never a recorded one."""
+    launch = cfg.get("launch") or {}
+    if launch.get("backend", "docker") != "docker":
+        return None
+    return make(launch.get("engine"))
+
+
 def connect(spec: Mapping[str, Any] | None = None) -> Engine:
     """:func:`make`, then connect now: an engine that does not answer fails here, in one line."""
     engine = make(spec)
