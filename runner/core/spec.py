@@ -8,6 +8,7 @@ manifest by feeding the recorded config back in.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
@@ -75,6 +76,13 @@ class RunPlan:
         pythonpath = ":".join(p for p in (str(code_dir), base.get("PYTHONPATH", "")) if p)  # snapshot first
         return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / layout.WORKER_REQUEST), "PYTHONPATH": pythonpath,
                 "HOME": base.get("HOME", "/tmp")}  # fmt: skip
+
+    def with_recorded_env(self, recorded: Mapping[str, str], host_env: Mapping[str, str], code_dir: Path) -> RunPlan:
+        """The plan with recorded variables in place of its own (a replay); the ones the runner sets
+        itself (the job file, PYTHONPATH, HOME, …) stay the runner's."""
+        runner_owned = self.container_env() if self.backend == "docker" else self.host_env(host_env, code_dir)
+        own = set(runner_owned) - set(self.env)
+        return dataclasses.replace(self, env={k: v for k, v in sorted(recorded.items()) if k not in own})
 
     def container_request(self, image: str, code_dir: Path, data_root: Path) -> ContainerRequest:
         gpus = self.gpus

@@ -1,4 +1,4 @@
-"""The Hydra task: composed config → :func:`runner.launch.execute` → a line of summary."""
+"""The Hydra task: composed config → :func:`runner.flows.run.run` → a line of summary."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def run_composed(cfg: DictConfig) -> int:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     container = OmegaConf.to_container(cfg, resolve=True)
-    from runner.flows import launch
+    from runner.core.run_input import RunInput
+    from runner.flows import run
 
-    m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
-                       list(hc.overrides.task), echo=_echo)  # fmt: skip
+    inp = RunInput.new(container, [sys.executable, "-m", "runner", *sys.argv[1:]], list(hc.overrides.task))
+    m = run.run(inp, run_dir, echo=_echo)
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
     console.print(f"[bold green]completed[/] {run_dir}  {metrics}")
     objective = cfg.get("sweep_objective")
