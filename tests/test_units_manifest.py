@@ -8,7 +8,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import manifest, spec
+from runner.core import fingerprints, manifest, spec
 from runner.core import record as run_record
 from runner.core.errors import RunnerError, shell_status
 from runner.core.run_input import RecordedCode, Resume, RunInput
@@ -116,7 +116,8 @@ def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):
     inp = RunInput.new(plan.config, ["python", "-m", "runner", "seed=0"], ["seed=0"])
     got = run_record.Gathered(started=10.0, host={"cpu": {"model": "x"}}, environment={"HF_TOKEN": "t", "A": "1"},
                           image_seconds=0.5, container_seconds=2.0)  # fmt: skip
-    rows = [{"step": 0, "params_sha256": "a"}, {"step": 7, "loss": 0.1}, {"step": "9"}, {"loss": 1.0}]
+    text = '{"step": 0, "params_sha256": "a"}\n{"step": 7, "loss": 0.1}\n{"step": "9"}\n{"loss": 1.0}\n{"step": 8'
+    rows = fingerprints.parse(text, strict=False)  # as a killed run leaves them: a torn last line
     result = {"metrics": {"acc": 0.9}, "train_seconds": 1.5, "flags": {"deterministic": True}, "packages": ["x==1"]}
     out = _outcome(result=result, outputs={"model.pt": {"sha256": "b" * 64, "bytes": 3}},
                    fingerprints=run_record.FingerprintFile("c" * 64, rows))  # fmt: skip

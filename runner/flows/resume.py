@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING
 from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
-from runner.flows import run
-from runner.host import datasets, image_builder, records, snapshot
-from runner.host.hashing import HashCache
+from runner.host import records, snapshot
 from runner.worker.job import latest_checkpoint
 
 if TYPE_CHECKING:
@@ -71,6 +69,8 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
                    command=[sys.executable, "-m", "runner", *argv])  # fmt: skip
     inp = RunInput.resumed(prior.config, prior.command, prior.overrides, code=code, image=image,
                            replay_of=prior.replay_of, resume=entry)  # fmt: skip
+    from runner.flows import run  # here: every `python -m runner` imports this module, for `requested`
+
     return run.run(inp, run_dir, echo, engine)
 
 
@@ -89,6 +89,10 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
     # the snapshot first (hash, then every entry confined), then whether the recorded config still
     # plans: a record is data, and one that no runner would have written stops here, in one line
     snap_root = snapshot.extract(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256)
+    from runner.flows import run
+    from runner.host import datasets
+    from runner.host.hashing import HashCache
+
     run.replan(prior.config, run_dir, snap_root, run_id=prior.run_id)
     with run.recorded_config():
         _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
@@ -102,6 +106,7 @@ def _recorded_image(prior: manifest.Manifest, run_dir: Path) -> tuple[Engine | N
     """The engine and the very image the run ran in (None, None on the host backend)."""
     if not prior.containerized:
         return None, None
+    from runner.host import image_builder
     from runner.host.docker_engine import Engine
 
     if prior.image is None:
