@@ -142,7 +142,8 @@ def test_a_run_stopped_before_anything_was_gathered_still_has_a_whole_record(tmp
     assert m.launch["container"] is None and not m.containerized
     assert m.timings.image_seconds is None and m.fingerprints is None and m.data is None
     records.write_manifest(tmp_path, m)
-    assert records.read_manifest(tmp_path) == m  # the schema takes it back whole
+    back = records.read_manifest(tmp_path)
+    assert back.model_copy(update={"digest": None}) == m  # the schema takes it back whole
 
 
 def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
