@@ -154,6 +154,8 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
     assert run_record.ending(137, oom_killed=True, interrupted=False, plan=plan).error == (
         "killed: out of memory (launch.mem_limit=1g)")  # fmt: skip
     assert run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error == "training exited with status 2"
+    refused = {"refused": True, "message": "the audit found nondeterministic operations"}
+    assert run_record.ending(1, oom_killed=False, interrupted=False, plan=plan, audit=refused).error == refused["message"]
     stopped = run_record.ending(130, oom_killed=False, interrupted=True, plan=plan)
     assert (stopped.status, stopped.exit_code) == ("interrupted", 130) and "container stopped" in stopped.error
     assert run_record.ending(0, oom_killed=False, interrupted=False, plan=plan) == run_record.Ending("completed", 0, None)
