@@ -111,3 +111,12 @@ def test_only_listed_host_variables_reach_the_job(base_cfg):
     p = plan(with_(base_cfg, launch__env_passthrough=["WANDB_MODE"]), env=env)
     assert p.env["WANDB_MODE"] == "offline" and "MY_TOKEN" not in p.env and "HOME" not in p.env
     refused(with_(base_cfg, launch__env_passthrough=["BAD-NAME"]), "not a variable name")
+
+
+def test_recorded_variables_replace_the_plans_but_never_the_runners_own(base_cfg):
+    p = plan(base_cfg)
+    recorded = {"PYTHONHASHSEED": "7", "EXTRA": "x", "RUNNER_JOB": "/elsewhere", "PYTHONPATH": "/evil", "HOME": "/root"}
+    q = p.with_recorded_env(recorded, {}, Path("/code"))
+    assert q.env == {"EXTRA": "x", "PYTHONHASHSEED": "7"}
+    env = q.container_env()
+    assert env["RUNNER_JOB"] == "/job/job.json" and env["PYTHONPATH"] == "/code" and env["HOME"] == "/tmp"

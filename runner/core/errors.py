@@ -26,3 +26,20 @@ class RunnerError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def shell_status(returncode: int) -> int:
+    """A child's return code as a shell reports it: killed by signal N → 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def signal_name(status: int) -> str | None:
+    """The signal that a shell status past 128 stands for (``SIGKILL`` for 137), or None."""
+    if status <= 128:
+        return None
+    import signal
+
+    try:
+        return signal.Signals(status - 128).name
+    except ValueError:
+        return f"signal {status - 128}"

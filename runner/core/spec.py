@@ -8,6 +8,7 @@ manifest by feeding the recorded config back in.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
@@ -76,6 +77,13 @@ class RunPlan:
         return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / layout.WORKER_REQUEST), "PYTHONPATH": pythonpath,
                 "HOME": base.get("HOME", "/tmp")}  # fmt: skip
 
+    def with_recorded_env(self, recorded: Mapping[str, str], host_env: Mapping[str, str], code_dir: Path) -> RunPlan:
+        """The plan with recorded variables in place of its own (a replay); the ones the runner sets
+        itself (the job file, PYTHONPATH, HOME, …) stay the runner's."""
+        runner_owned = self.container_env() if self.backend == "docker" else self.host_env(host_env, code_dir)
+        own = set(runner_owned) - set(self.env)
+        return dataclasses.replace(self, env={k: v for k, v in sorted(recorded.items()) if k not in own})
+
     def container_request(self, image: str, code_dir: Path, data_root: Path) -> ContainerRequest:
         gpus = self.gpus
         req_gpus = None
@@ -139,6 +147,20 @@ def passthrough_env(names: list[str], host_env: Mapping[str, str]) -> dict[str, 
     return out
 
 
+def _world_size(launch: Mapping[str, Any], n_gpus: int, detected_gpus: int) -> int:
+    """Training processes: one per GPU asked for (every detected one for ``all``), else ``launch.processes``."""
+    if n_gpus > 0:
+        return n_gpus
+    if n_gpus < 0:
+        if detected_gpus < 1:
+            raise RunnerError("launch.gpus=all but no GPU was found on this host (nvidia-smi -L)", EXIT_USAGE)
+        return detected_gpus
+    world = launch.get("processes", 1)
+    if not isinstance(world, int) or world < 1:
+        raise RunnerError(f"launch.processes={world!r} must be a positive integer", EXIT_USAGE)
+    return world
+
+
 def plan_run(
     cfg: Mapping[str, Any],
     run_dir: Path,
@@ -160,16 +182,7 @@ def plan_run(
     gpus = launch.get("gpus")
     n_gpus = gpu_count_requested(gpus)
     accelerator = "gpu" if n_gpus else "cpu"
-    if n_gpus > 0:
-        world = n_gpus
-    elif n_gpus < 0:
-        if detected_gpus < 1:
-            raise RunnerError("launch.gpus=all but no GPU was found on this host (nvidia-smi -L)", EXIT_USAGE)
-        world = detected_gpus
-    else:
-        world = launch.get("processes", 1)
-        if not isinstance(world, int) or world < 1:
-            raise RunnerError(f"launch.processes={world!r} must be a positive integer", EXIT_USAGE)
+    world = _world_size(launch, n_gpus, detected_gpus)
     profile = dict(cfg.get("determinism") or {})
     precision.resolve(cfg)  # a bad or doubly-set precision is refused before anything runs
     env = determinism.environment(profile)

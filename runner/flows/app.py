@@ -1,10 +1,9 @@
-"""The Hydra task: composed config → :func:`runner.flows.launch.execute` → a line of summary."""
+"""The Hydra task: composed config → :func:`runner.flows.run.run` → a line of summary."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,11 +18,12 @@ from runner.host import engine as engines
 def run_composed(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    from runner.flows import launch
+    container = OmegaConf.to_container(cfg, resolve=True)
+    from runner.core.run_input import RunInput
+    from runner.flows import run
 
-    m = launch.execute(container, run_dir, [sys.executable, "-m", "runner", *sys.argv[1:]],
-                       list(hc.overrides.task), echo=console.echo, engine=engines.for_run(container))  # fmt: skip
+    inp = RunInput.new(container, [sys.executable, "-m", "runner", *sys.argv[1:]], list(hc.overrides.task))
+    m = run.run(inp, run_dir, echo=console.echo, engine=engines.for_run(container))
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
     console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}")
     objective = cfg.get("sweep_objective")

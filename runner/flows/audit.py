@@ -37,7 +37,8 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
     """Compose the config as ``python -m runner`` would, audit it, return the run dir and findings."""
     from omegaconf import OmegaConf
 
-    from runner.flows import launch
+    from runner.core.run_input import RunInput
+    from runner.flows import run
     from runner.flows.cli_common import compose, validate_overrides
 
     validate_overrides(overrides)
@@ -46,8 +47,8 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
     name = cfg["experiment"].get("name") or "run"
     run_dir = Path("runs") / "audits" / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
     try:
-        launch.execute(cfg, run_dir, [sys.executable, "-m", "runner.audit", *overrides], overrides,
-                       echo=lambda line: echo(line, markup=False, soft_wrap=True), engine=engines.for_run(cfg))  # fmt: skip
+        run.run(RunInput.new(cfg, [sys.executable, "-m", "runner.audit", *overrides], overrides), run_dir,
+                echo=lambda line: echo(line, markup=False, soft_wrap=True), engine=engines.for_run(cfg))  # fmt: skip
     except RunnerError:
         found = recorded(run_dir.resolve())
         if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer

@@ -19,19 +19,25 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.core import commands, compare, layout, numbers, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
-from runner.flows import launch
+from runner.core.run_input import RecordedCode, RunInput
+from runner.flows import run
 from runner.flows.cli_common import fail
-from runner.host import atomic, console, facts, rebuild, records, rundir, snapshot
+from runner.host import atomic, console, rebuild, records, rundir, snapshot
 from runner.host.console import echo as _echo  # replay()'s printer unless told otherwise
 from runner.host.interrupts import sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from runner.host.engine import Engine
 
 
 @dataclass
@@ -44,20 +50,9 @@ class Outcome:
 
 
 def default_out(original_dir: Path) -> Path:
-    return original_dir / "replays" / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
-
-
-def _plan(config: dict, run_dir: Path, snap_dir: Path) -> spec.RunPlan:
-    """Plan the recorded config against the snapshot before anything runs; a record whose config
-    cannot be planned any more is refused here, in one line."""
-    try:
-        facts.check_gpus(config)  # a GPU run replayed where there are none: refused before the image is had
-        return spec.plan_run(config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(),
-                             detected_gpus=facts.detected_gpus(config))  # fmt: skip
-    except RunnerError as exc:
-        raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise RunnerError(f"the recorded config cannot be run: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
+    """``<run>/replays/<time>``: a new run dir under the original for each replay."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}"
+    return original_dir / layout.REPLAYS_DIR / stamp
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -72,28 +67,50 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, allow_env_drift: bool = False,
-           echo=_echo, command: list[str] | None = None, edit_config=None) -> Outcome:  # fmt: skip
+           echo: Callable[[str], None] = _echo, command: list[str] | None = None,
+           edit_config: Callable[[dict], dict] | None = None) -> Outcome:  # fmt: skip
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
     the recorded config before it runs (``--locate`` trains to a step and traces it)."""
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
+    run_dir = Path(out).resolve() if out else default_out(original.dir)
+    command = command or [sys.executable, "-m", "runner.replay", str(target)]
+    inp, prepared, engine = _prepare(original, run_dir, allow_env_drift, echo, command, edit_config)
+    echo(f"replaying {original.manifest.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
+    failure = None
+    try:
+        run.run(inp, run_dir, echo, engine)
+    except RunnerError as exc:
+        if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
+            raise
+        failure = exc.message  # the replay ran and failed: still a verdict (not identical)
+    replayed = records.load(run_dir)
+    verdict = _verdict(original, replayed, prepared.drift)
+    _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
+                                          "failure": failure, **verdict.to_json()})  # fmt: skip
+    return Outcome(verdict, run_dir, original, prepared.how, failure)
+
+
+def _prepare(original: records.RunRecord, run_dir: Path, allow_env_drift: bool, echo: Callable[[str], None],
+             command: list[str], edit_config: Callable[[dict], dict] | None,
+             ) -> tuple[RunInput, rebuild.Prepared, Engine | None]:  # fmt: skip
+    """The replay's input — recorded code, config, image and variables — checked against the record
+    before anything runs; raises RunnerError (EnvironmentDrift for drift) when it cannot be had."""
     m = original.manifest
     if m.code is None:
         raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
     archive = records.member(original.dir, m.code.snapshot, "code.snapshot")
-    run_dir = Path(out).resolve() if out else default_out(original.dir)
     rundir.refuse_held(run_dir)  # here, before any build; the claim checks again
     _check_writable(run_dir)
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
     config = edit_config(config) if edit_config else config
-    plan = _plan(config, run_dir, snap_dir)
+    plan = run.replan(config, run_dir, snap_dir)
     env_drift = _env_drift(m, plan, snap_dir)
     if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
         raise rebuild.EnvironmentDrift(env_drift)
-
     engine = None
     if m.containerized:
         from runner.host import engine as engines
@@ -101,23 +118,18 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
         engine = engines.connect()  # the default engine: a record does not choose code to run
     prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
     prepared.drift[:0] = env_drift
-    echo(f"replaying {m.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
+    code = RecordedCode(archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files)
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
-    failure = None
-    try:
-        launch.execute(
-            config, run_dir, command or [sys.executable, "-m", "runner.replay", str(target)], list(m.overrides),
-            echo=echo, engine=engine, replay_of=replay_of, code_archive=(archive, m.code.snapshot_sha256),
-            code_record=m.code.model_dump(include={"commit", "dirty", "files"}), image=prepared.image,
-            environment=prepared.environment,
-        )  # fmt: skip
-    except RunnerError as exc:
-        if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
-            raise
-        failure = exc.message  # the replay ran and failed: still a verdict (not identical)
-    replayed = records.load(run_dir)
+    inp = RunInput.replay(config, command, list(m.overrides), code=code, image=prepared.image,
+                          environment=prepared.environment, replay_of=replay_of)  # fmt: skip
+    return inp, prepared, engine
+
+
+def _verdict(original: records.RunRecord, replayed: records.RunRecord, drift: list[compare.Drift]) -> compare.Verdict:
+    """The replay against the original: outputs, fingerprints, and what it ran with."""
+    m = original.manifest
     verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
-                              prepared.drift)  # fmt: skip
+                              drift)  # fmt: skip
     verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
     flags = settings.flag_drift(m.determinism.flags, replayed.manifest.determinism.flags)
     ran_with = settings.env_drift(m.environment, replayed.manifest.environment) + flags
@@ -125,10 +137,7 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
         verdict.drift += ran_with
         verdict.notes.append("the replay ran with settings that differ from the record: "
                              + "; ".join(d.describe() for d in ran_with))  # fmt: skip
-    verdict = settings.hold_to_switches(verdict, flags)
-    _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
-                                          "failure": failure, **verdict.to_json()})  # fmt: skip
-    return Outcome(verdict, run_dir, original, prepared.how, failure)
+    return settings.hold_to_switches(verdict, flags)
 
 
 def _env_drift(m, plan: spec.RunPlan, snap_dir: Path) -> list[compare.Drift]:

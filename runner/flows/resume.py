@@ -17,17 +17,21 @@ due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is i
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
 from runner.host import records, snapshot
 from runner.host.sweep import SKIP_COMPLETED
 from runner.worker.job import latest_checkpoint
+
+if TYPE_CHECKING:
+    from runner.host.engine import Engine
 
 _KEYS = ("resume", "+resume", "++resume")
 _SWEEP_FLAG = {"true", "false"}
@@ -64,6 +68,27 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     run_dir = run_dir.expanduser().resolve()
     if not run_dir.is_dir():
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
+    prior = _resumable(run_dir, echo)
+    engine, image = _recorded_image(prior, run_dir)
+    found = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
+    step, checkpoint = (found[0], found[1].name) if found else (0, None)
+    echo(f"resuming {prior.run_id} ({prior.status}) from "
+         + (f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})" if checkpoint else "the start: no checkpoint was written"))
+    assert prior.code is not None
+    code = RecordedCode(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256, commit=prior.code.commit,
+                        dirty=prior.code.dirty, files=prior.code.files)  # fmt: skip
+    entry = Resume(run_id=prior.run_id, checkpoint=checkpoint, from_step=step, started=time.time(),
+                   command=[sys.executable, "-m", "runner", *argv])  # fmt: skip
+    inp = RunInput.resumed(prior.config, prior.command, prior.overrides, code=code, image=image,
+                           replay_of=prior.replay_of, resume=entry)  # fmt: skip
+    from runner.flows import run  # here: every `python -m runner` imports this module, for `requested`
+
+    return run.run(inp, run_dir, echo, engine)
+
+
+def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
+    """The run dir's record, when it can be continued *as recorded*: not completed, its snapshot
+    whole, its config still plannable and its data the very files it trained on."""
     prior = records.read_manifest(run_dir)
     if prior.status == "completed":
         raise RunnerError(f"{run_dir} reads completed: there is nothing to resume", EXIT_USAGE)
@@ -73,51 +98,36 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     if prior.code.snapshot != layout.CODE_ARCHIVE:  # the manifest is data: it names no other file
         raise RunnerError(f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
                           f"{layout.CODE_ARCHIVE!r}", EXIT_USAGE)  # fmt: skip
-
     # the snapshot first (hash, then every entry confined), then whether the recorded config still
     # plans: a record is data, and one that no runner would have written stops here, in one line
     snap_root = snapshot.extract(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256)
-    from runner.core import spec
-    from runner.flows import launch
-    from runner.host import datasets, image_builder
+    from runner.flows import run
+    from runner.host import datasets
     from runner.host.hashing import HashCache
 
-    try:
-        spec.plan_run(prior.config, run_dir, snap_root, os.environ, os.getuid(), os.getgid(), run_id=prior.run_id)
+    run.replan(prior.config, run_dir, snap_root, run_id=prior.run_id)
+    with run.recorded_config():
         _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
-    except RunnerError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RunnerError(f"{run_dir}: the recorded config cannot be run again ({type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:120]})", EXIT_USAGE) from None  # fmt: skip
     if prior.data and files != {k: v.model_dump() for k, v in prior.data.files.items()}:
         raise RunnerError(f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
                           "differ): a resume would not continue the same run", EXIT_USAGE)  # fmt: skip
+    return prior
 
-    engine = image = None
-    if prior.containerized:
-        from runner.host import engine as engines
 
-        if prior.image is None:
-            raise RunnerError(f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE)
-        engine = engines.connect()  # the default engine: a record does not choose code to run
-        if engine.image_id(prior.image.id) is None:
-            raise RunnerError(f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
-                              "a resume needs the very same image", EXIT_ENVIRONMENT)  # fmt: skip
-        record = {**prior.image.model_dump(), "built_now": False, "build_seconds": None}
-        image = image_builder.ResolvedImage(record=record, tag=prior.image.id)
+def _recorded_image(prior: manifest.Manifest, run_dir: Path) -> tuple[Engine | None, ResolvedImage | None]:
+    """The engine and the very image the run ran in (None, None on the host backend)."""
+    if not prior.containerized:
+        return None, None
+    from runner.host import engine as engines
+    from runner.host import image_builder
 
-    found = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
-    step, checkpoint = (found[0], found[1].name) if found else (0, None)
-    echo(f"resuming {prior.run_id} ({prior.status}) from "
-         + (f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})" if checkpoint else "the start: no checkpoint was written"))
-    entry = {"started": time.time(), "from_step": step, "checkpoint": checkpoint, "run_id": prior.run_id,
-             "command": [sys.executable, "-m", "runner", *argv]}  # fmt: skip
-    return launch.execute(
-        prior.config, run_dir, prior.command, prior.overrides, echo, engine=engine, replay_of=prior.replay_of,
-        code_archive=(run_dir / prior.code.snapshot, prior.code.snapshot_sha256),
-        code_record=prior.code.model_dump(), image=image, resume=entry,
-    )  # fmt: skip
+    if prior.image is None:
+        raise RunnerError(f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE)
+    engine = engines.connect()  # the default engine: a record does not choose code to run
+    if engine.image_id(prior.image.id) is None:
+        raise RunnerError(f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
+                          "a resume needs the very same image", EXIT_ENVIRONMENT)  # fmt: skip
+    return engine, image_builder.reuse(engine, prior.image)
 
 
 def main(argv: list[str]) -> None:

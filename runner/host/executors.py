@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.core import layout
+from runner.core.errors import shell_status
 from runner.core.spec import RunPlan
 from runner.host.engine import Container, Engine
 from runner.host.interrupts import deferred
@@ -136,8 +137,7 @@ class HostBackend:
             for line in proc.stdout:
                 tee(line.rstrip("\n"))
             code = proc.wait()
-            code = 128 - code if code < 0 else code  # killed by signal N → 128 + N, as a shell says
-            return Exit(code, seconds=time.time() - started, log_tail=list(tee.tail))
+            return Exit(shell_status(code), seconds=time.time() - started, log_tail=list(tee.tail))
         except KeyboardInterrupt:
             tee.quiet()
             with deferred(redeliver=False):

@@ -11,31 +11,26 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.core import images, manifest, spec
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.core.run_input import ResolvedImage
+from runner.host import wheelhouse
 from runner.host.engine import Engine
+from runner.host.executors import Tee
 
-
-@dataclass
-class ResolvedImage:
-    record: dict[str, Any]  # manifest.Image fields
-    tag: str
+__all__ = ["ResolvedImage", "build_lock", "find_or_build", "image_record", "resolve_image", "reuse"]
 
 
 def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
                   build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
-    """Find the image by content hash, or build it (hermetically) when the tag is absent.
+    """Find the image the plan names by content hash, or build it (hermetically) when the tag is absent.
 
     A build's output streams to ``echo`` and, when ``build_log`` is given, to that file too (a
     failed build's run dir then keeps the whole log, not only the tail in the error).
     """
-    from runner.host import wheelhouse
-    from runner.host.executors import Tee
-
     variant = plan.config["image"]["variants"][plan.image_kind]
     base = variant["base"]
     base_id = engine.image_id(base["ref"]) or engine.pull(base["ref"])
@@ -46,14 +41,26 @@ def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
+    return find_or_build(engine, iplan, root, echo, build_log=build_log,
+                         announce=f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")  # fmt: skip
+
+
+def find_or_build(engine: Engine, iplan: images.ImagePlan, root: Path, echo: Callable[[str], None], *,
+                  announce: str | None = None, wheels: Path | None = None, build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
+    """The one build path, for runs, sweeps and replays: the image ``iplan`` describes, found by its
+    tag or built from ``root``'s Dockerfile and lock with the lock's wheels (``wheels``, or fetched
+    now). Runners needing one tag at once hold a host-wide lock: the first builds, the others find it.
+    """
     started = time.time()
-    with build_lock(iplan.tag):  # concurrent runs needing one tag: the first builds, the others find it
+    with build_lock(iplan.tag):
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
         if built:
             with Tee(build_log, echo) if build_log else contextlib.nullcontext(echo) as log:
-                log(f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")
-                wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
+                if announce:
+                    log(announce)
+                if wheels is None:
+                    wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
                 image_id = engine.build(
                     iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
                     buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
@@ -62,7 +69,15 @@ def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable
     return ResolvedImage(record=record, tag=iplan.tag)
 
 
-def image_record(iplan, image_id: str, built: bool, build_seconds: float | None, engine: Engine) -> dict[str, Any]:
+def reuse(engine: Engine, recorded: manifest.Image) -> ResolvedImage:
+    """The image a manifest records, run again as it is (by id: the very image, whatever its tag
+    names today). The caller has checked it is present."""
+    record = {**recorded.model_dump(), "built_now": False, "build_seconds": None, "engine": engine.version()}
+    return ResolvedImage(record=record, tag=recorded.id)
+
+
+def image_record(iplan: images.ImagePlan, image_id: str, built: bool, build_seconds: float | None,
+                 engine: Engine) -> dict[str, Any]:  # fmt: skip
     """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
     return {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},

@@ -20,17 +20,23 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runner.core import manifest
+from runner.core import images, manifest
 from runner.core.compare import ABSENT, Drift, package_changes
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.core.locks import distribution_project, lock_pins
-from runner.host.engine import Engine
+from runner.core.run_input import ResolvedImage
+from runner.core.spec import RunPlan
+from runner.host import image_builder, wheelhouse
 from runner.host.hashing import HashCache, sha256_file
+from runner.host.snapshot import project_root
+
+if TYPE_CHECKING:
+    from runner.host.engine import Engine
 
 PIP_FREEZE = "/opt/venv/pip-freeze.txt"  # written by the Dockerfiles at build time
 
@@ -53,7 +59,7 @@ class EnvironmentDrift(RunnerError):
 class Prepared:
     """What a replay runs with: the image (None on the host backend), the variables, and any drift."""
 
-    image: object | None  # runner.image_builder.ResolvedImage
+    image: ResolvedImage | None
     how: str
     environment: dict[str, str]
     drift: list[Drift]
@@ -140,7 +146,7 @@ def prepare(
     engine: Engine | None,
     m: manifest.Manifest,
     snap_dir: Path,
-    plan,
+    plan: RunPlan,
     *,
     allow_drift: bool,
     echo: Callable[[str], None],
@@ -162,13 +168,11 @@ def prepare(
 
     if m.image is None:
         raise RunnerError("the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT)
-    from runner.host.image_builder import ResolvedImage
-
+    assert engine is not None, "a containerized replay needs an engine"
     rec = m.image
     if engine.image_id(rec.tag) == rec.id:  # the exact image is still here
         _stop(drift, allow_drift)
-        record = {**rec.model_dump(), "built_now": False, "build_seconds": None, "engine": engine.version()}
-        return Prepared(ResolvedImage(record=record, tag=rec.tag), f"reused {rec.tag} (the recorded image id)", env, drift)
+        return Prepared(image_builder.reuse(engine, rec), f"reused {rec.tag} (the recorded image id)", env, drift)
 
     image, how, image_drift = _rebuild(engine, m, snap_dir, plan, allow_drift=allow_drift, drift=drift, echo=echo)
     drift += image_drift
@@ -176,14 +180,10 @@ def prepare(
     return Prepared(image, how, env, drift)
 
 
-def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan, *, allow_drift: bool, drift: list[Drift], echo):
-    """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
-    from runner.core import images
-    from runner.host import wheelhouse
-    from runner.host.image_builder import ResolvedImage, build_lock, image_record, resolve_image
-    from runner.host.snapshot import project_root
-
-    rec = m.image
+def _recorded_image_plan(engine: Engine, rec: manifest.Image, snap_dir: Path,
+                         drift: list[Drift]) -> tuple[images.ImagePlan, list[Drift]]:  # fmt: skip
+    """The recorded image's plan, on the base as it is here and the snapshot's Dockerfile and lock,
+    with every way those differ from the record; raises EnvironmentDrift when one is missing."""
     found: list[Drift] = []
     base_now = engine.image_id(rec.base_ref) or engine.pull(rec.base_ref)
     if base_now is None:
@@ -199,49 +199,63 @@ def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan, *, allo
     found += d1 + d2
     if not dockerfile.is_file() or not lock.is_file():
         raise EnvironmentDrift(drift + found, fatal="the code snapshot lacks the Dockerfile or lock the image was built from")
-    _stop(drift + found, allow_drift)  # before spending a build on an environment that cannot match
-
     iplan = images.ImagePlan(
         kind=rec.kind, dockerfile=rec.dockerfile, dockerfile_sha256=sha256_file(dockerfile), lock=rec.lock,
         lock_sha256=sha256_file(lock), base_ref=rec.base_ref,
         base_digest=rec.base_digest if digest_now == rec.base_digest else digest_now, base_id=base_now,
         python_version=rec.python_version, build_args=dict(rec.build_args),
     )  # fmt: skip
-    started = time.time()
-    image_id = engine.image_id(iplan.tag)
-    built = image_id is None
-    how = f"found {iplan.tag} by content hash (recorded id gone; same Dockerfile, lock, base)"
-    if built:
+    return iplan, found
+
+
+def _recorded_wheels(iplan: images.ImagePlan, snap_dir: Path,
+                     echo: Callable[[str], None]) -> tuple[Path | None, list[Drift]]:  # fmt: skip
+    """The wheels the recorded lock pins, fetched and checked against its hashes."""
+    lock = snap_dir / iplan.lock
+    try:
+        wheels = wheelhouse.wheelhouse(lock, iplan.lock_sha256, iplan.python_version, log=echo)
+        return wheels, check_wheels(lock, wheels)
+    except RunnerError as exc:
+        return None, [Drift(f"wheels pinned by {iplan.lock}", "fetchable, hashes as pinned", exc.message)]
+
+
+def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan: RunPlan, *, allow_drift: bool,
+             drift: list[Drift], echo: Callable[[str], None]) -> tuple[ResolvedImage, str, list[Drift]]:  # fmt: skip
+    """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
+    assert m.image is not None
+    rec = m.image
+    iplan, found = _recorded_image_plan(engine, rec, snap_dir, drift)
+    _stop(drift + found, allow_drift)  # before spending a build on an environment that cannot match
+    wheels = None
+    if engine.image_id(iplan.tag) is None:
         echo(f"rebuilding {iplan.tag} from the recorded Dockerfile and lock (the recorded image is gone)")
-        try:
-            wheels = wheelhouse.wheelhouse(lock, iplan.lock_sha256, iplan.python_version, log=echo)
-            wheel_drift = check_wheels(lock, wheels)
-        except RunnerError as exc:
-            wheels, wheel_drift = None, [Drift(f"wheels pinned by {rec.lock}", "fetchable, hashes as pinned", exc.message)]
+        wheels, wheel_drift = _recorded_wheels(iplan, snap_dir, echo)
         if wheel_drift:
             found += wheel_drift
             _stop(drift + found, allow_drift)
-            echo("the recorded lock cannot be installed; --allow-env-drift: using the image today's tree gives")
-            fallback = resolve_image(engine, plan, project_root(), echo)
-            found.append(Drift("image", f"{rec.tag} built from the recorded Dockerfile and lock",
-                               f"{fallback.tag} from today's tree at {project_root()}"))  # fmt: skip
-            freeze = _read_freeze(engine, fallback.tag)
-            found += _freeze_drift(m, freeze, fallback.tag)
-            return fallback, f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed", found
-        with build_lock(iplan.tag):  # a run or replay needing this tag meanwhile: it is built once
-            image_id = engine.image_id(iplan.tag)
-            built = image_id is None
-            if built:
-                image_id = engine.build(
-                    iplan.tag, dockerfile, {"image.lock": lock, "wheels": wheels},
-                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=echo,
-                )  # fmt: skip
-                how = f"rebuilt {iplan.tag} from the recorded Dockerfile and lock on base {rec.base_ref}"
+            return _fall_back(engine, m, plan, echo, found)
+    image = image_builder.find_or_build(engine, iplan, snap_dir, echo, wheels=wheels)
+    if image.record["built_now"]:
+        how = f"rebuilt {iplan.tag} from the recorded Dockerfile and lock on base {rec.base_ref}"
+    else:
+        how = f"found {iplan.tag} by content hash (recorded id gone; same Dockerfile, lock, base)"
     found += _freeze_drift(m, _read_freeze(engine, iplan.tag), iplan.tag)
     if iplan.tag != rec.tag:
         found.append(Drift("image tag", rec.tag, iplan.tag))
-    seconds = time.time() - started if built else None
-    return ResolvedImage(record=image_record(iplan, image_id, built, seconds, engine), tag=iplan.tag), how, found
+    return image, how, found
+
+
+def _fall_back(engine: Engine, m: manifest.Manifest, plan: RunPlan, echo: Callable[[str], None],
+               found: list[Drift]) -> tuple[ResolvedImage, str, list[Drift]]:  # fmt: skip
+    """With drift allowed and the recorded lock not installable: the image today's tree gives."""
+    assert m.image is not None
+    echo("the recorded lock cannot be installed; --allow-env-drift: using the image today's tree gives")
+    root = project_root()
+    fallback = image_builder.resolve_image(engine, plan, root, echo)
+    found.append(Drift("image", f"{m.image.tag} built from the recorded Dockerfile and lock",
+                       f"{fallback.tag} from today's tree at {root}"))  # fmt: skip
+    found += _freeze_drift(m, _read_freeze(engine, fallback.tag), fallback.tag)
+    return fallback, f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed", found
 
 
 def _freeze_drift(m: manifest.Manifest, freeze: list[str] | None, tag: str) -> list[Drift]:

@@ -72,7 +72,7 @@ def make_writable_for(run_dir: Path, user: str) -> None:
     if os.geteuid() != 0:
         return
     uid, _, gid = user.partition(":")
-    for sub in (run_dir, run_dir / layout.OUTPUTS_DIR, run_dir / "logs", run_dir / "metrics", run_dir / "checkpoints"):
+    for sub in (run_dir, *(run_dir / name for name in layout.WRITABLE_DIRS)):
         sub.mkdir(exist_ok=True)
         os.chown(sub, int(uid), int(gid or uid))
 
@@ -87,7 +87,7 @@ def released(run_dir: Path, lock_fd: int) -> Iterator[None]:
 
 
 def release(run_dir: Path, lock_fd: int) -> None:
-    """Give the run dir back: every way out of :func:`execute` after the claim ends here.
+    """Give the run dir back: every way out of :func:`runner.flows.run.run` after the claim ends here.
 
     Unlink first, then unlock: a runner that opened the old file meanwhile sees it is gone and
     locks a new one, and never two runners hold the lock at once."""

@@ -27,6 +27,7 @@ import sys
 import time
 
 from runner.core import layout
+from runner.core.errors import shell_status
 from runner.worker import audit, facts
 from runner.worker.job import JobContext
 
@@ -69,7 +70,7 @@ def _supervise() -> int:
     while any(c.poll() is None for c in _children):
         failed = [c for c in _children if c.poll() not in (None, 0)]
         if failed and not code and not _stopping:
-            code = _status(failed[0].returncode)
+            code = shell_status(failed[0].returncode)
             _stop_children(signal.SIGTERM)
         if _kill_at is not None and time.monotonic() > _kill_at:
             for c in _children:
@@ -78,12 +79,7 @@ def _supervise() -> int:
         time.sleep(0.1)
     if _stopping:
         return 128 + _stopping
-    return code or next((_status(c.returncode) for c in _children if c.returncode != 0), 0)
-
-
-def _status(returncode: int) -> int:
-    """A child's return code as a shell reports it: killed by signal N → 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return code or next((shell_status(c.returncode) for c in _children if c.returncode != 0), 0)
 
 
 def _free_port() -> int:
