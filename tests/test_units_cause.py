@@ -39,3 +39,19 @@ def test_first_difference_names_the_first_operation_whose_output_differs():
     assert op_traces.first_difference(a, [a[0], {**a[1], "op": "aten::rand"}])["kind"] == "different operations"
     assert op_traces.trace_steps({"fingerprints": {"trace_steps": [3, 1, 3, 0, True]}}) == [1, 3]
     assert op_traces.step_of(op_traces.file_name(12)) == 12 and op_traces.step_of("op-trace-step-1.jsonl") is None
+
+
+def test_a_trace_hashes_no_uninitialised_memory(tmp_path):
+    """``torch.empty`` and ``set_`` hold whatever bytes were there: hashing them would name them as
+    the first difference between any two runs. They are traced, without a hash; computed ops are hashed."""
+    import torch
+
+    from runner.worker.op_trace import TraceMode
+
+    with TraceMode(tmp_path, []) as mode:
+        buf = torch.empty(64)
+        torch.zeros(0).set_(buf.untyped_storage())
+        torch.ones(4).add(1)
+    outs = {r["op"]: r["out"] for r in mode.rows}
+    assert outs["aten::empty"] is None and outs["aten::set_"] is None
+    assert outs["aten::add"] is not None

@@ -41,6 +41,15 @@ def outputs_sha256(out) -> str | None:
     return None if not leaves else leaves[0] if len(leaves) == 1 else hashlib.sha256("|".join(leaves).encode()).hexdigest()
 
 
+# Operations whose output holds no computed value: fresh, uninitialised memory, or another tensor's
+# storage re-pointed (``set_``). Their bytes differ between any two runs and say nothing about
+# where training parted, so they are listed in the trace without a hash.
+UNDEFINED_OUTPUT = frozenset({
+    "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided",
+    "aten::set_", "aten::resize_", "aten::resize_as_",
+})
+
+
 def _mode_base():
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -59,7 +68,9 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
         if func.namespace == "profiler":  # Lightning's and the profiler's markers: no data
             return out
         node = torch._C._current_autograd_node()
-        row: dict[str, Any] = {"i": len(self.rows), "op": func._schema.name, "out": outputs_sha256(out)}
+        name = func._schema.name
+        row: dict[str, Any] = {"i": len(self.rows), "op": name,
+                               "out": None if name in UNDEFINED_OUTPUT else outputs_sha256(out)}
         if node is not None:
             row["node"] = node.name()
             row["where"] = user_frame(self.code_dir, node_frames())
