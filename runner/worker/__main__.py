@@ -8,8 +8,9 @@ imported. Then:
 * with world size N > 1 this process becomes a small launcher: N copies of itself with
   ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set (Lightning sees an externally
   launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies;
-* a ``script`` experiment is run as a plain program with its arguments (it may start its own
-  processes, e.g. ``torch.multiprocessing.spawn``).
+* a ``script`` or ``module`` experiment is run as a plain program with its arguments, in the
+  run's ``outputs/`` (it may start its own processes, e.g. ``torch.multiprocessing.spawn``), or
+  under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``.
 
 Rank 0 (or the launcher, for scripts) writes ``result.json``: metrics, library and device facts,
 the determinism flags in force, installed packages. Standard library only at module level.
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from runner.core import layout
 from runner.core.errors import shell_status
@@ -161,18 +163,37 @@ def launch_ranks(ctx: JobContext) -> int:
     return _supervise()
 
 
+def program_command(exp: dict, code_dir: Path, world: int, port: int) -> list[str]:
+    """How a script or module starts: ``python script.py args``, ``python -m module args``, or
+    either under torchrun with ``world`` processes, rendezvous (c10d) on loopback only: a
+    container has no network, and its host name resolves to nothing (``--local-addr``, else the
+    rendezvous store is looked for under that name and the run hangs until c10d's timeout)."""
+    what = ["-m", str(exp["module"])] if exp.get("module") else [str(code_dir / exp["script"])]
+    args = [str(a) for a in exp.get("args") or []]
+    if exp.get("launcher") == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
+                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--local-addr=127.0.0.1",
+                "--max-restarts=0",
+                *what, *args]  # fmt: skip
+    return [sys.executable, *what, *args]
+
+
 def run_script(ctx: JobContext) -> int:
+    """Run the experiment's program unmodified. Its working directory is the run's ``outputs/``
+    (what it writes there, relative paths included, is hashed as outputs); the code snapshot
+    stays read-only and importable through ``PYTHONPATH``."""
     global _grace
     _grace = SCRIPT_GRACE
     exp = ctx.job["experiment"]
-    script = ctx.code_dir / exp["script"]
     env = dict(os.environ, RUNNER_RUN_DIR=str(ctx.run_dir), RUNNER_OUTPUT_DIR=str(ctx.output_dir),
                RUNNER_DATA_DIR=str(ctx.data_dir), RUNNER_SEED=str(ctx.seed),
                RUNNER_WORLD_SIZE=str(ctx.world_size))  # fmt: skip
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    child = subprocess.Popen([sys.executable, str(script), *map(str, exp.get("args") or [])], env=env,
-                             cwd=str(ctx.code_dir))  # fmt: skip
+    command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port())
+    child = subprocess.Popen(command, env=env, cwd=str(ctx.output_dir))
     _children.append(child)
     code = _supervise()
     if code == 0:
@@ -204,7 +225,7 @@ def main() -> int:
             code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
             if code or audit.wanted(ctx.job) == "only":
                 return code
-        if ctx.job["experiment"].get("script"):
+        if ctx.job["experiment"].get("script") or ctx.job["experiment"].get("module"):
             return run_script(ctx)
         if ctx.world_size > 1 and "RANK" not in os.environ:
             return launch_ranks(ctx)
