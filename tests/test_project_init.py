@@ -5,6 +5,7 @@ carries the runner's built-in config, Dockerfiles and locks."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -92,11 +93,18 @@ def test_a_project_dependency_reaches_the_image(tmp_path):
 
 
 def test_the_wheel_carries_the_builtin_config_dockerfiles_and_locks(tmp_path):
+    src = tmp_path / "src"  # a copy of the tracked tree: the build leaves nothing in this checkout
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    for rel in filter(None, listed.stdout.split("\0")):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)  # fmt: skip
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("runner-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for rel in ("conf/config.yaml", "conf/image/default.yaml", "Dockerfile.cpu", "images/cpu.lock", "images/cpu.in"):
         assert f"runner/_builtin/{rel}" in names, rel
     assert "hydra_plugins/runner_searchpath/__init__.py" in names
+    assert not any(n.startswith("experiments/") for n in names)  # this repository's own project code
