@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,13 +91,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict) -> None:
-    """``result.json``: the run's metrics and the facts of the process that trained.
+def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict, known: dict | None = None,
+                  ended: float | None = None) -> None:  # fmt: skip
+    """``result.json``: the run's metrics and the facts of the process that trained (``known``:
+    the process and package facts, when already collected).
 
     The host reads it only after this process has ended, and treats a torn or missing file as no
     result (the run's manifest is written either way), so a plain write is enough here."""
-    payload = {"metrics": metrics, "train_seconds": time.time() - started, "flags": flags,
-               "process": facts.process(), "packages": facts.packages()}  # fmt: skip
+    payload = {"metrics": metrics, "train_seconds": (ended or time.time()) - started, "flags": flags,
+               **(known or {"process": facts.process(), "packages": facts.packages()})}  # fmt: skip
     (ctx.run_dir / layout.RESULT).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
@@ -195,13 +198,16 @@ def run_script(ctx: JobContext) -> int:
     command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port())
     child = subprocess.Popen(command, env=env, cwd=str(ctx.output_dir))
     _children.append(child)
+    collected: dict = {}
+    collector = threading.Thread(target=_collect_facts, args=(collected,), daemon=True)
+    collector.start()  # importing torch here, while the program runs, costs the run no time
     code = _supervise()
+    ended = time.time()
     if code == 0:
         metrics_file = ctx.output_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        from runner.worker import determinism
-
-        _write_result(ctx, metrics, started, determinism.flags_in_force())
+        collector.join()
+        _write_result(ctx, metrics, started, collected.pop("flags", {}), collected or None, ended)
     return code
 
 
@@ -213,6 +219,14 @@ def _run_child(argv: list[str], env: dict) -> int:
         return _supervise()
     finally:
         _children.remove(child)
+
+
+def _collect_facts(into: dict) -> None:
+    """The flags, libraries and devices a program's processes start with (torch's defaults under
+    this environment), and the installed packages."""
+    from runner.worker import determinism
+
+    into.update(flags=determinism.flags_in_force(), process=facts.process(), packages=facts.packages())
 
 
 def main() -> int:
