@@ -40,6 +40,9 @@ def test_init_writes_a_project_and_keeps_what_is_there(tmp_path):
     assert (project / "example_train.py").read_text() == "print('mine')\n"  # never overwritten
     assert (project / "images/cpu.lock").read_bytes() == (ROOT / "images/cpu.lock").read_bytes()
     assert "experiment: example" in (project / "conf/config.yaml").read_text()
+    assert "runs/" in (project / ".gitignore").read_text().splitlines()  # run dirs stay out of snapshots
+    init(project)  # again: nothing written twice
+    assert (project / ".gitignore").read_text().splitlines().count("runs/") == 1
 
 
 def test_init_outside_a_project_is_one_line(tmp_path):

@@ -3,7 +3,8 @@
 It writes what a project needs and nothing it already has: ``conf/config.yaml`` (the runner's
 defaults, with the example as the default experiment), ``conf/experiment/example.yaml`` and the
 script it runs, and the image inputs (``Dockerfile.cpu``/``.cuda``, ``images/*.in`` listing the
-project's dependencies, ``images/*.lock`` as the runner ships them). Add a package to
+project's dependencies, ``images/*.lock`` as the runner ships them), and ``runs/`` in
+``.gitignore`` so run dirs stay out of the snapshot. Add a package to
 ``images/cpu.in``, run ``runner lock``, and the next run builds an image that holds it.
 """
 
@@ -56,6 +57,8 @@ print(f"{args.steps} steps, loss {loss.item():.4f}")
 '''
 
 PROJECT_DEPS = "\n# Your project's dependencies (then `runner lock`):\n"
+# Run dirs are written under the project by default: ignored, they stay out of the next snapshot.
+IGNORED = ("runs/", "multirun/")
 
 
 def scaffold(root: Path, builtin: Path) -> list[str]:
@@ -83,7 +86,18 @@ def scaffold(root: Path, builtin: Path) -> list[str]:
         else:
             target.write_text(content)
         written.append(rel)
+    if _ignore(root / ".gitignore", IGNORED):
+        written.append(".gitignore")
     return written
+
+
+def _ignore(gitignore: Path, patterns: tuple[str, ...]) -> bool:
+    """Append the ``patterns`` a ``.gitignore`` lacks; True when it changed."""
+    text = gitignore.read_text() if gitignore.is_file() else ""
+    missing = [p for p in patterns if p not in text.splitlines()]
+    if missing:
+        gitignore.write_text(text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
+    return bool(missing)
 
 
 def main(args: list[str]) -> int:
