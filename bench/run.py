@@ -82,7 +82,7 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
         _log(f"bench: stopped; run dirs kept in {work} for inspection")
         raise
     shutil.rmtree(work, ignore_errors=True)
-    order = ["script_overhead", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
+    order = ["script_overhead", "script_runner_own_seconds", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
              "hash_cache_hit_ms", "train_throughput_ratio", "strict_vs_fast_throughput"]  # fmt: skip
     figures.sort(key=lambda f: order.index(f.id) if f.id in order else len(order))
     info["load_average_end"] = results.load_average()
