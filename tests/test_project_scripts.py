@@ -27,9 +27,12 @@ torch.manual_seed(int(os.environ["RUNNER_SEED"]))
 model = torch.nn.Linear(8, 2)
 net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
 opt = torch.optim.SGD(net.parameters(), lr=0.1)
-for _ in range(5):
+for step in range(5):
     loss = net(torch.randn(16, 8)).pow(2).mean()
     opt.zero_grad(); loss.backward(); opt.step()
+    print(f"\\rtraining {step + 1}/5", end="", flush=True)  # a progress bar, redrawn in place
+print()
+print("💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)")
 if not ddp or dist.get_rank() == 0:
     torch.save(model.state_dict(), "weights.pt")  # the working directory, as scripts in the wild do
     with open("world.txt", "w") as f:
@@ -74,6 +77,10 @@ def test_a_script_writing_to_its_cwd_repeats_bit_identically_and_replays(project
     assert set(ma["outputs"]) == {"weights.pt", "world.txt"}
     assert ma["outputs"] == mb["outputs"]
     assert (a / "outputs" / "world.txt").read_text() == "-"  # a plain `python train.py`: no DDP
+    log = (a / "logs" / "train.log").read_text().splitlines()
+    assert "training 5/5" in log and not any("training 1/5" in line for line in log)  # the bar's last state
+    assert any("💡 Tip" in line for line in log)  # kept in the log file ...
+    assert "💡 Tip" not in run_in(project, f"hydra.run.dir={tmp_path / 'c'}").stderr  # ... not on the terminal
     replay = run_runner(str(a), module="runner.replay", cwd=project, env=RUNNER_ENV)
     assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
 
