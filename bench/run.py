@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import container_vs_host, determinism_cost, hash_speed, image_check, machine, results
+from bench import (
+    container_vs_host,
+    determinism_cost,
+    hash_speed,
+    image_check,
+    machine,
+    results,
+    script_overhead,
+)
 from runner.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 
@@ -66,13 +74,15 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
         figures += hash_speed.measure(sizes.hash_bytes, sizes.reps, work, _log)
         _log("bench: 1 + 4. the same run in the container and on the host")
         figures += container_vs_host.measure(sizes.overrides(), sizes.reps, work, _log)
+        _log("bench: 1b. a plain script: the whole `python -m runner` against `python script.py`")
+        figures += script_overhead.measure(str(cfg["dataset"]["root"]), sizes.reps, work, _log)
         _log("bench: 5. strict against fast determinism")
         figures += determinism_cost.measure(sizes.overrides(), sizes.reps, work, _log)
     except BaseException:
         _log(f"bench: stopped; run dirs kept in {work} for inspection")
         raise
     shutil.rmtree(work, ignore_errors=True)
-    order = ["launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
+    order = ["script_overhead", "script_runner_own_seconds", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
              "hash_cache_hit_ms", "train_throughput_ratio", "strict_vs_fast_throughput"]  # fmt: skip
     figures.sort(key=lambda f: order.index(f.id) if f.id in order else len(order))
     info["load_average_end"] = results.load_average()

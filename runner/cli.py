@@ -47,6 +47,18 @@ def _diff(args: list[str]) -> int | None:
     return diff_main(args)
 
 
+def _init(args: list[str]) -> int | None:
+    from runner.flows.init import main as init_main
+
+    return init_main(args)
+
+
+def _lock(args: list[str]) -> int | None:
+    from runner.flows.lock import main as lock_main
+
+    return lock_main(args)
+
+
 def _summary(args: list[str]) -> int | None:
     from runner.flows.summary import main as summary_main
 
@@ -58,6 +70,8 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "replay": _replay,
     "diff": _diff,
     "summary": _summary,
+    "init": _init,
+    "lock": _lock,
 }
 
 

@@ -12,7 +12,7 @@ from bench.results import Figure, Goal, markdown
 from tests.conftest import run_runner
 
 FIGURES = {
-    "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
+    "script_overhead", "script_runner_own_seconds", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
     "hash_cache_hit_ms", "train_throughput_ratio", "strict_vs_fast_throughput",
 }  # fmt: skip
 FIGURE_KEYS = {"id", "title", "value", "unit", "goal", "passed", "repetitions", "samples", "checks", "details",

@@ -28,7 +28,7 @@ def test_usage_and_unknown_commands():
     assert _runner("--help").returncode == 0
     proc = _runner("frobnicate")
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "runner: error: unknown command 'frobnicate': one of run, replay, diff, summary"
+        "runner: error: unknown command 'frobnicate': one of run, replay, diff, summary, init, lock"
     )
 
 

@@ -47,7 +47,7 @@ def test_runner_help_lists_the_same_commands():
         assert f"  {name:<8} {line}" in proc.stdout.splitlines(), proc.stdout
 
 
-@pytest.mark.parametrize("name", ["replay", "diff", "summary"])
+@pytest.mark.parametrize("name", ["replay", "diff", "summary", "init", "lock"])
 def test_each_commands_help_starts_with_its_line(name):
     proc = run_runner(name, "--help", module="runner.cli")
     assert proc.returncode == 0, proc.stderr

@@ -12,4 +12,6 @@ COMMANDS: dict[str, str] = {
     "replay": "re-run a recorded run from its manifest and verify it bit for bit",
     "diff": "show what differs between two runs",
     "summary": "rebuild a sweep's summary.json and summary.png from its run dirs",
+    "init": "scaffold a project in this git repository: conf/, an example, image inputs",
+    "lock": "hash-pinned image locks from the project's images/*.in (pip-compile)",
 }

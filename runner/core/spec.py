@@ -110,21 +110,46 @@ def fingerprint_every(cfg: Mapping[str, Any]) -> int:
     return int((cfg.get("fingerprints") or {}).get("every_k_steps", 10))
 
 
+LAUNCHERS = ("python", "torchrun")
+
+
 def _experiment(cfg: Mapping[str, Any], project_root: Path) -> dict[str, Any]:
+    """The experiment section, checked: exactly one of ``target`` (``module:function``, called
+    in-process), ``script`` (``python script.py args``) or ``module`` (``python -m module args``);
+    a program (script or module) may start under ``launcher: torchrun``."""
     exp = dict(cfg.get("experiment") or {})
-    target, script = exp.get("target"), exp.get("script")
-    if bool(target) == bool(script):
-        raise RunnerError("experiment must name exactly one of `target` (module:function) or `script`", EXIT_USAGE)
-    if target:
-        module = str(target).partition(":")[0]
-        rel = Path(*module.split("."))
+    target, script, module = exp.get("target"), exp.get("script"), exp.get("module")
+    if sum(bool(x) for x in (target, script, module)) != 1:
+        raise RunnerError("experiment must name exactly one of `target` (module:function), `script` "
+                          "(a file) or `module` (python -m)", EXIT_USAGE)  # fmt: skip
+    if target or module:
+        name = str(target or module).partition(":")[0]
+        rel = Path(*name.split("."))
         if not ((project_root / rel).with_suffix(".py").is_file() or (project_root / rel / "__init__.py").is_file()):
-            raise RunnerError(f"experiment target {target!r}: no module {module} under {project_root}", EXIT_USAGE)
-    else:
-        if not (project_root / str(script)).is_file():
-            raise RunnerError(f"experiment script {script!r} not found under {project_root}", EXIT_USAGE)
+            what = "target" if target else "module"
+            raise RunnerError(f"experiment {what} {target or module!r}: no module {name} under {project_root}", EXIT_USAGE)
+    elif not (project_root / str(script)).is_file():
+        raise RunnerError(f"experiment script {script!r} not found under {project_root}", EXIT_USAGE)
+    if not target:
         exp["args"] = [str(a) for a in exp.get("args") or []]
+    _launcher(exp, program=not target)
     return exp
+
+
+def _launcher(exp: dict[str, Any], program: bool) -> None:
+    """``launcher`` (python | torchrun) and ``nproc_per_node`` (torchrun's processes; null: the world size)."""
+    launcher = exp.get("launcher") or "python"
+    if launcher not in LAUNCHERS:
+        raise RunnerError(f"experiment.launcher={launcher!r} must be one of {', '.join(LAUNCHERS)}", EXIT_USAGE)
+    if launcher == "torchrun" and not program:
+        raise RunnerError("experiment.launcher=torchrun starts a `script` or `module`, not a `target`", EXIT_USAGE)
+    nproc = exp.get("nproc_per_node")
+    if nproc is not None and (type(nproc) is not int or nproc < 1):
+        raise RunnerError(f"experiment.nproc_per_node={nproc!r} must be a positive integer or null", EXIT_USAGE)
+    if nproc is not None and launcher != "torchrun":
+        raise RunnerError("experiment.nproc_per_node is torchrun's: set experiment.launcher=torchrun", EXIT_USAGE)
+    if "launcher" in exp or "nproc_per_node" in exp:
+        exp["launcher"] = launcher
 
 
 def _user(launch: Mapping[str, Any], uid: int, gid: int) -> str:
@@ -190,12 +215,15 @@ def plan_run(
     env.update(passthrough_env(names, host_env))
     env = dict(sorted(env.items()))
     rid = run_id or f"{_NAME_OK.sub('-', run_dir.name)[-40:]}-{uuid.uuid4().hex[:8]}"
+    experiment = _experiment(cfg, project_root)
+    if experiment.get("nproc_per_node") and not n_gpus:  # torchrun's own count sets a CPU run's world size
+        world = int(experiment["nproc_per_node"])
     image_kind = choose_kind(str((cfg.get("image") or {}).get("kind", "auto")), gpus)
     return RunPlan(
         run_id=rid,
         run_dir=run_dir,
         config=dict(cfg),
-        experiment=_experiment(cfg, project_root),
+        experiment=experiment,
         backend=backend,
         image_kind=image_kind,
         gpus=gpus if n_gpus else None,

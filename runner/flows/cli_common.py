@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.host.project import conf_dir, find_root
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The project's conf/ (or the built-in one); the built-in groups are on Hydra's search path too
+# (hydra_plugins/runner_searchpath).
+CONF_DIR = conf_dir(find_root())
 
 
 def fail(exc: BaseException) -> NoReturn:

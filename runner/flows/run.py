@@ -160,7 +160,11 @@ def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
     r.got.image_seconds = time.time() - t_image
     _write_job(r, paths)
     plan = r.plan
-    echo(f"run {plan.run_id}: {plan.experiment.get('target') or plan.experiment.get('script')} "
+    exp = plan.experiment
+    what = exp.get("target") or exp.get("script") or f"-m {exp.get('module')}"
+    if exp.get("launcher") == "torchrun":
+        what = f"torchrun {what}"
+    echo(f"run {plan.run_id}: {what} "
          f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}")  # fmt: skip
     ran = backend.run(plan, image_tag, snap_dir, data_root, echo)
     r.got.container_seconds = ran.seconds

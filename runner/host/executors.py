@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.core import layout
+from runner.core import layout, logtext
 from runner.core.errors import shell_status
 from runner.core.spec import RunPlan
 from runner.host.engine import Container, Engine
@@ -41,7 +41,9 @@ class Exit:
 
 class Tee:
     """``echo``, also appending each line to ``path`` and keeping the last ``LOG_TAIL`` lines in
-    ``tail``; the file is closed by :meth:`close` or at the end of a ``with`` block."""
+    ``tail``; the file is closed by :meth:`close` or at the end of a ``with`` block. A line redrawn
+    with carriage returns (a progress bar) is kept in its last state; terminal noise
+    (:func:`runner.core.logtext.is_terminal_noise`) goes to the file only."""
 
     def __init__(self, path: Path, echo: Callable[[str], None]):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +54,11 @@ class Tee:
     def __call__(self, line: str) -> None:
         if self.file.closed:  # a last line from a log stream that outlived the run
             return
+        line = logtext.last_redraw(line)
         self.file.write(line + "\n")
         self.tail.append(line)
-        self.echo(line)
+        if not logtext.is_terminal_noise(line):
+            self.echo(line)
 
     def close(self) -> None:
         self.file.close()

@@ -20,6 +20,7 @@ from runner.core.run_input import ResolvedImage
 from runner.host import wheelhouse
 from runner.host.engine import Engine
 from runner.host.executors import Tee
+from runner.host.progress import BuildProgress
 
 __all__ = ["ResolvedImage", "build_lock", "find_or_build", "image_record", "resolve_image", "reuse"]
 
@@ -28,8 +29,8 @@ def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable
                   build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
     """Find the image the plan names by content hash, or build it (hermetically) when the tag is absent.
 
-    A build's output streams to ``echo`` and, when ``build_log`` is given, to that file too (a
-    failed build's run dir then keeps the whole log, not only the tail in the error).
+    A build's output goes to ``build_log`` when given (a failed build's run dir then keeps the
+    whole log, not only the tail in the error); the terminal shows its step and elapsed time.
     """
     variant = plan.config["image"]["variants"][plan.image_kind]
     base = variant["base"]
@@ -56,9 +57,10 @@ def find_or_build(engine: Engine, iplan: images.ImagePlan, root: Path, echo: Cal
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
         if built:
-            with Tee(build_log, echo) if build_log else contextlib.nullcontext(echo) as log:
+            with BuildProgress(iplan.tag, build_log, echo, announce) as progress, \
+                    Tee(build_log, progress) if build_log else contextlib.nullcontext(progress) as log:  # fmt: skip
                 if announce:
-                    log(announce)
+                    log(announce)  # the log file's first line (the terminal got it from BuildProgress)
                 if wheels is None:
                     wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
                 image_id = engine.build(

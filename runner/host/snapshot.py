@@ -27,9 +27,11 @@ from runner.host.hashing import cache_dir, sha256_file
 
 
 def project_root() -> Path:
-    """The project whose code runs: ``RUNNER_PROJECT``, else the checkout holding this package."""
-    env = os.environ.get("RUNNER_PROJECT")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
+    """The project whose code runs (:func:`runner.host.project.find_root`): ``RUNNER_PROJECT``,
+    else the git repository the command started in, else the checkout holding this package."""
+    from runner.host.project import find_root
+
+    return find_root()
 
 @dataclass(frozen=True)
 class SnapshotInfo:

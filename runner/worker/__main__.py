@@ -8,8 +8,9 @@ imported. Then:
 * with world size N > 1 this process becomes a small launcher: N copies of itself with
   ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set (Lightning sees an externally
   launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies;
-* a ``script`` experiment is run as a plain program with its arguments (it may start its own
-  processes, e.g. ``torch.multiprocessing.spawn``).
+* a ``script`` or ``module`` experiment is run as a plain program with its arguments, in the
+  run's ``outputs/`` (it may start its own processes, e.g. ``torch.multiprocessing.spawn``), or
+  under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``.
 
 Rank 0 (or the launcher, for scripts) writes ``result.json``: metrics, library and device facts,
 the determinism flags in force, installed packages. Standard library only at module level.
@@ -24,7 +25,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from runner.core import layout
 from runner.core.errors import shell_status
@@ -88,13 +91,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict) -> None:
-    """``result.json``: the run's metrics and the facts of the process that trained.
+def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict, known: dict | None = None,
+                  ended: float | None = None) -> None:  # fmt: skip
+    """``result.json``: the run's metrics and the facts of the process that trained (``known``:
+    the process and package facts, when already collected).
 
     The host reads it only after this process has ended, and treats a torn or missing file as no
     result (the run's manifest is written either way), so a plain write is enough here."""
-    payload = {"metrics": metrics, "train_seconds": time.time() - started, "flags": flags,
-               "process": facts.process(), "packages": facts.packages()}  # fmt: skip
+    payload = {"metrics": metrics, "train_seconds": (ended or time.time()) - started, "flags": flags,
+               **(known or {"process": facts.process(), "packages": facts.packages()})}  # fmt: skip
     (ctx.run_dir / layout.RESULT).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
@@ -161,26 +166,48 @@ def launch_ranks(ctx: JobContext) -> int:
     return _supervise()
 
 
+def program_command(exp: dict, code_dir: Path, world: int, port: int) -> list[str]:
+    """How a script or module starts: ``python script.py args``, ``python -m module args``, or
+    either under torchrun with ``world`` processes, rendezvous (c10d) on loopback only: a
+    container has no network, and its host name resolves to nothing (``--local-addr``, else the
+    rendezvous store is looked for under that name and the run hangs until c10d's timeout)."""
+    what = ["-m", str(exp["module"])] if exp.get("module") else [str(code_dir / exp["script"])]
+    args = [str(a) for a in exp.get("args") or []]
+    if exp.get("launcher") == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
+                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--local-addr=127.0.0.1",
+                "--max-restarts=0",
+                *what, *args]  # fmt: skip
+    return [sys.executable, *what, *args]
+
+
 def run_script(ctx: JobContext) -> int:
+    """Run the experiment's program unmodified. Its working directory is the run's ``outputs/``
+    (what it writes there, relative paths included, is hashed as outputs); the code snapshot
+    stays read-only and importable through ``PYTHONPATH``."""
     global _grace
     _grace = SCRIPT_GRACE
     exp = ctx.job["experiment"]
-    script = ctx.code_dir / exp["script"]
     env = dict(os.environ, RUNNER_RUN_DIR=str(ctx.run_dir), RUNNER_OUTPUT_DIR=str(ctx.output_dir),
                RUNNER_DATA_DIR=str(ctx.data_dir), RUNNER_SEED=str(ctx.seed),
                RUNNER_WORLD_SIZE=str(ctx.world_size))  # fmt: skip
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    child = subprocess.Popen([sys.executable, str(script), *map(str, exp.get("args") or [])], env=env,
-                             cwd=str(ctx.code_dir))  # fmt: skip
+    command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port())
+    child = subprocess.Popen(command, env=env, cwd=str(ctx.output_dir))
     _children.append(child)
+    collected: dict = {}
+    collector = threading.Thread(target=_collect_facts, args=(collected,), daemon=True)
+    collector.start()  # importing torch here, while the program runs, costs the run no time
     code = _supervise()
+    ended = time.time()
     if code == 0:
         metrics_file = ctx.output_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        from runner.worker import determinism
-
-        _write_result(ctx, metrics, started, determinism.flags_in_force())
+        collector.join()
+        _write_result(ctx, metrics, started, collected.pop("flags", {}), collected or None, ended)
     return code
 
 
@@ -194,6 +221,14 @@ def _run_child(argv: list[str], env: dict) -> int:
         _children.remove(child)
 
 
+def _collect_facts(into: dict) -> None:
+    """The flags, libraries and devices a program's processes start with (torch's defaults under
+    this environment), and the installed packages."""
+    from runner.worker import determinism
+
+    into.update(flags=determinism.flags_in_force(), process=facts.process(), packages=facts.packages())
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -204,7 +239,7 @@ def main() -> int:
             code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
             if code or audit.wanted(ctx.job) == "only":
                 return code
-        if ctx.job["experiment"].get("script"):
+        if ctx.job["experiment"].get("script") or ctx.job["experiment"].get("module"):
             return run_script(ctx)
         if ctx.world_size > 1 and "RANK" not in os.environ:
             return launch_ranks(ctx)

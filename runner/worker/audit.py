@@ -22,8 +22,8 @@ from runner.core import audit as rules
 
 
 def wanted(job: dict) -> str:
-    """"on", "only" or "off" for this job (a plain script has no Trainer to limit: never audited)."""
-    if job["experiment"].get("script"):
+    """"on", "only" or "off" for this job (a plain script or module has no Trainer to limit: never audited)."""
+    if job["experiment"].get("script") or job["experiment"].get("module"):
         return "off"
     return rules.mode(job.get("determinism") or {})
 

@@ -20,12 +20,7 @@ def process() -> dict[str, Any]:
         "cpus_usable": len(os.sched_getaffinity(0)),
         "gpus": [],
     }
-    try:
-        import pytorch_lightning as pl
-
-        out["lightning"] = pl.__version__
-    except ImportError:
-        out["lightning"] = None
+    out["lightning"] = _version("pytorch_lightning", "pytorch-lightning")
     if torch.cuda.is_available():
         out["cudnn"] = torch.backends.cudnn.version()
         try:
@@ -40,6 +35,20 @@ def process() -> dict[str, Any]:
             )  # fmt: skip
         out["driver"] = _nvidia_driver()
     return out
+
+
+def _version(module: str, distribution: str) -> str | None:
+    """A library's version without importing it (Lightning takes seconds to import; a plain
+    script's run should not wait for that), or its ``__version__`` when it is already loaded."""
+    import sys
+    from importlib import metadata
+
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _nvidia_driver() -> str | None:

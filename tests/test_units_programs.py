@@ -1,0 +1,87 @@
+"""How a plain program starts (pure planning and the worker's command line), and what the
+training log keeps of progress bars and terminal noise."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from runner.core import logtext, spec
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.flows.cli_common import compose
+from runner.worker.__main__ import program_command
+from tests.conftest import ROOT
+
+SCRIPT = "experiments/plain_script/train.py"
+
+
+@pytest.fixture(scope="module")
+def script_cfg() -> dict:
+    return OmegaConf.to_container(compose(["experiment=plain_script"]), resolve=True)
+
+
+def plan(cfg: dict, **experiment) -> spec.RunPlan:
+    cfg = {**cfg, "experiment": {**cfg["experiment"], **experiment}}
+    return spec.plan_run(cfg, Path("/tmp/x/run"), ROOT, {}, 1000, 1000)
+
+
+def test_a_module_runs_with_python_dash_m(script_cfg):
+    p = plan(script_cfg, script=None, module="experiments.mnist", args=[])
+    assert program_command(p.experiment, Path("/code"), 1, 0) == [sys.executable, "-m", "experiments.mnist"]
+
+
+def test_a_script_runs_by_path_under_the_snapshot(script_cfg):
+    p = plan(script_cfg, args=["--x", 1])
+    assert program_command(p.experiment, Path("/code"), 1, 0) == [sys.executable, f"/code/{SCRIPT}", "--x", "1"]
+
+
+def test_torchrun_starts_world_size_processes_with_a_loopback_rendezvous(script_cfg):
+    p = plan(script_cfg, launcher="torchrun", args=[])
+    assert p.world_size == script_cfg["launch"]["processes"]
+    cmd = program_command(p.experiment, Path("/code"), p.world_size, 29500)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert f"--nproc-per-node={p.world_size}" in cmd and "--rdzv-endpoint=127.0.0.1:29500" in cmd
+    assert "--local-addr=127.0.0.1" in cmd and cmd[-1] == f"/code/{SCRIPT}"
+    assert plan(script_cfg, launcher="torchrun", nproc_per_node=3).world_size == 3
+
+
+@pytest.mark.parametrize(
+    ("experiment", "match"),
+    [
+        ({"module": "experiments.mnist"}, "exactly one of"),
+        ({"script": None, "module": "no.such"}, "no module no.such"),
+        ({"launcher": "mpirun"}, "python, torchrun"),
+        ({"nproc_per_node": 2}, "launcher=torchrun"),
+        ({"launcher": "torchrun", "nproc_per_node": 0}, "positive integer"),
+        ({"script": None, "target": "experiments.mnist:train", "launcher": "torchrun"}, "not a `target`"),
+    ],
+)
+def test_bad_program_settings_are_refused_before_anything_starts(script_cfg, experiment, match):
+    with pytest.raises(RunnerError, match=match) as info:
+        plan(script_cfg, **experiment)
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_a_progress_bar_keeps_its_last_state():
+    assert logtext.last_redraw("epoch 0:  10%\repoch 0:  50%\repoch 0: 100%\r") == "epoch 0: 100%"
+    assert logtext.last_redraw("plain line") == "plain line"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](https://pypi.org/project/litlogger/)",
+        "[W1126 08:38:02.880408783 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved. err=-3",
+        "[W1126 08:26:37.480 socket.cpp:764] [c10d] The IPv6 network addresses of (8b809586eb2a, 35081) cannot be retrieved (gai error: -3)",
+    ],
+)
+def test_advertising_and_hostname_warnings_stay_off_the_terminal(line):
+    assert logtext.is_terminal_noise(line)
+
+
+def test_training_lines_reach_the_terminal():
+    assert not logtext.is_terminal_noise("Epoch 0: 100%|██████████| 30/30 [00:01<00:00, loss=0.5]")
+    assert not logtext.is_terminal_noise("[W socket.cpp:1] [c10d] connection refused to 127.0.0.1:1234")
