@@ -37,8 +37,12 @@ test-slow: setup
 bench: setup
 	$(PY) -m bench.run
 
+# ruff (lint + formatting), the layer contracts (import-linter), and mypy on the package.
 lint: $(STAMP)
 	.venv/bin/ruff check runner experiments tests bench hydra_plugins
+	.venv/bin/ruff format --check runner experiments tests bench hydra_plugins
+	.venv/bin/lint-imports
+	.venv/bin/mypy
 
 # Regenerate the hash-pinned image locks from images/*.in (needs PyPI).
 lock: $(STAMP)
