@@ -27,24 +27,33 @@ def measure(overrides: list[str], reps: int, work: Path, log) -> list[Figure]:
         pair = {}
         for backend in order:
             pair[backend] = runs.run([*overrides, f"launch.backend={backend}"], work / f"cvh-{i}-{backend}")
-            log(f"  rep {i + 1}/{reps} {backend}: wall {pair[backend].wall_seconds:.2f} s, "
-                f"train {pair[backend].train_seconds:.2f} s")  # fmt: skip
+            log(
+                f"  rep {i + 1}/{reps} {backend}: wall {pair[backend].wall_seconds:.2f} s, "
+                f"train {pair[backend].train_seconds:.2f} s"
+            )
         pairs.append(pair)
     d = [p["docker"] for p in pairs]
     h = [p["host"] for p in pairs]
-    common = {"overrides": overrides, "steps": d[0].steps, "samples_per_step": d[0].samples_per_step,
-              "order": "alternating: docker,host then host,docker"}  # fmt: skip
+    common = {
+        "overrides": overrides,
+        "steps": d[0].steps,
+        "samples_per_step": d[0].samples_per_step,
+        "order": "alternating: docker,host then host,docker",
+    }
     overhead = Figure(
         id="launch_overhead",
         title="Launch overhead, cached image (docker − host wall time)",
         unit="s",
         samples=[p["docker"].wall_seconds - p["host"].wall_seconds for p in pairs],
         goal=Goal("<=", 1.5),
-        details={**common,
-                 "docker_wall_seconds": [r.wall_seconds for r in d], "host_wall_seconds": [r.wall_seconds for r in h],
-                 "docker_wall_median": median([r.wall_seconds for r in d]),
-                 "host_wall_median": median([r.wall_seconds for r in h]),
-                 "docker_image_seconds": [r.image_seconds for r in d]},  # fmt: skip
+        details={
+            **common,
+            "docker_wall_seconds": [r.wall_seconds for r in d],
+            "host_wall_seconds": [r.wall_seconds for r in h],
+            "docker_wall_median": median([r.wall_seconds for r in d]),
+            "host_wall_median": median([r.wall_seconds for r in h]),
+            "docker_image_seconds": [r.image_seconds for r in d],
+        },
         load_average=load,
     )
     throughput = Figure(
@@ -53,15 +62,19 @@ def measure(overrides: list[str], reps: int, work: Path, log) -> list[Figure]:
         unit="×",
         samples=[p["docker"].samples_per_second / p["host"].samples_per_second for p in pairs],
         goal=Goal(">=", 0.97),
-        details={**common,
-                 "measured_by": d[0].speed_source,
-                 "docker_samples_per_second": [r.samples_per_second for r in d],
-                 "host_samples_per_second": [r.samples_per_second for r in h],
-                 "docker_train_seconds": [r.train_seconds for r in d], "host_train_seconds": [r.train_seconds for r in h],
-                 "train_seconds_ratio_host_over_docker": median(
-                     [p["host"].train_seconds / p["docker"].train_seconds for p in pairs]),
-                 "train_seconds_covers": "the worker's whole train(): data load, Trainer and DDP setup, fit, "
-                                         "test evaluation, weights save"},  # fmt: skip
+        details={
+            **common,
+            "measured_by": d[0].speed_source,
+            "docker_samples_per_second": [r.samples_per_second for r in d],
+            "host_samples_per_second": [r.samples_per_second for r in h],
+            "docker_train_seconds": [r.train_seconds for r in d],
+            "host_train_seconds": [r.train_seconds for r in h],
+            "train_seconds_ratio_host_over_docker": median(
+                [p["host"].train_seconds / p["docker"].train_seconds for p in pairs]
+            ),
+            "train_seconds_covers": "the worker's whole train(): data load, Trainer and DDP setup, fit, "
+            "test evaluation, weights save",
+        },
         load_average=load,
     )
     return [overhead, throughput]

@@ -22,8 +22,9 @@ def measure(overrides: list[str], reps: int, work: Path, log) -> list[Figure]:
         order = ("strict", "fast") if i % 2 == 0 else ("fast", "strict")
         pair = {}
         for profile in order:
-            pair[profile] = runs.run([*overrides, f"determinism={profile}", "precision=fp32"],
-                                     work / f"det-{i}-{profile}")  # equal precision: only determinism differs
+            pair[profile] = runs.run(
+                [*overrides, f"determinism={profile}", "precision=fp32"], work / f"det-{i}-{profile}"
+            )  # equal precision: only determinism differs
             log(f"  rep {i + 1}/{reps} {profile}: {pair[profile].samples_per_second:.0f} samples/s")
         pairs.append(pair)
     strict = [p["strict"].samples_per_second for p in pairs]

@@ -45,15 +45,31 @@ def run_once(job: dict, args, run_dir: Path) -> dict:
     batch, model = WORKLOADS[job["workload"]]
     gpus = job["gpu_ids"]
     overrides = [
-        f"experiment={job['workload']}", "launch.backend=host", f"launch.gpus=[{','.join(map(str, gpus))}]",
-        f"determinism={job['profile']}", f"precision={job['precision']}", f"seed={args.seed}",
-        f"dataset.root={args.data_root}", f"trainer.max_steps={args.steps}", "trainer.max_epochs=-1",
-        f"model.batch_size={batch // len(gpus)}", *model, *job.get("extra", []), f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        f"experiment={job['workload']}",
+        "launch.backend=host",
+        f"launch.gpus=[{','.join(map(str, gpus))}]",
+        f"determinism={job['profile']}",
+        f"precision={job['precision']}",
+        f"seed={args.seed}",
+        f"dataset.root={args.data_root}",
+        f"trainer.max_steps={args.steps}",
+        "trainer.max_epochs=-1",
+        f"model.batch_size={batch // len(gpus)}",
+        *model,
+        *job.get("extra", []),
+        f"hydra.run.dir={run_dir}",
+    ]
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "runner", *overrides], capture_output=True, text=True, cwd=ROOT)
-    out = {**job, "gpus": len(gpus), "overrides": overrides, "exit_code": proc.returncode,
-           "wall_seconds": round(time.time() - started, 1)}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *overrides], capture_output=True, text=True, cwd=ROOT
+    )
+    out = {
+        **job,
+        "gpus": len(gpus),
+        "overrides": overrides,
+        "exit_code": proc.returncode,
+        "wall_seconds": round(time.time() - started, 1),
+    }
     if proc.returncode != 0:
         out["stderr_tail"] = proc.stderr.strip().splitlines()[-15:]
         return out
@@ -65,7 +81,9 @@ def run_once(job: dict, args, run_dir: Path) -> dict:
         metrics=m["metrics"],
         flags={k: v for k, v in (m["determinism"]["flags"] or {}).items() if k != "env"},
         gpus_seen=[g.get("name") for g in (m.get("process") or {}).get("gpus") or []],
-        versions={k: (m.get("process") or {}).get(k) for k in ("torch", "cuda_runtime", "cudnn", "nccl", "driver")},
+        versions={
+            k: (m.get("process") or {}).get(k) for k in ("torch", "cuda_runtime", "cudnn", "nccl", "driver")
+        },
     )
     return out
 
@@ -78,8 +96,15 @@ def plan(args) -> list[dict]:
     ):
         if gpus > 1 and workload not in args.multi_gpu_workloads:
             continue
-        jobs.append({"workload": workload, "profile": profile, "precision": prec, "repeat": rep,
-                     "gpu_ids": list(range(gpus))})  # fmt: skip
+        jobs.append(
+            {
+                "workload": workload,
+                "profile": profile,
+                "precision": prec,
+                "repeat": rep,
+                "gpu_ids": list(range(gpus)),
+            }
+        )
     return jobs
 
 
@@ -92,8 +117,24 @@ def execute(jobs: list[dict], args, tmp: Path) -> list[dict]:
         r = run_once(job, args, tmp / tag)
         with args.out.with_suffix(".runs.jsonl").open("a") as f:  # kept when the sweep is cut short
             f.write(json.dumps(r, default=str) + "\n")
-        print(json.dumps({k: r.get(k) for k in ("workload", "gpus", "profile", "precision", "repeat", "exit_code",
-                                                  "samples_per_s", "wall_seconds")}), flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    k: r.get(k)
+                    for k in (
+                        "workload",
+                        "gpus",
+                        "profile",
+                        "precision",
+                        "repeat",
+                        "exit_code",
+                        "samples_per_s",
+                        "wall_seconds",
+                    )
+                }
+            ),
+            flush=True,
+        )
         return r
 
     singles = [j for j in jobs if len(j["gpu_ids"]) == 1]
@@ -109,7 +150,10 @@ def _identical(rs: list[dict]) -> bool | None:
     """Did the repeats give the same outputs and fingerprints? None: fewer than two to compare."""
     if len(rs) < 2:
         return None
-    return all(r["outputs"] == rs[0]["outputs"] and r["fingerprints_sha256"] == rs[0]["fingerprints_sha256"] for r in rs)
+    return all(
+        r["outputs"] == rs[0]["outputs"] and r["fingerprints_sha256"] == rs[0]["fingerprints_sha256"]
+        for r in rs
+    )
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -120,11 +164,16 @@ def summarise(runs: list[dict]) -> dict:
         rs = [r for r in runs if (r["workload"], r["gpus"], r["profile"], r["precision"]) == (w, g, p, q)]
         ok = [r for r in rs if r["exit_code"] == 0 and r.get("samples_per_s")]
         groups[f"{w}/{g}gpu/{p}/{q}"] = {
-            "workload": w, "gpus": g, "profile": p, "precision": q, "runs": len(rs), "runs_ok": len(ok),
+            "workload": w,
+            "gpus": g,
+            "profile": p,
+            "precision": q,
+            "runs": len(rs),
+            "runs_ok": len(ok),
             "samples_per_s": [round(r["samples_per_s"]) for r in ok],
             "samples_per_s_median": statistics.median(r["samples_per_s"] for r in ok) if ok else None,
             "bit_identical": _identical(ok) if len(ok) == len(rs) else False,
-        }  # fmt: skip
+        }
     ratio, speedup = {}, {}
     for key, grp in groups.items():
         w, g, p, q = grp["workload"], grp["gpus"], grp["profile"], grp["precision"]
@@ -141,18 +190,30 @@ def table(doc: dict) -> str:
     """The Markdown table bench/README.md shows: one row per workload × profile × precision."""
     s = doc["summary"]
     gpu_counts = sorted({g["gpus"] for g in s["groups"].values()})
-    head = ["workload", "profile", "precision", *[f"{n} GPU samples/s" for n in gpu_counts],
-            "repeats identical", "strict ÷ fast (1 GPU)", *[f"{n}÷1 GPU" for n in gpu_counts if n > 1]]  # fmt: skip
+    head = [
+        "workload",
+        "profile",
+        "precision",
+        *[f"{n} GPU samples/s" for n in gpu_counts],
+        "repeats identical",
+        "strict ÷ fast (1 GPU)",
+        *[f"{n}÷1 GPU" for n in gpu_counts if n > 1],
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows = sorted({(g["workload"], g["profile"], g["precision"]) for g in s["groups"].values()},
-                  key=lambda k: (k[0], k[2], k[1]))  # fmt: skip
+    rows = sorted(
+        {(g["workload"], g["profile"], g["precision"]) for g in s["groups"].values()},
+        key=lambda k: (k[0], k[2], k[1]),
+    )
     for w, p, q in rows:
         cells = [w, p, q]
         same = []
         for n in gpu_counts:
             grp = s["groups"].get(f"{w}/{n}gpu/{p}/{q}")
-            cells.append("—" if not grp or not grp["samples_per_s_median"] else
-                         "–".join(f"{v / 1e3:,.0f}k" for v in sorted(grp["samples_per_s"])))  # fmt: skip
+            cells.append(
+                "—"
+                if not grp or not grp["samples_per_s_median"]
+                else "–".join(f"{v / 1e3:,.0f}k" for v in sorted(grp["samples_per_s"]))
+            )
             if grp:
                 same.append(f"{n}: " + {True: "yes", False: "no", None: "1 run"}[grp["bit_identical"]])
         cells.append(", ".join(same))
@@ -164,8 +225,10 @@ def table(doc: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     m = doc["machine"]
     lines.append("")
-    lines.append(f"{', '.join(sorted(set(m.get('gpus') or [])))}; {doc['settings']['steps']} steps, "
-                 f"{doc['settings']['repeats']} repeats each; samples/s of each repeat; `{Path(doc['out']).name}`.")  # fmt: skip
+    lines.append(
+        f"{', '.join(sorted(set(m.get('gpus') or [])))}; {doc['settings']['steps']} steps, "
+        f"{doc['settings']['repeats']} repeats each; samples/s of each repeat; `{Path(doc['out']).name}`."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -179,8 +242,15 @@ def write_table(doc: dict, readme: Path) -> None:
 
 
 def machine() -> dict:
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip().splitlines()  # fmt: skip
+    smi = (
+        subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     return {"host": platform.node(), "gpus": smi}
 
 
@@ -191,14 +261,30 @@ def merge(paths: list[Path], out: Path, args) -> dict:
         if p.suffix == ".jsonl":
             runs = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
             seen = sorted({f"{n}, {r['versions']['driver']}" for r in runs for n in r.get("gpus_seen") or []})
-            docs.append({"command": f"(cut short) {p.name}", "date": None, "machine": {"gpus": seen},
-                         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                                      if k != "merge"}, "runs": runs})  # fmt: skip
+            docs.append(
+                {
+                    "command": f"(cut short) {p.name}",
+                    "date": None,
+                    "machine": {"gpus": seen},
+                    "settings": {
+                        k: (str(v) if isinstance(v, Path) else v)
+                        for k, v in vars(args).items()
+                        if k != "merge"
+                    },
+                    "runs": runs,
+                }
+            )
         else:
             docs.append(json.loads(p.read_text()))
     runs = [r for d in docs for r in d["runs"]]
-    doc = {**docs[0], "merged_from": [str(p) for p in paths], "commands": [d["command"] for d in docs],
-           "runs": runs, "summary": summarise(runs), "out": str(out)}  # fmt: skip
+    doc = {
+        **docs[0],
+        "merged_from": [str(p) for p in paths],
+        "commands": [d["command"] for d in docs],
+        "runs": runs,
+        "summary": summarise(runs),
+        "out": str(out),
+    }
     doc["settings"]["gpus"] = sorted({r["gpus"] for r in runs})
     return doc
 
@@ -216,8 +302,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parallel", type=int, default=1, help="single-GPU runs side by side, one per GPU")
-    ap.add_argument("--merge", type=Path, nargs="+", help="join these results files into --out instead of running")
-    ap.add_argument("--table", type=Path, nargs="?", const=README, help=f"write the table into this file ({README})")
+    ap.add_argument(
+        "--merge", type=Path, nargs="+", help="join these results files into --out instead of running"
+    )
+    ap.add_argument(
+        "--table", type=Path, nargs="?", const=README, help=f"write the table into this file ({README})"
+    )
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -225,11 +315,19 @@ def main() -> int:
         doc = merge(args.merge, args.out, args)
     else:
         runs = execute(plan(args), args, Path(tempfile.mkdtemp(prefix="gpu-bench-")))
-        doc = {"command": " ".join([sys.executable, *sys.argv]), "out": str(args.out),
-               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "merge"},
-               "workloads": {w: {"global_batch": b, "overrides": o} for w, (b, o) in WORKLOADS.items()},
-               "goals": GOALS, "runs": runs, "summary": summarise(runs)}  # fmt: skip
+        doc = {
+            "command": " ".join([sys.executable, *sys.argv]),
+            "out": str(args.out),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "settings": {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "merge"
+            },
+            "workloads": {w: {"global_batch": b, "overrides": o} for w, (b, o) in WORKLOADS.items()},
+            "goals": GOALS,
+            "runs": runs,
+            "summary": summarise(runs),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
     if args.table:

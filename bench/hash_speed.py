@@ -82,8 +82,10 @@ def measure(size: int, reps: int, work: Path, log) -> list[Figure]:
             warm.append(size / seconds / 1e9)
             digests.add(digest)
             ceiling.append(_in_memory_gbps())
-            log(f"  rep {i + 1}/{reps}: in page cache {warm[-1]:.2f} GB/s, cold {cold[-1]:.2f} GB/s "
-                f"(plain cold read {cold_read[-1]:.2f} GB/s)")  # fmt: skip
+            log(
+                f"  rep {i + 1}/{reps}: in page cache {warm[-1]:.2f} GB/s, cold {cold[-1]:.2f} GB/s "
+                f"(plain cold read {cold_read[-1]:.2f} GB/s)"
+            )
 
         db = work / "hash-bench.sqlite"
         first = HashCache(db)
@@ -112,9 +114,13 @@ def measure(size: int, reps: int, work: Path, log) -> list[Figure]:
             samples=warm,
             goal=Goal(">=", 1.0),
             checks={"same_digest_every_pass": len(digests) == 1},
-            details={**common, "in_memory_sha256_gbps": ceiling, "in_memory_sha256_median": median(ceiling),
-                     "note": "in_memory_sha256 is hashlib over bytes already in memory: the ceiling a "
-                             "reader can reach on this CPU"},  # fmt: skip
+            details={
+                **common,
+                "in_memory_sha256_gbps": ceiling,
+                "in_memory_sha256_median": median(ceiling),
+                "note": "in_memory_sha256 is hashlib over bytes already in memory: the ceiling a "
+                "reader can reach on this CPU",
+            },
             load_average=load,
         ),
         Figure(
@@ -122,9 +128,13 @@ def measure(size: int, reps: int, work: Path, log) -> list[Figure]:
             title="sha256 of a file, first time (cold, evicted from page cache)",
             unit="GB/s",
             samples=cold,
-            details={**common, "plain_cold_read_gbps": cold_read, "plain_cold_read_median": median(cold_read),
-                     "eviction": "fsync + posix_fadvise(POSIX_FADV_DONTNEED)",
-                     "note": "bounded by the disk: compare plain_cold_read, the same file read without hashing"},  # fmt: skip
+            details={
+                **common,
+                "plain_cold_read_gbps": cold_read,
+                "plain_cold_read_median": median(cold_read),
+                "eviction": "fsync + posix_fadvise(POSIX_FADV_DONTNEED)",
+                "note": "bounded by the disk: compare plain_cold_read, the same file read without hashing",
+            },
             load_average=load,
         ),
         Figure(
@@ -134,8 +144,13 @@ def measure(size: int, reps: int, work: Path, log) -> list[Figure]:
             samples=hits_ms,
             goal=Goal("<", 10.0),
             checks={"hit_returns_first_digest": hit_digests == {first_digest}},
-            details={"file_bytes": size, "first_hash_seconds": miss_seconds, "lookups_per_rep": HITS_PER_REP,
-                     "cache_open_ms": open_ms, "keyed_by": "absolute path, size, mtime_ns"},  # fmt: skip
+            details={
+                "file_bytes": size,
+                "first_hash_seconds": miss_seconds,
+                "lookups_per_rep": HITS_PER_REP,
+                "cache_open_ms": open_ms,
+                "keyed_by": "absolute path, size, mtime_ns",
+            },
             load_average=load,
         ),
     ]

@@ -94,7 +94,9 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
     padded_wh = _padded_wheelhouse(real_wh, padded_cache, padding_bytes)
     padded_bytes = _tree_bytes(padded_wh)
     with _env("RUNNER_CACHE", str(padded_cache)):
-        padded_in_use = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version) == padded_wh
+        padded_in_use = (
+            wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version) == padded_wh
+        )
 
     real_s, padded_s, contrast_s, records, contrast_ids = [], [], [], [], set()
     context_files = {"image.lock": root / iplan.lock, "wheels": real_wh}
@@ -108,12 +110,21 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
             padded_s.append(seconds)
             records.append(rec)
             started = time.perf_counter()
-            contrast_ids.add(engine.build(CONTRAST_TAG, root / iplan.dockerfile, context_files,
-                                          buildargs={"BASE": iplan.base, **iplan.build_args},
-                                          labels=iplan.labels(), on_line=lambda line: None))  # fmt: skip
+            contrast_ids.add(
+                engine.build(
+                    CONTRAST_TAG,
+                    root / iplan.dockerfile,
+                    context_files,
+                    buildargs={"BASE": iplan.base, **iplan.build_args},
+                    labels=iplan.labels(),
+                    on_line=lambda line: None,
+                )
+            )
             contrast_s.append(time.perf_counter() - started)
-            log(f"  rep {i + 1}/{reps}: up-to-date check {real_s[-1] * 1e3:.0f} ms (padded wheelhouse "
-                f"{padded_s[-1] * 1e3:.0f} ms); cache-hitting build {contrast_s[-1]:.2f} s")  # fmt: skip
+            log(
+                f"  rep {i + 1}/{reps}: up-to-date check {real_s[-1] * 1e3:.0f} ms (padded wheelhouse "
+                f"{padded_s[-1] * 1e3:.0f} ms); cache-hitting build {contrast_s[-1]:.2f} s"
+            )
     finally:
         engine.remove_image(CONTRAST_TAG)  # only the throwaway tag; the image keeps its own tag
         shutil.rmtree(padded_cache, ignore_errors=True)
@@ -134,7 +145,10 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
                 "padded_wheelhouse_in_use": padded_in_use,
             },
             details={
-                "measured": "DockerEngine.connect() + runner.image_builder.resolve_image(); sample = slower of the two wheelhouses",
+                "measured": (
+                    "DockerEngine.connect() + runner.image_builder.resolve_image(); "
+                    "sample = slower of the two wheelhouses"
+                ),
                 "real_wheelhouse_bytes": real_bytes,
                 "padded_wheelhouse_bytes": padded_bytes,
                 "padded_wheelhouse": "real wheels hard-linked + a sparse filler, own RUNNER_CACHE",
@@ -155,7 +169,8 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
             samples=contrast_s,
             checks={"hit_every_cache": contrast_ids == {image_id}},
             details={
-                "context_bytes": real_bytes + (root / iplan.lock).stat().st_size
+                "context_bytes": real_bytes
+                + (root / iplan.lock).stat().st_size
                 + (root / iplan.dockerfile).stat().st_size,
                 "wheelhouse_bytes": real_bytes,
                 "tag": f"{CONTRAST_TAG} (removed afterwards)",

@@ -47,13 +47,18 @@ def git_state(root: Path) -> dict[str, Any]:
         proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            return next((set(line.partition(":")[2].split()) for line in f if line.startswith("flags")), set())
+            return next(
+                (set(line.partition(":")[2].split()) for line in f if line.startswith("flags")), set()
+            )
     except OSError:
         return set()
 

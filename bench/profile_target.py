@@ -49,9 +49,13 @@ class TorchProfile(pl.Callback):
             self.prof.stop()
             ka = self.prof.key_averages()
             self.out.mkdir(parents=True, exist_ok=True)
-            text = [f"rank {self.rank}: {self.steps} steps, {wall * 1e3:.2f} ms/step wall (profiled)",
-                    "== by device time ==", ka.table(sort_by="device_time_total", row_limit=30, max_name_column_width=70),
-                    "== by host time ==", ka.table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=70)]  # fmt: skip
+            text = [
+                f"rank {self.rank}: {self.steps} steps, {wall * 1e3:.2f} ms/step wall (profiled)",
+                "== by device time ==",
+                ka.table(sort_by="device_time_total", row_limit=30, max_name_column_width=70),
+                "== by host time ==",
+                ka.table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=70),
+            ]
             (self.out / f"profile-rank{self.rank}.txt").write_text("\n".join(text))
             self.prof = None
 

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-_OPS = {"<=": lambda v, g: v <= g, ">=": lambda v, g: v >= g, "<": lambda v, g: v < g, ">": lambda v, g: v > g}
+_OPS = {
+    "<=": lambda v, g: v <= g,
+    ">=": lambda v, g: v >= g,
+    "<": lambda v, g: v < g,
+    ">": lambda v, g: v > g,
+}
 
 
 @dataclass(frozen=True)
@@ -88,20 +93,28 @@ def load_average() -> list[float]:
 
 def document(figures: list[Figure], machine: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     line = machine_line(machine)
-    return {"schema_version": SCHEMA_VERSION, **meta, "machine": machine,
-            "figures": [f.to_dict(line) for f in figures]}  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **meta,
+        "machine": machine,
+        "figures": [f.to_dict(line) for f in figures],
+    }
 
 
 def machine_line(machine: dict[str, Any]) -> str:
-    return (f"{machine.get('cpu_model')}, {machine.get('cpu_count')} cores, "
-            f"{machine.get('memory_gib')} GiB, docker {machine.get('docker_server')}")  # fmt: skip
+    return (
+        f"{machine.get('cpu_model')}, {machine.get('cpu_count')} cores, "
+        f"{machine.get('memory_gib')} GiB, docker {machine.get('docker_server')}"
+    )
 
 
 def write(doc: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """``latest.json`` and ``latest.md`` in ``out_dir``, each written whole (temp file + rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / "latest.json", out_dir / "latest.md")
-    for path, text in zip(paths, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n", markdown(doc)), strict=True):
+    for path, text in zip(
+        paths, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n", markdown(doc)), strict=True
+    ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -128,7 +141,9 @@ def markdown(doc: dict[str, Any]) -> str:
     for f in doc["figures"]:
         goal = f"{f['goal']['op']} {f['goal']['value']:g} {f['unit']}" if f["goal"] else "recorded"
         result = {True: "pass", False: "**FAIL**", None: "—"}[f["passed"]]
-        rows.append(f"| {f['title']} | {_num(f['value'])} {f['unit']} | {goal} | {result} | {f['repetitions']} |")
+        rows.append(
+            f"| {f['title']} | {_num(f['value'])} {f['unit']} | {goal} | {result} | {f['repetitions']} |"
+        )
     load = m.get("load_average_start")
     notes = [
         "",

@@ -46,7 +46,9 @@ class Sizes:
         return out
 
 
-FULL = Sizes(reps=5, steps=100, train_samples=None, hash_bytes=1 << 30, wheelhouse_padding_bytes=1_300_000_000)
+FULL = Sizes(
+    reps=5, steps=100, train_samples=None, hash_bytes=1 << 30, wheelhouse_padding_bytes=1_300_000_000
+)
 QUICK = Sizes(reps=1, steps=8, train_samples=4096, hash_bytes=32 << 20, wheelhouse_padding_bytes=64 << 20)
 
 
@@ -82,8 +84,18 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
         _log(f"bench: stopped; run dirs kept in {work} for inspection")
         raise
     shutil.rmtree(work, ignore_errors=True)
-    order = ["script_overhead", "script_runner_own_seconds", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
-             "hash_cache_hit_ms", "train_throughput_ratio", "strict_vs_fast_throughput"]  # fmt: skip
+    order = [
+        "script_overhead",
+        "script_runner_own_seconds",
+        "launch_overhead",
+        "image_up_to_date_s",
+        "cache_hit_build_s",
+        "hash_first_gbps",
+        "hash_cold_gbps",
+        "hash_cache_hit_ms",
+        "train_throughput_ratio",
+        "strict_vs_fast_throughput",
+    ]
     figures.sort(key=lambda f: order.index(f.id) if f.id in order else len(order))
     info["load_average_end"] = results.load_average()
     finished = time.time()
@@ -105,9 +117,15 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repetition on tiny sizes (checks the suite)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for latest.json and latest.md")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 5; quick 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one repetition on tiny sizes (checks the suite)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="directory for latest.json and latest.md"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions per measurement (default 5; quick 1)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     try:

@@ -38,12 +38,20 @@ class TimedRun:
         return "metrics.samples_per_s (steady state)" if self.steady_samples_per_second else "train_seconds"
 
 
-def run(overrides: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: float = 600) -> TimedRun:
+def run(
+    overrides: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> TimedRun:
     """Run the runner once in a fresh interpreter; raise RunnerError naming the log if it fails."""
     cmd = [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env if env is not None else dict(os.environ), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])

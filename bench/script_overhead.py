@@ -39,11 +39,29 @@ def commands(data_dir: str, work: Path, i: int) -> dict[str, list[str]]:
     """The two sides of repetition ``i``: the runner (default docker backend) and the bare script."""
     listed = ",".join(ARGS)
     return {
-        "runner": [sys.executable, "-m", "runner", "experiment=plain_script", f"experiment.args=[{listed}]",
-                   f"launch.processes={PROCESSES}", f"hydra.run.dir={work / f'so-{i}-runner'}"],
-        "direct": [sys.executable, SCRIPT, *ARGS, "--data-dir", data_dir, "--out", str(work / f"so-{i}-direct"),
-                   "--seed", "0", "--nprocs", str(PROCESSES)],
-    }  # fmt: skip
+        "runner": [
+            sys.executable,
+            "-m",
+            "runner",
+            "experiment=plain_script",
+            f"experiment.args=[{listed}]",
+            f"launch.processes={PROCESSES}",
+            f"hydra.run.dir={work / f'so-{i}-runner'}",
+        ],
+        "direct": [
+            sys.executable,
+            SCRIPT,
+            *ARGS,
+            "--data-dir",
+            data_dir,
+            "--out",
+            str(work / f"so-{i}-direct"),
+            "--seed",
+            "0",
+            "--nprocs",
+            str(PROCESSES),
+        ],
+    }
 
 
 def _script_seconds(run_dir: Path) -> float:
@@ -62,26 +80,40 @@ def measure(data_dir: str, reps: int, work: Path, log) -> list[Figure]:
             walls[side].append(_timed(cmds[side]))
             log(f"  rep {i + 1}/{reps} {side}: wall {walls[side][-1]:.2f} s")
         around.append(walls["runner"][-1] - _script_seconds(work / f"so-{i}-runner"))
-    return [Figure(
-        id="script_overhead",
-        title="Whole `python -m runner` of a plain script, cached image − `python script.py` on the host",
-        unit="s",
-        samples=[r - d for r, d in zip(walls["runner"], walls["direct"], strict=True)],
-        goal=Goal("<=", 1.5),
-        details={"baseline": f"python {SCRIPT} on the host, same arguments and processes",
-                 "runner_wall_seconds": walls["runner"], "direct_wall_seconds": walls["direct"],
-                 "runner_wall_median": median(walls["runner"]), "direct_wall_median": median(walls["direct"]),
-                 "script_args": ARGS, "processes": PROCESSES, "order": "alternating"},
-        load_average=load,
-    ), Figure(
-        id="script_runner_own_seconds",
-        title="The runner's own time around a plain script (its wall time − the script's time in the container)",
-        unit="s",
-        samples=around,
-        details={"baseline": "the same run's script time, from the manifest (timings.train_seconds)",
-                 "why": "independent of how fast the script itself runs in the container under load"},
-        load_average=load,
-    )]  # fmt: skip
+    return [
+        Figure(
+            id="script_overhead",
+            title="Whole `python -m runner` of a plain script, cached image − `python script.py` on the host",
+            unit="s",
+            samples=[r - d for r, d in zip(walls["runner"], walls["direct"], strict=True)],
+            goal=Goal("<=", 1.5),
+            details={
+                "baseline": f"python {SCRIPT} on the host, same arguments and processes",
+                "runner_wall_seconds": walls["runner"],
+                "direct_wall_seconds": walls["direct"],
+                "runner_wall_median": median(walls["runner"]),
+                "direct_wall_median": median(walls["direct"]),
+                "script_args": ARGS,
+                "processes": PROCESSES,
+                "order": "alternating",
+            },
+            load_average=load,
+        ),
+        Figure(
+            id="script_runner_own_seconds",
+            title=(
+                "The runner's own time around a plain script "
+                "(its wall time − the script's time in the container)"
+            ),
+            unit="s",
+            samples=around,
+            details={
+                "baseline": "the same run's script time, from the manifest (timings.train_seconds)",
+                "why": "independent of how fast the script itself runs in the container under load",
+            },
+            load_average=load,
+        ),
+    ]
 
 
 def main() -> None:
@@ -98,8 +130,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="runner-bench-script-"))
     fig, own = measure(str(cfg["dataset"]["root"]), reps, work, lambda line: print(line, file=sys.stderr))
     d = fig.details
-    print(f"{fig.title}: median {fig.value:.2f} s over {reps} reps (runner {d['runner_wall_median']:.2f} s, "
-          f"direct {d['direct_wall_median']:.2f} s); load average {fig.load_average}")  # fmt: skip
+    print(
+        f"{fig.title}: median {fig.value:.2f} s over {reps} reps (runner {d['runner_wall_median']:.2f} s, "
+        f"direct {d['direct_wall_median']:.2f} s); load average {fig.load_average}"
+    )
     print(f"{own.title}: median {own.value:.2f} s, samples {[round(s, 2) for s in own.samples]}")
 
 

@@ -111,8 +111,22 @@ class Throughput(pl.Callback):
 
 
 class MnistCNN(pl.LightningModule):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels=16, hidden=64, lr=0.05, momentum=0.9,
-                 dropout=0.0, batch_size=64, seed=0, rank=0, world=1, mean=0.0, std=1.0):  # fmt: skip
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        channels=16,
+        hidden=64,
+        lr=0.05,
+        momentum=0.9,
+        dropout=0.0,
+        batch_size=64,
+        seed=0,
+        rank=0,
+        world=1,
+        mean=0.0,
+        std=1.0,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["images", "labels"])
         self._perm_epoch, self._perm = None, None
@@ -126,12 +140,16 @@ class MnistCNN(pl.LightningModule):
         c = channels
         # stride-2 convolutions instead of max-pooling: deterministic backward on every device
         return nn.Sequential(
-            nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(2 * c * 7 * 7, hidden), nn.ReLU(),
+            nn.Conv2d(1, c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(2 * c * 7 * 7, hidden),
+            nn.ReLU(),
             *([nn.Dropout(dropout)] if dropout else []),  # draws from torch's RNG every step
             nn.Linear(hidden, 10),
-        )  # fmt: skip
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -203,9 +221,17 @@ def train(cfg, run_dir: Path, model_cls: type[MnistCNN] | None = None) -> dict:
     images, labels = images[:n].contiguous(), labels[:n].contiguous()
 
     bs = int(cfg.model.batch_size)
-    model = (model_cls or MnistCNN)(images, labels, **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")},
-                     dropout=float(cfg.model.get("dropout") or 0.0), batch_size=bs, seed=ctx.seed,
-                     rank=ctx.rank, world=ctx.world_size, **pixel_stats(cfg.dataset.get("stats"), images))  # fmt: skip
+    model = (model_cls or MnistCNN)(
+        images,
+        labels,
+        **{k: cfg.model[k] for k in ("channels", "hidden", "lr", "momentum")},
+        dropout=float(cfg.model.get("dropout") or 0.0),
+        batch_size=bs,
+        seed=ctx.seed,
+        rank=ctx.rank,
+        world=ctx.world_size,
+        **pixel_stats(cfg.dataset.get("stats"), images),
+    )
     sampler = EpochBatches(n, bs, ctx.world_size)
     loader = DataLoader(_Identity(), sampler=sampler, batch_size=None, num_workers=0)
 
@@ -216,8 +242,10 @@ def train(cfg, run_dir: Path, model_cls: type[MnistCNN] | None = None) -> dict:
     trainer = pl.Trainer(**kwargs)
     trainer.fit(model, train_dataloaders=loader, ckpt_path=ctx.resume_checkpoint)
 
-    metrics = {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
-               "global_step": trainer.global_step}  # fmt: skip
+    metrics = {
+        "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
+        "global_step": trainer.global_step,
+    }
     if throughput.samples_per_s:
         metrics["samples_per_s"] = throughput.samples_per_s
     if ctx.is_main:

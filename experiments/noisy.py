@@ -57,7 +57,9 @@ class Probe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.op == "index_add":
-            return x.index_add(0, torch.zeros(x.shape[0], dtype=torch.long, device=x.device), torch.zeros_like(x))
+            return x.index_add(
+                0, torch.zeros(x.shape[0], dtype=torch.long, device=x.device), torch.zeros_like(x)
+            )
         if self.op == "scatter_add":
             return x.scatter_add(1, torch.zeros_like(x, dtype=torch.long), torch.zeros_like(x))
         if self.op == "upsample":
@@ -71,8 +73,14 @@ class Noisy(pl.LightningModule):
         super().__init__()
         self.lr = lr
         probes = [Probe(probe)] if probe else []
-        self.net = nn.Sequential(nn.Linear(8, width), *([Put()] if put else []), *probes, Noise(noise), nn.ReLU(),
-                                 nn.Linear(width, 1))  # fmt: skip
+        self.net = nn.Sequential(
+            nn.Linear(8, width),
+            *([Put()] if put else []),
+            *probes,
+            Noise(noise),
+            nn.ReLU(),
+            nn.Linear(width, 1),
+        )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -89,11 +97,18 @@ def train(cfg, run_dir: Path) -> dict:
     g = torch.Generator().manual_seed(ctx.seed)
     x = torch.randn(512, 8, generator=g)
     y = x.sum(1, keepdim=True).sin()
-    model = Noisy(int(cfg.model.width), float(cfg.model.noise), bool(cfg.model.put), float(cfg.model.lr),
-                  cfg.model.get("probe"))
+    model = Noisy(
+        int(cfg.model.width),
+        float(cfg.model.noise),
+        bool(cfg.model.put),
+        float(cfg.model.lr),
+        cfg.model.get("probe"),
+    )
     loader = DataLoader(TensorDataset(x, y), batch_size=int(cfg.model.batch_size), shuffle=False)
     trainer = pl.Trainer(**ctx.trainer_kwargs(dict(cfg.trainer)))
     trainer.fit(model, train_dataloaders=loader, ckpt_path=ctx.resume_checkpoint)
     ctx.save_weights(model.net)
-    return {"train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
-            "global_step": trainer.global_step}  # fmt: skip
+    return {
+        "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
+        "global_step": trainer.global_step,
+    }

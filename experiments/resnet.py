@@ -21,13 +21,17 @@ class Block(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-        )  # fmt: skip
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
         self.skip = (
-            nn.Identity() if stride == 1 and c_in == c_out
+            nn.Identity()
+            if stride == 1 and c_in == c_out
             else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-        )  # fmt: skip
+        )
         self.act = nn.ReLU()
 
     def forward(self, x):
@@ -43,12 +47,18 @@ class SmallResNet(mnist.MnistCNN):
     def build_net(self, channels: int, hidden: int, dropout: float) -> nn.Module:
         c = channels
         return nn.Sequential(
-            nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),  # 14×14
-            Block(c, c), Block(c, 2 * c, stride=2), Block(2 * c, 2 * c),  # 7×7
-            SpatialMean(), nn.Linear(2 * c, hidden), nn.ReLU(),
+            nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),  # 14×14
+            Block(c, c),
+            Block(c, 2 * c, stride=2),
+            Block(2 * c, 2 * c),  # 7×7
+            SpatialMean(),
+            nn.Linear(2 * c, hidden),
+            nn.ReLU(),
             *([nn.Dropout(dropout)] if dropout else []),
             nn.Linear(hidden, 10),
-        )  # fmt: skip
+        )
 
 
 def train(cfg, run_dir: Path) -> dict:

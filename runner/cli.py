@@ -18,14 +18,16 @@ from runner.core.commands import COMMANDS as COMMAND_LINES
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 
-USAGE = "\n".join([
-    "usage: runner COMMAND [ARGS…]",
-    "",
-    "commands:",
-    *(f"  {name:<8} {line}" for name, line in COMMAND_LINES.items()),
-    "",
-    "`runner COMMAND --help` describes a command's arguments; `runner run --help` the config groups.",
-])  # fmt: skip
+USAGE = "\n".join(
+    [
+        "usage: runner COMMAND [ARGS…]",
+        "",
+        "commands:",
+        *(f"  {name:<8} {line}" for name, line in COMMAND_LINES.items()),
+        "",
+        "`runner COMMAND --help` describes a command's arguments; `runner run --help` the config groups.",
+    ]
+)
 
 
 def _run(args: list[str]) -> int | None:

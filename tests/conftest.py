@@ -15,13 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = ["trainer.max_steps=12", "model.train_samples=4096", "fingerprints.every_k_steps=4"]
 
 
-def run_runner(*args: str, module: str = "runner", env: dict | None = None, timeout: int = 600,
-               cwd: Path = ROOT) -> subprocess.CompletedProcess:  # fmt: skip
+def run_runner(
+    *args: str, module: str = "runner", env: dict | None = None, timeout: int = 600, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
     """``python -m <module> args…`` as a user would type it; returns the finished process."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def manifest(run_dir: Path) -> dict:

@@ -24,7 +24,11 @@ import docker.models.containers
 from runner.host.engine import Engine
 from tests.conftest import ROOT
 
-PROBE = ["experiment.target=null", "experiment.script=tests/data/probe_experiment/probe.py", "launch.processes=1"]
+PROBE = [
+    "experiment.target=null",
+    "experiment.script=tests/data/probe_experiment/probe.py",
+    "launch.processes=1",
+]
 
 
 def probe_args(*args: str) -> str:
@@ -38,9 +42,13 @@ _started: list[subprocess.Popen] = []
 def start(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m runner hydra.run.dir=RUN_DIR overrides…`` in the background, output captured."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *overrides], cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *overrides],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     _started.append(proc)
     return proc
 
@@ -59,7 +67,12 @@ def stop_leftovers() -> None:
             proc.communicate()
 
 
-def wait_for(what: Callable[[], object], timeout: float = 300, every: float = 0.05, proc: subprocess.Popen | None = None):
+def wait_for(
+    what: Callable[[], object],
+    timeout: float = 300,
+    every: float = 0.05,
+    proc: subprocess.Popen | None = None,
+):
     """Poll ``what()`` until it is truthy and return it; fail if ``proc`` ends first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,7 +81,9 @@ def wait_for(what: Callable[[], object], timeout: float = 300, every: float = 0.
             return got
         if proc is not None and proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"the runner ended (status {proc.returncode}) before the wait was over:\n{err[-3000:]}")
+            raise AssertionError(
+                f"the runner ended (status {proc.returncode}) before the wait was over:\n{err[-3000:]}"
+            )
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 

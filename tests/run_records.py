@@ -17,9 +17,13 @@ def resealed(m: dict) -> str:
     return json.dumps({**m, "digest": record_digest(m)})
 
 
-def code_tar(path: Path, members: list[tuple[str, bytes]] | None = None, links: list[tuple[str, str, bytes]] = ()) -> str:
+def code_tar(
+    path: Path, members: list[tuple[str, bytes]] | None = None, links: list[tuple[str, str, bytes]] = ()
+) -> str:
     """Write a tar archive of (name, bytes) files, plus (name, target, type) links; return its sha256."""
-    members = [("experiments/__init__.py", b""), ("train.py", b"print('hi')\n")] if members is None else members
+    members = (
+        [("experiments/__init__.py", b""), ("train.py", b"print('hi')\n")] if members is None else members
+    )
     with tarfile.open(path, "w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
@@ -44,7 +48,13 @@ def manifest_dict(snapshot_sha256: str, **changes) -> dict:
         "overrides": [],
         "config": {"seed": 0, "experiment": {"name": "x", "script": "train.py"}, "launch": {"processes": 1}},
         "experiment": {"name": "x", "script": "train.py"},
-        "code": {"commit": None, "dirty": False, "snapshot": "code.tar", "snapshot_sha256": snapshot_sha256, "files": 2},
+        "code": {
+            "commit": None,
+            "dirty": False,
+            "snapshot": "code.tar",
+            "snapshot_sha256": snapshot_sha256,
+            "files": 2,
+        },
         "containerized": True,
         "launch": {"backend": "docker"},
         "environment": {"PYTHONHASHSEED": "0"},

@@ -99,7 +99,9 @@ def test_missing_dataset(tmp_path):
 @pytest.mark.docker
 def test_build_failure_shows_the_log_tail_and_marks_the_run_failed(tmp_path, engine):
     run_dir = tmp_path / "run"
-    proc = run_runner(f"hydra.run.dir={run_dir}", "image.variants.cpu.dockerfile=tests/data/Dockerfile.broken")
+    proc = run_runner(
+        f"hydra.run.dir={run_dir}", "image.variants.cpu.dockerfile=tests/data/Dockerfile.broken"
+    )
     line = error_line(proc, EXIT_BUILD)
     assert "image build failed" in line and "returned a non-zero code: 7" in line
     m = failed_run(run_dir)

@@ -12,11 +12,31 @@ from bench.results import Figure, Goal, markdown
 from tests.conftest import run_runner
 
 FIGURES = {
-    "script_overhead", "script_runner_own_seconds", "launch_overhead", "image_up_to_date_s", "cache_hit_build_s", "hash_first_gbps", "hash_cold_gbps",
-    "hash_cache_hit_ms", "train_throughput_ratio", "strict_vs_fast_throughput",
-}  # fmt: skip
-FIGURE_KEYS = {"id", "title", "value", "unit", "goal", "passed", "repetitions", "samples", "checks", "details",
-               "machine", "load_average"}  # fmt: skip
+    "script_overhead",
+    "script_runner_own_seconds",
+    "launch_overhead",
+    "image_up_to_date_s",
+    "cache_hit_build_s",
+    "hash_first_gbps",
+    "hash_cold_gbps",
+    "hash_cache_hit_ms",
+    "train_throughput_ratio",
+    "strict_vs_fast_throughput",
+}
+FIGURE_KEYS = {
+    "id",
+    "title",
+    "value",
+    "unit",
+    "goal",
+    "passed",
+    "repetitions",
+    "samples",
+    "checks",
+    "details",
+    "machine",
+    "load_average",
+}
 
 
 def test_goal_and_checks_decide_pass():
@@ -59,7 +79,9 @@ def test_quick_bench_writes_well_formed_results(tmp_path):
     overhead = figures["launch_overhead"]["details"]
     assert overhead["docker_wall_seconds"][0] > 0 and overhead["host_wall_seconds"][0] > 0
     image = figures["image_up_to_date_s"]["details"]
-    assert image["engine_build_calls"] == 0 and image["padded_wheelhouse_bytes"] > image["real_wheelhouse_bytes"]
+    assert (
+        image["engine_build_calls"] == 0 and image["padded_wheelhouse_bytes"] > image["real_wheelhouse_bytes"]
+    )
 
     table = (tmp_path / "latest.md").read_text()
     assert table == markdown(doc)

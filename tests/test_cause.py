@@ -37,8 +37,12 @@ def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_
     assert list(a["op_traces"]) == ["op-trace-step-00000001.jsonl"]
     proc = run_runner(str(noisy_runs["a"]), str(noisy_runs["b"]), "--json", module="runner.diff")
     d = json.loads(proc.stdout)
-    assert d["first_divergence"]["step"] == 1, d  # the first step already differs (weights after it, its loss)
-    assert any("first diverging operation" in n and "aten::randn in net.1 (Noise)" in n for n in d["notes"]), d["notes"]
+    assert d["first_divergence"]["step"] == 1, (
+        d
+    )  # the first step already differs (weights after it, its loss)
+    assert any(
+        "first diverging operation" in n and "aten::randn in net.1 (Noise)" in n for n in d["notes"]
+    ), d["notes"]
 
 
 def test_locate_names_the_noise_layers_operation(noisy_runs):
@@ -64,7 +68,10 @@ def test_edited_manifest_and_one_whose_replay_would_set_another_value_are_refuse
     (run / "manifest.json").write_text(resealed(m))  # consistent, but its profile sets PYTHONHASHSEED=0
     proc = run_runner(str(run), module="runner.replay")
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
-    assert "variable PYTHONHASHSEED: recorded 1, here 0 (what the replay would set)" in proc.stderr.splitlines()[-1]
+    assert (
+        "variable PYTHONHASHSEED: recorded 1, here 0 (what the replay would set)"
+        in proc.stderr.splitlines()[-1]
+    )
     assert not (run / "replays").exists()
 
 
@@ -79,15 +86,26 @@ def test_strict_run_stops_on_an_op_without_deterministic_implementation_unless_a
     proc = run_runner(*put, f"hydra.run.dir={tmp_path / 'stopped'}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("runner: error: run failed: determinism audit: 2 operation(s) without a deterministic")
-    assert "aten::put_ (experiments/noisy.py:" in last and "allow_nondeterministic_ops=[aten::put,aten::put_]" in last
+    assert last.startswith(
+        "runner: error: run failed: determinism audit: 2 operation(s) without a deterministic"
+    )
+    assert (
+        "aten::put_ (experiments/noisy.py:" in last
+        and "allow_nondeterministic_ops=[aten::put,aten::put_]" in last
+    )
     m = manifest(tmp_path / "stopped")
     assert m["status"] == "failed" and m["audit"]["refused"] and m["outputs"] == {}
 
-    proc = run_runner(*put, "determinism.allow_nondeterministic_ops=[aten::put,aten::put_]",
-                      f"hydra.run.dir={tmp_path / 'allowed'}")  # fmt: skip
+    proc = run_runner(
+        *put,
+        "determinism.allow_nondeterministic_ops=[aten::put,aten::put_]",
+        f"hydra.run.dir={tmp_path / 'allowed'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(tmp_path / "allowed")
     assert m["config"]["determinism"]["allow_nondeterministic_ops"] == ["aten::put", "aten::put_"]
-    assert m["audit"]["refused"] is False and {o["op"] for o in m["audit"]["nondeterministic_ops"]} == {"aten::put", "aten::put_"}
+    assert m["audit"]["refused"] is False and {o["op"] for o in m["audit"]["nondeterministic_ops"]} == {
+        "aten::put",
+        "aten::put_",
+    }
     assert m["determinism"]["flags"]["deterministic_warn_only"] is True

@@ -24,9 +24,18 @@ from tests.conftest import ROOT
 DATA = Path("/usr/share/datasets/fashion-mnist")
 MAX_STEPS = 40
 # 1024 samples / batch 64 = 16 steps an epoch; checkpoints at 8 (mid-epoch), 16 (epoch end), 24, 32
-OVERRIDES = ["model.train_samples=1024", "trainer.max_epochs=3", "model.dropout=0.25", "launch.processes=1",
-             "launch.backend=host", "launch.checkpoint_every_n_steps=8", "fingerprints.every_k_steps=4"]  # fmt: skip
-needs_data = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed")
+OVERRIDES = [
+    "model.train_samples=1024",
+    "trainer.max_epochs=3",
+    "model.dropout=0.25",
+    "launch.processes=1",
+    "launch.backend=host",
+    "launch.checkpoint_every_n_steps=8",
+    "fingerprints.every_k_steps=4",
+]
+needs_data = pytest.mark.skipif(
+    not (DATA / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed"
+)
 
 
 def _worker(run_dir: Path, max_steps: int = MAX_STEPS, resume: Path | None = None) -> list[str]:
@@ -63,8 +72,12 @@ def test_a_resumed_run_is_bit_identical(whole, tmp_path, stop_at, from_step):
     step, ckpt = latest_checkpoint(cut / layout.CHECKPOINT_DIR)
     assert step == from_step
     log = _worker(cut, resume=ckpt)
-    assert any(f"Restored all states from the checkpoint at {ckpt}" in line for line in log), log  # not a fresh start
-    assert (cut / layout.OUTPUTS_DIR / "model.pt").read_bytes() == (whole / layout.OUTPUTS_DIR / "model.pt").read_bytes()
+    assert any(f"Restored all states from the checkpoint at {ckpt}" in line for line in log), (
+        log
+    )  # not a fresh start
+    assert (cut / layout.OUTPUTS_DIR / "model.pt").read_bytes() == (
+        whole / layout.OUTPUTS_DIR / "model.pt"
+    ).read_bytes()
     assert (cut / layout.FINGERPRINTS).read_text() == (whole / layout.FINGERPRINTS).read_text()
     assert fingerprints.last_step(records.read_fingerprints(cut)) == MAX_STEPS
 

@@ -18,8 +18,14 @@ SCRIPT = Path(sys.executable).parent / "runner"
 
 def _runner(*args: str) -> subprocess.CompletedProcess:
     assert SCRIPT.is_file(), "the console script is installed by `pip install -e .` (make setup)"
-    return subprocess.run([str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DOCKER_HOST": "unix:///nonexistent"})  # fmt: skip
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent"},
+    )
 
 
 def test_usage_and_unknown_commands():
@@ -49,25 +55,41 @@ def test_diff_and_replay_through_the_script(tmp_path):
 
     (tmp_path / "empty").mkdir()
     proc = _runner("replay", str(tmp_path / "empty"))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"runner: error: no manifest at {tmp_path / 'empty' / 'manifest.json'}"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == f"runner: error: no manifest at {tmp_path / 'empty' / 'manifest.json'}"
+    )
 
 
 HEAVY = ("hydra", "omegaconf", "matplotlib", "torch", "pytorch_lightning", "lightning", "docker")
-FLOWS = {"run": "runner.flows.app", "replay": "runner.flows.replay", "diff": "runner.flows.diff",
-         "summary": "runner.flows.summary"}  # fmt: skip
+FLOWS = {
+    "run": "runner.flows.app",
+    "replay": "runner.flows.replay",
+    "diff": "runner.flows.diff",
+    "summary": "runner.flows.summary",
+}
 
 
 def _imported_by(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run ``runner ARGS`` (the console script's own dispatch, ``runner.cli:main``) and list every
     module the process imported, from ``python -X importtime``."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "runner.cli" in names or "runner" in names, proc.stderr[-2000:]
     return proc, names
 
 
-@pytest.mark.parametrize("command, usage", [("diff", "RUN_A RUN_B"), ("replay", "run"), ("summary", "sweep_dir")])
+@pytest.mark.parametrize(
+    "command, usage", [("diff", "RUN_A RUN_B"), ("replay", "run"), ("summary", "sweep_dir")]
+)
 def test_summary_is_dispatched_lazily(command, usage):
     """``runner diff|replay|summary`` load their own command and nothing heavy: no Hydra, no plotting,
     no torch, no Docker client, and none of the other commands."""

@@ -24,7 +24,11 @@ def _fp(losses, params=None):
 
 
 def test_flatten_nests_with_dots_and_keeps_lists_as_leaves():
-    assert compare.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+    assert compare.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {
+        "a.b": 1,
+        "a.c.d": [1, 2],
+        "e": {},
+    }
 
 
 def test_changes_reports_values_and_one_sided_keys():
@@ -41,30 +45,57 @@ def test_same_treats_nan_as_nan_but_not_as_a_number():
 
 
 def test_freeze_lines_parse_with_pips_grammar():
-    lines = ["Jinja2==3.1.6", "zope.interface == 7.0", "uvicorn[standard]==0.30.0", 'tomli==2.0.1 ; python_version < "3.11"',
-             "foo @ file:///wheels/foo-1.0.whl", "-e git+https://example.org/x.git#egg=x", "bar>=1", "baz==1.*"]  # fmt: skip
+    lines = [
+        "Jinja2==3.1.6",
+        "zope.interface == 7.0",
+        "uvicorn[standard]==0.30.0",
+        'tomli==2.0.1 ; python_version < "3.11"',
+        "foo @ file:///wheels/foo-1.0.whl",
+        "-e git+https://example.org/x.git#egg=x",
+        "bar>=1",
+        "baz==1.*",
+    ]
     assert locks.freeze_versions(lines) == {
-        "jinja2": "3.1.6", "zope-interface": "7.0", "uvicorn": "0.30.0", "tomli": "2.0.1",
-        "foo @ file:///wheels/foo-1.0.whl": "", "-e git+https://example.org/x.git#egg=x": "", "bar>=1": "", "baz==1.*": "",
-    }  # fmt: skip
+        "jinja2": "3.1.6",
+        "zope-interface": "7.0",
+        "uvicorn": "0.30.0",
+        "tomli": "2.0.1",
+        "foo @ file:///wheels/foo-1.0.whl": "",
+        "-e git+https://example.org/x.git#egg=x": "",
+        "bar>=1": "",
+        "baz==1.*": "",
+    }
 
 
 def test_a_lock_pins_names_versions_and_hashes_across_continuations():
     h = ["a" * 64, "b" * 64, "c" * 64]
-    text = (f"# header\n--index-url https://example.org/simple\nJinja2==3.1.6 \\\n    --hash=sha256:{h[0]} \\\n"
-            f"    --hash=sha256:{h[1]}\n    # via x\nsix==1.16.0 --hash=sha256:{h[2]}  # inline\nnumpy>=2\n"
-            "pytorch_lightning==2.6.6 \\\n")  # fmt: skip
+    text = (
+        f"# header\n--index-url https://example.org/simple\nJinja2==3.1.6 \\\n    --hash=sha256:{h[0]} \\\n"
+        f"    --hash=sha256:{h[1]}\n    # via x\nsix==1.16.0 --hash=sha256:{h[2]}  # inline\nnumpy>=2\n"
+        "pytorch_lightning==2.6.6 \\\n"
+    )
     pins = locks.lock_pins(text)
-    assert pins == {"jinja2": locks.Pin("3.1.6", frozenset(h[:2])), "six": locks.Pin("1.16.0", frozenset(h[2:])),
-                    "pytorch-lightning": locks.Pin("2.6.6", frozenset())}  # fmt: skip
-    assert locks.pinned_version(text, "PyTorch-Lightning") == "2.6.6" and locks.pinned_version(text, "numpy") is None
+    assert pins == {
+        "jinja2": locks.Pin("3.1.6", frozenset(h[:2])),
+        "six": locks.Pin("1.16.0", frozenset(h[2:])),
+        "pytorch-lightning": locks.Pin("2.6.6", frozenset()),
+    }
+    assert (
+        locks.pinned_version(text, "PyTorch-Lightning") == "2.6.6"
+        and locks.pinned_version(text, "numpy") is None
+    )
 
 
-@pytest.mark.parametrize("filename, project", [
-    ("Jinja2-3.1.6-py3-none-any.whl", "jinja2"), ("typing_extensions-4.16.0-py3-none-any.whl", "typing-extensions"),
-    ("antlr4-python3-runtime-4.9.3.tar.gz", "antlr4-python3-runtime"), ("zope.interface-7.0.zip", "zope-interface"),
-    ("odd_name-1.0.tgz", "odd-name"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "filename, project",
+    [
+        ("Jinja2-3.1.6-py3-none-any.whl", "jinja2"),
+        ("typing_extensions-4.16.0-py3-none-any.whl", "typing-extensions"),
+        ("antlr4-python3-runtime-4.9.3.tar.gz", "antlr4-python3-runtime"),
+        ("zope.interface-7.0.zip", "zope-interface"),
+        ("odd_name-1.0.tgz", "odd-name"),
+    ],
+)
 def test_a_distribution_files_project(filename, project):
     assert locks.distribution_project(filename) == project
 
@@ -72,7 +103,10 @@ def test_a_distribution_files_project(filename, project):
 def test_packages_compare_by_canonical_name():
     a = ["Jinja2==3.1.6", "typing_extensions==4.16.0", "torch==2.13.0+cpu", "# comment", ""]
     b = ["jinja2==3.1.6", "typing-extensions==4.16.0", "torch==2.12.0", "extra==1"]
-    assert compare.package_changes(a, b) == [Change("extra", ABSENT, "1"), Change("torch", "2.13.0+cpu", "2.12.0")]
+    assert compare.package_changes(a, b) == [
+        Change("extra", ABSENT, "1"),
+        Change("torch", "2.13.0+cpu", "2.12.0"),
+    ]
 
 
 def test_output_changes_compare_sha256_only():
@@ -113,7 +147,15 @@ def test_a_resumed_record_overrides_the_steps_it_repeats():
     assert compare.first_divergence(resumed, _fp([2.3, 2.2, 2.1])) is None
 
 
-BAD_LINES = ("not json", '{"loss": 1.0}', '{"step": -1}', '{"step": true}', '{"step": 1.5}', "[1, 2]", '{"step": 3, "lo')
+BAD_LINES = (
+    "not json",
+    '{"loss": 1.0}',
+    '{"step": -1}',
+    '{"step": true}',
+    '{"step": 1.5}',
+    "[1, 2]",
+    '{"step": 3, "lo',
+)
 
 
 def test_strict_fingerprints_refuse_a_malformed_line_naming_it():
@@ -134,8 +176,14 @@ def test_tolerant_fingerprints_skip_what_strict_refuses_and_keep_the_rest():
 
 
 def test_loss_curve_keeps_the_later_row_of_a_repeated_step():
-    rows = [{"step": 0, "params_sha256": "p"}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0},
-            {"step": 2, "loss": 1.0}, {"step": 3, "loss": None}, {"step": 4, "loss": True}]  # fmt: skip
+    rows = [
+        {"step": 0, "params_sha256": "p"},
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 2, "loss": 1.0},
+        {"step": 3, "loss": None},
+        {"step": 4, "loss": True},
+    ]
     assert fingerprints.losses(rows) == [(1, 3.0), (2, 1.0)]
 
 
@@ -143,8 +191,13 @@ def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises
     m = {
         "status": status,
         "outputs": {f"o{i}.pt": {"sha256": h, "bytes": 1} for i, h in enumerate(outputs)},
-        "fingerprints": {"file": "fingerprints.jsonl", "sha256": fp_sha, "every_k_steps": 4, "steps": 2} if fp_sha else None,
-        "determinism": {"profile": {"name": "strict" if promises else "fast", "promises_bitwise": promises}, "seed": 0},
+        "fingerprints": {"file": "fingerprints.jsonl", "sha256": fp_sha, "every_k_steps": 4, "steps": 2}
+        if fp_sha
+        else None,
+        "determinism": {
+            "profile": {"name": "strict" if promises else "fast", "promises_bitwise": promises},
+            "seed": 0,
+        },
         "metrics": {"loss": 1.0},
         "environment": {"A": "1"},
     }
@@ -159,7 +212,9 @@ def test_verdict_bit_identical_when_every_hash_matches():
 
 
 def test_verdict_names_the_output_and_the_step():
-    v = compare.verdict(_manifest(), _manifest(outputs=("b" * 64,), fp_sha="e" * 64), _fp([1.0, 2.0]), _fp([1.0, 2.5]))
+    v = compare.verdict(
+        _manifest(), _manifest(outputs=("b" * 64,), fp_sha="e" * 64), _fp([1.0, 2.0]), _fp([1.0, 2.5])
+    )
     assert not v.bit_identical
     assert [c.key for c in v.outputs] == ["o0.pt"]
     assert v.divergence.step == 2 and v.divergence.field == "loss"
@@ -181,8 +236,13 @@ def test_verdict_for_a_fast_profile_says_it_promises_no_identical_bits():
 
 def test_verdict_carries_drift_and_environment_changes():
     drift = [Drift("base image b", "id 1", "id 2")]
-    v = compare.verdict(_manifest(packages=["torch==2"]), _manifest(environment={"A": "2"}, packages=["torch==3"]),
-                        None, None, drift)  # fmt: skip
+    v = compare.verdict(
+        _manifest(packages=["torch==2"]),
+        _manifest(environment={"A": "2"}, packages=["torch==3"]),
+        None,
+        None,
+        drift,
+    )
     assert v.drift == drift and v.environment == [Change("A", "1", "2")]
     assert v.packages == [Change("torch", "2", "3")]
     assert any("--allow-env-drift" in n for n in v.notes)
@@ -190,12 +250,20 @@ def test_verdict_carries_drift_and_environment_changes():
 
 
 def test_diff_runs_names_the_seed_and_step_zero():
-    a = {"config": {"seed": 0, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
-         "determinism": {"seed": 0, "profile": {"name": "strict"}}, "packages": ["torch==2"],
-         "launch": {"container": "runner-a", "world_size": 2}, "outputs": {"m": {"sha256": "a" * 64}}}  # fmt: skip
-    b = {"config": {"seed": 1, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
-         "determinism": {"seed": 1, "profile": {"name": "strict"}}, "packages": ["torch==2"],
-         "launch": {"container": "runner-b", "world_size": 2}, "outputs": {"m": {"sha256": "b" * 64}}}  # fmt: skip
+    a = {
+        "config": {"seed": 0, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
+        "determinism": {"seed": 0, "profile": {"name": "strict"}},
+        "packages": ["torch==2"],
+        "launch": {"container": "runner-a", "world_size": 2},
+        "outputs": {"m": {"sha256": "a" * 64}},
+    }
+    b = {
+        "config": {"seed": 1, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
+        "determinism": {"seed": 1, "profile": {"name": "strict"}},
+        "packages": ["torch==2"],
+        "launch": {"container": "runner-b", "world_size": 2},
+        "outputs": {"m": {"sha256": "b" * 64}},
+    }
     d = compare.diff_runs(a, b, _fp([2.3], {0: "p"}), _fp([2.3], {0: "q"}))
     assert d.sections["config"] == [Change("seed", 0, 1)]
     assert d.sections["determinism"] == [Change("seed", 0, 1)]

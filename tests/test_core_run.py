@@ -83,9 +83,17 @@ def test_manifest_records_what_the_issue_lists(twice, engine):
 
     # every variable the runner set, as set, and the flags read back inside the training process
     env = m.environment
-    for key, value in {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "ATEN_CPU_CAPABILITY": "avx2",
-                       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                       "NCCL_ALGO": "Ring", "NCCL_PROTO": "Simple", "NCCL_NVLS_ENABLE": "0"}.items():  # fmt: skip
+    for key, value in {
+        "PYTHONHASHSEED": "0",
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "NCCL_ALGO": "Ring",
+        "NCCL_PROTO": "Simple",
+        "NCCL_NVLS_ENABLE": "0",
+    }.items():
         assert env[key] == value, key
     flags = m.determinism.flags
     assert flags["deterministic_algorithms"] is True and flags["cudnn_benchmark"] is False

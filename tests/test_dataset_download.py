@@ -22,8 +22,12 @@ from tests.conftest import FAST, manifest, run_runner
 from tests.test_bad_input import error_line
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-SIZES = {"train-images-idx3-ubyte.gz": 4096, "train-labels-idx1-ubyte.gz": 4096,
-         "t10k-images-idx3-ubyte.gz": 512, "t10k-labels-idx1-ubyte.gz": 512}  # fmt: skip
+SIZES = {
+    "train-images-idx3-ubyte.gz": 4096,
+    "train-labels-idx1-ubyte.gz": 4096,
+    "t10k-images-idx3-ubyte.gz": 512,
+    "t10k-labels-idx1-ubyte.gz": 512,
+}
 
 
 def cut_idx(src: Path, dst: Path, n: int) -> None:
@@ -52,7 +56,9 @@ def mirror(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     served = tmp_path_factory.mktemp("mirror")
     for name, n in SIZES.items():
         cut_idx(FASHION / name, served / name, n)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -63,8 +69,11 @@ def mirror(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def overrides(root: Path, url: str, sums: dict[str, str]) -> list[str]:
-    return [f"dataset.root={root}", f"dataset.download.mirrors=[{url}]",
-            "dataset.download.sha256={" + ",".join(f"{k}:{v}" for k, v in sums.items()) + "}"]  # fmt: skip
+    return [
+        f"dataset.root={root}",
+        f"dataset.download.mirrors=[{url}]",
+        "dataset.download.sha256={" + ",".join(f"{k}:{v}" for k, v in sums.items()) + "}",
+    ]
 
 
 def closed_port() -> int:
@@ -117,15 +126,23 @@ def test_a_present_file_with_the_wrong_hash_is_refused(mirror, tmp_path):
     root.mkdir()
     for name in SIZES:
         (root / name).write_bytes(b"not the data")
-    cfg = {"name": "mnist", "root": str(root), "files": {"a": "train-images-idx3-ubyte.gz"},
-           "download": {"mirrors": [], "sha256": sums}}  # fmt: skip
+    cfg = {
+        "name": "mnist",
+        "root": str(root),
+        "files": {"a": "train-images-idx3-ubyte.gz"},
+        "download": {"mirrors": [], "sha256": sums},
+    }
     with pytest.raises(RunnerError, match="delete it to download it again"):
         datasets.prepare(cfg, HashCache(tmp_path / "h.sqlite"), log=lambda line: None)
 
 
 def test_downloads_need_a_pinned_checksum(tmp_path):
-    cfg = {"name": "mnist", "root": str(tmp_path / "data"), "files": {"a": "x.gz"},
-           "download": {"mirrors": ["http://127.0.0.1:9/"], "sha256": {}}}  # fmt: skip
+    cfg = {
+        "name": "mnist",
+        "root": str(tmp_path / "data"),
+        "files": {"a": "x.gz"},
+        "download": {"mirrors": ["http://127.0.0.1:9/"], "sha256": {}},
+    }
     with pytest.raises(RunnerError, match="no sha256 for x.gz"):
         datasets.prepare(cfg, HashCache(tmp_path / "h.sqlite"), log=lambda line: None)
 

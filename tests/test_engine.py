@@ -85,9 +85,17 @@ class NotAnEngine:
 
 def _request(command: str, tmp_path: Path, **kw: Any) -> ContainerRequest:
     name = f"runner-test-engine-{uuid.uuid4().hex[:8]}"
-    return ContainerRequest(image=BASE, name=name, command=["sh", "-c", command], environment={"GREETING": "hi"},
-                            user="1000:1000", mounts=[(str(tmp_path), "/job", True)], working_dir="/tmp",
-                            labels={LABEL: name}, **kw)  # fmt: skip
+    return ContainerRequest(
+        image=BASE,
+        name=name,
+        command=["sh", "-c", command],
+        environment={"GREETING": "hi"},
+        user="1000:1000",
+        mounts=[(str(tmp_path), "/job", True)],
+        working_dir="/tmp",
+        labels={LABEL: name},
+        **kw,
+    )
 
 
 # -- choosing an engine (no container started) ------------------------------------------------------------
@@ -98,10 +106,13 @@ def test_an_engine_that_does_not_answer_fails_in_one_line():
     assert "Docker engine not reachable at unix:///nonexistent.sock" in caught.value.message
 
 
-@pytest.mark.parametrize(("target", "why"), [
-    ("runner.host.no_such_engine.Engine", "cannot make an engine of 'runner.host.no_such_engine.Engine'"),
-    ("tests.test_engine.NotAnEngine", "is not a container engine"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("runner.host.no_such_engine.Engine", "cannot make an engine of 'runner.host.no_such_engine.Engine'"),
+        ("tests.test_engine.NotAnEngine", "is not a container engine"),
+    ],
+)
 def test_a_target_that_is_no_engine_is_refused(target, why):
     with pytest.raises(RunnerError) as caught:
         engines.make({"_target_": target, "base_url": None})
@@ -110,11 +121,14 @@ def test_a_target_that_is_no_engine_is_refused(target, why):
 
 
 def test_a_bad_engine_target_on_the_command_line_is_one_line(tmp_path):
-    proc = run_runner(f"hydra.run.dir={tmp_path / 'run'}", "launch.engine._target_=tests.test_engine.NotAnEngine")
+    proc = run_runner(
+        f"hydra.run.dir={tmp_path / 'run'}", "launch.engine._target_=tests.test_engine.NotAnEngine"
+    )
     assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         "runner: error: launch.engine: 'tests.test_engine.NotAnEngine' is not a container engine "
-        "(see runner.host.engine.Engine)"]  # fmt: skip
+        "(see runner.host.engine.Engine)"
+    ]
 
 
 @pytest.mark.docker
@@ -150,8 +164,9 @@ def test_a_container_is_the_runners_handle_from_start_to_removal(engine, tmp_pat
 
 @pytest.mark.docker
 def test_the_container_is_locked_down_and_a_running_one_stops(engine, tmp_path):
-    req = _request("touch /job/x 2>/dev/null || echo read-only; "
-                   "cat /proc/self/status | grep CapEff; sleep 60", tmp_path)  # fmt: skip
+    req = _request(
+        "touch /job/x 2>/dev/null || echo read-only; cat /proc/self/status | grep CapEff; sleep 60", tmp_path
+    )
     handle = engine.start(req)
     try:
         lines = engine.stream_logs(handle)
@@ -175,8 +190,12 @@ def test_an_absent_image_is_one_line_and_leaves_nothing(engine, tmp_path):
 @pytest.mark.docker
 def test_another_engine_is_a_module_and_a_config_value_and_a_record_never_chooses_it(engine, tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_runner(f"hydra.run.dir={run_dir}", *PROBE, probe_args("report"),
-                      "launch.engine._target_=tests.test_engine.WrappedEngine")  # fmt: skip
+    proc = run_runner(
+        f"hydra.run.dir={run_dir}",
+        *PROBE,
+        probe_args("report"),
+        "launch.engine._target_=tests.test_engine.WrappedEngine",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(run_dir)
     assert m["image"]["engine"]["wrapped_by"] == "WrappedEngine"  # the run went through the other engine

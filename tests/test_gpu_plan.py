@@ -24,7 +24,9 @@ def plan_with(base: dict, gpus, kind: str = "auto", detected: int = 0) -> spec.R
     cfg = copy.deepcopy(base)
     cfg["launch"]["gpus"] = gpus
     cfg["image"]["kind"] = kind
-    return spec.plan_run(cfg, Path("/tmp/gpu/run"), ROOT, {"PATH": "/bin"}, 1000, 1000, detected_gpus=detected)
+    return spec.plan_run(
+        cfg, Path("/tmp/gpu/run"), ROOT, {"PATH": "/bin"}, 1000, 1000, detected_gpus=detected
+    )
 
 
 def test_auto_image_is_cuda_exactly_when_gpus_are_asked(base_cfg):
@@ -62,7 +64,9 @@ def test_nccl_is_pinned_and_multicast_stays_off_in_every_profile(base_cfg):
     assert strict["NCCL_ALGO"] == "Ring" and strict["NCCL_PROTO"] == "Simple"
     assert strict["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     fast_cfg = copy.deepcopy(base_cfg)
-    fast_cfg["determinism"] = OmegaConf.to_container(compose(["determinism=fast"]), resolve=True)["determinism"]
+    fast_cfg["determinism"] = OmegaConf.to_container(compose(["determinism=fast"]), resolve=True)[
+        "determinism"
+    ]
     fast = plan_with(fast_cfg, 2).env
     for env in (strict, fast):
         assert env["NCCL_NVLS_ENABLE"] == "0"

@@ -28,24 +28,48 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent"}  # a runner that reached for 
     [
         (0, NONE, None),
         (None, NONE, None),
-        (2, NONE, "launch.gpus=2 asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
-                  "run on the CPU with launch.gpus=0"),
-        ("all", NONE, "launch.gpus=all asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
-                      "run on the CPU with launch.gpus=0"),
-        ([0, 3], NONE, "launch.gpus=[0,3] asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
-                       "run on the CPU with launch.gpus=0"),
+        (
+            2,
+            NONE,
+            "launch.gpus=2 asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
+            "run on the CPU with launch.gpus=0",
+        ),
+        (
+            "all",
+            NONE,
+            "launch.gpus=all asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
+            "run on the CPU with launch.gpus=0",
+        ),
+        (
+            [0, 3],
+            NONE,
+            "launch.gpus=[0,3] asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
+            "run on the CPU with launch.gpus=0",
+        ),
         (2, TWO, None),
         ("all", TWO, None),
         ([1, 0], TWO, None),
-        (3, TWO, "launch.gpus=3 asks for 3 GPUs, but this host has 2 GPUs (0, 1); ask for at most launch.gpus=2 "
-                 "(or launch.gpus=all), or use launch.gpus=0 for the CPU"),
-        ([0, 3], TWO, "launch.gpus=[0,3] names GPU 3, but this host has 2 GPUs (0, 1); name those, "
-                      "e.g. launch.gpus=[0], or use launch.gpus=0"),
-        ([1, 1], TWO, "launch.gpus=[1,1] names GPU 1 more than once (one process per GPU); this host has 2 GPUs (0, 1)"),
+        (
+            3,
+            TWO,
+            "launch.gpus=3 asks for 3 GPUs, but this host has 2 GPUs (0, 1); ask for at most launch.gpus=2 "
+            "(or launch.gpus=all), or use launch.gpus=0 for the CPU",
+        ),
+        (
+            [0, 3],
+            TWO,
+            "launch.gpus=[0,3] names GPU 3, but this host has 2 GPUs (0, 1); name those, "
+            "e.g. launch.gpus=[0], or use launch.gpus=0",
+        ),
+        (
+            [1, 1],
+            TWO,
+            "launch.gpus=[1,1] names GPU 1 more than once (one process per GPU); this host has 2 GPUs (0, 1)",
+        ),
         (["a"], TWO, "launch.gpus=[a]: 'a' is not a GPU index; this host has 2 GPUs (0, 1)"),
         (-1, NONE, None),  # malformed: the planner refuses it with its own message
     ],
-)  # fmt: skip
+)
 def test_what_is_asked_against_what_is_there(asked, visible, expected):
     assert gpu_refusal(asked, visible) == expected
 
@@ -69,10 +93,14 @@ GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb)
     [
         (LISTING, 0, (0, 1), ""),
         ("", 0, (), "nvidia-smi -L lists no GPU"),
-        ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", 9, (),
-         "nvidia-smi -L failed (exit status 9): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."),
+        (
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",
+            9,
+            (),
+            "nvidia-smi -L failed (exit status 9): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",  # noqa: E501 - verbatim data
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_facts_are_the_drivers_listing(tmp_path, monkeypatch, stdout, status, ids, why):
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "bin", stdout, status)["PATH"])
     assert facts.visible_gpus() == VisibleGpus(ids, why)
@@ -101,11 +129,15 @@ def test_a_gpu_run_on_a_cpu_host_is_refused_before_anything_is_fetched_or_built(
     cache = tmp_path / "cache"
     images_before = _runner_images()
     for asked in ("2", "[0,3]", "all"):
-        proc = run_runner(f"launch.gpus={asked}", f"hydra.run.dir={tmp_path / 'run'}", timeout=120,
-                          env={**NO_ENGINE, "RUNNER_CACHE": str(cache)})  # fmt: skip
+        proc = run_runner(
+            f"launch.gpus={asked}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            timeout=120,
+            env={**NO_ENGINE, "RUNNER_CACHE": str(cache)},
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.splitlines() == [
-            f"runner: error: launch.gpus={asked} asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "
+            f"runner: error: launch.gpus={asked} asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "  # noqa: E501 - verbatim data
             "run on the CPU with launch.gpus=0"
         ]
         assert not (tmp_path / "run" / "manifest.json").exists()
@@ -116,12 +148,21 @@ def test_a_gpu_run_on_a_cpu_host_is_refused_before_anything_is_fetched_or_built(
 def test_naming_a_gpu_the_driver_does_not_list_is_refused(tmp_path):
     path = _fake_nvidia_smi(tmp_path / "bin", LISTING)
     cache = tmp_path / "cache"
-    proc = run_runner("launch.gpus=[0,3]", "launch.backend=host", f"hydra.run.dir={tmp_path / 'run'}", timeout=120,
-                      env={**NO_ENGINE, **path, "RUNNER_CACHE": str(cache)})  # fmt: skip
+    proc = run_runner(
+        "launch.gpus=[0,3]",
+        "launch.backend=host",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=120,
+        env={**NO_ENGINE, **path, "RUNNER_CACHE": str(cache)},
+    )
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "launch.gpus=[0,3] names GPU 3, but this host has 2 GPUs (0, 1)" in proc.stderr
-    proc = run_runner("launch.gpus=4", f"hydra.run.dir={tmp_path / 'run'}", timeout=120,
-                      env={**NO_ENGINE, **path, "RUNNER_CACHE": str(cache)})  # fmt: skip
+    proc = run_runner(
+        "launch.gpus=4",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=120,
+        env={**NO_ENGINE, **path, "RUNNER_CACHE": str(cache)},
+    )
     assert proc.returncode == 2 and "launch.gpus=4 asks for 4 GPUs, but this host has 2 GPUs" in proc.stderr
     assert not cache.exists() or not any(cache.rglob("*"))
 
@@ -153,8 +194,15 @@ def test_replaying_a_gpu_run_on_a_cpu_host_is_refused_before_the_image_is_had(tm
 )
 def test_a_sweep_told_of_gpus_that_are_not_there_builds_nothing(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_runner("-m", "launch.gpus=1", "seed=0,1", "hydra.launcher.gpus=[0,1]", f"hydra.sweep.dir={sweep}",
-                      timeout=300, env={**NO_ENGINE, "RUNNER_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    proc = run_runner(
+        "-m",
+        "launch.gpus=1",
+        "seed=0,1",
+        "hydra.launcher.gpus=[0,1]",
+        f"hydra.sweep.dir={sweep}",
+        timeout=300,
+        env={**NO_ENGINE, "RUNNER_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 1, proc.stderr  # the jobs failed; the engine was never asked for an image
     for job in ("0", "1"):
         status = json.loads((sweep / job / "job_status.json").read_text())

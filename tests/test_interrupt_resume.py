@@ -22,8 +22,14 @@ from tests.live_runs import containers_of, finish, last_step, start, wait_for
 pytestmark = pytest.mark.docker
 
 STEPS_PER_EPOCH = 32
-RESUMABLE = ["model.train_samples=4096", "trainer.max_steps=96", "trainer.max_epochs=3", "fingerprints.every_k_steps=4",
-             "launch.checkpoint_every_n_steps=10", "model.dropout=0.25"]  # fmt: skip
+RESUMABLE = [
+    "model.train_samples=4096",
+    "trainer.max_steps=96",
+    "trainer.max_epochs=3",
+    "fingerprints.every_k_steps=4",
+    "launch.checkpoint_every_n_steps=10",
+    "model.dropout=0.25",
+]
 
 
 def _one_error_line(stderr: str) -> str:
@@ -73,7 +79,10 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, en
     assert entry["from_step"] == found[0] and entry["checkpoint"] == found[1].name
     assert entry["previous"]["status"] == "interrupted" and entry["container"] != m["launch"]["container"]
     assert entry["from_step"] % STEPS_PER_EPOCH != 0, "checkpoints every 10 steps: the resume lands mid-epoch"
-    assert resumed["code"]["snapshot_sha256"] == m["code"]["snapshot_sha256"] and resumed["image"]["id"] == m["image"]["id"]
+    assert (
+        resumed["code"]["snapshot_sha256"] == m["code"]["snapshot_sha256"]
+        and resumed["image"]["id"] == m["image"]["id"]
+    )
     # the headline: final weights and every step's loss and parameter hash, bit for bit
     assert resumed["outputs"]["model.pt"]["sha256"] == reference["outputs"]["model.pt"]["sha256"]
     assert (cut / "fingerprints.jsonl").read_bytes() == (whole / "fingerprints.jsonl").read_bytes()

@@ -77,8 +77,11 @@ def test_diff_prints_rounded_numbers_and_its_json_keeps_every_digit(tmp_path):
     b = make_run(tmp_path / "b", metrics=metrics_b)
     proc = run_runner(str(a), str(b), module="runner.diff")
     assert proc.returncode == 0, proc.stderr
-    rows = {cells[0]: cells[1:3] for line in proc.stdout.splitlines()
-            if len(cells := [c.strip() for c in line.split("│")[1:4]]) == 3}  # fmt: skip
+    rows = {
+        cells[0]: cells[1:3]
+        for line in proc.stdout.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:4]]) == 3
+    }
     assert rows["samples_per_s"] == ["1,457.9", "1,502.3"], proc.stdout
     assert rows["test_loss"][0] == "3.4874" and rows["test_loss"][1].startswith(
         "3.4874 (differs after the 5th"
@@ -87,5 +90,7 @@ def test_diff_prints_rounded_numbers_and_its_json_keeps_every_digit(tmp_path):
 
     proc = run_runner(str(a), str(b), "--json", module="runner.diff")
     got = {c["key"]: (c["a"], c["b"]) for c in json.loads(proc.stdout)["sections"]["metrics"]}
-    assert got == {"samples_per_s": (1457.879113820869, 1502.3317770004272),
-                   "test_loss": (3.48744013671875, 3.4874401367)}  # fmt: skip
+    assert got == {
+        "samples_per_s": (1457.879113820869, 1502.3317770004272),
+        "test_loss": (3.48744013671875, 3.4874401367),
+    }

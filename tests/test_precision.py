@@ -29,8 +29,10 @@ def test_the_default_is_full_fp32_and_determinism_carries_no_precision():
     assert group("determinism", "strict")["fill_uninitialized_memory"] is False
 
 
-@pytest.mark.parametrize("name, lightning, matmul", [("fp32", "32-true", "highest"), ("tf32", "32-true", "high"),
-                                                     ("bf16", "bf16-mixed", "high")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, lightning, matmul",
+    [("fp32", "32-true", "highest"), ("tf32", "32-true", "high"), ("bf16", "bf16-mixed", "high")],
+)
 def test_each_option_resolves(name, lightning, matmul):
     cfg = {"precision": group("precision", name), "determinism": group("determinism", "strict")}
     out = precision.resolve(cfg)
@@ -42,13 +44,16 @@ def test_a_record_from_before_the_group_resolves_to_none():
     assert precision.resolve(legacy) is None
 
 
-@pytest.mark.parametrize("cfg, match", [
-    ({"determinism": {"allow_tf32": True}}, "determinism.allow_tf32"),
-    ({"trainer": {"precision": "16-mixed"}}, "trainer.precision"),
-    ({"precision_patch": {"lightning": "8-bit"}}, "precision.lightning"),
-    ({"precision_patch": {"float32_matmul_precision": "low"}}, "float32_matmul_precision"),
-    ({"precision_patch": {"cudnn_allow_tf32": "yes"}}, "cudnn_allow_tf32"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ({"determinism": {"allow_tf32": True}}, "determinism.allow_tf32"),
+        ({"trainer": {"precision": "16-mixed"}}, "trainer.precision"),
+        ({"precision_patch": {"lightning": "8-bit"}}, "precision.lightning"),
+        ({"precision_patch": {"float32_matmul_precision": "low"}}, "float32_matmul_precision"),
+        ({"precision_patch": {"cudnn_allow_tf32": "yes"}}, "cudnn_allow_tf32"),
+    ],
+)
 def test_precision_set_twice_or_wrongly_is_refused(cfg, match):
     cfg = dict(cfg)
     full = {"precision": {**group("precision", "fp32"), **cfg.pop("precision_patch", {})}, **cfg}
@@ -57,8 +62,18 @@ def test_precision_set_twice_or_wrongly_is_refused(cfg, match):
 
 
 def _verdict(**kw) -> compare.Verdict:
-    base = dict(bit_identical=True, status="completed", outputs_compared=1, outputs=[], fingerprints_identical=True,
-                divergence=None, metrics=[], environment=[], packages=[], drift=[])  # fmt: skip
+    base = dict(
+        bit_identical=True,
+        status="completed",
+        outputs_compared=1,
+        outputs=[],
+        fingerprints_identical=True,
+        divergence=None,
+        metrics=[],
+        environment=[],
+        packages=[],
+        drift=[],
+    )
     return compare.Verdict(**{**base, **kw})
 
 
@@ -66,14 +81,18 @@ def test_a_replay_under_other_switches_is_not_identical():
     rec = {"matmul_allow_tf32": False, "lightning_precision": "32-true", "num_threads": 1}
     same = settings.hold_to_switches(_verdict(), settings.flag_drift(rec, {**rec, "num_threads": 8}))
     assert same.bit_identical  # host facts are not switches
-    other = settings.hold_to_switches(_verdict(), settings.flag_drift(rec, {**rec, "matmul_allow_tf32": True}))
+    other = settings.hold_to_switches(
+        _verdict(), settings.flag_drift(rec, {**rec, "matmul_allow_tf32": True})
+    )
     assert not other.bit_identical and [d.what for d in other.switches] == ["flag matmul_allow_tf32"]
     assert "matmul_allow_tf32" in other.headline()
     assert other.to_json()["switches"][0]["recorded"] == "False"
 
 
 def test_switches_a_record_never_read_back_are_not_held_against_it():
-    old = {"matmul_allow_tf32": False}  # recorded before fill_uninitialized_memory or Lightning's precision were read
+    old = {
+        "matmul_allow_tf32": False
+    }  # recorded before fill_uninitialized_memory or Lightning's precision were read
     new = {"matmul_allow_tf32": False, "fill_uninitialized_memory": False, "lightning_precision": "32-true"}
     assert settings.flag_drift(old, new) == []
     assert settings.flag_drift(None, new) == []
@@ -81,17 +100,27 @@ def test_switches_a_record_never_read_back_are_not_held_against_it():
     assert dataclasses.asdict(held) == dataclasses.asdict(_verdict())
 
 
-@pytest.mark.parametrize("name, expect", [
-    ("fp32", {"float32_matmul_precision": "highest", "matmul_allow_tf32": False, "cudnn_allow_tf32": False}),
-    ("tf32", {"float32_matmul_precision": "high", "matmul_allow_tf32": True, "cudnn_allow_tf32": True}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        (
+            "fp32",
+            {"float32_matmul_precision": "highest", "matmul_allow_tf32": False, "cudnn_allow_tf32": False},
+        ),
+        ("tf32", {"float32_matmul_precision": "high", "matmul_allow_tf32": True, "cudnn_allow_tf32": True}),
+    ],
+)
 def test_the_worker_applies_and_reads_back(name, expect):
     import torch
 
     from runner.worker import determinism
 
-    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
-             torch.utils.deterministic.fill_uninitialized_memory, torch.get_num_threads())  # fmt: skip
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.allow_tf32,
+        torch.utils.deterministic.fill_uninitialized_memory,
+        torch.get_num_threads(),
+    )
     try:
         flags = determinism.apply({"fill_uninitialized_memory": False}, 0, group("precision", name))
         assert {k: flags[k] for k in expect} == expect and flags["fill_uninitialized_memory"] is False

@@ -35,7 +35,13 @@ def test_init_writes_a_project_and_keeps_what_is_there(tmp_path):
     project = fresh_repo(tmp_path / "proj")
     (project / "example_train.py").write_text("print('mine')\n")
     init(project)
-    for rel in ("conf/config.yaml", "conf/experiment/example.yaml", "Dockerfile.cpu", "images/cpu.in", "images/cpu.lock"):
+    for rel in (
+        "conf/config.yaml",
+        "conf/experiment/example.yaml",
+        "Dockerfile.cpu",
+        "images/cpu.in",
+        "images/cpu.lock",
+    ):
         assert (project / rel).is_file(), rel
     assert (project / "example_train.py").read_text() == "print('mine')\n"  # never overwritten
     assert (project / "images/cpu.lock").read_bytes() == (ROOT / "images/cpu.lock").read_bytes()
@@ -67,7 +73,11 @@ def test_init_then_run_the_example_in_a_fresh_repository(tmp_path):
 def test_a_changed_lock_changes_the_image_tag(tmp_path):
     project = fresh_repo(tmp_path / "proj")
     init(project)
-    variant = {"dockerfile": "Dockerfile.cpu", "lock": "images/cpu.lock", "base": {"ref": "b:1", "digest": None}}
+    variant = {
+        "dockerfile": "Dockerfile.cpu",
+        "lock": "images/cpu.lock",
+        "base": {"ref": "b:1", "digest": None},
+    }
     before = images.plan(variant, "cpu", project, "sha256:" + "b" * 64).tag
     with (project / "images/cpu.lock").open("a") as f:
         f.write("tabulate==0.9.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
@@ -85,29 +95,62 @@ def test_a_project_dependency_reaches_the_image(tmp_path):
     proc = run_runner("lock", "cpu", module="runner.cli", cwd=project, env=RUNNER_ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tabulate==" in (project / "images/cpu.lock").read_text()
-    (project / "uses_dep.py").write_text("import tabulate\nopen('dep.txt', 'w').write(tabulate.__version__)\n")
+    (project / "uses_dep.py").write_text(
+        "import tabulate\nopen('dep.txt', 'w').write(tabulate.__version__)\n"
+    )
     run_dir = tmp_path / "run"
-    proc = run_runner("experiment=example", "experiment.script=uses_dep.py", "experiment.args=[]",
-                      f"hydra.run.dir={run_dir}", cwd=project, env=RUNNER_ENV, timeout=1800)  # fmt: skip
+    proc = run_runner(
+        "experiment=example",
+        "experiment.script=uses_dep.py",
+        "experiment.args=[]",
+        f"hydra.run.dir={run_dir}",
+        cwd=project,
+        env=RUNNER_ENV,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(run_dir)
-    assert (run_dir / "outputs/dep.txt").read_text() and any(p.startswith("tabulate==") for p in m["packages"])
+    assert (run_dir / "outputs/dep.txt").read_text() and any(
+        p.startswith("tabulate==") for p in m["packages"]
+    )
     assert m["image"]["lock_sha256"] != images.sha256_bytes((ROOT / "images/cpu.lock").read_bytes())
 
 
 def test_the_wheel_carries_the_builtin_config_dockerfiles_and_locks(tmp_path):
     src = tmp_path / "src"  # a copy of the tracked tree: the build leaves nothing in this checkout
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True
+    )
     for rel in filter(None, listed.stdout.split("\0")):
         if (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, src / rel)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("runner-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for rel in ("conf/config.yaml", "conf/image/default.yaml", "Dockerfile.cpu", "images/cpu.lock", "images/cpu.in"):
+    for rel in (
+        "conf/config.yaml",
+        "conf/image/default.yaml",
+        "Dockerfile.cpu",
+        "images/cpu.lock",
+        "images/cpu.in",
+    ):
         assert f"runner/_builtin/{rel}" in names, rel
     assert "hydra_plugins/runner_searchpath/__init__.py" in names
     assert not any(n.startswith("experiments/") for n in names)  # this repository's own project code

@@ -15,7 +15,7 @@ from tests.conftest import ROOT, manifest, run_runner
 
 pytestmark = pytest.mark.docker
 
-TRAIN = '''\
+TRAIN = """\
 import os, sys
 import torch
 import torch.distributed as dist
@@ -39,7 +39,7 @@ if not ddp or dist.get_rank() == 0:
         f.write(os.environ.get("WORLD_SIZE", "-"))
 if ddp:
     dist.destroy_process_group()
-'''
+"""
 
 
 def git_project(path: Path) -> Path:
@@ -64,8 +64,15 @@ RUNNER_ENV = {"PYTHONPATH": str(ROOT)}
 
 
 def run_in(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_runner("experiment=plain_script", "experiment.name=mine", "experiment.script=train.py",
-                      "experiment.args=[]", *args, cwd=project, env={**RUNNER_ENV, "RUNNER_PROJECT": str(project)})
+    return run_runner(
+        "experiment=plain_script",
+        "experiment.name=mine",
+        "experiment.script=train.py",
+        "experiment.args=[]",
+        *args,
+        cwd=project,
+        env={**RUNNER_ENV, "RUNNER_PROJECT": str(project)},
+    )
 
 
 def test_a_script_writing_to_its_cwd_repeats_bit_identically_and_replays(project, tmp_path):
@@ -80,7 +87,9 @@ def test_a_script_writing_to_its_cwd_repeats_bit_identically_and_replays(project
     log = (a / "logs" / "train.log").read_text().splitlines()
     assert "training 5/5" in log and not any("training 1/5" in line for line in log)  # the bar's last state
     assert any("💡 Tip" in line for line in log)  # kept in the log file ...
-    assert "💡 Tip" not in run_in(project, f"hydra.run.dir={tmp_path / 'c'}").stderr  # ... not on the terminal
+    assert (
+        "💡 Tip" not in run_in(project, f"hydra.run.dir={tmp_path / 'c'}").stderr
+    )  # ... not on the terminal
     replay = run_runner(str(a), module="runner.replay", cwd=project, env=RUNNER_ENV)
     assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
 

@@ -38,8 +38,14 @@ def _wheelhouse(tmp_path: Path, six: bytes = b"six wheel") -> tuple[Path, Path]:
     (wheels / "antlr4-python3-runtime-4.9.3.tar.gz").write_bytes(b"antlr sdist")
     (wheels / ".complete").touch()
     lock = tmp_path / "cpu.lock"
-    lock.write_text(LOCK.format(six=sha256_bytes(b"six wheel"), j1="0" * 64, j2=sha256_bytes(b"jinja wheel"),
-                                antlr=sha256_bytes(b"antlr sdist")))  # fmt: skip
+    lock.write_text(
+        LOCK.format(
+            six=sha256_bytes(b"six wheel"),
+            j1="0" * 64,
+            j2=sha256_bytes(b"jinja wheel"),
+            antlr=sha256_bytes(b"antlr sdist"),
+        )
+    )
     return lock, wheels
 
 
@@ -91,13 +97,20 @@ def test_redacted_variables_come_from_this_host_or_are_drift():
 def test_data_files_are_checked_by_hash(tmp_path, cache):
     (tmp_path / "a.gz").write_bytes(b"aaa")
     (tmp_path / "b.gz").write_bytes(b"changed")
-    data = manifest.Data(name="d", root=str(tmp_path), files={
-        "a.gz": {"sha256": sha256_bytes(b"aaa"), "bytes": 3},
-        "b.gz": {"sha256": sha256_bytes(b"bbb"), "bytes": 3},
-        "c.gz": {"sha256": sha256_bytes(b"ccc"), "bytes": 3}})  # fmt: skip
+    data = manifest.Data(
+        name="d",
+        root=str(tmp_path),
+        files={
+            "a.gz": {"sha256": sha256_bytes(b"aaa"), "bytes": 3},
+            "b.gz": {"sha256": sha256_bytes(b"bbb"), "bytes": 3},
+            "c.gz": {"sha256": sha256_bytes(b"ccc"), "bytes": 3},
+        },
+    )
     drift = rebuild.check_data(data, cache)
     assert [(d.what.rsplit("/", 1)[-1], d.found) for d in drift] == [
-        ("b.gz", f"sha256 {sha256_bytes(b'changed')[:12]}…"), ("c.gz", "missing")]  # fmt: skip
+        ("b.gz", f"sha256 {sha256_bytes(b'changed')[:12]}…"),
+        ("c.gz", "missing"),
+    ]
 
 
 def test_build_inputs_are_taken_from_the_snapshot_and_checked(tmp_path):
@@ -105,11 +118,15 @@ def test_build_inputs_are_taken_from_the_snapshot_and_checked(tmp_path):
     _, none = rebuild.check_file(tmp_path, "Dockerfile.cpu", sha256_bytes(b"FROM x\n"), "Dockerfile")
     _, changed = rebuild.check_file(tmp_path, "Dockerfile.cpu", "1" * 64, "Dockerfile")
     _, missing = rebuild.check_file(tmp_path, "images/cpu.lock", "1" * 64, "lock")
-    assert none == [] and "in the snapshot" in changed[0].what and missing[0].found == "not in the code snapshot"
+    assert (
+        none == [] and "in the snapshot" in changed[0].what and missing[0].found == "not in the code snapshot"
+    )
 
 
 def test_package_drift_and_the_stop_message_name_every_item():
-    drift = rebuild.package_drift(["torch==2.13.0+cpu", "numpy==2.4.6"], ["torch==2.12.0", "numpy==2.4.6", "x==1"], "in img")
+    drift = rebuild.package_drift(
+        ["torch==2.13.0+cpu", "numpy==2.4.6"], ["torch==2.12.0", "numpy==2.4.6", "x==1"], "in img"
+    )
     assert [d.describe() for d in drift] == [
         "package torch: recorded 2.13.0+cpu, here 2.12.0 in img",
         "package x: recorded absent, here 1 in img",

@@ -25,15 +25,21 @@ OWN_TAG = "+image.variants.cpu.build_args.TEST_VARIANT=replay"
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args], cwd=cwd,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """The repository's committed files in a git repo of their own."""
     copy = tmp_path_factory.mktemp("project")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
     _git(copy, "init", "-q")
     _git(copy, "add", "-A")
@@ -47,7 +53,9 @@ def runs(project, tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("replay")
     out = {}
     for name, extra in (("a", []), ("b", ["seed=1", "determinism=fast"])):
-        proc = run_runner(f"hydra.run.dir={base / name}", *FAST, OWN_TAG, *extra, env={"RUNNER_PROJECT": str(project)})
+        proc = run_runner(
+            f"hydra.run.dir={base / name}", *FAST, OWN_TAG, *extra, env={"RUNNER_PROJECT": str(project)}
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[name] = base / name
     tag = manifest(out["a"])["image"]["tag"]
@@ -86,13 +94,19 @@ def test_replay_after_rmi_code_change_and_move_is_bit_identical(runs, project, e
 
     (replay_dir,) = (moved / "replays").iterdir()
     r = manifest(replay_dir)
-    assert r["replay_of"] == {"path": str(moved), "run_id": original["run_id"],
-                              "manifest_sha256": sha256_file(moved / "manifest.json")}  # fmt: skip
+    assert r["replay_of"] == {
+        "path": str(moved),
+        "run_id": original["run_id"],
+        "manifest_sha256": sha256_file(moved / "manifest.json"),
+    }
     assert r["status"] == "completed" and r["run_id"] != original["run_id"]
     assert r["image"]["tag"] == tag and r["image"]["built_now"] is True
     assert r["code"]["snapshot_sha256"] == original["code"]["snapshot_sha256"]
     assert r["code"]["commit"] == original["code"]["commit"]
-    assert r["outputs"] == original["outputs"] and r["fingerprints"]["sha256"] == original["fingerprints"]["sha256"]
+    assert (
+        r["outputs"] == original["outputs"]
+        and r["fingerprints"]["sha256"] == original["fingerprints"]["sha256"]
+    )
     assert r["environment"] == original["environment"] and r["packages"] == original["packages"]
     verdict = json.loads((replay_dir / "verdict.json").read_text())
     assert verdict["bit_identical"] is True and verdict["drift"] == [] and verdict["outputs_compared"] == 1
@@ -107,13 +121,19 @@ def test_diff_of_two_seeds_names_the_seed_and_step_zero(runs):
     metrics_a = manifest(runs["a"])["metrics"]
     shown = {r[0]: r[1] for r in rows if len(r) == 3 and r[0] in metrics_a}
     assert shown["test_loss"] == numbers.human(metrics_a["test_loss"]) != repr(metrics_a["test_loss"])
-    rate = metrics_a["samples_per_s"]  # a rate: 5 significant figures (whole numbers kept), thousands separated
-    assert shown["samples_per_s"] == numbers.human(rate, "samples_per_s") and ("," in shown["samples_per_s"]) == (rate >= 1000)
+    rate = metrics_a[
+        "samples_per_s"
+    ]  # a rate: 5 significant figures (whole numbers kept), thousands separated
+    assert shown["samples_per_s"] == numbers.human(rate, "samples_per_s") and (
+        "," in shown["samples_per_s"]
+    ) == (rate >= 1000)
     assert sum(ch.isdigit() for ch in shown["samples_per_s"]) <= max(5, len(str(int(rate))))
 
     proc = run_runner(str(runs["a"]), str(runs["b"]), "--json", module="runner.diff")
     d = json.loads(proc.stdout)
-    assert {c["key"]: c["a"] for c in d["sections"]["metrics"]}["test_loss"] == metrics_a["test_loss"]  # every digit
+    assert {c["key"]: c["a"] for c in d["sections"]["metrics"]}["test_loss"] == metrics_a[
+        "test_loss"
+    ]  # every digit
     assert {"key": "seed", "a": 0, "b": 1, "only_in": None} in d["sections"]["config"]
     assert d["first_divergence"]["step"] in (0, 1) and d["first_divergence"]["step"] == 0
     assert any(c["key"] == "profile.name" for c in d["sections"]["determinism"])
@@ -125,10 +145,15 @@ def test_tampered_manifest_is_refused_before_anything_runs(runs, tmp_path):
     shutil.copytree(runs["a"], run)
     m = manifest(run)
     m["code"]["snapshot_sha256"] = "0" * 64
-    (run / "manifest.json").write_text(resealed(m))  # the digest is no signature: the snapshot hash still holds
+    (run / "manifest.json").write_text(
+        resealed(m)
+    )  # the digest is no signature: the snapshot hash still holds
     proc = run_runner(str(run), module="runner.replay")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("runner: error: code snapshot") and "does not match the manifest" in proc.stderr
+    assert (
+        proc.stderr.strip().startswith("runner: error: code snapshot")
+        and "does not match the manifest" in proc.stderr
+    )
     assert not (run / "replays").exists()
 
 
@@ -153,7 +178,11 @@ def test_fast_profile_replays_and_env_drift_stops_unless_allowed(runs, project, 
     v = json.loads(proc.stdout)
     assert proc.returncode == (0 if v["bit_identical"] else 1), proc.stderr[-2000:]
     assert v["status"] == "completed"
-    assert {"what": "base image runner-base:bookworm", "recorded": f"id sha256:{'0' * 64}", "found": f"id {real_base}"} in v["drift"]
+    assert {
+        "what": "base image runner-base:bookworm",
+        "recorded": f"id sha256:{'0' * 64}",
+        "found": f"id {real_base}",
+    } in v["drift"]
     assert any("'fast' does not promise identical bits" in n for n in v["notes"])
     assert any("--allow-env-drift" in n for n in v["notes"])
     r = manifest(Path(v["replay"]))

@@ -19,7 +19,9 @@ from runner.core.errors import RunnerError
 from runner.flows import diff, replay
 from tests.run_records import code_tar, manifest_dict
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 _small = st.one_of(st.integers(), st.text(max_size=4), st.booleans(), st.none())
 _list = st.lists(_small, max_size=3)
@@ -32,9 +34,21 @@ WRONG = {
     list: st.one_of(_dict, st.integers(), st.text(alphabet="xyz", min_size=1)),
     dict: st.one_of(_list, st.integers(), st.text(alphabet="xyz", min_size=1)),
 }
-REQUIRED = {"run_id": str, "status": str, "exit_code": int, "command": list, "overrides": list, "config": dict,
-            "experiment": dict, "containerized": bool, "launch": dict, "environment": dict, "determinism": dict,
-            "host": dict, "timings": dict}  # fmt: skip
+REQUIRED = {
+    "run_id": str,
+    "status": str,
+    "exit_code": int,
+    "command": list,
+    "overrides": list,
+    "config": dict,
+    "experiment": dict,
+    "containerized": bool,
+    "launch": dict,
+    "environment": dict,
+    "determinism": dict,
+    "host": dict,
+    "timings": dict,
+}
 NOT_HEX64 = st.text(max_size=70).filter(lambda s: not re.fullmatch(r"[0-9a-f]{64}", s))
 
 
@@ -56,7 +70,11 @@ def _mutate(kind: str, key: str, value, m: dict) -> dict:
 def malformed_manifest_bytes(draw) -> bytes:
     """Bytes of a manifest.json that no reader may accept."""
     base = manifest_dict("a" * 64)
-    kind = draw(st.sampled_from(["drop", "wrong_type", "schema", "nested", "status", "not_json", "not_object", "binary"]))
+    kind = draw(
+        st.sampled_from(
+            ["drop", "wrong_type", "schema", "nested", "status", "not_json", "not_object", "binary"]
+        )
+    )
     if kind == "drop":
         m = _mutate("drop", draw(st.sampled_from(sorted(REQUIRED) + ["schema_version"])), None, base)
     elif kind == "wrong_type":
@@ -65,13 +83,26 @@ def malformed_manifest_bytes(draw) -> bytes:
     elif kind == "schema":
         m = _mutate("schema", "", draw(st.one_of(_small, _list).filter(lambda v: v != 1)), base)
     elif kind == "nested":
-        key, value = draw(st.sampled_from([
-            ("code.snapshot_sha256", NOT_HEX64), ("code.dirty", WRONG[bool]), ("determinism.seed", WRONG[int]),
-            ("timings.started", WRONG[int]), ("outputs.model.pt", WRONG[dict]), ("code.unknown", _small),
-        ]).flatmap(lambda kv: st.tuples(st.just(kv[0]), kv[1])))  # fmt: skip
+        key, value = draw(
+            st.sampled_from(
+                [
+                    ("code.snapshot_sha256", NOT_HEX64),
+                    ("code.dirty", WRONG[bool]),
+                    ("determinism.seed", WRONG[int]),
+                    ("timings.started", WRONG[int]),
+                    ("outputs.model.pt", WRONG[dict]),
+                    ("code.unknown", _small),
+                ]
+            ).flatmap(lambda kv: st.tuples(st.just(kv[0]), kv[1]))
+        )
         m = _mutate("nested", key, value, base)
     elif kind == "status":
-        m = {**base, "status": draw(st.text(max_size=12).filter(lambda s: s not in ("completed", "failed", "interrupted")))}
+        m = {
+            **base,
+            "status": draw(
+                st.text(max_size=12).filter(lambda s: s not in ("completed", "failed", "interrupted"))
+            ),
+        }
     elif kind == "not_json":
         return draw(st.text(max_size=40).filter(_not_json)).encode()
     elif kind == "not_object":
@@ -90,13 +121,17 @@ def _not_json(s: str) -> bool:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_bytes(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): sha256_bytes(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")  # should anything reach the engine, it fails loudly
+    monkeypatch.setenv(
+        "DOCKER_HOST", "unix:///nonexistent"
+    )  # should anything reach the engine, it fails loudly
 
 
 @SETTINGS
@@ -111,7 +146,9 @@ def test_malformed_manifests_get_a_clean_error_and_write_nothing(data):
         (bad / "manifest.json").write_bytes(data)
         (good / "manifest.json").write_text(json.dumps(manifest_dict("a" * 64)))
         before = _tree(root)
-        cache_before = _tree(Path(os.environ["RUNNER_CACHE"])) if Path(os.environ["RUNNER_CACHE"]).exists() else {}
+        cache_before = (
+            _tree(Path(os.environ["RUNNER_CACHE"])) if Path(os.environ["RUNNER_CACHE"]).exists() else {}
+        )
 
         with pytest.raises(RunnerError) as exc:
             replay.replay(bad, root / "out")
@@ -143,7 +180,12 @@ def test_odd_fingerprints_and_snapshot_names_never_escape_or_crash(fp_text, fp_n
         (run / "fingerprints.jsonl").write_text(fp_text)
         m = manifest_dict(digest if tar_ok else "b" * 64)
         m["code"]["snapshot"] = snapshot_name
-        m["fingerprints"] = {"file": fp_name, "sha256": sha256_bytes(fp_text.encode()), "every_k_steps": 1, "steps": 1}
+        m["fingerprints"] = {
+            "file": fp_name,
+            "sha256": sha256_bytes(fp_text.encode()),
+            "every_k_steps": 1,
+            "steps": 1,
+        }
         (run / "manifest.json").write_text(json.dumps(m))
         before = _tree(root)
 

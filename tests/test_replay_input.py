@@ -19,7 +19,9 @@ from tests.run_records import code_tar, make_run
 
 def _replay(tmp_path: Path, *args: str):
     cache = tmp_path / "cache"
-    proc = run_runner(*args, module="runner.replay", env={"RUNNER_CACHE": str(cache), "DOCKER_HOST": "unix:///nonexistent"})
+    proc = run_runner(
+        *args, module="runner.replay", env={"RUNNER_CACHE": str(cache), "DOCKER_HOST": "unix:///nonexistent"}
+    )
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     return proc, lines, cache
 

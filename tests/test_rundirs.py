@@ -65,10 +65,19 @@ def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
     rundir.release(run_dir, fd)
     assert not (run_dir / layout.CLAIM_LOCK).exists()
     # a runner killed while holding the claim: the kernel drops its lock, the file it left is no obstacle
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from runner.host import rundir; "
-        f"rundir.claim_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ})  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from runner.host import rundir; "
+                f"rundir.claim_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunnerError, match="in use"):
         rundir.claim_run_dir(run_dir)

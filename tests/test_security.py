@@ -29,7 +29,11 @@ ZERO_CAPS = "0000000000000000"
 def _host_ipv4() -> list[str]:
     """This host's non-loopback IPv4 addresses."""
     out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    return [line.split()[3].split("/")[0] for line in out.splitlines() if " lo " not in line and len(line.split()) > 3]
+    return [
+        line.split()[3].split("/")[0]
+        for line in out.splitlines()
+        if " lo " not in line and len(line.split()) > 3
+    ]
 
 
 @pytest.mark.docker
@@ -39,14 +43,33 @@ def test_container_posture_from_inside_and_outside(tmp_path, engine):
     port = listener.getsockname()[1]
     targets = ["1.1.1.1:53", *(f"{ip}:{port}" for ip in _host_ipv4())]
     assert len(targets) > 1, "no host address to probe"
-    secrets = {name: f"s3cret-{uuid.uuid4().hex}" for name in
-               ("PROBE_API_TOKEN", "DB_PASSWORD", "MY_SECRET", "AWS_SECRET_ACCESS_KEY", "SERVICE_CREDENTIAL", "SSH_KEY")}  # fmt: skip
+    secrets = {
+        name: f"s3cret-{uuid.uuid4().hex}"
+        for name in (
+            "PROBE_API_TOKEN",
+            "DB_PASSWORD",
+            "MY_SECRET",
+            "AWS_SECRET_ACCESS_KEY",
+            "SERVICE_CREDENTIAL",
+            "SSH_KEY",
+        )
+    }
     listed = {"PROBE_LISTED_KEY": f"listed-{uuid.uuid4().hex}"}
     try:
-        proc = start(run_dir, *PROBE, "launch.env_passthrough=[PROBE_LISTED_KEY,PROBE_PLAIN]",
-                     probe_args("report", "--wait", "go", *(x for t in targets for x in ("--connect", t)),
-                                "--env", "PROBE_LISTED_KEY"),
-                     env={**secrets, **listed, "PROBE_PLAIN": "hello"})  # fmt: skip
+        proc = start(
+            run_dir,
+            *PROBE,
+            "launch.env_passthrough=[PROBE_LISTED_KEY,PROBE_PLAIN]",
+            probe_args(
+                "report",
+                "--wait",
+                "go",
+                *(x for t in targets for x in ("--connect", t)),
+                "--env",
+                "PROBE_LISTED_KEY",
+            ),
+            env={**secrets, **listed, "PROBE_PLAIN": "hello"},
+        )
         (container,) = wait_for(lambda: containers_of(engine, run_dir), proc=proc)
 
         # from outside, while it runs
@@ -57,7 +80,9 @@ def test_container_posture_from_inside_and_outside(tmp_path, engine):
         assert cfg["User"] and cfg["User"].split(":")[0] not in ("0", "root")
         mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
         assert set(mounts) == {"/code", "/data", "/job"}, mounts
-        assert mounts["/code"]["RW"] is False and mounts["/data"]["RW"] is False and mounts["/job"]["RW"] is True
+        assert (
+            mounts["/code"]["RW"] is False and mounts["/data"]["RW"] is False and mounts["/job"]["RW"] is True
+        )
         assert not any("docker.sock" in m["Source"] or "containerd" in m["Source"] for m in mounts.values())
         assert not any(e.partition("=")[0] in secrets for e in cfg["Env"])
         (run_dir / "go").touch()
@@ -86,7 +111,10 @@ def test_container_posture_from_inside_and_outside(tmp_path, engine):
     assert {"PROBE_LISTED_KEY", "PROBE_PLAIN"} <= set(facts["env_names"])
     import hashlib
 
-    assert facts["env_sha256"]["PROBE_LISTED_KEY"] == hashlib.sha256(listed["PROBE_LISTED_KEY"].encode()).hexdigest()
+    assert (
+        facts["env_sha256"]["PROBE_LISTED_KEY"]
+        == hashlib.sha256(listed["PROBE_LISTED_KEY"].encode()).hexdigest()
+    )
     env = manifest(run_dir)["environment"]
     assert env["PROBE_LISTED_KEY"] == "<redacted>" and env["PROBE_PLAIN"] == "hello"
     assert not set(secrets) & set(env)
@@ -100,10 +128,19 @@ def test_container_posture_from_inside_and_outside(tmp_path, engine):
 def test_a_mount_holding_the_engine_socket_is_refused(tmp_path, engine):
     """``dataset.root=/var/run`` would bind the Docker socket into the container: refused, no container."""
     run_dir = tmp_path / "run"
-    files = ",".join(f"{k}: docker.pid" for k in ("train_images", "train_labels", "test_images", "test_labels"))
-    p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, probe_args("report"), "dataset.root=/var/run",
-                   f"dataset.files={{{files}}}")  # fmt: skip
-    assert p.returncode == 2 and "engine's socket" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    files = ",".join(
+        f"{k}: docker.pid" for k in ("train_images", "train_labels", "test_images", "test_labels")
+    )
+    p = run_runner(
+        f"hydra.run.dir={run_dir}",
+        *PROBE,
+        probe_args("report"),
+        "dataset.root=/var/run",
+        f"dataset.files={{{files}}}",
+    )
+    assert p.returncode == 2 and "engine's socket" in p.stderr and "Traceback" not in p.stderr, p.stderr[
+        -2000:
+    ]
     assert containers_of(engine, run_dir) == []
     assert manifest(run_dir)["status"] == "failed"
 

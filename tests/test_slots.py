@@ -108,7 +108,12 @@ def test_any_plan_is_disjoint_and_within_the_pool(n_cpus, n_gpus, cores, gpus_pe
 def test_placement_keeps_what_the_job_asked_for():
     p = placement(Slot(1, (2, 3), (5,)), {"cpuset_cpus": None, "gpus": 1})
     assert p["cpuset_cpus"] == "2-3" and p["gpus"] == [5]
-    assert p["slot"] == {"index": 1, "cpus": "2-3", "gpus": [5], "requested": {"cpuset_cpus": None, "gpus": 1}}
+    assert p["slot"] == {
+        "index": 1,
+        "cpus": "2-3",
+        "gpus": [5],
+        "requested": {"cpuset_cpus": None, "gpus": 1},
+    }
     assert "gpus" not in placement(Slot(0, (0,)), {"gpus": 0})
 
 
@@ -132,4 +137,3 @@ def test_a_replay_asks_for_what_the_job_ran_with_not_its_slot(slot, asked, gpus,
 def test_gpus_from_cuda_visible_devices():
     assert detect_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == [2, 3]
     assert detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
-

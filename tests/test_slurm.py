@@ -25,8 +25,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.docker]
 
 ONE_CORE = [*FAST, "launch.processes=1"]  # each Slurm node here has one core
 SEEDS = (0, 1, 2)
-LONGER = ["trainer.max_steps=60", "model.train_samples=4096", "fingerprints.every_k_steps=4",
-          "launch.checkpoint_every_n_steps=4", "launch.processes=1"]  # fmt: skip
+LONGER = [
+    "trainer.max_steps=60",
+    "model.train_samples=4096",
+    "fingerprints.every_k_steps=4",
+    "launch.checkpoint_every_n_steps=4",
+    "launch.processes=1",
+]
 
 
 def _slurm_up() -> None:
@@ -35,15 +40,20 @@ def _slurm_up() -> None:
 
 
 def _squeue(job_id: str) -> str | None:
-    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%T", "-j", job_id], capture_output=True, text=True)
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-t", "all", "-o", "%T", "-j", job_id], capture_output=True, text=True
+    )
     return out.stdout.strip() or None
 
 
 def _job_id(run_dir: Path, proc: subprocess.Popen) -> str:
     """The Slurm job a sweep job runs in, as its console.log names it once the job has started."""
+
     def started():
         text = (run_dir / "console.log").read_text() if (run_dir / "console.log").is_file() else ""
-        return next((line.split()[3] for line in text.splitlines() if line.startswith("runner: Slurm job")), None)
+        return next(
+            (line.split()[3] for line in text.splitlines() if line.startswith("runner: Slurm job")), None
+        )
 
     return wait_for(started, timeout=300, every=0.5, proc=proc)
 
@@ -54,7 +64,10 @@ def local_seeds(tmp_path_factory) -> dict[int, dict]:
     sweep_dir = tmp_path_factory.mktemp("local") / "seeds"
     proc = run_runner("-m", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {manifest(p.parent)["determinism"]["seed"]: manifest(p.parent) for p in sweep_dir.glob("*/manifest.json")}
+    return {
+        manifest(p.parent)["determinism"]["seed"]: manifest(p.parent)
+        for p in sweep_dir.glob("*/manifest.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +82,9 @@ def slurm_seeds(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 def test_a_slurm_sweep_has_the_bits_of_the_same_seeds_run_locally(slurm_seeds, local_seeds):
     sweep_dir, proc = slurm_seeds
-    ms = {m["determinism"]["seed"]: m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))}
+    ms = {
+        m["determinism"]["seed"]: m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))
+    }
     assert sorted(ms) == list(SEEDS)
     for seed, m in ms.items():
         assert m["status"] == "completed"
@@ -87,7 +102,9 @@ def test_a_slurm_sweep_has_the_bits_of_the_same_seeds_run_locally(slurm_seeds, l
         assert m["launch"]["cpuset_cpus"] == ",".join(map(str, c["allocation"]["cpu_ids"]))
         assert m["config"]["launch"]["slot"]["requested"]["cpuset_cpus"] is None
     # the image was resolved once, before submitting: no job built it
-    assert len({m["image"]["id"] for m in ms.values()}) == 1 and not any(m["image"]["built_now"] for m in ms.values())
+    assert len({m["image"]["id"] for m in ms.values()}) == 1 and not any(
+        m["image"]["built_now"] for m in ms.values()
+    )
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["counts"] == {"completed": 3} and len(summary["jobs"]) == 3, summary
     assert "→ Slurm job" in proc.stderr + proc.stdout
@@ -96,7 +113,14 @@ def test_a_slurm_sweep_has_the_bits_of_the_same_seeds_run_locally(slurm_seeds, l
 def test_a_slurm_sweep_run_again_skips_its_completed_jobs(slurm_seeds):
     sweep_dir, _ = slurm_seeds
     before = sorted((sweep_dir / ".slurm").glob("*_submission.sh"))
-    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *ONE_CORE, "seed=0,1,2", "hydra.launcher.skip_completed=true")
+    proc = run_runner(
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={sweep_dir}",
+        *ONE_CORE,
+        "seed=0,1,2",
+        "hydra.launcher.skip_completed=true",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("completed before, skipped") == 3
     assert sorted((sweep_dir / ".slurm").glob("*_submission.sh")) == before, "nothing new was submitted"
@@ -106,9 +130,17 @@ def test_a_slurm_run_replays_bit_identically_without_slurm(slurm_seeds, tmp_path
     sweep_dir, _ = slurm_seeds
     job = next(p.parent for p in sorted(sweep_dir.glob("*/manifest.json")))
     no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    no_slurm["PATH"] = os.pathsep.join(p for p in no_slurm["PATH"].split(os.pathsep) if not (Path(p) / "sinfo").exists())
-    proc = subprocess.run([sys.executable, "-m", "runner.replay", str(job), "--out", str(tmp_path / "replay")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=no_slurm)  # fmt: skip
+    no_slurm["PATH"] = os.pathsep.join(
+        p for p in no_slurm["PATH"].split(os.pathsep) if not (Path(p) / "sinfo").exists()
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.replay", str(job), "--out", str(tmp_path / "replay")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=no_slurm,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = manifest(tmp_path / "replay")
     assert r["cluster"] is None and "slot" not in r["config"]["launch"]
@@ -116,14 +148,32 @@ def test_a_slurm_run_replays_bit_identically_without_slurm(slurm_seeds, tmp_path
 
 
 def _start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}",
-                             "seed=0", *LONGER, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "-m",
+            "hydra/launcher=slurm",
+            f"hydra.sweep.dir={sweep_dir}",
+            "seed=0",
+            *LONGER,
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _checkpoint_after(run_dir: Path, step: int, proc: subprocess.Popen) -> int:
-    found = wait_for(lambda: (c := latest_checkpoint(run_dir / "checkpoints")) and c[0] > step and c, timeout=300,
-                     every=0.2, proc=proc)  # fmt: skip
+    found = wait_for(
+        lambda: (c := latest_checkpoint(run_dir / "checkpoints")) and c[0] > step and c,
+        timeout=300,
+        every=0.2,
+        proc=proc,
+    )
     return found[0]
 
 
@@ -134,8 +184,13 @@ def test_sigterm_keeps_the_checkpoint_and_requeued_jobs_resume_to_the_same_bits(
     _slurm_up()
     sweep_dir, whole = tmp_path / "sweep", tmp_path / "whole"
     run_dir = sweep_dir / "0"
-    reference = subprocess.Popen([sys.executable, "-m", "runner", f"hydra.run.dir={whole}", "seed=0", *LONGER],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={whole}", "seed=0", *LONGER],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     procs = [reference]
     try:
         procs.append(first := _start_sweep(sweep_dir))
@@ -151,11 +206,15 @@ def test_sigterm_keeps_the_checkpoint_and_requeued_jobs_resume_to_the_same_bits(
         assert m["cluster"]["job_id"] == job_id
 
         procs.append(again := _start_sweep(sweep_dir, "hydra.launcher.skip_completed=true"))
-        second_job = wait_for(lambda: _squeue_of(sweep_dir, exclude=job_id), timeout=120, every=0.5, proc=again)
+        second_job = wait_for(
+            lambda: _squeue_of(sweep_dir, exclude=job_id), timeout=120, every=0.5, proc=again
+        )
         _checkpoint_after(run_dir, found[0], again)
         subprocess.run(["scontrol", "requeue", second_job], check=True)  # what a preemption with requeue does
         wait_for(lambda: _squeue(second_job) == "PENDING", timeout=120, every=0.2)
-        subprocess.run(["scontrol", "update", f"jobid={second_job}", "starttime=now"], check=True)  # skip requeue delay
+        subprocess.run(
+            ["scontrol", "update", f"jobid={second_job}", "starttime=now"], check=True
+        )  # skip requeue delay
         out, err = again.communicate(timeout=600)
         assert again.returncode == 0, err[-3000:]
         assert "it resumes in" in out + err
@@ -193,8 +252,15 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 def test_an_unknown_partition_is_one_line_and_submits_nothing(tmp_path):
     _slurm_up()
-    proc = run_runner("-m", "hydra/launcher=slurm", "hydra.launcher.partition=nope", f"hydra.sweep.dir={tmp_path / 's'}",
-                      *ONE_CORE, "seed=0,1", timeout=120)  # fmt: skip
+    proc = run_runner(
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=nope",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        *ONE_CORE,
+        "seed=0,1",
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "partition=nope: no such partition" in _one_error_line(proc) and "debug" in proc.stderr
     assert not (tmp_path / "s" / ".slurm").exists() and not (tmp_path / "s" / "0").exists()
@@ -202,10 +268,19 @@ def test_an_unknown_partition_is_one_line_and_submits_nothing(tmp_path):
 
 def test_no_controller_is_one_line(tmp_path):
     conf = tmp_path / "slurm.conf"  # the same cluster, its controller's port one nobody listens on
-    conf.write_text(Path("/etc/slurm/slurm.conf").read_text().replace("SlurmctldPort=6817", "SlurmctldPort=6999"))
+    conf.write_text(
+        Path("/etc/slurm/slurm.conf").read_text().replace("SlurmctldPort=6817", "SlurmctldPort=6999")
+    )
     started = time.monotonic()
-    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 's'}", *ONE_CORE, "seed=0",
-                      env={"SLURM_CONF": str(conf)}, timeout=120)  # fmt: skip
+    proc = run_runner(
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        *ONE_CORE,
+        "seed=0",
+        env={"SLURM_CONF": str(conf)},
+        timeout=120,
+    )
     assert proc.returncode == 3
     assert "no Slurm cluster reachable" in _one_error_line(proc)
     assert time.monotonic() - started < 90 and not (tmp_path / "s" / ".slurm").exists()
@@ -213,7 +288,14 @@ def test_no_controller_is_one_line(tmp_path):
 
 def test_a_job_larger_than_any_node_is_refused_in_one_line(tmp_path):
     _slurm_up()
-    proc = run_runner("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 's'}", *FAST, "launch.processes=2",
-                      "seed=0", timeout=120)  # fmt: skip
+    proc = run_runner(
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        *FAST,
+        "launch.processes=2",
+        "seed=0",
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "sbatch refused" in _one_error_line(proc) and "cpus_per_task" in proc.stderr

@@ -12,8 +12,21 @@ from hypothesis import strategies as st
 from runner.core.stats import describe, t_quantile, t_two_sided_prob
 
 # Two-sided 95% critical values of Student's t, as printed in standard tables.
-TABLE_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 9: 2.2622,
-             10: 2.2281, 19: 2.0930, 30: 2.0423, 60: 2.0003, 120: 1.9799}  # fmt: skip
+TABLE_975 = {
+    1: 12.7062,
+    2: 4.3027,
+    3: 3.1824,
+    4: 2.7764,
+    5: 2.5706,
+    6: 2.4469,
+    7: 2.3646,
+    9: 2.2622,
+    10: 2.2281,
+    19: 2.0930,
+    30: 2.0423,
+    60: 2.0003,
+    120: 1.9799,
+}
 
 
 @pytest.mark.parametrize("df,expected", sorted(TABLE_975.items()))
@@ -30,7 +43,11 @@ def test_t_quantile_other_levels_and_the_normal_limit():
 def test_t_prob_is_a_distribution_function():
     for df in (1, 2, 3, 8, 9):
         ps = [t_two_sided_prob(t, df) for t in (0.0, 0.5, 1.0, 2.0, 10.0, 1e6)]
-        assert ps[0] == 0.0 and all(a < b for a, b in zip(ps, ps[1:], strict=False)) and ps[-1] == pytest.approx(1.0)
+        assert (
+            ps[0] == 0.0
+            and all(a < b for a, b in zip(ps, ps[1:], strict=False))
+            and ps[-1] == pytest.approx(1.0)
+        )
     assert t_two_sided_prob(1.0, 1) == pytest.approx(0.5)  # Cauchy: P(|T| <= 1) = 1/2
 
 

@@ -52,7 +52,9 @@ def test_seed_sweep_runs_one_container_and_manifest_per_seed(three_seeds):
     # the default launcher handed each job a slot: two cores for 2 processes × 1 thread (strict)
     for m in ms:
         slot = m["config"]["launch"]["slot"]
-        assert m["launch"]["cpuset_cpus"] == slot["cpus"] and len(slot["cpus"].replace("-", ",").split(",")) == 2
+        assert (
+            m["launch"]["cpuset_cpus"] == slot["cpus"] and len(slot["cpus"].replace("-", ",").split(",")) == 2
+        )
         assert slot["requested"]["cpuset_cpus"] is None
     assert "slot 0 (cpus" in proc.stdout + proc.stderr
 
@@ -60,7 +62,9 @@ def test_seed_sweep_runs_one_container_and_manifest_per_seed(three_seeds):
 def test_sweep_summary_holds_statistics_over_exactly_those_seeds(three_seeds):
     sweep_dir, _ = three_seeds
     s = _summary(sweep_dir)
-    ms = {m["determinism"]["seed"]: m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))}
+    ms = {
+        m["determinism"]["seed"]: m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))
+    }
     assert [j["seed"] for j in s["jobs"]] == [0, 1, 2] and s["counts"] == {"completed": 3}
     for j in s["jobs"]:
         assert Path(j["run_dir"]).is_dir() and j["metrics"] == ms[j["seed"]]["metrics"]
@@ -82,8 +86,11 @@ def test_sweep_summary_holds_statistics_over_exactly_those_seeds(three_seeds):
 
 def test_a_seed_run_alone_has_the_bits_it_had_in_the_sweep(three_seeds, tmp_path):
     sweep_dir, _ = three_seeds
-    in_sweep = next(m for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))
-                    if m["determinism"]["seed"] == 1)  # fmt: skip
+    in_sweep = next(
+        m
+        for m in (manifest(p.parent) for p in sweep_dir.glob("*/manifest.json"))
+        if m["determinism"]["seed"] == 1
+    )
     alone = _alone(tmp_path / "alone", "seed=1")
     assert alone["launch"]["cpuset_cpus"] is None
     assert alone["outputs"] == in_sweep["outputs"]
@@ -92,11 +99,15 @@ def test_a_seed_run_alone_has_the_bits_it_had_in_the_sweep(three_seeds, tmp_path
 
 def test_a_sweep_job_replays_bit_identically_without_its_slot(three_seeds, tmp_path):
     sweep_dir, _ = three_seeds
-    job = next(p.parent for p in sweep_dir.glob("*/manifest.json") if manifest(p.parent)["determinism"]["seed"] == 2)
+    job = next(
+        p.parent for p in sweep_dir.glob("*/manifest.json") if manifest(p.parent)["determinism"]["seed"] == 2
+    )
     proc = run_runner(str(job), "--out", str(tmp_path / "replay"), module="runner.replay")
     assert proc.returncode == 0 and "verdict: bit-identical" in proc.stdout, proc.stderr[-3000:] + proc.stdout
     r, original = manifest(tmp_path / "replay"), manifest(job)
-    assert original["launch"]["cpuset_cpus"] and r["launch"]["cpuset_cpus"] is None  # the slot's cores: not asked for
+    assert (
+        original["launch"]["cpuset_cpus"] and r["launch"]["cpuset_cpus"] is None
+    )  # the slot's cores: not asked for
     assert "slot" not in r["config"]["launch"] and r["outputs"] == original["outputs"]
 
 
@@ -112,11 +123,17 @@ def test_jobs_side_by_side_a_failing_job_and_skip_completed(tmp_path):
     assert jobs["0"]["status"] == "failed" and jobs["0"]["exit_code"] == 2 and "seed=-1" in jobs["0"]["error"]
     assert not (sweep_dir / "0" / "manifest.json").exists()
     a, b = manifest(sweep_dir / "1"), manifest(sweep_dir / "2")
-    assert a["status"] == b["status"] == "completed" and (jobs["1"]["status"], jobs["2"]["status"]) == ("completed",) * 2
+    assert (
+        a["status"] == b["status"] == "completed"
+        and (jobs["1"]["status"], jobs["2"]["status"]) == ("completed",) * 2
+    )
 
     # two jobs ran at once, on disjoint cores
     assert {a["launch"]["cpuset_cpus"], b["launch"]["cpuset_cpus"]} == {"0", "1"}
-    assert a["timings"]["started"] < b["timings"]["finished"] and b["timings"]["started"] < a["timings"]["finished"]
+    assert (
+        a["timings"]["started"] < b["timings"]["finished"]
+        and b["timings"]["started"] < a["timings"]["finished"]
+    )
 
     # ... and seed 0 computed the same bits as it does alone on the whole machine
     alone = _alone(tmp_path / "alone", "seed=0", "launch.processes=1")
@@ -127,9 +144,13 @@ def test_jobs_side_by_side_a_failing_job_and_skip_completed(tmp_path):
     proc = _sweep(sweep_dir, *args, "hydra.launcher.skip_completed=true")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("completed before, skipped") == 2  # Hydra logs to stdout
-    assert {n: (sweep_dir / n / "manifest.json").read_bytes() for n in ("1", "2")} == before  # same run_ids, untouched
+    assert {
+        n: (sweep_dir / n / "manifest.json").read_bytes() for n in ("1", "2")
+    } == before  # same run_ids, untouched
     assert (sweep_dir / ".superseded" / "0.1" / "job_status.json").is_file()  # the last attempt is kept aside
     jobs = {j["name"]: j for j in _summary(sweep_dir)["jobs"]}
     assert [jobs[n]["status"] for n in ("0", "1", "2")] == ["failed", "completed", "completed"]
-    assert not any("skip_completed" in o for j in jobs.values() for o in j["overrides"])  # the launcher's, not a job's
+    assert not any(
+        "skip_completed" in o for j in jobs.values() for o in j["overrides"]
+    )  # the launcher's, not a job's
     assert jobs["1"]["run_id"] == a["run_id"] and jobs["2"]["run_id"] == b["run_id"]

@@ -1,4 +1,5 @@
-"""Sweep bookkeeping without an engine: which sweep jobs count as done, grouping by seed, the summary files."""
+"""Sweep bookkeeping without an engine: which sweep jobs count as done, grouping by seed, the
+summary files."""
 
 from __future__ import annotations
 
@@ -28,12 +29,20 @@ def test_resume_takes_a_run_dir_and_names_the_sweep_setting_otherwise(flag, tmp_
 def test_an_empty_resume_is_refused_in_one_line():
     proc = run_runner("+resume=")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "runner: error: +resume=: +resume needs the run dir to continue (+resume=RUN_DIR)"], proc.stderr[-2000:]
+        "runner: error: +resume=: +resume needs the run dir to continue (+resume=RUN_DIR)"
+    ], proc.stderr[-2000:]
 
 
 def test_inputs_identity_ignores_the_slot_but_not_the_inputs():
-    placed = {**CFG, "launch": {"processes": 2, "cpuset_cpus": "1", "gpus": 0,
-                                "slot": {"index": 1, "cpus": "1", "gpus": [], "requested": {"cpuset_cpus": None, "gpus": 0}}}}  # fmt: skip
+    placed = {
+        **CFG,
+        "launch": {
+            "processes": 2,
+            "cpuset_cpus": "1",
+            "gpus": 0,
+            "slot": {"index": 1, "cpus": "1", "gpus": [], "requested": {"cpuset_cpus": None, "gpus": 0}},
+        },
+    }
     key = sweep.inputs_key(CFG, ["seed=0"])
     assert sweep.inputs_key(placed, ["seed=0"]) == key
     assert sweep.inputs_key({**CFG, "model": {"lr": 0.1}}, ["seed=0"]) != key
@@ -45,8 +54,15 @@ def test_inputs_identity_ignores_the_slot_but_not_the_inputs():
 
 
 def _job(name, seed, status="completed", metrics=None, overrides=()):
-    return JobRecord(name, Path("/s") / name, [f"seed={seed}", *overrides], status, 0 if status == "completed" else 1,
-                     seed=seed, metrics=metrics or {})  # fmt: skip
+    return JobRecord(
+        name,
+        Path("/s") / name,
+        [f"seed={seed}", *overrides],
+        status,
+        0 if status == "completed" else 1,
+        seed=seed,
+        metrics=metrics or {},
+    )
 
 
 def test_summary_groups_jobs_that_differ_only_in_seed():
@@ -74,7 +90,9 @@ def test_summary_files_rebuilt_from_run_dirs(tmp_path):
         d = tmp_path / name
         sweep.write_job_status(d, code, None if code == 0 else "bad seed", [f"seed={seed}"])
         (d / "fingerprints.jsonl").write_text(
-            "\n".join(json.dumps({"step": i, "loss": 2.3 - 0.1 * i}) for i in range(1, 6)) + "\n{\"step\": 6, \"lo")
+            "\n".join(json.dumps({"step": i, "loss": 2.3 - 0.1 * i}) for i in range(1, 6))
+            + '\n{"step": 6, "lo'
+        )
     (tmp_path / ".superseded" / "0.1").mkdir(parents=True)
     sweep.write_job_status(tmp_path / ".superseded" / "0.1", 1, "old attempt", ["seed=0"])
     proc = run_runner(str(tmp_path), module="runner.summary")
@@ -95,7 +113,8 @@ def test_damaged_side_files_do_not_stop_the_summary(tmp_path):
         (tmp_path / name / sweep.JOB_STATUS_FILE).write_bytes(status)
         assert sweep.read_job_status(tmp_path / name) is None
     (tmp_path / "0" / "fingerprints.jsonl").write_bytes(
-        b'{"step": 1, "loss": 2.0}\n{"step": "x", "loss": 1.0}\n{"step": null, "loss": 1.0}\n\xff\n{"step": 2, "loss": 1.5}\n')
+        b'{"step": 1, "loss": 2.0}\n{"step": "x", "loss": 1.0}\n{"step": null, "loss": 1.0}\n\xff\n{"step": 2, "loss": 1.5}\n'  # noqa: E501 - verbatim data
+    )
     assert summary.read_curve(tmp_path / "0") == [(1, 2.0), (2, 1.5)]
     proc = run_runner(str(tmp_path), module="runner.summary")
     assert proc.returncode == 0, proc.stderr
@@ -119,8 +138,10 @@ def test_one_build_at_a_time_per_image_tag(tmp_path, monkeypatch):
     from runner.host.image_builder import build_lock
 
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path))
-    probe = ("import fcntl, glob, sys; f = open(glob.glob(sys.argv[1] + '/locks/build-*x1*.lock')[0], 'w')\n"
-             "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError: sys.exit(7)")  # fmt: skip
+    probe = (
+        "import fcntl, glob, sys; f = open(glob.glob(sys.argv[1] + '/locks/build-*x1*.lock')[0], 'w')\n"
+        "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError: sys.exit(7)"
+    )
     with build_lock("runner:cpu-x1"):
         assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 7
     assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 0

@@ -6,7 +6,9 @@ from runner.core import audit, op_traces
 
 
 def test_allow_list_matches_by_operation_name_with_or_without_namespace_and_overload():
-    assert audit.allowed("aten::index_add_", ["index_add_"]) and audit.allowed("aten::index_add_", ["aten::index_add_.default"])
+    assert audit.allowed("aten::index_add_", ["index_add_"]) and audit.allowed(
+        "aten::index_add_", ["aten::index_add_.default"]
+    )
     assert not audit.allowed("aten::index_add", ["aten::index_add_"])
 
 
@@ -15,30 +17,48 @@ def test_judge_refuses_only_what_the_profile_does_not_allow_in_one_line():
     v = audit.judge({"nondeterministic_ops": ops}, {"allow_nondeterministic_ops": ["aten::put_"]})
     assert v["refused"] and v["refused_ops"] == ["aten::index_add_"] and "\n" not in v["message"]
     assert "aten::index_add_ (no user frame)" in v["message"] and "aten::put_" not in v["message"]
-    assert not audit.judge({"nondeterministic_ops": ops[:1]}, {"allow_nondeterministic_ops": ["put_"]})["refused"]
+    assert not audit.judge({"nondeterministic_ops": ops[:1]}, {"allow_nondeterministic_ops": ["put_"]})[
+        "refused"
+    ]
 
 
 def test_switches_user_code_changed_are_named_and_unset_ones_ignored():
     profile = {"cudnn_benchmark": False, "allow_tf32": False, "deterministic_algorithms": None}
-    flags = {"cudnn_benchmark": True, "matmul_allow_tf32": False, "cudnn_allow_tf32": True, "deterministic_algorithms": False}
+    flags = {
+        "cudnn_benchmark": True,
+        "matmul_allow_tf32": False,
+        "cudnn_allow_tf32": True,
+        "deterministic_algorithms": False,
+    }
     assert audit.switched(profile, flags) == [
         {"switch": "cudnn_benchmark", "profile": False, "in_force": True},
         {"switch": "cudnn_allow_tf32", "profile": False, "in_force": True},
     ]
-    assert audit.mode({"audit": True}) == "on" and audit.mode({}) == "off" and audit.mode({"audit": "only"}) == "only"
+    assert (
+        audit.mode({"audit": True}) == "on"
+        and audit.mode({}) == "off"
+        and audit.mode({"audit": "only"}) == "only"
+    )
 
 
 def test_first_difference_names_the_first_operation_whose_output_differs():
-    a = [{"i": 0, "op": "aten::t", "out": "1"}, {"i": 1, "op": "aten::randn", "module": "net.1 (Noise)",
-                                                  "where": "x.py:3", "out": "2"}]  # fmt: skip
+    a = [
+        {"i": 0, "op": "aten::t", "out": "1"},
+        {"i": 1, "op": "aten::randn", "module": "net.1 (Noise)", "where": "x.py:3", "out": "2"},
+    ]
     b = [dict(a[0]), {**a[1], "out": "3"}]
     d = op_traces.first_difference(a, b)
     assert d["index"] == 1 and d["line"].startswith("#1 aten::randn in net.1 (Noise) at x.py:3: output")
     assert op_traces.first_difference(a, a) is None
     assert op_traces.first_difference(a, a[:1])["kind"] == "length"
-    assert op_traces.first_difference(a, [a[0], {**a[1], "op": "aten::rand"}])["kind"] == "different operations"
+    assert (
+        op_traces.first_difference(a, [a[0], {**a[1], "op": "aten::rand"}])["kind"] == "different operations"
+    )
     assert op_traces.trace_steps({"fingerprints": {"trace_steps": [3, 1, 3, 0, True]}}) == [1, 3]
-    assert op_traces.step_of(op_traces.file_name(12)) == 12 and op_traces.step_of("op-trace-step-1.jsonl") is None
+    assert (
+        op_traces.step_of(op_traces.file_name(12)) == 12
+        and op_traces.step_of("op-trace-step-1.jsonl") is None
+    )
 
 
 def test_a_trace_hashes_no_uninitialised_memory(tmp_path):

@@ -42,19 +42,47 @@ def test_fast_only_seeds_hashing_and_keeps_the_safety_switches():
         assert absent not in env
 
 
-STRICT_KEYS = {*THREADS, *determinism.SAFETY_ENV, "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY",
-               "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "NCCL_ALGO", "NCCL_PROTO"}  # fmt: skip
+STRICT_KEYS = {
+    *THREADS,
+    *determinism.SAFETY_ENV,
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "NCCL_ALGO",
+    "NCCL_PROTO",
+}
 # What a host may already have set, each to a value no profile asks for.
-HOST_ENV = {"OMP_NUM_THREADS": "64", "MKL_NUM_THREADS": "64", "PYTHONHASHSEED": "random", "NCCL_ALGO": "Tree",
-            "CUBLAS_WORKSPACE_CONFIG": ":16:8", "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO",
-            "NCCL_NVLS_ENABLE": "1", "NCCL_PROTO": "LL128"}  # fmt: skip
+HOST_ENV = {
+    "OMP_NUM_THREADS": "64",
+    "MKL_NUM_THREADS": "64",
+    "PYTHONHASHSEED": "random",
+    "NCCL_ALGO": "Tree",
+    "CUBLAS_WORKSPACE_CONFIG": ":16:8",
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "AUTO",
+    "NCCL_NVLS_ENABLE": "1",
+    "NCCL_PROTO": "LL128",
+}
 
 
 def _environment_in_a_fresh_process(profiles: dict, env: dict[str, str]) -> dict:
-    code = ("import json, sys; from runner.core import determinism; "
-            "print(json.dumps({k: determinism.environment(p) for k, p in json.load(sys.stdin).items()}))")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(profiles), capture_output=True, text=True,
-                          cwd=ROOT, env={"PATH": os.environ.get("PATH", ""), **env}, timeout=60, check=True)  # fmt: skip
+    code = (
+        "import json, sys; from runner.core import determinism; "
+        "print(json.dumps({k: determinism.environment(p) for k, p in json.load(sys.stdin).items()}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(profiles),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        timeout=60,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 

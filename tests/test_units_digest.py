@@ -53,9 +53,13 @@ def test_replay_refuses_an_edited_manifest_and_diff_flags_it(tmp_path):
     proc = run_runner(str(run), module="runner.replay", timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("runner: error: cannot replay: ") and "was edited" in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("runner: error: cannot replay: ") and "was edited" in lines[0]
+    )
     assert not (run / "replays").exists()
 
     other = make_run(tmp_path / "other")  # an old record: no digest, a note only
     d = diff_flow.diff(str(run), str(other))
-    assert d.notes[0].startswith("A: EDITED: ") and any(n.startswith("B: ") and "records no digest" in n for n in d.notes)
+    assert d.notes[0].startswith("A: EDITED: ") and any(
+        n.startswith("B: ") and "records no digest" in n for n in d.notes
+    )

@@ -87,8 +87,8 @@ def test_a_file_replaced_through_a_handle_is_the_old_or_the_new_one(tmp_path):
         f.write(b"new")
         assert target.read_bytes() == b"old"  # not visible before the block ends
     assert target.read_bytes() == b"new" and _names(tmp_path) == {"code.tar"}
-    atomic.write_text(tmp_path / "m.json", "{\"é\": 1}")
-    assert (tmp_path / "m.json").read_text(encoding="utf-8") == "{\"é\": 1}"
+    atomic.write_text(tmp_path / "m.json", '{"é": 1}')
+    assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{"é": 1}'
 
 
 def test_a_stream_is_kept_only_with_the_expected_hash(tmp_path):

@@ -22,8 +22,13 @@ def project(tmp_path) -> Path:
 
 
 def variant(**over) -> dict:
-    v = {"dockerfile": "Dockerfile.cpu", "lock": "images/cpu.lock", "python_version": "3.11",
-         "base": {"ref": "runner-base:bookworm", "digest": None}, "build_args": {}}  # fmt: skip
+    v = {
+        "dockerfile": "Dockerfile.cpu",
+        "lock": "images/cpu.lock",
+        "python_version": "3.11",
+        "base": {"ref": "runner-base:bookworm", "digest": None},
+        "build_args": {},
+    }
     v.update(over)
     return v
 
@@ -69,6 +74,8 @@ def test_missing_dockerfile_is_refused(project):
 
 
 def test_digest_pinned_base_is_what_from_names(project):
-    p = images.plan(variant(base={"ref": "debian:bookworm", "digest": "sha256:" + "d" * 64}), "cpu", project, BASE_ID)
+    p = images.plan(
+        variant(base={"ref": "debian:bookworm", "digest": "sha256:" + "d" * 64}), "cpu", project, BASE_ID
+    )
     assert p.base == "debian@sha256:" + "d" * 64
     assert images.plan(variant(), "cpu", project, BASE_ID).base == "runner-base:bookworm"

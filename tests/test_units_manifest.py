@@ -19,13 +19,22 @@ from tests.conftest import ROOT
 
 def record(**over) -> dict:
     r = {
-        "schema_version": manifest.SCHEMA_VERSION, "run_id": "r-1", "status": "completed", "exit_code": 0,
-        "command": ["python", "-m", "runner"], "overrides": ["seed=1"], "config": {"seed": 1},
-        "experiment": {"target": "experiments.mnist:train"}, "containerized": True, "launch": {"backend": "docker"},
-        "environment": {"PYTHONHASHSEED": "0"}, "determinism": {"profile": {"name": "strict"}, "seed": 1},
-        "host": {"cpu": {"model": "x"}}, "outputs": {"model.pt": {"sha256": "a" * 64, "bytes": 3}},
+        "schema_version": manifest.SCHEMA_VERSION,
+        "run_id": "r-1",
+        "status": "completed",
+        "exit_code": 0,
+        "command": ["python", "-m", "runner"],
+        "overrides": ["seed=1"],
+        "config": {"seed": 1},
+        "experiment": {"target": "experiments.mnist:train"},
+        "containerized": True,
+        "launch": {"backend": "docker"},
+        "environment": {"PYTHONHASHSEED": "0"},
+        "determinism": {"profile": {"name": "strict"}, "seed": 1},
+        "host": {"cpu": {"model": "x"}},
+        "outputs": {"model.pt": {"sha256": "a" * 64, "bytes": 3}},
         "timings": {"started": 1.0, "finished": 2.0, "total_seconds": 1.0},
-    }  # fmt: skip
+    }
     r.update(over)
     return r
 
@@ -35,7 +44,11 @@ def test_write_then_read_round_trips(tmp_path):
     path = records.write_manifest(tmp_path, m)
     assert path == tmp_path / "manifest.json"
     back = records.read_manifest(path)
-    assert back.digest and back.model_copy(update={"digest": None}) == m and records.read_manifest(tmp_path) == back
+    assert (
+        back.digest
+        and back.model_copy(update={"digest": None}) == m
+        and records.read_manifest(tmp_path) == back
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]  # no temp file left
 
 
@@ -94,7 +107,11 @@ def test_missing_manifest_is_refused(tmp_path):
 
 def test_secrets_are_redacted():
     env = manifest.redact({"HF_TOKEN": "abc", "AWS_SECRET_ACCESS_KEY": "k", "OMP_NUM_THREADS": "1"})
-    assert env == {"AWS_SECRET_ACCESS_KEY": manifest.REDACTED, "HF_TOKEN": manifest.REDACTED, "OMP_NUM_THREADS": "1"}
+    assert env == {
+        "AWS_SECRET_ACCESS_KEY": manifest.REDACTED,
+        "HF_TOKEN": manifest.REDACTED,
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 # -- the manifest as a pure function of plan, input, what was gathered and the outcome --------------------
@@ -105,8 +122,15 @@ def _plan(tmp_path, backend: str = "docker", **launch):
 
 
 def _outcome(status="completed", code=0, **over):
-    fields = {"ending": run_record.Ending(status, code, None if status == "completed" else "why"), "exit_code": code,
-              "log_tail": [], "result": {}, "outputs": {}, "fingerprints": None, "finished": 12.5}  # fmt: skip
+    fields = {
+        "ending": run_record.Ending(status, code, None if status == "completed" else "why"),
+        "exit_code": code,
+        "log_tail": [],
+        "result": {},
+        "outputs": {},
+        "fingerprints": None,
+        "finished": 12.5,
+    }
     fields.update(over)
     return run_record.Outcome(**fields)
 
@@ -114,20 +138,45 @@ def _outcome(status="completed", code=0, **over):
 def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):
     plan = _plan(tmp_path, mem_limit="2g")
     inp = RunInput.new(plan.config, ["python", "-m", "runner", "seed=0"], ["seed=0"])
-    got = run_record.Gathered(started=10.0, host={"cpu": {"model": "x"}}, environment={"HF_TOKEN": "t", "A": "1"},
-                          image_seconds=0.5, container_seconds=2.0)  # fmt: skip
-    text = '{"step": 0, "params_sha256": "a"}\n{"step": 7, "loss": 0.1}\n{"step": "9"}\n{"loss": 1.0}\n{"step": 8'
+    got = run_record.Gathered(
+        started=10.0,
+        host={"cpu": {"model": "x"}},
+        environment={"HF_TOKEN": "t", "A": "1"},
+        image_seconds=0.5,
+        container_seconds=2.0,
+    )
+    text = '{"step": 0, "params_sha256": "a"}\n{"step": 7, "loss": 0.1}\n{"step": "9"}\n{"loss": 1.0}\n{"step": 8'  # noqa: E501 - verbatim data
     rows = fingerprints.parse(text, strict=False)  # as a killed run leaves them: a torn last line
-    result = {"metrics": {"acc": 0.9}, "train_seconds": 1.5, "flags": {"deterministic": True}, "packages": ["x==1"]}
-    out = _outcome(result=result, outputs={"model.pt": {"sha256": "b" * 64, "bytes": 3}},
-                   fingerprints=run_record.FingerprintFile("c" * 64, rows))  # fmt: skip
+    result = {
+        "metrics": {"acc": 0.9},
+        "train_seconds": 1.5,
+        "flags": {"deterministic": True},
+        "packages": ["x==1"],
+    }
+    out = _outcome(
+        result=result,
+        outputs={"model.pt": {"sha256": "b" * 64, "bytes": 3}},
+        fingerprints=run_record.FingerprintFile("c" * 64, rows),
+    )
     m = run_record.build(plan, inp, got, out)
-    assert (m.run_id, m.status, m.exit_code, m.error, m.outputs_partial) == (plan.run_id, "completed", 0, None, False)
+    assert (m.run_id, m.status, m.exit_code, m.error, m.outputs_partial) == (
+        plan.run_id,
+        "completed",
+        0,
+        None,
+        False,
+    )
     assert m.command == inp.command and m.overrides == ["seed=0"] and m.config == plan.config
     assert m.containerized and m.launch["container"] == plan.container_name and m.launch["mem_limit"] == "2g"
     assert m.environment == {"A": "1", "HF_TOKEN": manifest.REDACTED}  # secrets never reach the record
-    assert m.determinism.flags == {"deterministic": True} and m.metrics == {"acc": 0.9} and m.packages == ["x==1"]
-    assert m.fingerprints.steps == 7 and m.fingerprints.file == "fingerprints.jsonl"  # only integer steps count
+    assert (
+        m.determinism.flags == {"deterministic": True}
+        and m.metrics == {"acc": 0.9}
+        and m.packages == ["x==1"]
+    )
+    assert (
+        m.fingerprints.steps == 7 and m.fingerprints.file == "fingerprints.jsonl"
+    )  # only integer steps count
     t = m.timings
     assert (t.started, t.finished, t.total_seconds, t.train_seconds) == (10.0, 12.5, 2.5, 1.5)
     assert (t.image_seconds, t.container_seconds) == (0.5, 2.0)
@@ -137,7 +186,9 @@ def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):
 def test_a_run_stopped_before_anything_was_gathered_still_has_a_whole_record(tmp_path):
     plan = _plan(tmp_path, backend="host")
     got = run_record.Gathered(started=10.0, host={})
-    m = run_record.build(plan, RunInput.new(plan.config, ["x"], []), got, _outcome("interrupted", 130, finished=11.0))
+    m = run_record.build(
+        plan, RunInput.new(plan.config, ["x"], []), got, _outcome("interrupted", 130, finished=11.0)
+    )
     assert (m.status, m.exit_code, m.error, m.outputs_partial) == ("interrupted", 130, "why", True)
     assert m.launch["container"] is None and not m.containerized
     assert m.timings.image_seconds is None and m.fingerprints is None and m.data is None
@@ -152,19 +203,38 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
     killed = run_record.ending(137, oom_killed=False, interrupted=False, plan=plan)
     assert (killed.status, killed.exit_code) == ("failed", 1) and "SIGKILL (exit status 137)" in killed.error
     assert run_record.ending(137, oom_killed=True, interrupted=False, plan=plan).error == (
-        "killed: out of memory (launch.mem_limit=1g)")  # fmt: skip
-    assert run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error == "training exited with status 2"
+        "killed: out of memory (launch.mem_limit=1g)"
+    )
+    assert (
+        run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error
+        == "training exited with status 2"
+    )
     refused = {"refused": True, "message": "the audit found nondeterministic operations"}
-    assert run_record.ending(1, oom_killed=False, interrupted=False, plan=plan, audit=refused).error == refused["message"]
+    assert (
+        run_record.ending(1, oom_killed=False, interrupted=False, plan=plan, audit=refused).error
+        == refused["message"]
+    )
     stopped = run_record.ending(130, oom_killed=False, interrupted=True, plan=plan)
-    assert (stopped.status, stopped.exit_code) == ("interrupted", 130) and "container stopped" in stopped.error
-    assert run_record.ending(0, oom_killed=False, interrupted=False, plan=plan) == run_record.Ending("completed", 0, None)
+    assert (stopped.status, stopped.exit_code) == (
+        "interrupted",
+        130,
+    ) and "container stopped" in stopped.error
+    assert run_record.ending(0, oom_killed=False, interrupted=False, plan=plan) == run_record.Ending(
+        "completed", 0, None
+    )
 
 
 def test_a_resume_lists_the_attempt_it_continues(tmp_path):
-    prior = manifest.Manifest.model_validate(record(
-        status="interrupted", exit_code=130, error="stopped", log_tail=[str(i) for i in range(30)],
-        launch={"container": "runner-r-1"}, resumes=[{"earlier": True}]))  # fmt: skip
+    prior = manifest.Manifest.model_validate(
+        record(
+            status="interrupted",
+            exit_code=130,
+            error="stopped",
+            log_tail=[str(i) for i in range(30)],
+            launch={"container": "runner-r-1"},
+            resumes=[{"earlier": True}],
+        )
+    )
     entry = Resume(run_id="r-1", checkpoint="step-00000008.ckpt", from_step=8, command=["c"], started=5.0)
     listed = run_record.resumes(prior, entry, "runner-r-1-resume-abc")
     assert listed[0] == {"earlier": True} and len(listed) == 2

@@ -11,8 +11,15 @@ from runner.host import params
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {"model": "experiments.mnist_params:ModelParams"}
-GOOD = {"channels": 16, "hidden": 64, "lr": 0.05, "momentum": 0.9, "dropout": 0.0, "batch_size": 64,
-        "train_samples": None}  # fmt: skip
+GOOD = {
+    "channels": 16,
+    "hidden": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "dropout": 0.0,
+    "batch_size": 64,
+    "train_samples": None,
+}
 
 
 def test_the_shipped_defaults_pass():

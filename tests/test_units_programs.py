@@ -35,7 +35,12 @@ def test_a_module_runs_with_python_dash_m(script_cfg):
 
 def test_a_script_runs_by_path_under_the_snapshot(script_cfg):
     p = plan(script_cfg, args=["--x", 1])
-    assert program_command(p.experiment, Path("/code"), 1, 0) == [sys.executable, f"/code/{SCRIPT}", "--x", "1"]
+    assert program_command(p.experiment, Path("/code"), 1, 0) == [
+        sys.executable,
+        f"/code/{SCRIPT}",
+        "--x",
+        "1",
+    ]
 
 
 def test_torchrun_starts_world_size_processes_with_a_loopback_rendezvous(script_cfg):
@@ -74,8 +79,8 @@ def test_a_progress_bar_keeps_its_last_state():
     "line",
     [
         "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](https://pypi.org/project/litlogger/)",
-        "[W1126 08:38:02.880408783 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved. err=-3",
-        "[W1126 08:26:37.480 socket.cpp:764] [c10d] The IPv6 network addresses of (8b809586eb2a, 35081) cannot be retrieved (gai error: -3)",
+        "[W1126 08:38:02.880408783 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved. err=-3",  # noqa: E501 - verbatim data
+        "[W1126 08:26:37.480 socket.cpp:764] [c10d] The IPv6 network addresses of (8b809586eb2a, 35081) cannot be retrieved (gai error: -3)",  # noqa: E501 - verbatim data
     ],
 )
 def test_advertising_and_hostname_warnings_stay_off_the_terminal(line):

@@ -12,8 +12,18 @@ from tests.run_records import make_run, resealed
 
 
 def test_every_variable_is_compared_both_ways_and_secrets_match_any_value():
-    recorded = {"PYTHONHASHSEED": "1", "OMP_NUM_THREADS": "1", "API_TOKEN": "<redacted>", "RUNNER_JOB": "/a/job.json"}
-    planned = {"PYTHONHASHSEED": "0", "API_TOKEN": "s3cret", "RUNNER_JOB": "/b/job.json", "NCCL_NVLS_ENABLE": "0"}
+    recorded = {
+        "PYTHONHASHSEED": "1",
+        "OMP_NUM_THREADS": "1",
+        "API_TOKEN": "<redacted>",
+        "RUNNER_JOB": "/a/job.json",
+    }
+    planned = {
+        "PYTHONHASHSEED": "0",
+        "API_TOKEN": "s3cret",
+        "RUNNER_JOB": "/b/job.json",
+        "NCCL_NVLS_ENABLE": "0",
+    }
     drift = settings.env_drift(recorded, planned)
     assert drift == [
         Drift("variable NCCL_NVLS_ENABLE", "not set", "0 (the replay would set it)"),
@@ -24,11 +34,22 @@ def test_every_variable_is_compared_both_ways_and_secrets_match_any_value():
 
 
 def test_flags_read_back_are_compared_key_by_key_including_nested_groups():
-    rec = {"deterministic_algorithms": True, "cudnn_benchmark": False, "precision": {"matmul": "highest"},
-           "env": {"PYTHONHASHSEED": "0"}}  # fmt: skip
-    rep = {"deterministic_algorithms": True, "cudnn_benchmark": True, "precision": {"matmul": "high"},
-           "env": {"PYTHONHASHSEED": "1"}}  # fmt: skip
-    assert [d.what for d in settings.flag_drift(rec, rep)] == ["flag cudnn_benchmark", "flag precision.matmul"]
+    rec = {
+        "deterministic_algorithms": True,
+        "cudnn_benchmark": False,
+        "precision": {"matmul": "highest"},
+        "env": {"PYTHONHASHSEED": "0"},
+    }
+    rep = {
+        "deterministic_algorithms": True,
+        "cudnn_benchmark": True,
+        "precision": {"matmul": "high"},
+        "env": {"PYTHONHASHSEED": "1"},
+    }
+    assert [d.what for d in settings.flag_drift(rec, rep)] == [
+        "flag cudnn_benchmark",
+        "flag precision.matmul",
+    ]
     # a switch only the replay read back (the record predates it) is not held against the record
     assert settings.flag_drift(rec, {**rec, "fill_uninitialized_memory": False}) == []
     assert settings.flag_drift(rec, rec) == [] and settings.flag_drift(None, rep) == []
@@ -39,8 +60,13 @@ def test_a_consistent_record_whose_replay_would_set_another_value_is_refused(tmp
     """The digest matches (the record was written whole), but its environment says PYTHONHASHSEED=1
     while its own determinism profile sets 0: the replay cannot honour both, and says so."""
     profile = {"name": "strict", "pythonhashseed": 0, "promises_bitwise": True}
-    env = {**determinism.environment(profile), "RUNNER_JOB": "/job/job.json", "PYTHONPATH": "/code", "HOME": "/tmp",
-           "GLOO_SOCKET_IFNAME": "lo"}  # fmt: skip
+    env = {
+        **determinism.environment(profile),
+        "RUNNER_JOB": "/job/job.json",
+        "PYTHONPATH": "/code",
+        "HOME": "/tmp",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
     run = make_run(tmp_path / "run")
     m = json.loads((run / "manifest.json").read_text())
     m["config"]["determinism"] = profile
@@ -49,8 +75,14 @@ def test_a_consistent_record_whose_replay_would_set_another_value_is_refused(tmp
     for value, refused in (("0", False), ("1", True)):
         m["environment"] = {**env, "PYTHONHASHSEED": value}
         (run / "manifest.json").write_text(resealed(m))
-        proc = run_runner(str(run), "--out", str(tmp_path / f"out{value}"), module="runner.replay", timeout=120,
-                          env={"DOCKER_HOST": "unix:///nonexistent.sock"})  # fmt: skip
+        proc = run_runner(
+            str(run),
+            "--out",
+            str(tmp_path / f"out{value}"),
+            module="runner.replay",
+            timeout=120,
+            env={"DOCKER_HOST": "unix:///nonexistent.sock"},
+        )
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         said = "variable PYTHONHASHSEED: recorded 1, here 0 (what the replay would set)" in last

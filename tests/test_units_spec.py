@@ -66,8 +66,12 @@ def test_experiment_names_exactly_one_of_target_and_script(base_cfg):
     refused(with_(base_cfg, experiment__target="experiments.nope:train"), "no module experiments.nope")
     script = with_(base_cfg, experiment__target=None, experiment__script="nope.py")
     refused(script, "nope.py")
-    ok = with_(base_cfg, experiment__target=None, experiment__script="experiments/plain_script/train.py",
-               experiment__args=["--steps", 3])  # fmt: skip
+    ok = with_(
+        base_cfg,
+        experiment__target=None,
+        experiment__script="experiments/plain_script/train.py",
+        experiment__args=["--steps", 3],
+    )
     assert plan(ok).experiment["args"] == ["--steps", "3"]
 
 
@@ -78,7 +82,14 @@ def test_unknown_backend_is_refused(base_cfg):
 
 @pytest.mark.parametrize(
     "gpus, world, kind",
-    [(0, 2, "cpu"), (None, 2, "cpu"), (2, 2, "cuda"), ([0, 3], 2, "cuda"), ([5], 1, "cuda"), ("all", 4, "cuda")],
+    [
+        (0, 2, "cpu"),
+        (None, 2, "cpu"),
+        (2, 2, "cuda"),
+        ([0, 3], 2, "cuda"),
+        ([5], 1, "cuda"),
+        ("all", 4, "cuda"),
+    ],
 )
 def test_gpus_parsing(base_cfg, gpus, world, kind):
     p = plan(with_(base_cfg, launch__gpus=gpus), detected_gpus=4)
@@ -115,7 +126,13 @@ def test_only_listed_host_variables_reach_the_job(base_cfg):
 
 def test_recorded_variables_replace_the_plans_but_never_the_runners_own(base_cfg):
     p = plan(base_cfg)
-    recorded = {"PYTHONHASHSEED": "7", "EXTRA": "x", "RUNNER_JOB": "/elsewhere", "PYTHONPATH": "/evil", "HOME": "/root"}
+    recorded = {
+        "PYTHONHASHSEED": "7",
+        "EXTRA": "x",
+        "RUNNER_JOB": "/elsewhere",
+        "PYTHONPATH": "/evil",
+        "HOME": "/root",
+    }
     q = p.with_recorded_env(recorded, {}, Path("/code"))
     assert q.env == {"EXTRA": "x", "PYTHONHASHSEED": "7"}
     env = q.container_env()

@@ -19,7 +19,10 @@ def test_installed_trainer_parameters_are_read_without_importing_lightning():
 
 def test_the_lock_pins_the_hosts_lightning():
     assert trainer_keys.pinned_version(LOCK.read_text()) == trainer_keys.host_version()
-    assert trainer_keys.pinned_version("torch==2.1 \\\n    --hash=sha256:00\npytorch-lightning==9.9.9 \\\n") == "9.9.9"
+    assert (
+        trainer_keys.pinned_version("torch==2.1 \\\n    --hash=sha256:00\npytorch-lightning==9.9.9 \\\n")
+        == "9.9.9"
+    )
     assert trainer_keys.pinned_version("torch==2.1\n") is None
 
 

@@ -23,7 +23,9 @@ from runner.host import records, snapshot
 from tests.conftest import run_runner
 from tests.run_records import manifest_dict
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -50,10 +52,16 @@ def _one_line(exc: RunnerError) -> None:
 
 # -- manifests -------------------------------------------------------------------------------------
 
-_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8))
-_json = st.recursive(_json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                     max_leaves=12)  # fmt: skip
+_json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8)
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -79,7 +87,9 @@ def manifest_bytes(draw) -> bytes:
     if kind == "truncated":  # a write cut short (what the atomic write exists to prevent)
         whole = json.dumps(base).encode()
         return whole[: draw(st.integers(0, len(whole) - 1))]
-    return json.dumps({**base, draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in base)): 1}).encode()
+    return json.dumps(
+        {**base, draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in base)): 1}
+    ).encode()
 
 
 @SETTINGS
@@ -127,10 +137,15 @@ def test_resume_from_the_command_line_is_one_line_for_a_bad_record(tmp_path):
 
 def test_resume_arguments_are_checked_before_anything_runs(tmp_path):
     """Only a path means single-run resume; other overrides beside it are refused."""
-    for flag in ("+resume=true", "+resume=false"):  # the sweep's setting has its own name, and the error says it
+    for flag in (
+        "+resume=true",
+        "+resume=false",
+    ):  # the sweep's setting has its own name, and the error says it
         with pytest.raises(RunnerError, match="hydra.launcher.skip_completed=true"):
             resume.requested([flag])
-    assert resume.requested(["+resume=/a/b"]) == Path("/a/b") and resume.requested(["+resume='x y'"]) == Path("x y")
+    assert resume.requested(["+resume=/a/b"]) == Path("/a/b") and resume.requested(["+resume='x y'"]) == Path(
+        "x y"
+    )
     p = run_runner(f"+resume={tmp_path}", "seed=3")
     assert p.returncode == 2 and "recorded config" in p.stderr and "Traceback" not in p.stderr
     p = run_runner(f"+resume={tmp_path / 'absent'}")
@@ -142,19 +157,53 @@ def test_resume_arguments_are_checked_before_anything_runs(tmp_path):
 # -- snapshot archives -----------------------------------------------------------------------------
 
 _NAMES = st.one_of(
-    st.sampled_from(["a", "a/b", "./c", "d/", "../up", "../../etc/passwd", "/abs", "a/../../x", "", ".", "..",
-                     "x" * 300, "a/./b", "con/..", "é/ü"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "a",
+            "a/b",
+            "./c",
+            "d/",
+            "../up",
+            "../../etc/passwd",
+            "/abs",
+            "a/../../x",
+            "",
+            ".",
+            "..",
+            "x" * 300,
+            "a/./b",
+            "con/..",
+            "é/ü",
+        ]
+    ),
     st.text(alphabet="ab./", min_size=1, max_size=12),
 )
-_TYPES = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
-                          tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE])  # fmt: skip
-_member = st.tuples(_NAMES, _TYPES, st.binary(max_size=16), st.sampled_from(["a", "/etc", "../../x", "..", "b/c"]),
-                    st.sampled_from([0o644, 0o755, 0o000, 0o4755, 0o7777]))  # fmt: skip
+_TYPES = st.sampled_from(
+    [
+        tarfile.REGTYPE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.FIFOTYPE,
+        tarfile.CONTTYPE,
+    ]
+)
+_member = st.tuples(
+    _NAMES,
+    _TYPES,
+    st.binary(max_size=16),
+    st.sampled_from(["a", "/etc", "../../x", "..", "b/c"]),
+    st.sampled_from([0o644, 0o755, 0o000, 0o4755, 0o7777]),
+)
 
 
 def _archive(members, compression: str) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=f"w:{compression}" if compression else "w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(
+        fileobj=buf, mode=f"w:{compression}" if compression else "w", format=tarfile.PAX_FORMAT
+    ) as tar:
         for name, kind, data, target, mode in members:
             info = tarfile.TarInfo(name)
             info.type, info.mode = kind, mode
@@ -209,11 +258,15 @@ def test_snapshot_extract_confines_or_refuses_any_archive(data, tmp_path_factory
         except RunnerError as exc:
             _one_line(exc)
             snaps = root / "cache" / "snapshots"
-            assert not snaps.exists() or not any(snaps.iterdir()), "a refused archive left something in the cache"
+            assert not snaps.exists() or not any(snaps.iterdir()), (
+                "a refused archive left something in the cache"
+            )
         else:
             _check_extraction(root, target)
         assert _tree(run) == before
-        outside = {p for p in root.rglob("*") if not p.is_relative_to(run) and not p.is_relative_to(root / "cache")}
+        outside = {
+            p for p in root.rglob("*") if not p.is_relative_to(run) and not p.is_relative_to(root / "cache")
+        }
         assert not outside, f"written outside the run dir and the cache: {outside}"
 
 
@@ -232,8 +285,10 @@ def test_replay_diff_and_resume_refuse_a_hostile_snapshot_cleanly(data, status, 
         m = manifest_dict(sha256_bytes(data), status=status, exit_code=1)
         (run / "manifest.json").write_text(json.dumps(m))
         before = _tree(run)
-        for call in (lambda: replay.replay(run, root / "out", echo=lambda line: None),
-                     lambda: resume.resume(run, [f"+resume={run}"], echo=lambda line: None)):  # fmt: skip
+        for call in (
+            lambda: replay.replay(run, root / "out", echo=lambda line: None),
+            lambda: resume.resume(run, [f"+resume={run}"], echo=lambda line: None),
+        ):
             with pytest.raises(RunnerError) as exc:
                 call()
             _one_line(exc.value)

@@ -66,8 +66,15 @@ class _SweepJob:
 
 
 class RunnerSlotsLauncher(Launcher):
-    def __init__(self, slots: int | None = None, cpus_per_slot: int | None = None, cpus: str | None = None,
-                 gpus: list[int] | None = None, summary: bool = True, skip_completed: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        slots: int | None = None,
+        cpus_per_slot: int | None = None,
+        cpus: str | None = None,
+        gpus: list[int] | None = None,
+        summary: bool = True,
+        skip_completed: bool = False,
+    ) -> None:
         self.slots = slots
         self.cpus_per_slot = cpus_per_slot
         self.cpus = cpus
@@ -98,7 +105,10 @@ class RunnerSlotsLauncher(Launcher):
         to_run: list[_SweepJob] = []
         for job in jobs:
             if self.skip_completed and self._already_done(job):
-                log.info(f"#{job.idx} {' '.join(filter_overrides(job.overrides))}: completed before, skipped ({job.run_dir})")
+                log.info(
+                    f"#{job.idx} {' '.join(filter_overrides(job.overrides))}: "
+                    f"completed before, skipped ({job.run_dir})"
+                )
                 continue
             if self.skip_completed and job.run_dir.exists():
                 self._set_aside(sweep_dir, job.run_dir)
@@ -110,18 +120,24 @@ class RunnerSlotsLauncher(Launcher):
                 self._resolve_images(to_run)
         except RunnerError as exc:
             fail(exc)
-        log.info(f"Launching {len(to_run)} of {len(jobs)} jobs in {len(plan)} slot(s): "
-                 + "; ".join(s.describe() for s in plan))  # fmt: skip
+        log.info(
+            f"Launching {len(to_run)} of {len(jobs)} jobs in {len(plan)} slot(s): "
+            + "; ".join(s.describe() for s in plan)
+        )
         self._dispatch(to_run, plan)
 
         for job in jobs:
             code = _exit_code(job.result)
             if code != 0:
-                sweep.failed_sweep_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
+                sweep.failed_sweep_jobs.append(
+                    {"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code}
+                )
         if self.summary:
             self._write_summary(sweep_dir)
         if self._signal is not None:
-            fail(RunnerError(f"sweep interrupted; finished jobs are recorded in {sweep_dir}", EXIT_INTERRUPTED))
+            fail(
+                RunnerError(f"sweep interrupted; finished jobs are recorded in {sweep_dir}", EXIT_INTERRUPTED)
+            )
         return [job.result for job in jobs]  # type: ignore[misc]
 
     # -- preparing jobs ----------------------------------------------------------------------------------
@@ -132,8 +148,14 @@ class RunnerSlotsLauncher(Launcher):
         with open_dict(cfg):
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx
-        run_dir = Path(os.path.abspath(os.path.join(str(OmegaConf.select(cfg, "hydra.sweep.dir")),
-                                                    str(OmegaConf.select(cfg, "hydra.sweep.subdir")))))  # fmt: skip
+        run_dir = Path(
+            os.path.abspath(
+                os.path.join(
+                    str(OmegaConf.select(cfg, "hydra.sweep.dir")),
+                    str(OmegaConf.select(cfg, "hydra.sweep.subdir")),
+                )
+            )
+        )
         return _SweepJob(idx, overrides, cfg, run_dir, _resolved_task_config(cfg, run_dir))
 
     def _already_done(self, job: _SweepJob) -> bool:
@@ -155,27 +177,39 @@ class RunnerSlotsLauncher(Launcher):
         """A job run again runs in a clean run dir; what its last attempt left is kept."""
         dest_root = sweep_dir / sweep.SUPERSEDED_DIR
         dest_root.mkdir(exist_ok=True)
-        stem = run_dir.relative_to(sweep_dir).as_posix().replace("/", "_") if run_dir.is_relative_to(sweep_dir) else run_dir.name
+        stem = (
+            run_dir.relative_to(sweep_dir).as_posix().replace("/", "_")
+            if run_dir.is_relative_to(sweep_dir)
+            else run_dir.name
+        )
         n = 1
         while (dest_root / f"{stem}.{n}").exists():
             n += 1
         shutil.move(str(run_dir), dest_root / f"{stem}.{n}")
-        log.info(f"{run_dir}: not a completed run of these inputs; moved to {dest_root / f'{stem}.{n}'} and running again")
+        log.info(
+            f"{run_dir}: not a completed run of these inputs; "
+            f"moved to {dest_root / f'{stem}.{n}'} and running again"
+        )
 
     def _slots(self, jobs: list[_SweepJob]) -> list[slots_mod.Slot]:
         needs = [slots_mod.job_needs(j.task_cfg) for j in jobs if j.task_cfg is not None]
         usable = facts.detect_cpus()
         cpus = slots_mod.parse_cpu_list(self.cpus) if self.cpus else usable
         if not set(cpus) <= set(usable):
-            raise RunnerError(f"hydra.launcher.cpus={self.cpus}: this process may only run on cores "
-                              f"{slots_mod.format_cpu_list(usable)}", EXIT_USAGE)  # fmt: skip
+            raise RunnerError(
+                f"hydra.launcher.cpus={self.cpus}: this process may only run on cores "
+                f"{slots_mod.format_cpu_list(usable)}",
+                EXIT_USAGE,
+            )
         wants_gpus = any(n.gpus for n in needs)
         gpus = (self.gpus if self.gpus is not None else facts.detect_gpus()) if wants_gpus else []
         plan = slots_mod.plan_slots(cpus, gpus, needs, self.slots, self.cpus_per_slot)
         smallest = min(len(s.cpus) for s in plan) if plan else 0
         biggest_need = max((n.cores for n in needs if not n.gpus), default=0)
         if smallest and biggest_need > smallest:
-            log.warning(f"a job needs {biggest_need} cores but a slot has {smallest}: it will run, more slowly")
+            log.warning(
+                f"a job needs {biggest_need} cores but a slot has {smallest}: it will run, more slowly"
+            )
         return plan
 
     def _resolve_images(self, jobs: list[_SweepJob]) -> None:
@@ -202,7 +236,10 @@ class RunnerSlotsLauncher(Launcher):
             engine = engines.connect(p.launch.get("engine"))  # the user's own config chose it
             try:
                 resolved = image_builder.resolve_image(engine, p, root, lambda line: log.info(line))
-                log.info(f"image {resolved.tag}: {'built' if resolved.record['built_now'] else 'found'} for this sweep")
+                log.info(
+                    f"image {resolved.tag}: "
+                    f"{'built' if resolved.record['built_now'] else 'found'} for this sweep"
+                )
             finally:
                 engine.close()  # the jobs are forked: they open their own connections
 
@@ -223,12 +260,26 @@ class RunnerSlotsLauncher(Launcher):
                     receive, send = ctx.Pipe(duplex=False)
                     sys.stdout.flush()
                     sys.stderr.flush()
-                    proc = ctx.Process(target=_child, name=f"runner-job-{job.idx}", args=(
-                        send, self.hydra_context, self.task_function, job.cfg, job.run_dir, job.overrides, quiet))  # fmt: skip
+                    proc = ctx.Process(
+                        target=_child,
+                        name=f"runner-job-{job.idx}",
+                        args=(
+                            send,
+                            self.hydra_context,
+                            self.task_function,
+                            job.cfg,
+                            job.run_dir,
+                            job.overrides,
+                            quiet,
+                        ),
+                    )
                     proc.start()
                     send.close()
                     running[receive] = (job, proc, slot)
-                    log.info(f"#{job.idx} {' '.join(filter_overrides(job.overrides))} → {slot.describe()}: {job.run_dir}")
+                    log.info(
+                        f"#{job.idx} {' '.join(filter_overrides(job.overrides))} "
+                        f"→ {slot.describe()}: {job.run_dir}"
+                    )
                 if not running:
                     break
                 for conn in multiprocessing.connection.wait(list(running), timeout=0.5):
@@ -240,7 +291,9 @@ class RunnerSlotsLauncher(Launcher):
                     free.append(slot)
                     free.sort(key=lambda s: s.index)
                     self._report(job)
-                if self._signal == signal.SIGTERM:  # a terminal's Ctrl-C reaches the jobs itself; SIGTERM does not
+                if (
+                    self._signal == signal.SIGTERM
+                ):  # a terminal's Ctrl-C reaches the jobs itself; SIGTERM does not
                     for _job, proc, _slot in running.values():
                         if proc.pid and proc.is_alive():
                             os.kill(proc.pid, signal.SIGTERM)
@@ -249,7 +302,9 @@ class RunnerSlotsLauncher(Launcher):
             for s, handler in old.items():
                 signal.signal(s, handler)
         for job in pending:
-            log.info(f"#{job.idx} {' '.join(filter_overrides(job.overrides))}: not started (sweep interrupted)")
+            log.info(
+                f"#{job.idx} {' '.join(filter_overrides(job.overrides))}: not started (sweep interrupted)"
+            )
             job.result = _lost_return(job, EXIT_INTERRUPTED, started=False)
 
     def _on_signal(self, signum, _frame) -> None:
@@ -306,7 +361,9 @@ def _place(job: _SweepJob, slot: slots_mod.Slot) -> None:
             job.cfg.launch[key] = value
 
 
-def _child(send, hydra_context, task_function, cfg: DictConfig, run_dir: Path, overrides: list[str], quiet: bool) -> None:
+def _child(
+    send, hydra_context, task_function, cfg: DictConfig, run_dir: Path, overrides: list[str], quiet: bool
+) -> None:
     """One job, in a forked process: Hydra's run_job, then its outcome recorded and sent back."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the parent's handler counts signals
     sigterm_as_interrupt()
@@ -317,13 +374,28 @@ def _child(send, hydra_context, task_function, cfg: DictConfig, run_dir: Path, o
         os.dup2(fd, 2)
         os.close(fd)
     try:
-        ret = run_job(hydra_context=hydra_context, task_function=task_function, config=cfg,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+        ret = run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
     except BaseException as exc:  # noqa: BLE001 - e.g. Ctrl-C outside the run's own handling
         ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=exc)
     code = _exit_code(ret)
-    error = None if code == 0 else (None if ret.status == JobStatus.COMPLETED else f"{type(ret._return_value).__name__}: {ret._return_value}")
-    sweep.write_job_status(run_dir, code, error, overrides)  # a RunnerError's message was recorded by the task
+    error = (
+        None
+        if code == 0
+        else (
+            None
+            if ret.status == JobStatus.COMPLETED
+            else f"{type(ret._return_value).__name__}: {ret._return_value}"
+        )
+    )
+    sweep.write_job_status(
+        run_dir, code, error, overrides
+    )  # a RunnerError's message was recorded by the task
     try:
         send.send(ret)
     except (pickle.PicklingError, TypeError, AttributeError):
@@ -361,15 +433,24 @@ def _skipped_return(job: _SweepJob) -> JobReturn:
     task_cfg = copy.deepcopy(job.cfg)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    return JobReturn(overrides=job.overrides, cfg=task_cfg, hydra_cfg=hydra_cfg, working_dir=os.getcwd(),
-                     task_name=str(job.cfg.hydra.job.name), status=JobStatus.COMPLETED, _return_value=0)  # fmt: skip
+    return JobReturn(
+        overrides=job.overrides,
+        cfg=task_cfg,
+        hydra_cfg=hydra_cfg,
+        working_dir=os.getcwd(),
+        task_name=str(job.cfg.hydra.job.name),
+        status=JobStatus.COMPLETED,
+        _return_value=0,
+    )
 
 
 def _lost_return(job: _SweepJob, exitcode: int | None, started: bool = True) -> JobReturn:
     """A job whose process ended without a word (killed), or that never started."""
     code = EXIT_INTERRUPTED if not started or exitcode in (-signal.SIGINT, -signal.SIGTERM) else 1
     if started:
-        sweep.write_job_status(job.run_dir, code, f"job process ended with status {exitcode} before reporting", job.overrides)
+        sweep.write_job_status(
+            job.run_dir, code, f"job process ended with status {exitcode} before reporting", job.overrides
+        )
     why = "not started: sweep interrupted" if not started else f"job process ended with status {exitcode}"
     err = KeyboardInterrupt() if code == EXIT_INTERRUPTED else RuntimeError(why)
     return JobReturn(overrides=job.overrides, status=JobStatus.FAILED, _return_value=err)

@@ -14,5 +14,7 @@ class RunnerSearchPathPlugin(SearchPathPlugin):
         from runner.host.project import builtin_conf
 
         path = f"file://{builtin_conf()}"
-        if not any(element.path == path or element.path == str(builtin_conf()) for element in search_path.get_path()):
+        if not any(
+            element.path == path or element.path == str(builtin_conf()) for element in search_path.get_path()
+        ):
             search_path.append(provider="runner", path=path)

@@ -55,11 +55,21 @@ log = logging.getLogger(__name__)
 
 
 class RunnerSlurmLauncher(RunnerSlotsLauncher):
-    def __init__(self, partition: str | None = None, timeout_min: int = 60, cpus_per_task: int | None = None,
-                 gpus_per_node: int | None = None, mem_gb: int | None = None, array_parallelism: int | None = None,
-                 folder: str | None = None, additional_parameters: dict[str, Any] | None = None,
-                 setup: list[str] | None = None, poll_s: float = 2.0, summary: bool = True,
-                 skip_completed: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        partition: str | None = None,
+        timeout_min: int = 60,
+        cpus_per_task: int | None = None,
+        gpus_per_node: int | None = None,
+        mem_gb: int | None = None,
+        array_parallelism: int | None = None,
+        folder: str | None = None,
+        additional_parameters: dict[str, Any] | None = None,
+        setup: list[str] | None = None,
+        poll_s: float = 2.0,
+        summary: bool = True,
+        skip_completed: bool = False,
+    ) -> None:
         super().__init__(summary=summary, skip_completed=skip_completed)
         self.partition = partition
         self.timeout_min = timeout_min
@@ -93,12 +103,18 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         for job in jobs:
             code = _exit_code(job.result)
             if code != 0:
-                sweep.failed_sweep_jobs.append({"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code})
+                sweep.failed_sweep_jobs.append(
+                    {"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code}
+                )
         if self.summary:
             self._write_summary(sweep_dir)
         if self._signal is not None:
-            fail(RunnerError(f"sweep interrupted; its Slurm jobs were cancelled and recorded in {sweep_dir}",
-                             EXIT_INTERRUPTED))  # fmt: skip
+            fail(
+                RunnerError(
+                    f"sweep interrupted; its Slurm jobs were cancelled and recorded in {sweep_dir}",
+                    EXIT_INTERRUPTED,
+                )
+            )
         return [job.result for job in jobs]  # type: ignore[misc]
 
     def _to_run(self, jobs: list[_SweepJob], sweep_dir: Path, skip_completed: bool) -> list[_SweepJob]:
@@ -124,11 +140,19 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         import submitit
 
         executor = submitit.SlurmExecutor(folder=Path(self.folder or sweep_dir / ".slurm"), max_num_timeout=0)
-        asks = cluster.request([j.task_cfg for j in jobs if j.task_cfg is not None], self.cpus_per_task, self.gpus_per_node)
-        params: dict[str, Any] = {"time": self.timeout_min, "nodes": 1, "ntasks_per_node": 1, "stderr_to_stdout": True,
-                                  "job_name": f"runner-{sweep_dir.name}"[:64], "setup": self.setup_lines,
-                                  "additional_parameters": {"chdir": str(snapshot.project_root()), **self.additional_parameters},
-                                  **asks}  # fmt: skip
+        asks = cluster.request(
+            [j.task_cfg for j in jobs if j.task_cfg is not None], self.cpus_per_task, self.gpus_per_node
+        )
+        params: dict[str, Any] = {
+            "time": self.timeout_min,
+            "nodes": 1,
+            "ntasks_per_node": 1,
+            "stderr_to_stdout": True,
+            "job_name": f"runner-{sweep_dir.name}"[:64],
+            "setup": self.setup_lines,
+            "additional_parameters": {"chdir": str(snapshot.project_root()), **self.additional_parameters},
+            **asks,
+        }
         if self.partition:
             params["partition"] = self.partition
         if self.mem_gb:
@@ -139,17 +163,34 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         state = Singleton.get_state()
         try:
             with executor.batch():
-                handles = [executor.submit(SlurmTask(self.hydra_context, self.task_function, j.cfg, j.run_dir,  # type: ignore[arg-type]
-                                                     j.overrides, j.task_cfg, state)) for j in jobs]  # fmt: skip
+                handles = [
+                    executor.submit(
+                        SlurmTask(
+                            self.hydra_context,
+                            self.task_function,
+                            j.cfg,
+                            j.run_dir,  # type: ignore[arg-type]
+                            j.overrides,
+                            j.task_cfg,
+                            state,
+                        )
+                    )
+                    for j in jobs
+                ]
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
             detail = getattr(exc, "output", None) or getattr(exc, "stderr", None) or str(exc)
             if isinstance(detail, bytes):
                 detail = detail.decode(errors="replace")
             line = [x for x in str(detail).splitlines() if x.strip()][-1:] or [type(exc).__name__]
-            raise RunnerError(f"sbatch refused the sweep's jobs ({asks}): {line[0].strip()}", EXIT_USAGE) from None
+            raise RunnerError(
+                f"sbatch refused the sweep's jobs ({asks}): {line[0].strip()}", EXIT_USAGE
+            ) from None
         out = {}
         for job, h in zip(jobs, handles, strict=True):
-            log.info(f"#{job.idx} {' '.join(filter_overrides(job.overrides))} → Slurm job {h.job_id}: {job.run_dir}")
+            log.info(
+                f"#{job.idx} {' '.join(filter_overrides(job.overrides))} "
+                f"→ Slurm job {h.job_id}: {job.run_dir}"
+            )
             out[str(h.job_id)] = (job, h)
         return out
 
@@ -165,9 +206,15 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
                     slurm.cancel(list(pending))
                     cancelled = True
                 states = slurm.states(list(pending))
-                for jid in pending:  # squeue lists a job for MinJobAge after it ends: one it misses twice is gone
+                for (
+                    jid
+                ) in pending:  # squeue lists a job for MinJobAge after it ends: one it misses twice is gone
                     unseen[jid] = 0 if jid in states else unseen.get(jid, 0) + 1
-                done = [j for j in pending if slurm.is_active(states.get(j)) is False and (j in states or unseen[j] > 2)]
+                done = [
+                    j
+                    for j in pending
+                    if slurm.is_active(states.get(j)) is False and (j in states or unseen[j] > 2)
+                ]
                 for jid in done:
                     job, handle = pending.pop(jid)
                     job.result = _outcome(job, handle, states.get(jid))
@@ -198,7 +245,13 @@ def resumable(run_dir: Path, task_cfg: dict[str, Any] | None, overrides: list[st
 def _outcome(job: _SweepJob, handle: Any, state: str | None) -> JobReturn:
     """The job's JobReturn as the task sent it back; a job that ended without one (cancelled before
     it started, killed, its node lost) gets a record saying so."""
-    if not handle.paths.result_pickle.exists() and state in (None, "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
+    if not handle.paths.result_pickle.exists() and state in (
+        None,
+        "CANCELLED",
+        "PREEMPTED",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+    ):
         code, why = EXIT_INTERRUPTED, f"Slurm job {handle.job_id} ended {state or 'unseen'} before reporting"
     else:
         try:
@@ -214,8 +267,16 @@ def _outcome(job: _SweepJob, handle: Any, state: str | None) -> JobReturn:
 class SlurmTask:
     """One sweep job, as submitit carries it to its node and calls it there (again after a requeue)."""
 
-    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, cfg: DictConfig, run_dir: Path,
-                 overrides: list[str], task_cfg: dict[str, Any] | None, singleton_state: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        cfg: DictConfig,
+        run_dir: Path,
+        overrides: list[str],
+        task_cfg: dict[str, Any] | None,
+        singleton_state: Any,
+    ) -> None:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.cfg = cfg
@@ -253,21 +314,34 @@ class SlurmTask:
         Singleton.set_state(self.singleton_state)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _output_to(self.run_dir / CONSOLE_LOG)
-        (self.run_dir / sweep.JOB_STATUS_FILE).unlink(missing_ok=True)  # this attempt's outcome is recorded anew
+        (self.run_dir / sweep.JOB_STATUS_FILE).unlink(
+            missing_ok=True
+        )  # this attempt's outcome is recorded anew
         record, slot = slurm.current()
-        print(f"runner: Slurm job {(record or {}).get('job_id')} on {(record or {}).get('node')}, "
-              f"{slot.describe() if slot else 'no allocation'}", flush=True)  # fmt: skip
+        print(
+            f"runner: Slurm job {(record or {}).get('job_id')} on {(record or {}).get('node')}, "
+            f"{slot.describe() if slot else 'no allocation'}",
+            flush=True,
+        )
         try:
             if resumable(self.run_dir, self.task_cfg, self.overrides):
                 ret = self._resume()
             else:
-                ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                              config=_placed(self.cfg, slot), job_dir_key="hydra.sweep.dir",
-                              job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+                ret = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=_placed(self.cfg, slot),
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
         except BaseException as exc:  # noqa: BLE001 - e.g. a signal outside the run's own handling
             ret = JobReturn(overrides=self.overrides, status=JobStatus.FAILED, _return_value=exc)
         code = _exit_code(ret)
-        error = None if code == 0 or ret.status == JobStatus.COMPLETED else f"{type(ret._return_value).__name__}: {ret._return_value}"
+        error = (
+            None
+            if code == 0 or ret.status == JobStatus.COMPLETED
+            else f"{type(ret._return_value).__name__}: {ret._return_value}"
+        )
         sweep.write_job_status(self.run_dir, code, error, self.overrides)
         if code == EXIT_INTERRUPTED and signal.SIGUSR2 in got:  # out of time: come back and resume
             subprocess.run(["scontrol", "requeue", os.environ.get("SLURM_JOB_ID", "")], check=False)
@@ -278,7 +352,9 @@ class SlurmTask:
 
         code = 0
         try:
-            m = resume.resume(self.run_dir, [f"+resume={self.run_dir}"], echo=lambda line: print(line, flush=True))
+            m = resume.resume(
+                self.run_dir, [f"+resume={self.run_dir}"], echo=lambda line: print(line, flush=True)
+            )
             print(f"{m.status} {self.run_dir} (resumed from step {m.resumes[-1]['from_step']})", flush=True)
         except RunnerError as exc:
             print(f"runner: error: {exc.message}", flush=True)

@@ -41,7 +41,8 @@ def _name(op: str) -> str:
 
 
 def allowed(op: str, allow: Iterable[str]) -> bool:
-    """``aten::index_add_`` is allowed by ``aten::index_add_``, ``index_add_`` or ``aten::index_add_.default``."""
+    """``aten::index_add_`` is allowed by ``aten::index_add_``, ``index_add_`` or
+    ``aten::index_add_.default``."""
     return any(_name(a) == _name(op) for a in allow)
 
 
@@ -64,7 +65,12 @@ def judge(findings: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, 
     allow = [str(a) for a in profile.get("allow_nondeterministic_ops") or []]
     ops = findings.get("nondeterministic_ops") or []
     refused = [o for o in ops if not allowed(o["op"], allow)]
-    out = {**findings, "allowed_ops": allow, "refused_ops": [o["op"] for o in refused], "refused": bool(refused)}
+    out = {
+        **findings,
+        "allowed_ops": allow,
+        "refused_ops": [o["op"] for o in refused],
+        "refused": bool(refused),
+    }
     out["message"] = refusal(refused) if refused else None
     return out
 
@@ -74,6 +80,8 @@ def refusal(ops: list[Mapping[str, Any]]) -> str:
     names = sorted({o["op"] for o in ops})
     where = ", ".join(f"{o['op']} ({o.get('where') or 'no user frame'})" for o in ops[:6])
     more = f" and {len(ops) - 6} more" if len(ops) > 6 else ""
-    return (f"determinism audit: {len(ops)} operation(s) without a deterministic implementation: {where}{more} — "
-            f"list them in determinism.allow_nondeterministic_ops=[{','.join(names)}] to run anyway "
-            "(recorded), or determinism.audit=false")  # fmt: skip
+    return (
+        f"determinism audit: {len(ops)} operation(s) without a deterministic implementation: {where}{more} — "
+        f"list them in determinism.allow_nondeterministic_ops=[{','.join(names)}] to run anyway "
+        "(recorded), or determinism.audit=false"
+    )

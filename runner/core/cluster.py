@@ -23,8 +23,22 @@ from typing import Any
 from runner.core import slots
 
 # states of a job that is still, or again, on its way (a requeued job passes through several)
-ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "RESV_DEL_HOLD"})  # fmt: skip
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "SUSPENDED",
+        "RESV_DEL_HOLD",
+    }
+)
 
 
 def in_job(env: Mapping[str, str]) -> bool:
@@ -89,7 +103,9 @@ def slot(env: Mapping[str, str], affinity: Sequence[int], cpu_ids: Sequence[int]
     return slots.Slot(index=_int(env.get("SLURM_NODEID")) or 0, cpus=tuple(cpus), gpus=tuple(gpu_ids(env)))
 
 
-def request(task_cfgs: Sequence[Mapping[str, Any]], cpus_per_task: int | None, gpus_per_node: int | None) -> dict[str, int]:
+def request(
+    task_cfgs: Sequence[Mapping[str, Any]], cpus_per_task: int | None, gpus_per_node: int | None
+) -> dict[str, int]:
     """What each job of a sweep asks Slurm for: the most demanding job's cores (processes ×
     threads) and GPUs, unless the launcher's settings name them."""
     needs = [slots.job_needs(c) for c in task_cfgs]

@@ -38,8 +38,12 @@ class Change:
     b: Any
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "a": _json_value(self.a), "b": _json_value(self.b),
-                "only_in": "b" if self.a is ABSENT else "a" if self.b is ABSENT else None}  # fmt: skip
+        return {
+            "key": self.key,
+            "a": _json_value(self.a),
+            "b": _json_value(self.b),
+            "only_in": "b" if self.a is ABSENT else "a" if self.b is ABSENT else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,9 @@ def first_divergence(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, An
         ra, rb = ia.get(step), ib.get(step)
         if ra is None or rb is None:
             if step > last_common:
-                return Divergence(step, "steps", ra if ra is not None else ABSENT, rb if rb is not None else ABSENT)
+                return Divergence(
+                    step, "steps", ra if ra is not None else ABSENT, rb if rb is not None else ABSENT
+                )
             continue
         for key in ("params_sha256", "loss"):
             if key in ra and key in rb and not same(ra[key], rb[key]):
@@ -226,8 +232,10 @@ def verdict(
     if fp_original is not None and fp_replay is not None and fp_same is False:
         div = first_divergence(fp_original, fp_replay)
     elif fpo and fp_original is None:
-        notes.append("the original's fingerprint file is missing or does not match its manifest: "
-                     "compared by recorded hash only")  # fmt: skip
+        notes.append(
+            "the original's fingerprint file is missing or does not match its manifest: "
+            "compared by recorded hash only"
+        )
     status = str(replay.get("status"))
     compared = len(original.get("outputs") or {})
     if not compared and not fpo:
@@ -236,8 +244,10 @@ def verdict(
         notes.append(f"the original run {original.get('status')}: its outputs are partial")
     profile = (original.get("determinism") or {}).get("profile") or {}
     if not profile.get("promises_bitwise", False):
-        notes.append(f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
-                     "differences are expected and not a fault")  # fmt: skip
+        notes.append(
+            f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
+            "differences are expected and not a fault"
+        )
     drift = list(drift)
     if drift:
         notes.append("ran with --allow-env-drift: the environment differs from the record (see drift)")
@@ -250,9 +260,12 @@ def verdict(
         fingerprints_identical=fp_same,
         divergence=div,
         metrics=changes(original.get("metrics") or {}, replay.get("metrics") or {}),
-        environment=changes(original.get("environment") or {}, replay.get("environment") or {}, ignore=_RUN_PATHS),
+        environment=changes(
+            original.get("environment") or {}, replay.get("environment") or {}, ignore=_RUN_PATHS
+        ),
         packages=package_changes(original.get("packages") or [], replay.get("packages") or [])
-        if original.get("packages") and replay.get("packages") else [],
+        if original.get("packages") and replay.get("packages")
+        else [],
         drift=drift,
         notes=notes,
     )
@@ -263,8 +276,20 @@ def verdict(
 _RUN_PATHS = ("RUNNER_JOB",)  # the job file's path: inside the run dir, which differs on the host backend
 _IGNORED_LAUNCH = ("container",)
 _IGNORED_IMAGE = ("built_now", "build_seconds")
-SECTIONS = ("config", "environment", "packages", "image", "host", "devices", "determinism", "launch",
-            "code", "data", "outputs", "metrics")  # fmt: skip
+SECTIONS = (
+    "config",
+    "environment",
+    "packages",
+    "image",
+    "host",
+    "devices",
+    "determinism",
+    "launch",
+    "code",
+    "data",
+    "outputs",
+    "metrics",
+)
 
 
 @dataclass
@@ -291,7 +316,7 @@ class RunDiff:
             "first_divergence": None if self.divergence is None else self.divergence.to_json(),
             "sections": {name: [c.to_json() for c in rows] for name, rows in self.sections.items()},
             "notes": self.notes,
-        }  # fmt: skip
+        }
 
 
 def diff_runs(
@@ -314,20 +339,30 @@ def diff_runs(
     code_keys = ("commit", "dirty", "snapshot_sha256", "files")
     sections = {
         # the profile is shown once, under determinism (with the flags read back in training)
-        "config": changes(flatten(strip(sub(a, "config"), ["determinism"])), flatten(strip(sub(b, "config"), ["determinism"]))),
+        "config": changes(
+            flatten(strip(sub(a, "config"), ["determinism"])),
+            flatten(strip(sub(b, "config"), ["determinism"])),
+        ),
         "environment": changes(sub(a, "environment"), sub(b, "environment")),
         "packages": package_changes(a.get("packages") or [], b.get("packages") or []),
-        "image": changes(flatten(strip(sub(a, "image"), _IGNORED_IMAGE)), flatten(strip(sub(b, "image"), _IGNORED_IMAGE))),
+        "image": changes(
+            flatten(strip(sub(a, "image"), _IGNORED_IMAGE)), flatten(strip(sub(b, "image"), _IGNORED_IMAGE))
+        ),
         "host": changes(flatten(sub(a, "host")), flatten(sub(b, "host"))),
         "devices": changes(flatten(sub(a, "process")), flatten(sub(b, "process"))),
         "determinism": changes(flatten(sub(a, "determinism")), flatten(sub(b, "determinism"))),
-        "launch": changes(flatten(strip(sub(a, "launch"), _IGNORED_LAUNCH)), flatten(strip(sub(b, "launch"), _IGNORED_LAUNCH))),
-        "code": changes({k: v for k, v in sub(a, "code").items() if k in code_keys},
-                        {k: v for k, v in sub(b, "code").items() if k in code_keys}),
+        "launch": changes(
+            flatten(strip(sub(a, "launch"), _IGNORED_LAUNCH)),
+            flatten(strip(sub(b, "launch"), _IGNORED_LAUNCH)),
+        ),
+        "code": changes(
+            {k: v for k, v in sub(a, "code").items() if k in code_keys},
+            {k: v for k, v in sub(b, "code").items() if k in code_keys},
+        ),
         "data": changes(flatten(sub(a, "data")), flatten(sub(b, "data")), ignore=()),
         "outputs": output_changes(sub(a, "outputs"), sub(b, "outputs")),
         "metrics": changes(sub(a, "metrics"), sub(b, "metrics")),
-    }  # fmt: skip
+    }
     notes = []
     fpa, fpb = sub(a, "fingerprints"), sub(b, "fingerprints")
     fp_same = (fpa.get("sha256") == fpb.get("sha256")) if fpa and fpb else None
@@ -335,9 +370,14 @@ def diff_runs(
     if fp_a is not None and fp_b is not None:
         div = first_divergence(fp_a, fp_b)
     else:
-        notes.append("fingerprints missing for " + " and ".join(
-            n for n, rows in ((label_a, fp_a), (label_b, fp_b)) if rows is None) + ": no step-by-step comparison")  # fmt: skip
-    return RunDiff(a=label_a, b=label_b, sections=sections, divergence=div, fingerprints_identical=fp_same, notes=notes)
+        notes.append(
+            "fingerprints missing for "
+            + " and ".join(n for n, rows in ((label_a, fp_a), (label_b, fp_b)) if rows is None)
+            + ": no step-by-step comparison"
+        )
+    return RunDiff(
+        a=label_a, b=label_b, sections=sections, divergence=div, fingerprints_identical=fp_same, notes=notes
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def gpu_refusal(asked: Any, visible: VisibleGpus) -> str | None:
     shown = f"[{','.join(str(g) for g in asked)}]" if isinstance(asked, (list, tuple)) else str(asked)
     head = f"launch.gpus={shown}"
     if not visible.ids:
-        return f"{head} asks for GPUs, but no NVIDIA GPU is visible: {visible.why_none or 'the driver lists none'}; run on the CPU with launch.gpus=0"
+        why = visible.why_none or "the driver lists none"
+        return f"{head} asks for GPUs, but no NVIDIA GPU is visible: {why}; run on the CPU with launch.gpus=0"
     here = f"this host has {len(visible.ids)} GPU{'s' if len(visible.ids) != 1 else ''} ({_ids(visible.ids)})"
     if isinstance(asked, (list, tuple)):
         bad = [g for g in asked if not (isinstance(g, int) and not isinstance(g, bool) and g >= 0)]
@@ -57,11 +58,16 @@ def gpu_refusal(asked: Any, visible: VisibleGpus) -> str | None:
         missing = [g for g in asked if g not in visible.ids]
         if missing:
             names = f"GPU{'s' if len(missing) > 1 else ''} {_ids(missing)}"
-            return f"{head} names {names}, but {here}; name those, e.g. launch.gpus=[{visible.ids[0]}], or use launch.gpus=0"
+            return (
+                f"{head} names {names}, but {here}; "
+                f"name those, e.g. launch.gpus=[{visible.ids[0]}], or use launch.gpus=0"
+            )
         return None
     if asked == "all":
         return None
     if int(asked) > len(visible.ids):
-        return (f"{head} asks for {asked} GPUs, but {here}; ask for at most launch.gpus={len(visible.ids)} "
-                "(or launch.gpus=all), or use launch.gpus=0 for the CPU")  # fmt: skip
+        return (
+            f"{head} asks for {asked} GPUs, but {here}; ask for at most launch.gpus={len(visible.ids)} "
+            "(or launch.gpus=all), or use launch.gpus=0 for the CPU"
+        )
     return None

@@ -36,9 +36,14 @@ def check_digest(record: Mapping[str, Any]) -> tuple[bool, str | None]:
     (written before manifests had one: accepted, but its content cannot be checked)."""
     recorded = record.get(DIGEST_FIELD)
     if recorded is None:
-        return False, "records no digest (written before manifests carried one): its content cannot be checked"
+        return (
+            False,
+            "records no digest (written before manifests carried one): its content cannot be checked",
+        )
     actual = record_digest(record)
     if recorded != actual:
-        return True, (f"was edited after its run: its content hashes to {actual[:19]}…, "
-                      f"not to the digest it records ({str(recorded)[:19]}…)")  # fmt: skip
+        return True, (
+            f"was edited after its run: its content hashes to {actual[:19]}…, "
+            f"not to the digest it records ({str(recorded)[:19]}…)"
+        )
     return False, None

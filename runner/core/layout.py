@@ -27,7 +27,9 @@ RESULT = "result.json"
 FINGERPRINTS = "fingerprints.jsonl"
 OUTPUTS_DIR = "outputs"
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_TEMPLATE = "step-{step:08d}"  # Lightning ModelCheckpoint's filename (+ ".ckpt"): names sort by step
+CHECKPOINT_TEMPLATE = (
+    "step-{step:08d}"  # Lightning ModelCheckpoint's filename (+ ".ckpt"): names sort by step
+)
 LOGS_DIR = "logs"
 TRAIN_LOG = "train.log"
 BUILD_LOG = "build.log"

@@ -35,7 +35,8 @@ class Pin(NamedTuple):
 
 
 def canonical_name(name: str) -> str:
-    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` match."""
+    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and
+    ``typing-extensions`` match."""
     return str(canonicalize_name(name))
 
 

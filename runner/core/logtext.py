@@ -16,7 +16,9 @@ import re
 TERMINAL_NOISE = (
     re.compile(r"💡 Tip:"),  # Lightning's advertising (litlogger, litmodels)
     re.compile(r"\blit(logger|models)\b.*pypi\.org"),
-    re.compile(r"\bsocket\.cpp:\d+\] \[c10d\] The (hostname|IPv6 network addresses) of .* cannot be retrieved"),
+    re.compile(
+        r"\bsocket\.cpp:\d+\] \[c10d\] The (hostname|IPv6 network addresses) of .* cannot be retrieved"
+    ),
 )
 
 

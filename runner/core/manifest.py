@@ -117,7 +117,9 @@ class Manifest(_Model):
     # sha256 of the canonical JSON of every other field (runner.core.digests.record_digest),
     # written last; None in manifests written before it existed
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
-    cluster: dict[str, Any] | None = None  # the Slurm job it ran in (runner.core.cluster.record); None outside one
+    cluster: dict[str, Any] | None = (
+        None  # the Slurm job it ran in (runner.core.cluster.record); None outside one
+    )
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:

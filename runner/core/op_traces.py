@@ -46,7 +46,13 @@ def parse(text: str) -> list[dict[str, Any]]:
 def describe(row: Mapping[str, Any]) -> str:
     """``#12 aten::randn in net.2 (Noise) at experiments/noisy.py:30``."""
     where = f" at {row['where']}" if row.get("where") else ""
-    scope = f" in {row['module']}" if row.get("module") else f" in the backward of {row['node']}" if row.get("node") else ""
+    scope = (
+        f" in {row['module']}"
+        if row.get("module")
+        else f" in the backward of {row['node']}"
+        if row.get("node")
+        else ""
+    )
     return f"#{row.get('i')} {row.get('op')}{scope}{where}"
 
 
@@ -55,12 +61,29 @@ def first_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, An
     the two ran different operations); None when the traces agree op for op."""
     for i, (ra, rb) in enumerate(zip(a, b, strict=False)):
         if ra.get("op") != rb.get("op"):
-            return {"index": i, "kind": "different operations", "a": dict(ra), "b": dict(rb),
-                    "line": f"the runs ran different operations from {describe(ra)} vs {rb.get('op')}"}  # fmt: skip
+            return {
+                "index": i,
+                "kind": "different operations",
+                "a": dict(ra),
+                "b": dict(rb),
+                "line": f"the runs ran different operations from {describe(ra)} vs {rb.get('op')}",
+            }
         if ra.get("out") != rb.get("out"):
-            return {"index": i, "kind": "output differs", "a": dict(ra), "b": dict(rb),
-                    "line": f"{describe(ra)}: output {str(ra.get('out'))[:12]}… vs {str(rb.get('out'))[:12]}…"}  # fmt: skip
+            return {
+                "index": i,
+                "kind": "output differs",
+                "a": dict(ra),
+                "b": dict(rb),
+                "line": f"{describe(ra)}: output {str(ra.get('out'))[:12]}… vs {str(rb.get('out'))[:12]}…",
+            }
     if len(a) != len(b):
-        return {"index": min(len(a), len(b)), "kind": "length", "a": None, "b": None,
-                "line": f"one trace ends after {min(len(a), len(b))} operations, the other has {max(len(a), len(b))}"}  # fmt: skip
+        return {
+            "index": min(len(a), len(b)),
+            "kind": "length",
+            "a": None,
+            "b": None,
+            "line": (
+                f"one trace ends after {min(len(a), len(b))} operations, the other has {max(len(a), len(b))}"
+            ),
+        }
     return None

@@ -40,23 +40,35 @@ def resolve(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
         raise RunnerError(f"precision={section!r} must be a group: fp32, tf32 or bf16", EXIT_USAGE)
     out = dict(section)
     if (cfg.get("determinism") or {}).get("allow_tf32") is not None:
-        raise RunnerError("determinism.allow_tf32 is a precision setting: choose precision=fp32, tf32 or bf16 "
-                          "instead", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            "determinism.allow_tf32 is a precision setting: choose precision=fp32, tf32 or bf16 instead",
+            EXIT_USAGE,
+        )
     trainer_precision = (cfg.get("trainer") or {}).get("precision")
     if trainer_precision is not None and str(trainer_precision) != str(out.get("lightning")):
-        raise RunnerError(f"trainer.precision={trainer_precision!r} conflicts with precision={out.get('name')!r}: "
-                          "choose precision=fp32, tf32 or bf16 and leave trainer.precision unset", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"trainer.precision={trainer_precision!r} conflicts with precision={out.get('name')!r}: "
+            "choose precision=fp32, tf32 or bf16 and leave trainer.precision unset",
+            EXIT_USAGE,
+        )
     _check(out)
     return out
 
 
 def _check(section: Mapping[str, Any]) -> None:
     if str(section.get("lightning")) not in LIGHTNING:
-        raise RunnerError(f"precision.lightning={section.get('lightning')!r} is not one of {', '.join(LIGHTNING)}",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"precision.lightning={section.get('lightning')!r} is not one of {', '.join(LIGHTNING)}",
+            EXIT_USAGE,
+        )
     if section.get("float32_matmul_precision") not in MATMUL:
-        raise RunnerError(f"precision.float32_matmul_precision={section.get('float32_matmul_precision')!r} is not "
-                          f"one of {', '.join(MATMUL)}", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"precision.float32_matmul_precision={section.get('float32_matmul_precision')!r} is not "
+            f"one of {', '.join(MATMUL)}",
+            EXIT_USAGE,
+        )
     if not isinstance(section.get("cudnn_allow_tf32"), bool):
-        raise RunnerError(f"precision.cudnn_allow_tf32={section.get('cudnn_allow_tf32')!r} must be true or false",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"precision.cudnn_allow_tf32={section.get('cudnn_allow_tf32')!r} must be true or false",
+            EXIT_USAGE,
+        )

@@ -30,7 +30,9 @@ class Gathered:
     code: manifest.Code | None = None
     data: manifest.Data | None = None
     image: manifest.Image | None = None
-    environment: dict[str, str] = field(default_factory=dict)  # as the training process gets it (redacted by build)
+    environment: dict[str, str] = field(
+        default_factory=dict
+    )  # as the training process gets it (redacted by build)
     cluster: dict[str, Any] | None = None  # the Slurm job the runner ran in; None outside one
     image_seconds: float | None = None
     container_seconds: float | None = None
@@ -69,19 +71,31 @@ class Outcome:
     op_traces: Mapping[str, Any] | None = None  # per-operation trace files written: name → {sha256, bytes}
 
 
-def ending(exit_code: int, *, oom_killed: bool, interrupted: bool, plan: RunPlan,
-           audit: Mapping[str, Any] | None = None) -> Ending:  # fmt: skip
+def ending(
+    exit_code: int,
+    *,
+    oom_killed: bool,
+    interrupted: bool,
+    plan: RunPlan,
+    audit: Mapping[str, Any] | None = None,
+) -> Ending:
     """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
     determinism audit before training found, when one ran)."""
     if interrupted:
-        stopped = "container stopped and removed" if plan.backend == "docker" else "training processes stopped"
+        stopped = (
+            "container stopped and removed" if plan.backend == "docker" else "training processes stopped"
+        )
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")
     if exit_code != 0:
-        return Ending("failed", EXIT_FAILED, why_failed(exit_code, oom_killed, plan.launch.get("mem_limit"), audit))
+        return Ending(
+            "failed", EXIT_FAILED, why_failed(exit_code, oom_killed, plan.launch.get("mem_limit"), audit)
+        )
     return Ending("completed", 0, None)
 
 
-def why_failed(exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: Mapping[str, Any] | None = None) -> str:
+def why_failed(
+    exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: Mapping[str, Any] | None = None
+) -> str:
     """One line on how training ended, for the record and the terminal."""
     if audit and audit.get("refused") and audit.get("message"):  # the audit stopped it before training
         return str(audit["message"])
@@ -95,44 +109,87 @@ def why_failed(exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: M
 
 def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[dict[str, Any]]:
     """The ``resumes`` of a run resumed from the attempt ``prior`` records, this resume last."""
-    ended = {"status": prior.status, "exit_code": prior.exit_code, "error": prior.error,
-             "container": prior.launch.get("container"), "log_tail": prior.log_tail[-10:],
-             "steps": prior.fingerprints.steps if prior.fingerprints else 0, "timings": prior.timings.model_dump()}  # fmt: skip
+    ended = {
+        "status": prior.status,
+        "exit_code": prior.exit_code,
+        "error": prior.error,
+        "container": prior.launch.get("container"),
+        "log_tail": prior.log_tail[-10:],
+        "steps": prior.fingerprints.steps if prior.fingerprints else 0,
+        "timings": prior.timings.model_dump(),
+    }
     return [*prior.resumes, {**resume.entry(), "container": container, "previous": ended}]
 
 
 def launch_section(plan: RunPlan) -> dict[str, Any]:
     """The manifest's ``launch``: how the run was started."""
     docker = plan.backend == "docker"
-    return {"backend": plan.backend, "user": plan.user, "gpus": plan.gpus, "world_size": plan.world_size,
-            "accelerator": plan.accelerator, "container": plan.container_name if docker else None,
-            "cpuset_cpus": plan.launch.get("cpuset_cpus"), "mem_limit": plan.launch.get("mem_limit")}  # fmt: skip
+    return {
+        "backend": plan.backend,
+        "user": plan.user,
+        "gpus": plan.gpus,
+        "world_size": plan.world_size,
+        "accelerator": plan.accelerator,
+        "container": plan.container_name if docker else None,
+        "cpuset_cpus": plan.launch.get("cpuset_cpus"),
+        "mem_limit": plan.launch.get("mem_limit"),
+    }
 
 
 def fingerprint_section(plan: RunPlan, found: FingerprintFile | None) -> dict[str, Any] | None:
     """The manifest's ``fingerprints``: the file, its hash, and the last step it reaches."""
     if found is None:
         return None
-    return {"file": layout.FINGERPRINTS, "sha256": found.sha256, "every_k_steps": fingerprint_every(plan.config),
-            "steps": fingerprints.last_step(found.rows)}  # fmt: skip
+    return {
+        "file": layout.FINGERPRINTS,
+        "sha256": found.sha256,
+        "every_k_steps": fingerprint_every(plan.config),
+        "steps": fingerprints.last_step(found.rows),
+    }
 
 
 def build(plan: RunPlan, run: RunInput, got: Gathered, out: Outcome) -> manifest.Manifest:
     """The manifest of a run: every field from the plan, the input, what was gathered and the outcome."""
     result = out.result
-    timings = {"started": got.started, "finished": out.finished, "total_seconds": out.finished - got.started,
-               "train_seconds": result.get("train_seconds"), "image_seconds": got.image_seconds,
-               "container_seconds": got.container_seconds}  # fmt: skip
-    return manifest.Manifest.model_validate({
-        "schema_version": manifest.SCHEMA_VERSION, "run_id": plan.run_id, "status": out.ending.status,
-        "exit_code": out.exit_code, "error": out.ending.error, "log_tail": out.log_tail,
-        "command": run.command, "overrides": run.overrides, "config": plan.config, "experiment": plan.experiment,
-        "code": got.code, "containerized": plan.backend == "docker", "image": got.image,
-        "launch": launch_section(plan), "environment": manifest.redact(got.environment),
-        "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.get("flags")},
-        "host": got.host, "process": result.get("process"), "packages": result.get("packages", []),
-        "data": got.data, "outputs": out.outputs, "outputs_partial": out.ending.status != "completed",
-        "fingerprints": fingerprint_section(plan, out.fingerprints), "metrics": result.get("metrics", {}),
-        "timings": timings, "replay_of": run.replay_of, "resumes": got.resumes, "audit": out.audit,
-        "op_traces": out.op_traces, "cluster": got.cluster,
-    })  # fmt: skip
+    timings = {
+        "started": got.started,
+        "finished": out.finished,
+        "total_seconds": out.finished - got.started,
+        "train_seconds": result.get("train_seconds"),
+        "image_seconds": got.image_seconds,
+        "container_seconds": got.container_seconds,
+    }
+    return manifest.Manifest.model_validate(
+        {
+            "schema_version": manifest.SCHEMA_VERSION,
+            "run_id": plan.run_id,
+            "status": out.ending.status,
+            "exit_code": out.exit_code,
+            "error": out.ending.error,
+            "log_tail": out.log_tail,
+            "command": run.command,
+            "overrides": run.overrides,
+            "config": plan.config,
+            "experiment": plan.experiment,
+            "code": got.code,
+            "containerized": plan.backend == "docker",
+            "image": got.image,
+            "launch": launch_section(plan),
+            "environment": manifest.redact(got.environment),
+            "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.get("flags")},
+            "host": got.host,
+            "process": result.get("process"),
+            "packages": result.get("packages", []),
+            "data": got.data,
+            "outputs": out.outputs,
+            "outputs_partial": out.ending.status != "completed",
+            "fingerprints": fingerprint_section(plan, out.fingerprints),
+            "metrics": result.get("metrics", {}),
+            "timings": timings,
+            "replay_of": run.replay_of,
+            "resumes": got.resumes,
+            "audit": out.audit,
+            "op_traces": out.op_traces,
+            "cluster": got.cluster,
+        }
+    )

@@ -50,9 +50,15 @@ class Resume:
     started: float
 
     def entry(self) -> dict[str, Any]:
-        """This resume as the manifest's ``resumes`` lists it (before the container and the attempt it ends)."""
-        return {"started": self.started, "from_step": self.from_step, "checkpoint": self.checkpoint,
-                "run_id": self.run_id, "command": list(self.command)}  # fmt: skip
+        """This resume as the manifest's ``resumes`` lists it (before the container and the attempt
+        it ends)."""
+        return {
+            "started": self.started,
+            "from_step": self.from_step,
+            "checkpoint": self.checkpoint,
+            "run_id": self.run_id,
+            "command": list(self.command),
+        }
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,31 @@ class RunInput:
         return cls(config, list(command), list(overrides))
 
     @classmethod
-    def replay(cls, config: Mapping[str, Any], command: list[str], overrides: list[str], *, code: RecordedCode,
-               image: ResolvedImage | None, environment: Mapping[str, str], replay_of: dict[str, Any]) -> RunInput:  # fmt: skip
+    def replay(
+        cls,
+        config: Mapping[str, Any],
+        command: list[str],
+        overrides: list[str],
+        *,
+        code: RecordedCode,
+        image: ResolvedImage | None,
+        environment: Mapping[str, str],
+        replay_of: dict[str, Any],
+    ) -> RunInput:
         """A recorded run again, into a run dir of its own: recorded code, image and variables."""
         return cls(config, list(command), list(overrides), code, image, dict(environment), dict(replay_of))
 
     @classmethod
-    def resumed(cls, config: Mapping[str, Any], command: list[str], overrides: list[str], *, code: RecordedCode,
-                  image: ResolvedImage | None, replay_of: dict[str, Any] | None, resume: Resume) -> RunInput:  # fmt: skip
+    def resumed(
+        cls,
+        config: Mapping[str, Any],
+        command: list[str],
+        overrides: list[str],
+        *,
+        code: RecordedCode,
+        image: ResolvedImage | None,
+        replay_of: dict[str, Any] | None,
+        resume: Resume,
+    ) -> RunInput:
         """The recorded run, continued in place: its config, command, code and image as recorded."""
         return cls(config, list(command), list(overrides), code, image, None, replay_of, resume)

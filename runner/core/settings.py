@@ -37,7 +37,9 @@ SWITCHES = (
 )
 
 
-def env_drift(recorded: Mapping[str, str], planned: Mapping[str, str], ignore: Iterable[str] = RUN_PATHS) -> list[Drift]:
+def env_drift(
+    recorded: Mapping[str, str], planned: Mapping[str, str], ignore: Iterable[str] = RUN_PATHS
+) -> list[Drift]:
     """Each variable the replay would set (``planned``) against the recorded one, both ways.
 
     ``planned`` is what the replay's plan gives the training process: the runner's own variables
@@ -69,7 +71,9 @@ def flag_drift(recorded: Mapping[str, Any] | None, replayed: Mapping[str, Any] |
     a = flatten({k: v for k, v in recorded.items() if k not in _FLAG_KEYS_SKIPPED})
     b = flatten({k: v for k, v in replayed.items() if k not in _FLAG_KEYS_SKIPPED})
     # a switch only one side read back (a record made before it was read) says nothing about it
-    return [Drift(f"flag {k}", _text(a[k]), _text(b[k])) for k in sorted(set(a) & set(b)) if not same(a[k], b[k])]
+    return [
+        Drift(f"flag {k}", _text(a[k]), _text(b[k])) for k in sorted(set(a) & set(b)) if not same(a[k], b[k])
+    ]
 
 
 def hold_to_switches(verdict: Verdict, drift: list[Drift]) -> Verdict:

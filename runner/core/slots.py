@@ -123,27 +123,42 @@ def plan_slots(
         fit = len(gpus) // per
         n = fit if slots is None else slots
         if n > fit:
-            raise RunnerError(f"hydra.launcher.slots={n}: {len(gpus)} GPUs hold only {fit} slot(s) of {per} GPU(s)",
-                              EXIT_USAGE)  # fmt: skip
+            raise RunnerError(
+                f"hydra.launcher.slots={n}: {len(gpus)} GPUs hold only {fit} slot(s) of {per} GPU(s)",
+                EXIT_USAGE,
+            )
         cores = cpus_per_slot or len(cpus) // n
         if cores * n > len(cpus):
-            raise RunnerError(f"{n} slots × {cores} cores need more than the {len(cpus)} cores available", EXIT_USAGE)
-        return [Slot(i, tuple(cpus[i * cores : (i + 1) * cores]), tuple(gpus[i * per : (i + 1) * per])) for i in range(n)]
+            raise RunnerError(
+                f"{n} slots × {cores} cores need more than the {len(cpus)} cores available", EXIT_USAGE
+            )
+        return [
+            Slot(i, tuple(cpus[i * cores : (i + 1) * cores]), tuple(gpus[i * per : (i + 1) * per]))
+            for i in range(n)
+        ]
 
     if not cpus:
         raise RunnerError("no CPU cores to hand out", EXIT_USAGE)
     if cpus_per_slot is None:
-        cores = len(cpus) // slots if slots is not None else min(max((n.cores for n in needs), default=1), len(cpus))
+        cores = (
+            len(cpus) // slots
+            if slots is not None
+            else min(max((n.cores for n in needs), default=1), len(cpus))
+        )
     else:
         cores = cpus_per_slot
     if cores < 1 or cores > len(cpus):
-        raise RunnerError(f"hydra.launcher.slots={slots}: the {len(cpus)} cores available cannot give each slot a core",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"hydra.launcher.slots={slots}: the {len(cpus)} cores available cannot give each slot a core",
+            EXIT_USAGE,
+        )
     fit = len(cpus) // cores
     n = fit if slots is None else slots
     if n > fit:
-        raise RunnerError(f"hydra.launcher.slots={n} × {cores} cores need more than the {len(cpus)} cores available",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"hydra.launcher.slots={n} × {cores} cores need more than the {len(cpus)} cores available",
+            EXIT_USAGE,
+        )
     return [Slot(i, tuple(cpus[i * cores : (i + 1) * cores])) for i in range(n)]
 
 

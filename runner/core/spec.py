@@ -45,7 +45,9 @@ class RunPlan:
     container_name: str
     launch: dict[str, Any] = field(default_factory=dict)
 
-    def job_document(self, run_dir: str, code_dir: str, data_dir: str, dataset_files: Mapping[str, str]) -> dict:
+    def job_document(
+        self, run_dir: str, code_dir: str, data_dir: str, dataset_files: Mapping[str, str]
+    ) -> dict:
         """``job.json``: everything the worker needs, with paths as the worker sees them."""
         return {
             "run_id": self.run_id,
@@ -64,20 +66,36 @@ class RunPlan:
         }
 
     def container_env(self) -> dict[str, str]:
-        return {**self.env, "RUNNER_JOB": f"{JOB}/{layout.WORKER_REQUEST}", "PYTHONPATH": CODE, "HOME": "/tmp",
-                "GLOO_SOCKET_IFNAME": "lo"}  # no network but loopback: gloo binds there
+        return {
+            **self.env,
+            "RUNNER_JOB": f"{JOB}/{layout.WORKER_REQUEST}",
+            "PYTHONPATH": CODE,
+            "HOME": "/tmp",
+            "GLOO_SOCKET_IFNAME": "lo",
+        }  # no network but loopback: gloo binds there
 
     def host_env(self, base: Mapping[str, str], code_dir: Path) -> dict[str, str]:
         # the host's interpreter setup is part of the host environment (and recorded as such)
-        keep = {k: base[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME") if k in base}
+        keep = {
+            k: base[k]
+            for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME")
+            if k in base
+        }
         if self.accelerator == "gpu" and self.gpus != "all":
             ids = self.gpus if isinstance(self.gpus, (list, tuple)) else range(int(self.gpus))
             keep["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ids)
         pythonpath = ":".join(p for p in (str(code_dir), base.get("PYTHONPATH", "")) if p)  # snapshot first
-        return {**keep, **self.env, "RUNNER_JOB": str(self.run_dir / layout.WORKER_REQUEST), "PYTHONPATH": pythonpath,
-                "HOME": base.get("HOME", "/tmp")}  # fmt: skip
+        return {
+            **keep,
+            **self.env,
+            "RUNNER_JOB": str(self.run_dir / layout.WORKER_REQUEST),
+            "PYTHONPATH": pythonpath,
+            "HOME": base.get("HOME", "/tmp"),
+        }
 
-    def with_recorded_env(self, recorded: Mapping[str, str], host_env: Mapping[str, str], code_dir: Path) -> RunPlan:
+    def with_recorded_env(
+        self, recorded: Mapping[str, str], host_env: Mapping[str, str], code_dir: Path
+    ) -> RunPlan:
         """The plan with recorded variables in place of its own (a replay); the ones the runner sets
         itself (the job file, PYTHONPATH, HOME, …) stay the runner's."""
         runner_owned = self.container_env() if self.backend == "docker" else self.host_env(host_env, code_dir)
@@ -95,7 +113,11 @@ class RunPlan:
             command=["python", "-m", "runner.worker"],
             environment=self.container_env(),
             user=self.user,
-            mounts=[(str(code_dir), CODE, True), (str(data_root), DATA, True), (str(self.run_dir), JOB, False)],
+            mounts=[
+                (str(code_dir), CODE, True),
+                (str(data_root), DATA, True),
+                (str(self.run_dir), JOB, False),
+            ],
             working_dir=CODE,
             gpus=req_gpus,
             shm_size=self.launch.get("shm_size"),
@@ -120,14 +142,22 @@ def _experiment(cfg: Mapping[str, Any], project_root: Path) -> dict[str, Any]:
     exp = dict(cfg.get("experiment") or {})
     target, script, module = exp.get("target"), exp.get("script"), exp.get("module")
     if sum(bool(x) for x in (target, script, module)) != 1:
-        raise RunnerError("experiment must name exactly one of `target` (module:function), `script` "
-                          "(a file) or `module` (python -m)", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            "experiment must name exactly one of `target` (module:function), `script` "
+            "(a file) or `module` (python -m)",
+            EXIT_USAGE,
+        )
     if target or module:
         name = str(target or module).partition(":")[0]
         rel = Path(*name.split("."))
-        if not ((project_root / rel).with_suffix(".py").is_file() or (project_root / rel / "__init__.py").is_file()):
+        if not (
+            (project_root / rel).with_suffix(".py").is_file()
+            or (project_root / rel / "__init__.py").is_file()
+        ):
             what = "target" if target else "module"
-            raise RunnerError(f"experiment {what} {target or module!r}: no module {name} under {project_root}", EXIT_USAGE)
+            raise RunnerError(
+                f"experiment {what} {target or module!r}: no module {name} under {project_root}", EXIT_USAGE
+            )
     elif not (project_root / str(script)).is_file():
         raise RunnerError(f"experiment script {script!r} not found under {project_root}", EXIT_USAGE)
     if not target:
@@ -137,17 +167,26 @@ def _experiment(cfg: Mapping[str, Any], project_root: Path) -> dict[str, Any]:
 
 
 def _launcher(exp: dict[str, Any], program: bool) -> None:
-    """``launcher`` (python | torchrun) and ``nproc_per_node`` (torchrun's processes; null: the world size)."""
+    """``launcher`` (python | torchrun) and ``nproc_per_node`` (torchrun's processes; null: the
+    world size)."""
     launcher = exp.get("launcher") or "python"
     if launcher not in LAUNCHERS:
-        raise RunnerError(f"experiment.launcher={launcher!r} must be one of {', '.join(LAUNCHERS)}", EXIT_USAGE)
+        raise RunnerError(
+            f"experiment.launcher={launcher!r} must be one of {', '.join(LAUNCHERS)}", EXIT_USAGE
+        )
     if launcher == "torchrun" and not program:
-        raise RunnerError("experiment.launcher=torchrun starts a `script` or `module`, not a `target`", EXIT_USAGE)
+        raise RunnerError(
+            "experiment.launcher=torchrun starts a `script` or `module`, not a `target`", EXIT_USAGE
+        )
     nproc = exp.get("nproc_per_node")
     if nproc is not None and (type(nproc) is not int or nproc < 1):
-        raise RunnerError(f"experiment.nproc_per_node={nproc!r} must be a positive integer or null", EXIT_USAGE)
+        raise RunnerError(
+            f"experiment.nproc_per_node={nproc!r} must be a positive integer or null", EXIT_USAGE
+        )
     if nproc is not None and launcher != "torchrun":
-        raise RunnerError("experiment.nproc_per_node is torchrun's: set experiment.launcher=torchrun", EXIT_USAGE)
+        raise RunnerError(
+            "experiment.nproc_per_node is torchrun's: set experiment.launcher=torchrun", EXIT_USAGE
+        )
     if "launcher" in exp or "nproc_per_node" in exp:
         exp["launcher"] = launcher
 
@@ -173,7 +212,8 @@ def passthrough_env(names: list[str], host_env: Mapping[str, str]) -> dict[str, 
 
 
 def _world_size(launch: Mapping[str, Any], n_gpus: int, detected_gpus: int) -> int:
-    """Training processes: one per GPU asked for (every detected one for ``all``), else ``launch.processes``."""
+    """Training processes: one per GPU asked for (every detected one for ``all``), else
+    ``launch.processes``."""
     if n_gpus > 0:
         return n_gpus
     if n_gpus < 0:

@@ -29,7 +29,9 @@ def run_composed(cfg: DictConfig) -> float:
     objective = cfg.get("sweep_objective")
     if objective:  # an optimising sweeper (Optuna, Ax, …) reads the task's return value
         if objective not in m.metrics:
-            raise RunnerError(f"sweep_objective={objective!r} is not among the run's metrics: {', '.join(m.metrics)}")
+            raise RunnerError(
+                f"sweep_objective={objective!r} is not among the run's metrics: {', '.join(m.metrics)}"
+            )
         return float(m.metrics[objective])
     return 0
 
@@ -46,7 +48,9 @@ def _task(cfg: DictConfig) -> float:
             from runner.host import sweep
 
             hc = HydraConfig.get()
-            sweep.write_job_status(Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task))
+            sweep.write_job_status(
+                Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task)
+            )
             return exc.exit_code
         fail(exc)
 
@@ -59,6 +63,11 @@ def hydra_entry() -> None:
         from runner.core.errors import EXIT_FAILED
 
         n = len(sweep.failed_sweep_jobs)
-        fail(RunnerError(f"{n} job(s) of the sweep did not complete: "
-                         + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_sweep_jobs)
-                         + " — see summary.json at the sweep root", EXIT_FAILED))  # fmt: skip
+        fail(
+            RunnerError(
+                f"{n} job(s) of the sweep did not complete: "
+                + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_sweep_jobs)
+                + " — see summary.json at the sweep root",
+                EXIT_FAILED,
+            )
+        )

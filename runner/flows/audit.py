@@ -45,10 +45,19 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
     cfg = OmegaConf.to_container(compose(overrides), resolve=True)
     cfg["determinism"]["audit"] = "only"
     name = cfg["experiment"].get("name") or "run"
-    run_dir = Path("runs") / "audits" / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
+    run_dir = (
+        Path("runs")
+        / "audits"
+        / name
+        / (time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}")
+    )
     try:
-        run.run(RunInput.new(cfg, [sys.executable, "-m", "runner.audit", *overrides], overrides), run_dir,
-                echo=lambda line: echo(line, markup=False, soft_wrap=True), engine=engines.for_run(cfg))  # fmt: skip
+        run.run(
+            RunInput.new(cfg, [sys.executable, "-m", "runner.audit", *overrides], overrides),
+            run_dir,
+            echo=lambda line: echo(line, markup=False, soft_wrap=True),
+            engine=engines.for_run(cfg),
+        )
     except RunnerError:
         found = recorded(run_dir.resolve())
         if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer
@@ -63,11 +72,19 @@ def render(run_dir: Path, found: dict[str, Any], out: Console) -> None:
     for col in ("operation", "called at", "backward", "calls", "allowed"):
         t.add_column(col)
     for o in ops:
-        t.add_row(o["op"], o.get("where") or "—", "yes" if o.get("in_backward") else "", str(o.get("calls", 1)),
-                  "yes" if rules.allowed(o["op"], found.get("allowed_ops") or []) else "[red]no[/]")  # fmt: skip
+        t.add_row(
+            o["op"],
+            o.get("where") or "—",
+            "yes" if o.get("in_backward") else "",
+            str(o.get("calls", 1)),
+            "yes" if rules.allowed(o["op"], found.get("allowed_ops") or []) else "[red]no[/]",
+        )
     out.print(t)
     for s in found.get("switched") or []:
-        out.print(f"[yellow]switch:[/] {s['switch']} is {s['in_force']} after the step (the profile sets {s['profile']})")
+        out.print(
+            f"[yellow]switch:[/] {s['switch']} is {s['in_force']} after the step "
+            f"(the profile sets {s['profile']})"
+        )
     out.print(f"{found.get('ops_seen', 0)} operations seen on {found.get('device', '?')}; record: {run_dir}")
     if found.get("refused"):
         out.print(found["message"], style="bold red", markup=False, soft_wrap=True)
@@ -88,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", 130))
     if found is None:
-        fail(RunnerError(f"the audit left no findings in {run_dir} (a plain script experiment is not audited)"))
+        fail(
+            RunnerError(f"the audit left no findings in {run_dir} (a plain script experiment is not audited)")
+        )
     render(run_dir, found, Console(highlight=False))
     sys.exit(rules.EXIT_REFUSED if found.get("refused") else 0)

@@ -36,7 +36,9 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+        return hydra_compose(
+            config_name="config", overrides=overrides, return_hydra_config=return_hydra_config
+        )
 
 
 def validate_overrides(argv: list[str]) -> None:
@@ -76,5 +78,6 @@ def validate_overrides(argv: list[str]) -> None:
         lines = [" ".join(line.split()) for line in str(exc).strip().splitlines()] or [type(exc).__name__]
         first = lines[0]
         if len(lines) > 1 and lines[1].startswith("To append"):  # an unknown key: say so, and how to add one
-            first = f"{first.rstrip('.')}: no such key (to add one, {lines[1][len('To append to your config ') :]})"
+            hint = lines[1][len("To append to your config ") :]
+            first = f"{first.rstrip('.')}: no such key (to add one, {hint})"
         raise RunnerError(f"bad config: {first}", EXIT_USAGE) from None

@@ -70,8 +70,11 @@ def render(d: compare.RunDiff, console: Console) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner diff", description=commands.COMMANDS["diff"],
-                                epilog="Numbers are rounded to 5 significant figures; --json keeps every digit.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="runner diff",
+        description=commands.COMMANDS["diff"],
+        epilog="Numbers are rounded to 5 significant figures; --json keeps every digit.",
+    )
     p.add_argument("a", metavar="RUN_A", help="a run dir or its manifest.json")
     p.add_argument("b", metavar="RUN_B", help="a run dir or its manifest.json")
     p.add_argument("--json", action="store_true", help="machine-readable output, every value in full")

@@ -63,7 +63,11 @@ IGNORED = ("runs/", "multirun/")
 
 def scaffold(root: Path, builtin: Path) -> list[str]:
     """Write the project's files under ``root``; returns the ones written (existing files are kept)."""
-    config = (builtin / "conf" / "config.yaml").read_text().replace("experiment: mnist_ddp", "experiment: example", 1)
+    config = (
+        (builtin / "conf" / "config.yaml")
+        .read_text()
+        .replace("experiment: mnist_ddp", "experiment: example", 1)
+    )
     files: dict[str, str | Path] = {
         "conf/config.yaml": config,
         "conf/experiment/example.yaml": EXAMPLE_EXPERIMENT,
@@ -72,9 +76,11 @@ def scaffold(root: Path, builtin: Path) -> list[str]:
         "Dockerfile.cuda": builtin / "Dockerfile.cuda",
         "images/cpu.lock": builtin / "images" / "cpu.lock",
         "images/cuda.lock": builtin / "images" / "cuda.lock",
-        "images/cpu.in": (builtin / "images" / "cpu.in").read_text().replace("`make lock`", "`runner lock`") + PROJECT_DEPS,
-        "images/cuda.in": (builtin / "images" / "cuda.in").read_text().replace("`make lock`", "`runner lock`") + PROJECT_DEPS,
-    }  # fmt: skip
+        "images/cpu.in": (builtin / "images" / "cpu.in").read_text().replace("`make lock`", "`runner lock`")
+        + PROJECT_DEPS,
+        "images/cuda.in": (builtin / "images" / "cuda.in").read_text().replace("`make lock`", "`runner lock`")
+        + PROJECT_DEPS,
+    }
     written = []
     for rel, content in files.items():
         target = root / rel
@@ -96,7 +102,9 @@ def _ignore(gitignore: Path, patterns: tuple[str, ...]) -> bool:
     text = gitignore.read_text() if gitignore.is_file() else ""
     missing = [p for p in patterns if p not in text.splitlines()]
     if missing:
-        gitignore.write_text(text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
+        gitignore.write_text(
+            text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n"
+        )
     return bool(missing)
 
 
@@ -105,7 +113,9 @@ def main(args: list[str]) -> int:
     parser.parse_args(args)
     root = find_root()
     if root == builtin_dir():
-        raise RunnerError("runner init works in your project's git repository (run `git init` first)", EXIT_USAGE)
+        raise RunnerError(
+            "runner init works in your project's git repository (run `git init` first)", EXIT_USAGE
+        )
     written = scaffold(root, builtin_dir())
     for rel in written:
         print(f"  wrote {rel}")

@@ -39,13 +39,17 @@ class Located:
     def line(self) -> str:
         if self.difference is None:
             return f"step {self.step}: every operation's output agrees with {self.against}"
-        return f"first diverging operation at step {self.step}: {self.difference['line']} (compared with {self.against})"
+        line = self.difference["line"]
+        return f"first diverging operation at step {self.step}: {line} (compared with {self.against})"
 
 
 def traces_written(run_dir: Path) -> dict[str, dict[str, Any]] | None:
     """The traces a run wrote (file name → sha256 and size), for its manifest; None when none."""
-    found = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(run_dir.glob("op-trace-step-*.jsonl")) if op_traces.step_of(p.name) is not None}  # fmt: skip
+    found = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(run_dir.glob("op-trace-step-*.jsonl"))
+        if op_traces.step_of(p.name) is not None
+    }
     return found or None
 
 
@@ -67,8 +71,11 @@ def _traced_to(steps: list[int]) -> Callable[[dict], dict]:
     """A config edit: train to the last of ``steps``, tracing each."""
 
     def edit(config: dict) -> dict:
-        return {**config, "trainer": {**(config.get("trainer") or {}), "max_steps": max(steps)},
-                "fingerprints": {**(config.get("fingerprints") or {}), "trace_steps": list(steps)}}  # fmt: skip
+        return {
+            **config,
+            "trainer": {**(config.get("trainer") or {}), "max_steps": max(steps)},
+            "fingerprints": {**(config.get("fingerprints") or {}), "trace_steps": list(steps)},
+        }
 
     return edit
 
@@ -88,20 +95,28 @@ def _divergence_step(original: records.RunRecord, rerun: Callable[[], Any], echo
     outcome = rerun()
     div = outcome.verdict.divergence
     if div is None or div.field == "steps":
-        raise RunnerError(f"the replay in {outcome.run_dir} does not diverge at any recorded step: nothing to locate",
-                          1)  # fmt: skip
+        raise RunnerError(
+            f"the replay in {outcome.run_dir} does not diverge at any recorded step: nothing to locate", 1
+        )
     return div.step
 
 
-def locate(target: str | os.PathLike, *, allow_env_drift: bool = False, step: int | None = None, echo=print) -> Located:
+def locate(
+    target: str | os.PathLike, *, allow_env_drift: bool = False, step: int | None = None, echo=print
+) -> Located:
     from runner.flows import replay as replay_flow
 
     original = records.load(target)
     base = replay_flow.default_out(original.dir)
 
     def rerun(suffix: str, edit=None):
-        return replay_flow.replay(target, base.with_name(base.name + suffix), allow_env_drift=allow_env_drift,
-                                  echo=echo, edit_config=edit)  # fmt: skip
+        return replay_flow.replay(
+            target,
+            base.with_name(base.name + suffix),
+            allow_env_drift=allow_env_drift,
+            echo=echo,
+            edit_config=edit,
+        )
 
     recorded = {op_traces.step_of(n): rec.sha256 for n, rec in (original.manifest.op_traces or {}).items()}
     recorded = {k: v for k, v in recorded.items() if k is not None and (step is None or k == step)}
@@ -110,13 +125,17 @@ def locate(target: str | os.PathLike, *, allow_env_drift: bool = False, step: in
         echo(f"tracing step(s) {', '.join(map(str, steps))} again, against the original's recorded traces")
         replayed = rerun("-locate-a", _traced_to(steps))
         for k in steps:
-            diff = op_traces.first_difference(_trace(original.dir, k, recorded[k]), _trace(replayed.run_dir, k))
+            diff = op_traces.first_difference(
+                _trace(original.dir, k, recorded[k]), _trace(replayed.run_dir, k)
+            )
             if diff is not None:
                 return Located(k, "the original's recorded trace", diff, [replayed.run_dir])
         return Located(steps[0], "the original's recorded trace", None, [replayed.run_dir])
     k = step or _divergence_step(original, lambda: rerun("-locate-full"), echo)
     if k < 1:
-        raise RunnerError("the runs differ before the first step (their initial weights): no step to trace", 1)
+        raise RunnerError(
+            "the runs differ before the first step (their initial weights): no step to trace", 1
+        )
     echo(f"tracing step {k} in two replays")
     a, b = rerun("-locate-a", _traced_to([k])), rerun("-locate-b", _traced_to([k]))
     diff = op_traces.first_difference(_trace(a.run_dir, k), _trace(b.run_dir, k))
@@ -135,6 +154,8 @@ def recorded_differences(a: records.RunRecord, b: records.RunRecord) -> list[str
         except RunnerError as exc:
             lines.append(f"operation trace of step {k}: {exc.message}")
             continue
-        lines.append(f"step {k}: " + (f"first diverging operation: {diff['line']}" if diff
-                                      else "every operation's output agrees"))  # fmt: skip
+        lines.append(
+            f"step {k}: "
+            + (f"first diverging operation: {diff['line']}" if diff else "every operation's output agrees")
+        )
     return lines

@@ -18,8 +18,15 @@ from runner.core.commands import COMMANDS
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.host.project import find_root
 
-COMPILE = ["--quiet", "--generate-hashes", "--allow-unsafe", "--no-header", "--no-emit-index-url",
-           "--no-emit-find-links", "--strip-extras"]  # fmt: skip
+COMPILE = [
+    "--quiet",
+    "--generate-hashes",
+    "--allow-unsafe",
+    "--no-header",
+    "--no-emit-index-url",
+    "--no-emit-find-links",
+    "--strip-extras",
+]
 
 
 def lock(inputs: Path, output: Path) -> None:
@@ -41,8 +48,10 @@ def main(args: list[str]) -> int:
     inputs = [images / f"{k}.in" for k in kinds] if kinds else sorted(images.glob("*.in"))
     missing = [str(p) for p in inputs if not p.is_file()]
     if missing or not inputs:
-        raise RunnerError(f"no image inputs to lock: {', '.join(missing) or images / '*.in'} (runner init writes them)",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"no image inputs to lock: {', '.join(missing) or images / '*.in'} (runner init writes them)",
+            EXIT_USAGE,
+        )
     for path in inputs:
         print(f"locking {path.name} → {path.with_suffix('.lock').name}", flush=True)
         lock(path, path.with_suffix(".lock"))

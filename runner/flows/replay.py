@@ -62,13 +62,21 @@ def _check_writable(run_dir: Path) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise RunnerError(f"cannot create the replay's run dir {run_dir}: {parent} is not writable (use --out DIR)",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"cannot create the replay's run dir {run_dir}: {parent} is not writable (use --out DIR)",
+            EXIT_USAGE,
+        )
 
 
-def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, allow_env_drift: bool = False,
-           echo: Callable[[str], None] = _echo, command: list[str] | None = None,
-           edit_config: Callable[[dict], dict] | None = None) -> Outcome:  # fmt: skip
+def replay(
+    target: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    allow_env_drift: bool = False,
+    echo: Callable[[str], None] = _echo,
+    command: list[str] | None = None,
+    edit_config: Callable[[dict], dict] | None = None,
+) -> Outcome:
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
     the recorded config before it runs (``--locate`` trains to a step and traces it)."""
@@ -88,14 +96,27 @@ def replay(target: str | os.PathLike, out: str | os.PathLike | None = None, *, a
         failure = exc.message  # the replay ran and failed: still a verdict (not identical)
     replayed = records.load(run_dir)
     verdict = _verdict(original, replayed, prepared.drift)
-    _write_json(run_dir / layout.VERDICT, {"original": str(original.dir), "replay": str(run_dir), "image": prepared.how,
-                                          "failure": failure, **verdict.to_json()})  # fmt: skip
+    _write_json(
+        run_dir / layout.VERDICT,
+        {
+            "original": str(original.dir),
+            "replay": str(run_dir),
+            "image": prepared.how,
+            "failure": failure,
+            **verdict.to_json(),
+        },
+    )
     return Outcome(verdict, run_dir, original, prepared.how, failure)
 
 
-def _prepare(original: records.RunRecord, run_dir: Path, allow_env_drift: bool, echo: Callable[[str], None],
-             command: list[str], edit_config: Callable[[dict], dict] | None,
-             ) -> tuple[RunInput, rebuild.Prepared, Engine | None]:  # fmt: skip
+def _prepare(
+    original: records.RunRecord,
+    run_dir: Path,
+    allow_env_drift: bool,
+    echo: Callable[[str], None],
+    command: list[str],
+    edit_config: Callable[[dict], dict] | None,
+) -> tuple[RunInput, rebuild.Prepared, Engine | None]:
     """The replay's input — recorded code, config, image and variables — checked against the record
     before anything runs; raises RunnerError (EnvironmentDrift for drift) when it cannot be had."""
     m = original.manifest
@@ -118,25 +139,39 @@ def _prepare(original: records.RunRecord, run_dir: Path, allow_env_drift: bool, 
         engine = engines.connect()  # the default engine: a record does not choose code to run
     prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
     prepared.drift[:0] = env_drift
-    code = RecordedCode(archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files)
+    code = RecordedCode(
+        archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files
+    )
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
-    inp = RunInput.replay(config, command, list(m.overrides), code=code, image=prepared.image,
-                          environment=prepared.environment, replay_of=replay_of)  # fmt: skip
+    inp = RunInput.replay(
+        config,
+        command,
+        list(m.overrides),
+        code=code,
+        image=prepared.image,
+        environment=prepared.environment,
+        replay_of=replay_of,
+    )
     return inp, prepared, engine
 
 
-def _verdict(original: records.RunRecord, replayed: records.RunRecord, drift: list[compare.Drift]) -> compare.Verdict:
+def _verdict(
+    original: records.RunRecord, replayed: records.RunRecord, drift: list[compare.Drift]
+) -> compare.Verdict:
     """The replay against the original: outputs, fingerprints, and what it ran with."""
     m = original.manifest
-    verdict = compare.verdict(original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints,
-                              drift)  # fmt: skip
+    verdict = compare.verdict(
+        original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints, drift
+    )
     verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
     flags = settings.flag_drift(m.determinism.flags, replayed.manifest.determinism.flags)
     ran_with = settings.env_drift(m.environment, replayed.manifest.environment) + flags
     if ran_with:
         verdict.drift += ran_with
-        verdict.notes.append("the replay ran with settings that differ from the record: "
-                             + "; ".join(d.describe() for d in ran_with))  # fmt: skip
+        verdict.notes.append(
+            "the replay ran with settings that differ from the record: "
+            + "; ".join(d.describe() for d in ran_with)
+        )
     return settings.hold_to_switches(verdict, flags)
 
 
@@ -163,12 +198,18 @@ def render(outcome: Outcome, console: Console) -> None:
     head.add_row("original", str(outcome.original.dir))
     head.add_row("replay", str(outcome.run_dir))
     if m.code:
-        head.add_row("code", f"snapshot sha256 {m.code.snapshot_sha256[:12]}… (commit {(m.code.commit or '?')[:12]}"
-                     f"{', dirty' if m.code.dirty else ''}) restored and verified")  # fmt: skip
+        head.add_row(
+            "code",
+            f"snapshot sha256 {m.code.snapshot_sha256[:12]}… (commit {(m.code.commit or '?')[:12]}"
+            f"{', dirty' if m.code.dirty else ''}) restored and verified",
+        )
     head.add_row("image", outcome.how)
     profile = m.determinism.profile
-    head.add_row("determinism", f"{profile.get('name', '?')} (seed {m.determinism.seed})"
-                 + ("" if profile.get("promises_bitwise") else " — does not promise identical bits"))  # fmt: skip
+    head.add_row(
+        "determinism",
+        f"{profile.get('name', '?')} (seed {m.determinism.seed})"
+        + ("" if profile.get("promises_bitwise") else " — does not promise identical bits"),
+    )
     head.add_row("replay status", v.status + (f": {outcome.failure}" if outcome.failure else ""))
     console.print(head)
 
@@ -181,8 +222,12 @@ def render(outcome: Outcome, console: Console) -> None:
     changed = {c.key: c for c in v.outputs}
     for name, rec in sorted((m.outputs or {}).items()):
         c = changed.pop(name, None)
-        t.add_row(name, rec.sha256[:16] + "…", short(c.b) if c else rec.sha256[:16] + "…",
-                  "[red]differs[/]" if c else "[green]identical[/]")  # fmt: skip
+        t.add_row(
+            name,
+            rec.sha256[:16] + "…",
+            short(c.b) if c else rec.sha256[:16] + "…",
+            "[red]differs[/]" if c else "[green]identical[/]",
+        )
     for name, c in sorted(changed.items()):  # only in the replay
         t.add_row(name, "—", short(c.b), "[red]extra[/]")
     console.print(t)
@@ -190,7 +235,9 @@ def render(outcome: Outcome, console: Console) -> None:
     if v.fingerprints_identical is None:
         fp = "none recorded"
     elif v.fingerprints_identical:
-        fp = f"[green]identical[/] ({m.fingerprints.steps} steps)" if m.fingerprints else "[green]identical[/]"
+        fp = (
+            f"[green]identical[/] ({m.fingerprints.steps} steps)" if m.fingerprints else "[green]identical[/]"
+        )
     elif v.divergence:
         fp = f"[red]first divergence at {v.divergence.describe()}[/]"
     else:
@@ -198,12 +245,16 @@ def render(outcome: Outcome, console: Console) -> None:
     console.print(f"[bold]fingerprints:[/] {fp}")
     for c in v.metrics:
         note = numbers.hidden_difference(c.a, c.b, c.key)
-        console.print(f"[bold]metric[/] {c.key}: {short(c.a, key=c.key)} → {short(c.b, key=c.key)}"
-                      + (f" ({note})" if note else ""))  # fmt: skip
+        console.print(
+            f"[bold]metric[/] {c.key}: {short(c.a, key=c.key)} → {short(c.b, key=c.key)}"
+            + (f" ({note})" if note else "")
+        )
     for c in v.environment:
         console.print(f"[bold]variable[/] {c.key}: {short(c.a)} → {short(c.b)}")
     for c in v.packages:
-        console.print(f"[bold]package[/] {c.key}: {short(c.a)} → {short(c.b)} (as the training process saw it)")
+        console.print(
+            f"[bold]package[/] {c.key}: {short(c.a)} → {short(c.b)} (as the training process saw it)"
+        )
     for note in v.notes:
         console.print(f"[yellow]note:[/] {note}")
     style = "bold green" if v.bit_identical else "bold red"
@@ -214,12 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runner replay", description=commands.COMMANDS["replay"])
     p.add_argument("run", help="a run dir or its manifest.json")
     p.add_argument("--out", help="run dir for the replay (default: RUN/replays/<time>)")
-    p.add_argument("--allow-env-drift", action="store_true",
-                   help="run even when the environment cannot be rebuilt exactly; the verdict lists the drift")  # fmt: skip
+    p.add_argument(
+        "--allow-env-drift",
+        action="store_true",
+        help="run even when the environment cannot be rebuilt exactly; the verdict lists the drift",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON instead of tables")
-    p.add_argument("--locate", action="store_true",
-                   help="name the first operation whose output differs at the step the runs diverge at")  # fmt: skip
-    p.add_argument("--step", type=int, help="with --locate: the step to trace (default: where a replay diverged)")
+    p.add_argument(
+        "--locate",
+        action="store_true",
+        help="name the first operation whose output differs at the step the runs diverge at",
+    )
+    p.add_argument(
+        "--step", type=int, help="with --locate: the step to trace (default: where a replay diverged)"
+    )
     return p
 
 
@@ -230,16 +289,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.locate:
         _locate(args)
     try:
-        outcome = replay(args.run, args.out, allow_env_drift=args.allow_env_drift,
-                         command=[sys.executable, "-m", "runner.replay", *argv])  # fmt: skip
+        outcome = replay(
+            args.run,
+            args.out,
+            allow_env_drift=args.allow_env_drift,
+            command=[sys.executable, "-m", "runner.replay", *argv],
+        )
     except RunnerError as exc:
         if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            console.stderr.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+            console.stderr.print(
+                _drift_table("the recorded environment cannot be rebuilt exactly", exc.drift)
+            )
         fail(exc)
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", EXIT_INTERRUPTED))
     if args.json:
-        print(json.dumps({"replay": str(outcome.run_dir), **outcome.verdict.to_json()}, indent=2, default=str))
+        print(
+            json.dumps({"replay": str(outcome.run_dir), **outcome.verdict.to_json()}, indent=2, default=str)
+        )
     else:
         render(outcome, Console(highlight=False))
     sys.exit(0 if outcome.verdict.bit_identical else EXIT_FAILED)
@@ -252,13 +319,26 @@ def _locate(args: argparse.Namespace) -> None:
         found = locate.locate(args.run, allow_env_drift=args.allow_env_drift, step=args.step, echo=_echo)
     except RunnerError as exc:
         if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            console.stderr.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+            console.stderr.print(
+                _drift_table("the recorded environment cannot be rebuilt exactly", exc.drift)
+            )
         fail(exc)
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", EXIT_INTERRUPTED))
     if args.json:
-        print(json.dumps({"step": found.step, "against": found.against, "difference": found.difference,
-                          "line": found.line(), "runs": [str(p) for p in found.runs]}, indent=2, default=str))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "step": found.step,
+                    "against": found.against,
+                    "difference": found.difference,
+                    "line": found.line(),
+                    "runs": [str(p) for p in found.runs],
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
         Console(highlight=False).print(found.line(), markup=False, soft_wrap=True)
     sys.exit(0 if found.difference else EXIT_FAILED)

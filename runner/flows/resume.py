@@ -51,10 +51,15 @@ def requested(argv: list[str]) -> Path | None:
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             if value.lower() in _SWEEP_FLAG:
-                raise RunnerError(f"{arg}: +resume takes a run dir (+resume=RUN_DIR continues one run); to skip "
-                                  f"a sweep's completed jobs, use {SKIP_COMPLETED}=true", EXIT_USAGE)  # fmt: skip
+                raise RunnerError(
+                    f"{arg}: +resume takes a run dir (+resume=RUN_DIR continues one run); to skip "
+                    f"a sweep's completed jobs, use {SKIP_COMPLETED}=true",
+                    EXIT_USAGE,
+                )
             if value.lower() in _NOT_A_PATH:
-                raise RunnerError(f"{arg}: +resume needs the run dir to continue (+resume=RUN_DIR)", EXIT_USAGE)
+                raise RunnerError(
+                    f"{arg}: +resume needs the run dir to continue (+resume=RUN_DIR)", EXIT_USAGE
+                )
             return Path(value)
     return None
 
@@ -63,8 +68,11 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     """Resume the run in ``run_dir``; returns its manifest. ``argv`` is the resume's own command line."""
     others = [a for a in argv if a.partition("=")[0] not in _KEYS]
     if others:
-        raise RunnerError(f"+resume=RUN_DIR continues a run with its recorded config; drop {' '.join(others)} "
-                          "(to change something, start a new run)", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"+resume=RUN_DIR continues a run with its recorded config; drop {' '.join(others)} "
+            "(to change something, start a new run)",
+            EXIT_USAGE,
+        )
     run_dir = run_dir.expanduser().resolve()
     if not run_dir.is_dir():
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
@@ -72,15 +80,38 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     engine, image = _recorded_image(prior, run_dir)
     found = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
-    echo(f"resuming {prior.run_id} ({prior.status}) from "
-         + (f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})" if checkpoint else "the start: no checkpoint was written"))
+    echo(
+        f"resuming {prior.run_id} ({prior.status}) from "
+        + (
+            f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})"
+            if checkpoint
+            else "the start: no checkpoint was written"
+        )
+    )
     assert prior.code is not None
-    code = RecordedCode(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256, commit=prior.code.commit,
-                        dirty=prior.code.dirty, files=prior.code.files)  # fmt: skip
-    entry = Resume(run_id=prior.run_id, checkpoint=checkpoint, from_step=step, started=time.time(),
-                   command=[sys.executable, "-m", "runner", *argv])  # fmt: skip
-    inp = RunInput.resumed(prior.config, prior.command, prior.overrides, code=code, image=image,
-                           replay_of=prior.replay_of, resume=entry)  # fmt: skip
+    code = RecordedCode(
+        run_dir / layout.CODE_ARCHIVE,
+        prior.code.snapshot_sha256,
+        commit=prior.code.commit,
+        dirty=prior.code.dirty,
+        files=prior.code.files,
+    )
+    entry = Resume(
+        run_id=prior.run_id,
+        checkpoint=checkpoint,
+        from_step=step,
+        started=time.time(),
+        command=[sys.executable, "-m", "runner", *argv],
+    )
+    inp = RunInput.resumed(
+        prior.config,
+        prior.command,
+        prior.overrides,
+        code=code,
+        image=image,
+        replay_of=prior.replay_of,
+        resume=entry,
+    )
     from runner.flows import run  # here: every `python -m runner` imports this module, for `requested`
 
     return run.run(inp, run_dir, echo, engine)
@@ -93,11 +124,16 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
     if prior.status == "completed":
         raise RunnerError(f"{run_dir} reads completed: there is nothing to resume", EXIT_USAGE)
     if prior.code is None:
-        raise RunnerError(f"{run_dir} was stopped before its code snapshot was taken: start it again instead "
-                          "of resuming", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"{run_dir} was stopped before its code snapshot was taken: start it again instead of resuming",
+            EXIT_USAGE,
+        )
     if prior.code.snapshot != layout.CODE_ARCHIVE:  # the manifest is data: it names no other file
-        raise RunnerError(f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
-                          f"{layout.CODE_ARCHIVE!r}", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
+            f"{layout.CODE_ARCHIVE!r}",
+            EXIT_USAGE,
+        )
     # the snapshot first (hash, then every entry confined), then whether the recorded config still
     # plans: a record is data, and one that no runner would have written stops here, in one line
     snap_root = snapshot.extract(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256)
@@ -109,8 +145,11 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
     with run.recorded_config():
         _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
     if prior.data and files != {k: v.model_dump() for k, v in prior.data.files.items()}:
-        raise RunnerError(f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
-                          "differ): a resume would not continue the same run", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
+            "differ): a resume would not continue the same run",
+            EXIT_USAGE,
+        )
     return prior
 
 
@@ -122,11 +161,16 @@ def _recorded_image(prior: manifest.Manifest, run_dir: Path) -> tuple[Engine | N
     from runner.host import image_builder
 
     if prior.image is None:
-        raise RunnerError(f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE)
+        raise RunnerError(
+            f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE
+        )
     engine = engines.connect()  # the default engine: a record does not choose code to run
     if engine.image_id(prior.image.id) is None:
-        raise RunnerError(f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
-                          "a resume needs the very same image", EXIT_ENVIRONMENT)  # fmt: skip
+        raise RunnerError(
+            f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
+            "a resume needs the very same image",
+            EXIT_ENVIRONMENT,
+        )
     return engine, image_builder.reuse(engine, prior.image)
 
 
@@ -142,4 +186,6 @@ def main(argv: list[str]) -> None:
         m = resume(run_dir, argv, echo=console.echo)
     except RunnerError as exc:
         fail(exc)
-    console.stderr.print(f"[bold green]{m.status}[/] {run_dir} (resumed from step {m.resumes[-1]['from_step']})")
+    console.stderr.print(
+        f"[bold green]{m.status}[/] {run_dir} (resumed from step {m.resumes[-1]['from_step']})"
+    )

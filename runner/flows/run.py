@@ -64,21 +64,30 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
         ran = _carry_out(r, echo, engine)
     except KeyboardInterrupt:
         _record_early_end(r, record.Ending("interrupted", EXIT_INTERRUPTED, "interrupted before training"))
-        raise RunnerError(f"interrupted; partial record in {r.dir / layout.MANIFEST}", EXIT_INTERRUPTED) from None
+        raise RunnerError(
+            f"interrupted; partial record in {r.dir / layout.MANIFEST}", EXIT_INTERRUPTED
+        ) from None
     except RunnerError as exc:
         # a failed build: its last lines are the record's log tail
         tail = _tail(r.dir / layout.LOGS_DIR / layout.BUILD_LOG) if r.got.image is None else []
         _record_early_end(r, record.Ending("failed", exc.exit_code, exc.message), tail)
         raise
     except Exception as exc:  # a bug: keep its traceback, but leave a whole record and a free run dir
-        _record_early_end(r, record.Ending("failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}"))
+        _record_early_end(
+            r, record.Ending("failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        )
         raise
 
     # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
     # (and is dropped: there is nothing left to interrupt).
     with deferred(redeliver=False), rundir.released(r.dir, r.lock_fd):
-        end = record.ending(ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan,
-                            audit=audit.recorded(r.dir))  # fmt: skip
+        end = record.ending(
+            ran.exit_code,
+            oom_killed=ran.oom_killed,
+            interrupted=ran.interrupted,
+            plan=r.plan,
+            audit=audit.recorded(r.dir),
+        )
         m = _finish(r, end, ran.log_tail if end.status != "completed" else [], container_exit=ran.exit_code)
     if end.status != "completed":
         log = r.dir / layout.LOGS_DIR / layout.TRAIN_LOG
@@ -108,9 +117,16 @@ def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
     """The run's plan: a resume keeps the run's id (in a container of its own name); recorded
     variables, when given, take the place of the plan's."""
     facts.check_gpus(inp.config)  # GPUs asked for but not here: refused before anything is fetched or built
-    plan = spec.plan_run(inp.config, run_dir, root, os.environ, os.getuid(), os.getgid(),
-                         detected_gpus=facts.detected_gpus(inp.config),
-                         run_id=inp.resume.run_id if inp.resume else None)  # fmt: skip
+    plan = spec.plan_run(
+        inp.config,
+        run_dir,
+        root,
+        os.environ,
+        os.getuid(),
+        os.getgid(),
+        detected_gpus=facts.detected_gpus(inp.config),
+        run_id=inp.resume.run_id if inp.resume else None,
+    )
     if inp.resume:  # same run, new container: a name of its own, so nothing can collide with the last one
         plan = dataclasses.replace(plan, container_name=f"runner-{plan.run_id}-resume-{uuid.uuid4().hex[:6]}")
     if inp.environment is not None:
@@ -128,14 +144,26 @@ def _check(inp: RunInput, plan: spec.RunPlan, root: Path) -> None:
         params.check(plan.config, plan.experiment.get("schemas"), root)
 
 
-def replan(config: Mapping[str, Any], run_dir: Path, snap_dir: Path, run_id: str | None = None) -> spec.RunPlan:
+def replan(
+    config: Mapping[str, Any], run_dir: Path, snap_dir: Path, run_id: str | None = None
+) -> spec.RunPlan:
     """Plan a recorded config against its restored snapshot before anything runs (a replay, a
     resume): a record whose config no runner would have written is refused here, in one line."""
     with recorded_config():
         try:
-            facts.check_gpus(config)  # a GPU run replayed where there are none: refused before the image is had
-            return spec.plan_run(config, run_dir, snap_dir, os.environ, os.getuid(), os.getgid(), run_id=run_id,
-                                 detected_gpus=facts.detected_gpus(config))  # fmt: skip
+            facts.check_gpus(
+                config
+            )  # a GPU run replayed where there are none: refused before the image is had
+            return spec.plan_run(
+                config,
+                run_dir,
+                snap_dir,
+                os.environ,
+                os.getuid(),
+                os.getgid(),
+                run_id=run_id,
+                detected_gpus=facts.detected_gpus(config),
+            )
         except RunnerError as exc:
             raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
 
@@ -147,7 +175,9 @@ def recorded_config() -> Iterator[None]:
         yield
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         detail = " ".join(str(exc).split())[:120]
-        raise RunnerError(f"the recorded config cannot be run: {type(exc).__name__}: {detail}", EXIT_USAGE) from None
+        raise RunnerError(
+            f"the recorded config cannot be run: {type(exc).__name__}: {detail}", EXIT_USAGE
+        ) from None
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -164,8 +194,10 @@ def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
     what = exp.get("target") or exp.get("script") or f"-m {exp.get('module')}"
     if exp.get("launcher") == "torchrun":
         what = f"torchrun {what}"
-    echo(f"run {plan.run_id}: {what} "
-         f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}")  # fmt: skip
+    echo(
+        f"run {plan.run_id}: {what} "
+        f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}"
+    )
     ran = backend.run(plan, image_tag, snap_dir, data_root, echo)
     r.got.container_seconds = ran.seconds
     return ran
@@ -177,13 +209,23 @@ def _code(r: _Run) -> Path:
     code, archive = r.input.code, r.dir / layout.CODE_ARCHIVE
     if code is None:
         info = snapshot.take(r.root, r.dir)
-        r.got.code = manifest.Code(commit=info.commit, dirty=info.dirty, snapshot=info.archive,
-                                   snapshot_sha256=info.sha256, files=info.files)  # fmt: skip
+        r.got.code = manifest.Code(
+            commit=info.commit,
+            dirty=info.dirty,
+            snapshot=info.archive,
+            snapshot_sha256=info.sha256,
+            files=info.files,
+        )
         return snapshot.extract(r.dir / info.archive, info.sha256)
     if code.archive.resolve() != archive:
         shutil.copyfile(code.archive, archive)
-    r.got.code = manifest.Code(commit=code.commit, dirty=code.dirty, files=code.files, snapshot=layout.CODE_ARCHIVE,
-                               snapshot_sha256=code.sha256)  # fmt: skip
+    r.got.code = manifest.Code(
+        commit=code.commit,
+        dirty=code.dirty,
+        files=code.files,
+        snapshot=layout.CODE_ARCHIVE,
+        snapshot_sha256=code.sha256,
+    )
     return snapshot.extract(archive, code.sha256)
 
 
@@ -195,8 +237,9 @@ def _data(r: _Run, echo: Echo) -> Path:
     return root
 
 
-def _executor(r: _Run, snap_dir: Path, data_root: Path, echo: Echo,
-              engine: Engine | None) -> tuple[DockerBackend | HostBackend, str | None, tuple[str, str, str]]:  # fmt: skip
+def _executor(
+    r: _Run, snap_dir: Path, data_root: Path, echo: Echo, engine: Engine | None
+) -> tuple[DockerBackend | HostBackend, str | None, tuple[str, str, str]]:
     """Where the worker runs, the image it runs in (None on the host) and the run dir, code and
     data paths as the worker sees them."""
     plan = r.plan
@@ -236,16 +279,28 @@ def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = 
         _finish(r, end, log_tail or [])
 
 
-def _finish(r: _Run, end: record.Ending, log_tail: list[str], container_exit: int | None = None) -> manifest.Manifest:
+def _finish(
+    r: _Run, end: record.Ending, log_tail: list[str], container_exit: int | None = None
+) -> manifest.Manifest:
     """Collect what the run left and write its manifest. Never raises for missing pieces: a failed
     run's record is still whole, with whatever the run left behind."""
     fp = r.dir / layout.FINGERPRINTS
-    prints = record.FingerprintFile(sha256_file(fp), records.read_fingerprints(r.dir)) if fp.is_file() else None
+    prints = (
+        record.FingerprintFile(sha256_file(fp), records.read_fingerprints(r.dir)) if fp.is_file() else None
+    )
     result = _result(r.dir / layout.RESULT)
     outputs = hash_tree(r.dir / layout.OUTPUTS_DIR, r.cache)
-    outcome = record.Outcome(ending=end, exit_code=container_exit or end.exit_code, log_tail=log_tail, result=result,
-                             outputs=outputs, fingerprints=prints, audit=audit.recorded(r.dir),
-                             op_traces=locate.traces_written(r.dir), finished=time.time())  # fmt: skip
+    outcome = record.Outcome(
+        ending=end,
+        exit_code=container_exit or end.exit_code,
+        log_tail=log_tail,
+        result=result,
+        outputs=outputs,
+        fingerprints=prints,
+        audit=audit.recorded(r.dir),
+        op_traces=locate.traces_written(r.dir),
+        finished=time.time(),
+    )
     m = record.build(r.plan, r.input, r.got, outcome)
     records.write_manifest(r.dir, m)
     return m

@@ -53,9 +53,17 @@ class JobRecord:
     code_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "run_dir": str(self.run_dir), "overrides": self.overrides, "status": self.status,
-                "exit_code": self.exit_code, "error": self.error, "run_id": self.run_id, "seed": self.seed,
-                "metrics": self.metrics}  # fmt: skip
+        return {
+            "name": self.name,
+            "run_dir": str(self.run_dir),
+            "overrides": self.overrides,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "metrics": self.metrics,
+        }
 
 
 # -- reading run dirs ----------------------------------------------------------------------------------
@@ -99,20 +107,40 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
             m = records.read_manifest(run_dir)
         except RunnerError as exc:
             return JobRecord(name, run_dir, _hydra_overrides(run_dir), "unknown", None, exc.message)
-        return JobRecord(name, run_dir, list(m.overrides), m.status, m.exit_code, m.error, m.run_id,
-                         m.determinism.seed, dict(m.metrics), m.code.snapshot_sha256 if m.code else None)  # fmt: skip
+        return JobRecord(
+            name,
+            run_dir,
+            list(m.overrides),
+            m.status,
+            m.exit_code,
+            m.error,
+            m.run_id,
+            m.determinism.seed,
+            dict(m.metrics),
+            m.code.snapshot_sha256 if m.code else None,
+        )
     status_rec = sweep.read_job_status(run_dir)
     overrides = (status_rec or {}).get("overrides") or _hydra_overrides(run_dir)
     if status_rec:
-        return JobRecord(name, run_dir, overrides, status_rec.get("status", "failed"), status_rec.get("exit_code"),
-                         status_rec.get("error"))  # fmt: skip
-    return JobRecord(name, run_dir, overrides, "unknown", None, "no manifest and no job status: still running, or killed")
+        return JobRecord(
+            name,
+            run_dir,
+            overrides,
+            status_rec.get("status", "failed"),
+            status_rec.get("exit_code"),
+            status_rec.get("error"),
+        )
+    return JobRecord(
+        name, run_dir, overrides, "unknown", None, "no manifest and no job status: still running, or killed"
+    )
 
 
 def read_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(step, loss) pairs from a run's fingerprints; a resumed run's repeated steps keep the last."""
     try:
-        return fingerprints.losses(records.read_fingerprints(run_dir))  # a run killed mid-line: that line is skipped
+        return fingerprints.losses(
+            records.read_fingerprints(run_dir)
+        )  # a run killed mid-line: that line is skipped
     except OSError:
         return []
 
@@ -141,16 +169,25 @@ def summarize(sweep_dir: Path, jobs: Sequence[JobRecord]) -> dict[str, Any]:
             have = [j for j in done if _numeric(j.metrics.get(name))]
             if have:
                 values = [float(j.metrics[name]) for j in have]
-                metrics[name] = {**stats.describe(values).to_dict(), "values": values, "jobs": [j.name for j in have]}
-        out_groups.append({
-            "overrides": list(key),
-            "jobs": [j.name for j in members],
-            "seeds": [j.seed for j in done],
-            "completed": len(done),
-            "not_completed": [{"name": j.name, "status": j.status, "exit_code": j.exit_code} for j in members
-                              if j.status != "completed"],
-            "metrics": metrics,
-        })  # fmt: skip
+                metrics[name] = {
+                    **stats.describe(values).to_dict(),
+                    "values": values,
+                    "jobs": [j.name for j in have],
+                }
+        out_groups.append(
+            {
+                "overrides": list(key),
+                "jobs": [j.name for j in members],
+                "seeds": [j.seed for j in done],
+                "completed": len(done),
+                "not_completed": [
+                    {"name": j.name, "status": j.status, "exit_code": j.exit_code}
+                    for j in members
+                    if j.status != "completed"
+                ],
+                "metrics": metrics,
+            }
+        )
     codes = sorted({j.code_sha256 for j in jobs if j.code_sha256})
     return {
         "schema": SCHEMA,
@@ -171,7 +208,9 @@ def write(sweep_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunnerError(f"no sweep dir at {sweep_dir}", EXIT_USAGE)
     run_dirs = find_run_dirs(sweep_dir)
     if not run_dirs:
-        raise RunnerError(f"{sweep_dir} holds no run dirs (no manifest.json, job_status.json or .hydra/)", EXIT_USAGE)
+        raise RunnerError(
+            f"{sweep_dir} holds no run dirs (no manifest.json, job_status.json or .hydra/)", EXIT_USAGE
+        )
     jobs = [read_job(sweep_dir, d) for d in run_dirs]
     summary = summarize(sweep_dir, jobs)
     _atomic_write(sweep_dir / SUMMARY_JSON, json.dumps(_strict_json(summary), indent=2, allow_nan=False))

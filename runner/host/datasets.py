@@ -28,7 +28,11 @@ def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Pa
     elif missing:
         raise RunnerError(
             f"dataset {dataset['name']}: {', '.join(missing)} not found under {root}"
-            + (" (apt-get install dataset-fashion-mnist, or `make setup`)" if dataset["name"] == "fashion_mnist" else ""),
+            + (
+                " (apt-get install dataset-fashion-mnist, or `make setup`)"
+                if dataset["name"] == "fashion_mnist"
+                else ""
+            ),
             EXIT_ENVIRONMENT,
         )
     expected = (download or {}).get("sha256") or {}
@@ -72,7 +76,9 @@ def _download(root: Path, names: list[str], download: Mapping[str, Any], log) ->
             try:
                 log(f"downloading {url}")
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    digest = atomic.write_stream(root / name, iter(lambda: resp.read(1 << 20), b""), sums[name])
+                    digest = atomic.write_stream(
+                        root / name, iter(lambda: resp.read(1 << 20), b""), sums[name]
+                    )
                 if digest == sums[name]:
                     break
                 mismatched.append(f"{url} gave sha256 {digest[:12]}…")

@@ -72,8 +72,13 @@ class DockerEngine:
     # -- facts -------------------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
         v = self.client.version()
-        return {"version": v.get("Version"), "api_version": v.get("ApiVersion"), "os": v.get("Os"),
-                "arch": v.get("Arch"), "kernel": v.get("KernelVersion")}  # fmt: skip
+        return {
+            "version": v.get("Version"),
+            "api_version": v.get("ApiVersion"),
+            "os": v.get("Os"),
+            "arch": v.get("Arch"),
+            "kernel": v.get("KernelVersion"),
+        }
 
     def _image(self, ref: str) -> Any:
         """The local image ``ref`` names, or None; an engine that refuses the question is one line."""
@@ -146,9 +151,16 @@ class DockerEngine:
                 else:
                     _link_or_copy(src, ctx / name)
             stream = self.client.api.build(
-                path=str(ctx), tag=tag, buildargs=buildargs, labels=labels, network_mode="none",
-                rm=True, forcerm=True, pull=False, decode=True,
-            )  # fmt: skip
+                path=str(ctx),
+                tag=tag,
+                buildargs=buildargs,
+                labels=labels,
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
             image_id = None
             for chunk in stream:
                 if "error" in chunk:
@@ -198,13 +210,17 @@ class DockerEngine:
         except docker.errors.ImageNotFound:
             raise RunnerError(f"image {req.image} not found", EXIT_ENVIRONMENT) from None
         except docker.errors.APIError as exc:
-            raise RunnerError(f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT) from None
+            raise RunnerError(
+                f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
+            ) from None
         try:
             created.start()
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.DockerException):
                 created.remove(force=True)
-            raise RunnerError(f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT) from None
+            raise RunnerError(
+                f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
+            ) from None
         return Container(id=created.id, name=req.name)
 
     def stream_logs(self, container: Container) -> Iterator[str]:
@@ -225,8 +241,12 @@ class DockerEngine:
             result = self.client.api.wait(container.id)
             state = self.client.api.inspect_container(container.id).get("State", {})
         except docker.errors.NotFound:
-            raise RunnerError(f"container {container.name} was removed before it ended", EXIT_ENVIRONMENT) from None
-        return ContainerExit(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+            raise RunnerError(
+                f"container {container.name} was removed before it ended", EXIT_ENVIRONMENT
+            ) from None
+        return ContainerExit(
+            exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled"))
+        )
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
         with contextlib.suppress(docker.errors.DockerException):

@@ -31,8 +31,14 @@ from runner.core.errors import EXIT_USAGE, RunnerError
 DEFAULT_ENGINE: Mapping[str, Any] = {"_target_": "runner.host.docker_engine.DockerEngine"}
 
 # Container-engine sockets: a container that can reach one controls the host, read-only mount or not.
-ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
-                  "/run/podman/podman.sock", "/run/user/1000/docker.sock", "/run/user/1000/podman/podman.sock")  # fmt: skip
+ENGINE_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/run/user/1000/docker.sock",
+    "/run/user/1000/podman/podman.sock",
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,15 @@ class Engine(Protocol):
     def read_image_file(self, image: str, path: str) -> bytes:
         """A file's bytes from an image, without running anything in it."""
 
-    def build(self, tag: str, dockerfile: Path, files: dict[str, Path], buildargs: dict[str, str],
-              labels: dict[str, str], on_line: Callable[[str], None]) -> str:  # fmt: skip
+    def build(
+        self,
+        tag: str,
+        dockerfile: Path,
+        files: dict[str, Path],
+        buildargs: dict[str, str],
+        labels: dict[str, str],
+        on_line: Callable[[str], None],
+    ) -> str:
         """Build ``tag`` without network from the Dockerfile and ``files`` (context name → host
         path); each line of build output goes to ``on_line``. Returns the image id."""
 
@@ -123,8 +136,9 @@ def make(spec: Mapping[str, Any] | None = None) -> Engine:
         why = " ".join(str(exc).split())
         raise RunnerError(f"launch.engine: cannot make an engine of {target!r}: {why}", EXIT_USAGE) from None
     if not isinstance(engine, Engine):
-        raise RunnerError(f"launch.engine: {target!r} is not a container engine (see runner.host.engine.Engine)",
-                          EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"launch.engine: {target!r} is not a container engine (see runner.host.engine.Engine)", EXIT_USAGE
+        )
     return engine
 
 
@@ -162,5 +176,8 @@ def refuse_engine_sockets(mounts: list[tuple[str, str, bool]], sockets: list[Pat
         source = Path(os.path.realpath(src))
         for sock in sockets:
             if sock == source or sock.is_relative_to(source):
-                raise RunnerError(f"refusing to mount {src} at {dst}: it holds the container engine's socket "
-                                  f"{sock}, which would hand the container the host", EXIT_USAGE)  # fmt: skip
+                raise RunnerError(
+                    f"refusing to mount {src} at {dst}: it holds the container engine's socket "
+                    f"{sock}, which would hand the container the host",
+                    EXIT_USAGE,
+                )

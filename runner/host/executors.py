@@ -90,7 +90,9 @@ class DockerBackend:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def run(self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]) -> Exit:
+    def run(
+        self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
+    ) -> Exit:
         tee = Tee(plan.run_dir / TRAIN_LOG, echo)
         started = time.time()
         container: Container | None = None
@@ -99,13 +101,19 @@ class DockerBackend:
         try:
             with deferred():  # create + start as one step: a Ctrl-C meanwhile lands once `container` is set
                 container = self.engine.start(plan.container_request(image, code_dir, data_root))
-            reader = threading.Thread(target=_pump, args=(self.engine.stream_logs(container), tee), daemon=True)
+            reader = threading.Thread(
+                target=_pump, args=(self.engine.stream_logs(container), tee), daemon=True
+            )
             reader.start()
             while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
                 reader.join(0.2)
             ended = self.engine.wait(container)
-            return Exit(ended.exit_code, oom_killed=ended.oom_killed, seconds=time.time() - started,
-                        log_tail=list(tee.tail))  # fmt: skip
+            return Exit(
+                ended.exit_code,
+                oom_killed=ended.oom_killed,
+                seconds=time.time() - started,
+                log_tail=list(tee.tail),
+            )
         except KeyboardInterrupt:
             interrupted = True
             tee.quiet()
@@ -127,15 +135,21 @@ class HostBackend:
 
     name = "host"
 
-    def run(self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path,
-            echo: Callable[[str], None]) -> Exit:  # fmt: skip
+    def run(
+        self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo: Callable[[str], None]
+    ) -> Exit:
         tee = Tee(plan.run_dir / TRAIN_LOG, echo)
         env = plan.host_env(os.environ, code_dir)
         started = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.worker"], env=env, cwd=str(code_dir),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "runner.worker"],
+            env=env,
+            cwd=str(code_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         assert proc.stdout is not None  # stdout=PIPE
         try:
             for line in proc.stdout:

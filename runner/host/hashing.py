@@ -57,7 +57,8 @@ class HashCache:
         self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, sha256 TEXT)"
+            "CREATE TABLE IF NOT EXISTS hashes "
+            "(path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, sha256 TEXT)"
         )
 
     def sha256(self, path: str | os.PathLike) -> str:

@@ -25,8 +25,9 @@ from runner.host.progress import BuildProgress
 __all__ = ["ResolvedImage", "build_lock", "find_or_build", "image_record", "resolve_image", "reuse"]
 
 
-def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None],
-                  build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
+def resolve_image(
+    engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable[[str], None], build_log: Path | None = None
+) -> ResolvedImage:
     """Find the image the plan names by content hash, or build it (hermetically) when the tag is absent.
 
     A build's output goes to ``build_log`` when given (a failed build's run dir then keeps the
@@ -42,12 +43,26 @@ def resolve_image(engine: Engine, plan: spec.RunPlan, root: Path, echo: Callable
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
-    return find_or_build(engine, iplan, root, echo, build_log=build_log,
-                         announce=f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)")  # fmt: skip
+    return find_or_build(
+        engine,
+        iplan,
+        root,
+        echo,
+        build_log=build_log,
+        announce=f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)",
+    )
 
 
-def find_or_build(engine: Engine, iplan: images.ImagePlan, root: Path, echo: Callable[[str], None], *,
-                  announce: str | None = None, wheels: Path | None = None, build_log: Path | None = None) -> ResolvedImage:  # fmt: skip
+def find_or_build(
+    engine: Engine,
+    iplan: images.ImagePlan,
+    root: Path,
+    echo: Callable[[str], None],
+    *,
+    announce: str | None = None,
+    wheels: Path | None = None,
+    build_log: Path | None = None,
+) -> ResolvedImage:
     """The one build path, for runs, sweeps and replays: the image ``iplan`` describes, found by its
     tag or built from ``root``'s Dockerfile and lock with the lock's wheels (``wheels``, or fetched
     now). Runners needing one tag at once hold a host-wide lock: the first builds, the others find it.
@@ -57,16 +72,24 @@ def find_or_build(engine: Engine, iplan: images.ImagePlan, root: Path, echo: Cal
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
         if built:
-            with BuildProgress(iplan.tag, build_log, echo, announce) as progress, \
-                    Tee(build_log, progress) if build_log else contextlib.nullcontext(progress) as log:  # fmt: skip
+            with (
+                BuildProgress(iplan.tag, build_log, echo, announce) as progress,
+                Tee(build_log, progress) if build_log else contextlib.nullcontext(progress) as log,
+            ):
                 if announce:
                     log(announce)  # the log file's first line (the terminal got it from BuildProgress)
                 if wheels is None:
-                    wheels = wheelhouse.wheelhouse(root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log)
+                    wheels = wheelhouse.wheelhouse(
+                        root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log
+                    )
                 image_id = engine.build(
-                    iplan.tag, root / iplan.dockerfile, {"image.lock": root / iplan.lock, "wheels": wheels},
-                    buildargs={"BASE": iplan.base, **iplan.build_args}, labels=iplan.labels(), on_line=log,
-                )  # fmt: skip
+                    iplan.tag,
+                    root / iplan.dockerfile,
+                    {"image.lock": root / iplan.lock, "wheels": wheels},
+                    buildargs={"BASE": iplan.base, **iplan.build_args},
+                    labels=iplan.labels(),
+                    on_line=log,
+                )
     record = image_record(iplan, image_id, built, time.time() - started if built else None, engine)
     return ResolvedImage(record=record, tag=iplan.tag)
 
@@ -78,13 +101,17 @@ def reuse(engine: Engine, recorded: manifest.Image) -> ResolvedImage:
     return ResolvedImage(record=record, tag=recorded.id)
 
 
-def image_record(iplan: images.ImagePlan, image_id: str, built: bool, build_seconds: float | None,
-                 engine: Engine) -> dict[str, Any]:  # fmt: skip
+def image_record(
+    iplan: images.ImagePlan, image_id: str, built: bool, build_seconds: float | None, engine: Engine
+) -> dict[str, Any]:
     """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
     return {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},
-        "id": image_id, "built_now": built, "build_seconds": build_seconds, "engine": engine.version(),
-    }  # fmt: skip
+        "id": image_id,
+        "built_now": built,
+        "build_seconds": build_seconds,
+        "engine": engine.version(),
+    }
 
 
 @contextlib.contextmanager

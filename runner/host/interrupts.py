@@ -1,12 +1,12 @@
 """Ctrl-C and SIGTERM on the host: hold them off while cleanup that must finish runs.
 
 Every command-line edge (``python -m runner``, ``runner.replay``, a sweep's job processes) calls
-:func:`sigterm_as_interrupt` first, so both signals reach Python as the same exception. Code that must not be cut in half (stopping and
-removing a container, writing the manifest, releasing the run dir) runs inside
-:class:`deferred`: a signal that arrives meanwhile is recorded, and when the block ends it is
-either delivered again to whatever handler was in place before (``redeliver=True``, the
-default: "it takes effect afterwards") or dropped (``redeliver=False``, for cleanup that is
-already the answer to an interrupt, where a second Ctrl-C asks for nothing new).
+:func:`sigterm_as_interrupt` first, so both signals reach Python as the same exception. Code that
+must not be cut in half (stopping and removing a container, writing the manifest, releasing the run
+dir) runs inside :class:`deferred`: a signal that arrives meanwhile is recorded, and when the block
+ends it is either delivered again to whatever handler was in place before (``redeliver=True``, the
+default: "it takes effect afterwards") or dropped (``redeliver=False``, for cleanup that is already
+the answer to an interrupt, where a second Ctrl-C asks for nothing new).
 """
 
 from __future__ import annotations

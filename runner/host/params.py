@@ -35,7 +35,9 @@ def check(config: Mapping[str, Any], schemas: Mapping[str, str] | None, root: Pa
         try:
             adapter = pydantic.TypeAdapter(_load(str(ref), root))
         except pydantic.PydanticUserError as exc:  # not a type pydantic can validate with
-            raise RunnerError(f"experiment.schemas: {ref!r} is not a schema: {exc.message.splitlines()[0]}") from None
+            raise RunnerError(
+                f"experiment.schemas: {ref!r} is not a schema: {exc.message.splitlines()[0]}"
+            ) from None
         try:
             adapter.validate_python(config.get(section))
         except pydantic.ValidationError as exc:

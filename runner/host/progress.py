@@ -21,7 +21,9 @@ class BuildProgress:
     """A line sink for a build's output: remembers the current step and shows it with the elapsed
     time. Use as a context manager; on exit it prints one line saying how long the build took."""
 
-    def __init__(self, tag: str, log_path: Path | None, echo: Callable[[str], None], announce: str | None = None):
+    def __init__(
+        self, tag: str, log_path: Path | None, echo: Callable[[str], None], announce: str | None = None
+    ):
         self.tag, self.log_path, self.echo = tag, log_path, echo
         self.announce = announce or f"building image {tag}"
         self.console = Console(stderr=True, highlight=False)

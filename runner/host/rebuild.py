@@ -49,8 +49,10 @@ class EnvironmentDrift(RunnerError):
         if fatal:
             msg = f"cannot replay: {fatal} ({items}) — nothing was run"
         else:
-            msg = (f"the recorded environment cannot be rebuilt exactly: {items} — nothing was run "
-                   "(--allow-env-drift runs anyway and reports this drift)")  # fmt: skip
+            msg = (
+                f"the recorded environment cannot be rebuilt exactly: {items} — nothing was run "
+                "(--allow-env-drift runs anyway and reports this drift)"
+            )
         super().__init__(msg, EXIT_ENVIRONMENT)
         self.drift = drift
 
@@ -66,7 +68,9 @@ class Prepared:
 
 
 # -- checks that need no engine ---------------------------------------------------------------------
-def recorded_variables(recorded: Mapping[str, str], host_env: Mapping[str, str]) -> tuple[dict[str, str], list[Drift]]:
+def recorded_variables(
+    recorded: Mapping[str, str], host_env: Mapping[str, str]
+) -> tuple[dict[str, str], list[Drift]]:
     """The recorded variables, with values the record redacted (secrets) taken from this host."""
     out, drift = {}, []
     for name, value in recorded.items():
@@ -103,7 +107,11 @@ def check_file(root: Path, rel: str, recorded_sha256: str, what: str) -> tuple[P
         return path, [Drift(f"{what} {rel}", f"sha256 {recorded_sha256[:12]}…", "not in the code snapshot")]
     digest = sha256_file(path)
     if digest != recorded_sha256:
-        return path, [Drift(f"{what} {rel} in the snapshot", f"sha256 {recorded_sha256[:12]}…", f"sha256 {digest[:12]}…")]
+        return path, [
+            Drift(
+                f"{what} {rel} in the snapshot", f"sha256 {recorded_sha256[:12]}…", f"sha256 {digest[:12]}…"
+            )
+        ]
     return path, []
 
 
@@ -119,11 +127,18 @@ def check_wheels(lock: Path, wheel_dir: Path, cache: HashCache | None = None) ->
     for name, (version, hashes) in sorted(pins.items()):
         files = seen.get(name, [])
         if not files:
-            drift.append(Drift(f"wheel for {name}=={version}", f"pinned by {lock.name}", "missing from the wheelhouse"))
+            drift.append(
+                Drift(f"wheel for {name}=={version}", f"pinned by {lock.name}", "missing from the wheelhouse")
+            )
         for fname, digest in files:
             if hashes and digest not in hashes:
-                drift.append(Drift(f"wheel {fname}", f"one of the {len(hashes)} sha256 {lock.name} pins for "
-                                   f"{name}=={version}", f"sha256 {digest[:16]}…"))  # fmt: skip
+                drift.append(
+                    Drift(
+                        f"wheel {fname}",
+                        f"one of the {len(hashes)} sha256 {lock.name} pins for {name}=={version}",
+                        f"sha256 {digest[:16]}…",
+                    )
+                )
     return drift
 
 
@@ -167,49 +182,69 @@ def prepare(
         return Prepared(None, f"host backend: this Python ({sys.executable})", env, drift)
 
     if m.image is None:
-        raise RunnerError("the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT)
+        raise RunnerError(
+            "the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT
+        )
     assert engine is not None, "a containerized replay needs an engine"
     rec = m.image
     if engine.image_id(rec.tag) == rec.id:  # the exact image is still here
         _stop(drift, allow_drift)
-        return Prepared(image_builder.reuse(engine, rec), f"reused {rec.tag} (the recorded image id)", env, drift)
+        return Prepared(
+            image_builder.reuse(engine, rec), f"reused {rec.tag} (the recorded image id)", env, drift
+        )
 
-    image, how, image_drift = _rebuild(engine, m, snap_dir, plan, allow_drift=allow_drift, drift=drift, echo=echo)
+    image, how, image_drift = _rebuild(
+        engine, m, snap_dir, plan, allow_drift=allow_drift, drift=drift, echo=echo
+    )
     drift += image_drift
     _stop(drift, allow_drift)
     return Prepared(image, how, env, drift)
 
 
-def _recorded_image_plan(engine: Engine, rec: manifest.Image, snap_dir: Path,
-                         drift: list[Drift]) -> tuple[images.ImagePlan, list[Drift]]:  # fmt: skip
+def _recorded_image_plan(
+    engine: Engine, rec: manifest.Image, snap_dir: Path, drift: list[Drift]
+) -> tuple[images.ImagePlan, list[Drift]]:
     """The recorded image's plan, on the base as it is here and the snapshot's Dockerfile and lock,
     with every way those differ from the record; raises EnvironmentDrift when one is missing."""
     found: list[Drift] = []
     base_now = engine.image_id(rec.base_ref) or engine.pull(rec.base_ref)
     if base_now is None:
-        found.append(Drift(f"base image {rec.base_ref}", f"id {rec.base_id}", "not present, and no registry answered"))
+        found.append(
+            Drift(f"base image {rec.base_ref}", f"id {rec.base_id}", "not present, and no registry answered")
+        )
         raise EnvironmentDrift(drift + found, fatal=f"there is no base image {rec.base_ref} to build on")
     if base_now != rec.base_id:
         found.append(Drift(f"base image {rec.base_ref}", f"id {rec.base_id}", f"id {base_now}"))
     digest_now = engine.image_digest(rec.base_ref)
     if rec.base_digest and digest_now != rec.base_digest:
-        found.append(Drift(f"base image {rec.base_ref}", f"digest {rec.base_digest}", f"digest {digest_now or 'none'}"))
+        found.append(
+            Drift(f"base image {rec.base_ref}", f"digest {rec.base_digest}", f"digest {digest_now or 'none'}")
+        )
     dockerfile, d1 = check_file(snap_dir, rec.dockerfile, rec.dockerfile_sha256, "Dockerfile")
     lock, d2 = check_file(snap_dir, rec.lock, rec.lock_sha256, "lock")
     found += d1 + d2
     if not dockerfile.is_file() or not lock.is_file():
-        raise EnvironmentDrift(drift + found, fatal="the code snapshot lacks the Dockerfile or lock the image was built from")
+        raise EnvironmentDrift(
+            drift + found, fatal="the code snapshot lacks the Dockerfile or lock the image was built from"
+        )
     iplan = images.ImagePlan(
-        kind=rec.kind, dockerfile=rec.dockerfile, dockerfile_sha256=sha256_file(dockerfile), lock=rec.lock,
-        lock_sha256=sha256_file(lock), base_ref=rec.base_ref,
-        base_digest=rec.base_digest if digest_now == rec.base_digest else digest_now, base_id=base_now,
-        python_version=rec.python_version, build_args=dict(rec.build_args),
-    )  # fmt: skip
+        kind=rec.kind,
+        dockerfile=rec.dockerfile,
+        dockerfile_sha256=sha256_file(dockerfile),
+        lock=rec.lock,
+        lock_sha256=sha256_file(lock),
+        base_ref=rec.base_ref,
+        base_digest=rec.base_digest if digest_now == rec.base_digest else digest_now,
+        base_id=base_now,
+        python_version=rec.python_version,
+        build_args=dict(rec.build_args),
+    )
     return iplan, found
 
 
-def _recorded_wheels(iplan: images.ImagePlan, snap_dir: Path,
-                     echo: Callable[[str], None]) -> tuple[Path | None, list[Drift]]:  # fmt: skip
+def _recorded_wheels(
+    iplan: images.ImagePlan, snap_dir: Path, echo: Callable[[str], None]
+) -> tuple[Path | None, list[Drift]]:
     """The wheels the recorded lock pins, fetched and checked against its hashes."""
     lock = snap_dir / iplan.lock
     try:
@@ -219,8 +254,16 @@ def _recorded_wheels(iplan: images.ImagePlan, snap_dir: Path,
         return None, [Drift(f"wheels pinned by {iplan.lock}", "fetchable, hashes as pinned", exc.message)]
 
 
-def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan: RunPlan, *, allow_drift: bool,
-             drift: list[Drift], echo: Callable[[str], None]) -> tuple[ResolvedImage, str, list[Drift]]:  # fmt: skip
+def _rebuild(
+    engine: Engine,
+    m: manifest.Manifest,
+    snap_dir: Path,
+    plan: RunPlan,
+    *,
+    allow_drift: bool,
+    drift: list[Drift],
+    echo: Callable[[str], None],
+) -> tuple[ResolvedImage, str, list[Drift]]:
     """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
     assert m.image is not None
     rec = m.image
@@ -245,17 +288,27 @@ def _rebuild(engine: Engine, m: manifest.Manifest, snap_dir: Path, plan: RunPlan
     return image, how, found
 
 
-def _fall_back(engine: Engine, m: manifest.Manifest, plan: RunPlan, echo: Callable[[str], None],
-               found: list[Drift]) -> tuple[ResolvedImage, str, list[Drift]]:  # fmt: skip
+def _fall_back(
+    engine: Engine, m: manifest.Manifest, plan: RunPlan, echo: Callable[[str], None], found: list[Drift]
+) -> tuple[ResolvedImage, str, list[Drift]]:
     """With drift allowed and the recorded lock not installable: the image today's tree gives."""
     assert m.image is not None
     echo("the recorded lock cannot be installed; --allow-env-drift: using the image today's tree gives")
     root = project_root()
     fallback = image_builder.resolve_image(engine, plan, root, echo)
-    found.append(Drift("image", f"{m.image.tag} built from the recorded Dockerfile and lock",
-                       f"{fallback.tag} from today's tree at {root}"))  # fmt: skip
+    found.append(
+        Drift(
+            "image",
+            f"{m.image.tag} built from the recorded Dockerfile and lock",
+            f"{fallback.tag} from today's tree at {root}",
+        )
+    )
     found += _freeze_drift(m, _read_freeze(engine, fallback.tag), fallback.tag)
-    return fallback, f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed", found
+    return (
+        fallback,
+        f"fell back to {fallback.tag} (today's tree): the recorded lock cannot be installed",
+        found,
+    )
 
 
 def _freeze_drift(m: manifest.Manifest, freeze: list[str] | None, tag: str) -> list[Drift]:

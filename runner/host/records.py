@@ -76,8 +76,16 @@ def load(path: str | os.PathLike) -> RunRecord:
                 except UnicodeDecodeError as exc:
                     raise RunnerError(f"cannot read {fp}: {exc}", EXIT_USAGE) from None
                 rows = fingerprints.parse(text, strict=True, where=str(fp))
-    return RunRecord(path=mpath, dir=mpath.parent, sha256=digest, manifest=m, fingerprints=rows, fingerprints_note=note,
-                     edited=edited, digest_note=digest_note and f"{mpath} {digest_note}")  # fmt: skip
+    return RunRecord(
+        path=mpath,
+        dir=mpath.parent,
+        sha256=digest,
+        manifest=m,
+        fingerprints=rows,
+        fingerprints_note=note,
+        edited=edited,
+        digest_note=digest_note and f"{mpath} {digest_note}",
+    )
 
 
 def read_fingerprints(run_dir: Path) -> list[dict[str, Any]]:
@@ -129,13 +137,17 @@ def _read(p: Path) -> tuple[dict[str, Any], manifest.Manifest]:
     version = raw.get("schema_version")
     if version != manifest.SCHEMA_VERSION:
         raise RunnerError(
-            f"{p} has schema version {version!r}; this runner reads version {manifest.SCHEMA_VERSION}", EXIT_USAGE
+            f"{p} has schema version {version!r}; this runner reads version {manifest.SCHEMA_VERSION}",
+            EXIT_USAGE,
         )
     try:
         return raw, manifest.Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]).encode("unicode_escape").decode("ascii")[:120] or "(top)"
+        where = (
+            ".".join(str(x) for x in first["loc"]).encode("unicode_escape").decode("ascii")[:120] or "(top)"
+        )
         raise RunnerError(
-            f"{p} is not a valid manifest: {where}: {first['msg']} ({exc.error_count()} problem(s))", EXIT_USAGE
+            f"{p} is not a valid manifest: {where}: {first['msg']} ({exc.error_count()} problem(s))",
+            EXIT_USAGE,
         ) from None

@@ -51,8 +51,11 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
 def refuse_held(run_dir: Path) -> None:
     """Run dirs are never overwritten: refuse one that already holds a manifest."""
     if (run_dir / layout.MANIFEST).exists():
-        raise RunnerError(f"{run_dir} already holds a manifest: run dirs are never overwritten "
-                          f"(an interrupted or failed run continues with +resume={run_dir})", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"{run_dir} already holds a manifest: run dirs are never overwritten "
+            f"(an interrupted or failed run continues with +resume={run_dir})",
+            EXIT_USAGE,
+        )
 
 
 def _check_claimable(run_dir: Path, resumable: bool) -> None:
@@ -64,7 +67,9 @@ def _check_claimable(run_dir: Path, resumable: bool) -> None:
         raise RunnerError(f"{run_dir} holds no manifest: there is no run to resume", EXIT_USAGE)
     status = records.read_manifest(held).status
     if status not in RESUMABLE:
-        raise RunnerError(f"{run_dir} reads {status}: only an interrupted or failed run can be resumed", EXIT_USAGE)
+        raise RunnerError(
+            f"{run_dir} reads {status}: only an interrupted or failed run can be resumed", EXIT_USAGE
+        )
 
 
 def make_writable_for(run_dir: Path, user: str) -> None:

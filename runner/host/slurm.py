@@ -31,19 +31,28 @@ def check(partition: str | None) -> list[str]:
     """The cluster's partitions; raises RunnerError (one line) when no controller answers or the
     partition asked for is not among them."""
     if shutil.which("sinfo") is None:
-        raise RunnerError("hydra/launcher=slurm: Slurm's commands (sinfo, sbatch) are not installed here; "
-                          "run on a cluster's login node (or `make slurm` for a local one)", EXIT_ENVIRONMENT)  # fmt: skip
+        raise RunnerError(
+            "hydra/launcher=slurm: Slurm's commands (sinfo, sbatch) are not installed here; "
+            "run on a cluster's login node (or `make slurm` for a local one)",
+            EXIT_ENVIRONMENT,
+        )
     try:
         out = _run("sinfo", "-h", "-o", "%R")
     except subprocess.TimeoutExpired:
-        raise RunnerError(f"hydra/launcher=slurm: the Slurm controller did not answer in {TIMEOUT_S}s",
-                          EXIT_ENVIRONMENT) from None  # fmt: skip
+        raise RunnerError(
+            f"hydra/launcher=slurm: the Slurm controller did not answer in {TIMEOUT_S}s", EXIT_ENVIRONMENT
+        ) from None
     if out.returncode != 0:
-        raise RunnerError(f"hydra/launcher=slurm: no Slurm cluster reachable ({_first_line(out.stderr)})", EXIT_ENVIRONMENT)
+        raise RunnerError(
+            f"hydra/launcher=slurm: no Slurm cluster reachable ({_first_line(out.stderr)})", EXIT_ENVIRONMENT
+        )
     names = sorted({p.strip() for p in out.stdout.split() if p.strip()})
     if partition is not None and partition not in names:
-        raise RunnerError(f"hydra.launcher.partition={partition}: no such partition on this cluster "
-                          f"(it has: {', '.join(names) or 'none'})", EXIT_USAGE)  # fmt: skip
+        raise RunnerError(
+            f"hydra.launcher.partition={partition}: no such partition on this cluster "
+            f"(it has: {', '.join(names) or 'none'})",
+            EXIT_USAGE,
+        )
     return names
 
 
@@ -73,7 +82,8 @@ def is_active(state: str | None) -> bool:
 
 
 def cancel(job_ids: list[str]) -> None:
-    """``scancel``: Slurm sends the jobs SIGTERM (each records its run as interrupted), then SIGKILL after KillWait."""
+    """``scancel``: Slurm sends the jobs SIGTERM (each records its run as interrupted), then
+    SIGKILL after KillWait."""
     if job_ids:
         _run("scancel", *job_ids)
 

@@ -33,6 +33,7 @@ def project_root() -> Path:
 
     return find_root()
 
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     commit: str | None
@@ -55,7 +56,9 @@ def project_files(root: Path) -> list[str]:
     listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     if listed is None:
         rels = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-        rels = [r for r in rels if not any(part.startswith(".") or part == "__pycache__" for part in r.split("/"))]
+        rels = [
+            r for r in rels if not any(part.startswith(".") or part == "__pycache__" for part in r.split("/"))
+        ]
     else:
         rels = [r for r in listed.split("\0") if r]
     return sorted(r for r in set(rels) if (root / r).is_file() and not (root / r).is_symlink())
@@ -131,7 +134,9 @@ def extract(archive: Path, expected_sha256: str) -> Path:
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
             # damaged, or entries that cannot coexist (a file where a directory must go): refused, in one line
             why = " ".join(str(exc).split())[:200] or type(exc).__name__
-            raise RunnerError(f"code snapshot {archive} is not a readable tar archive: {why}", EXIT_USAGE) from None
+            raise RunnerError(
+                f"code snapshot {archive} is not a readable tar archive: {why}", EXIT_USAGE
+            ) from None
         for d, _, _ in os.walk(into):  # readable by the unprivileged container user
             os.chmod(d, 0o755)
 

@@ -51,7 +51,9 @@ def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, fl
     _draw_curves(fig.add_subplot(grid[:, :2]), summary["jobs"], curves, colour_of)
     labels = group_labels(summary)
     for k, metric in enumerate(names):
-        _draw_metric(fig.add_subplot(grid[k // cols, 2 + k % cols]), metric, summary["groups"], labels, colour_of)
+        _draw_metric(
+            fig.add_subplot(grid[k // cols, 2 + k % cols]), metric, summary["groups"], labels, colour_of
+        )
     fig.tight_layout()
     path = Path(path)
     try:
@@ -62,8 +64,12 @@ def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, fl
     return path
 
 
-def _draw_curves(ax, jobs: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[tuple[int, float]]],
-                 colour_of: Mapping[str, str]) -> None:  # fmt: skip
+def _draw_curves(
+    ax,
+    jobs: Sequence[Mapping[str, Any]],
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    colour_of: Mapping[str, str],
+) -> None:
     """Every job's loss per step; a job that did not complete is dotted."""
     for job in jobs:
         pts = curves.get(job["name"]) or []
@@ -72,8 +78,15 @@ def _draw_curves(ax, jobs: Sequence[Mapping[str, Any]], curves: Mapping[str, Seq
         steps, losses = zip(*pts, strict=True)
         done = job["status"] == "completed"
         label = f"{job['name']}: seed={job['seed']}" + ("" if done else f" ({job['status']})")
-        ax.plot(steps, losses, "-" if done else ":", color=colour_of[job["name"]], alpha=0.85, linewidth=1.2,
-                label=label)  # fmt: skip
+        ax.plot(
+            steps,
+            losses,
+            "-" if done else ":",
+            color=colour_of[job["name"]],
+            alpha=0.85,
+            linewidth=1.2,
+            label=label,
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("learning curves (loss per step)")
@@ -83,8 +96,9 @@ def _draw_curves(ax, jobs: Sequence[Mapping[str, Any]], curves: Mapping[str, Seq
         ax.text(0.5, 0.5, "no fingerprints recorded", ha="center", va="center", transform=ax.transAxes)
 
 
-def _draw_metric(ax, metric: str, groups: Sequence[Mapping[str, Any]], labels: Sequence[str],
-                 colour_of: Mapping[str, str]) -> None:  # fmt: skip
+def _draw_metric(
+    ax, metric: str, groups: Sequence[Mapping[str, Any]], labels: Sequence[str], colour_of: Mapping[str, str]
+) -> None:
     """One metric: each seed's value per group, and the group's mean with its 95% interval."""
     for gi, g in enumerate(groups):
         s = g["metrics"].get(metric)
@@ -95,12 +109,24 @@ def _draw_metric(ax, metric: str, groups: Sequence[Mapping[str, Any]], labels: S
         ax.scatter(xs, s["values"], c=[colour_of.get(name, "grey") for name in s["jobs"]], s=20, zorder=3)
         if s.get("ci95"):
             lo, hi = s["ci95"]
-            ax.errorbar([gi + 0.2], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="D",
-                        color="black", capsize=4, markersize=4, zorder=4)  # fmt: skip
+            ax.errorbar(
+                [gi + 0.2],
+                [s["mean"]],
+                yerr=[[s["mean"] - lo], [hi - s["mean"]]],
+                fmt="D",
+                color="black",
+                capsize=4,
+                markersize=4,
+                zorder=4,
+            )
         else:
             ax.plot([gi + 0.2], [s["mean"]], "D", color="black", markersize=4)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=15 if len(labels) > 1 else 0, ha="right" if len(labels) > 1 else "center",
-                       fontsize="x-small")  # fmt: skip
+    ax.set_xticklabels(
+        labels,
+        rotation=15 if len(labels) > 1 else 0,
+        ha="right" if len(labels) > 1 else "center",
+        fontsize="x-small",
+    )
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_title(f"{metric}: seeds, mean ± 95% CI", fontsize="small")

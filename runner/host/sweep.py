@@ -55,27 +55,38 @@ def inputs_key(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
     return sha256_json({"config": cfg, "overrides": sorted(overrides)})
 
 
-def completed_for(manifest: Mapping[str, Any] | None, config: Mapping[str, Any], overrides: Sequence[str]) -> bool:
+def completed_for(
+    manifest: Mapping[str, Any] | None, config: Mapping[str, Any], overrides: Sequence[str]
+) -> bool:
     """Does this manifest record a completed run of exactly these inputs?"""
     if not manifest or manifest.get("status") != "completed":
         return False
-    return inputs_key(manifest.get("config") or {}, manifest.get("overrides") or []) == inputs_key(config, overrides)
+    return inputs_key(manifest.get("config") or {}, manifest.get("overrides") or []) == inputs_key(
+        config, overrides
+    )
 
 
 # -- files -------------------------------------------------------------------------------------------
-def write_job_status(run_dir: Path, exit_code: int, error: str | None, overrides: Sequence[str] | None = None) -> None:
+def write_job_status(
+    run_dir: Path, exit_code: int, error: str | None, overrides: Sequence[str] | None = None
+) -> None:
     """Record a sweep job's outcome in its run dir (atomically; the first record wins)."""
     path = Path(run_dir) / JOB_STATUS_FILE
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"status": status_for(exit_code), "exit_code": int(exit_code), "error": error,
-              "overrides": list(overrides) if overrides is not None else None}  # fmt: skip
+    record = {
+        "status": status_for(exit_code),
+        "exit_code": int(exit_code),
+        "error": error,
+        "overrides": list(overrides) if overrides is not None else None,
+    }
     atomic.write_text(path, json.dumps(record, indent=2))
 
 
 def read_job_status(run_dir: Path) -> dict[str, Any] | None:
-    """A sweep job's recorded outcome; None when there is none or it is not a JSON object (damaged, not UTF-8)."""
+    """A sweep job's recorded outcome; None when there is none or it is not a JSON object
+    (damaged, not UTF-8)."""
     path = Path(run_dir) / JOB_STATUS_FILE
     try:
         record = json.loads(path.read_text())

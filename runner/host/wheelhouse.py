@@ -19,8 +19,11 @@ from runner.host.hashing import cache_dir
 GLIBC_MAX = 36
 PLATFORMS = (
     *(f"manylinux_2_{minor}_x86_64" for minor in range(GLIBC_MAX, 4, -1)),
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64",
-)  # fmt: skip
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+    "linux_x86_64",
+)
 
 
 def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> Path:
@@ -30,12 +33,25 @@ def wheelhouse(lock: Path, lock_sha256: str, python_version: str, log=print) -> 
 
     def download(into: Path) -> None:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-            "--disable-pip-version-check", "--progress-bar", "off",
-            "--python-version", python_version, "--implementation", "cp",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "--python-version",
+            python_version,
+            "--implementation",
+            "cp",
             *[a for p in PLATFORMS for a in ("--platform", p)],
-            "-d", str(into), "-r", str(lock),
-        ]  # fmt: skip
+            "-d",
+            str(into),
+            "-r",
+            str(lock),
+        ]
         log(f"fetching wheels for {lock.name} into {target}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

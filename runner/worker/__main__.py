@@ -91,15 +91,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_result(ctx: JobContext, metrics: dict, started: float, flags: dict, known: dict | None = None,
-                  ended: float | None = None) -> None:  # fmt: skip
+def _write_result(
+    ctx: JobContext,
+    metrics: dict,
+    started: float,
+    flags: dict,
+    known: dict | None = None,
+    ended: float | None = None,
+) -> None:
     """``result.json``: the run's metrics and the facts of the process that trained (``known``:
     the process and package facts, when already collected).
 
     The host reads it only after this process has ended, and treats a torn or missing file as no
     result (the run's manifest is written either way), so a plain write is enough here."""
-    payload = {"metrics": metrics, "train_seconds": (ended or time.time()) - started, "flags": flags,
-               **(known or {"process": facts.process(), "packages": facts.packages()})}  # fmt: skip
+    payload = {
+        "metrics": metrics,
+        "train_seconds": (ended or time.time()) - started,
+        "flags": flags,
+        **(known or {"process": facts.process(), "packages": facts.packages()}),
+    }
     (ctx.run_dir / layout.RESULT).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
@@ -158,8 +168,14 @@ def _plain(v):
 
 def launch_ranks(ctx: JobContext) -> int:
     world = ctx.world_size
-    base_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                    WORLD_SIZE=str(world), NODE_RANK="0", GROUP_RANK="0")  # fmt: skip
+    base_env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE=str(world),
+        NODE_RANK="0",
+        GROUP_RANK="0",
+    )
     for rank in range(world):
         env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
         _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
@@ -174,10 +190,19 @@ def program_command(exp: dict, code_dir: Path, world: int, port: int) -> list[st
     what = ["-m", str(exp["module"])] if exp.get("module") else [str(code_dir / exp["script"])]
     args = [str(a) for a in exp.get("args") or []]
     if exp.get("launcher") == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
-                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--local-addr=127.0.0.1",
-                "--max-restarts=0",
-                *what, *args]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=1",
+            f"--nproc-per-node={world}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}",
+            "--local-addr=127.0.0.1",
+            "--max-restarts=0",
+            *what,
+            *args,
+        ]
     return [sys.executable, *what, *args]
 
 
@@ -188,9 +213,14 @@ def run_script(ctx: JobContext) -> int:
     global _grace
     _grace = SCRIPT_GRACE
     exp = ctx.job["experiment"]
-    env = dict(os.environ, RUNNER_RUN_DIR=str(ctx.run_dir), RUNNER_OUTPUT_DIR=str(ctx.output_dir),
-               RUNNER_DATA_DIR=str(ctx.data_dir), RUNNER_SEED=str(ctx.seed),
-               RUNNER_WORLD_SIZE=str(ctx.world_size))  # fmt: skip
+    env = dict(
+        os.environ,
+        RUNNER_RUN_DIR=str(ctx.run_dir),
+        RUNNER_OUTPUT_DIR=str(ctx.output_dir),
+        RUNNER_DATA_DIR=str(ctx.data_dir),
+        RUNNER_SEED=str(ctx.seed),
+        RUNNER_WORLD_SIZE=str(ctx.world_size),
+    )
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)

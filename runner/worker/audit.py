@@ -22,7 +22,8 @@ from runner.core import audit as rules
 
 
 def wanted(job: dict) -> str:
-    """"on", "only" or "off" for this job (a plain script or module has no Trainer to limit: never audited)."""
+    """``on``, ``only`` or ``off`` for this job (a plain script or module has no Trainer to limit:
+    never audited)."""
     if job["experiment"].get("script") or job["experiment"].get("module"):
         return "off"
     return rules.mode(job.get("determinism") or {})
@@ -34,7 +35,11 @@ def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]
     out = run_dir / rules.DIR
     shutil.rmtree(out, ignore_errors=True)  # a resumed run audits again: nothing stale is read
     out.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+    }
     env.update({rules.ENV: "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
     started = time.monotonic()
     code = start([sys.executable, "-m", "runner.worker"], env)
@@ -46,16 +51,22 @@ def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]
         findings = None
     _tidy(out)
     if code != 0 or not isinstance(findings, dict):
-        verdict = {"refused": True, "message": f"determinism audit: the audit step did not complete (exit status "
-                   f"{code}; see logs/train.log) — determinism.audit=false skips it"}  # fmt: skip
+        verdict = {
+            "refused": True,
+            "message": f"determinism audit: the audit step did not complete (exit status "
+            f"{code}; see logs/train.log) — determinism.audit=false skips it",
+        }
         path.write_text(json.dumps(verdict, indent=2))
         print(f"runner.worker: {verdict['message']}", file=sys.stderr)
         return code or rules.EXIT_REFUSED
     verdict = {**rules.judge(findings, job.get("determinism") or {}), "seconds": seconds}
     path.write_text(json.dumps(verdict, indent=2, sort_keys=True))
     for s in verdict["switched"]:
-        print(f"runner.worker: determinism audit: user code left {s['switch']}={s['in_force']} "
-              f"(the profile sets {s['profile']})", file=sys.stderr)  # fmt: skip
+        print(
+            f"runner.worker: determinism audit: user code left {s['switch']}={s['in_force']} "
+            f"(the profile sets {s['profile']})",
+            file=sys.stderr,
+        )
     if verdict["refused"]:
         print(f"runner.worker: {verdict['message']}", file=sys.stderr)
         return rules.EXIT_REFUSED

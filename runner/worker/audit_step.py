@@ -1,16 +1,16 @@
 """The determinism audit: one real training step (forward, backward, optimizer step on a real
 batch) with every operation watched, before a strict run trains.
 
-The worker starts the audit as a process of its own (:func:`runner.worker.audit.run_before`): the experiment runs
-unchanged, except that :class:`~runner.worker.job.JobContext` points it at ``<run dir>/audit`` and
-limits its Trainer to one step with :class:`AuditStep` as its only runner callback. During that
-step a dispatch mode sees every ATen operation; each is run with PyTorch's deterministic
-algorithms switched on, so one that has no deterministic implementation raises, is recorded with
-the user-code frame that called it (for a backward operation, the frame of the forward call that
-made it, from autograd's anomaly mode) and runs again with the user's own setting. After the
-step the determinism switches in force are read back and held to the profile. The findings go to
-``audit/audit.json``; the run is stopped when an operation is not in the profile's allow-list.
-The training run itself never runs under the mode: its overhead is the audit step's process only.
+The worker starts the audit as a process of its own (:func:`runner.worker.audit.run_before`): the
+experiment runs unchanged, except that :class:`~runner.worker.job.JobContext` points it at ``<run
+dir>/audit`` and limits its Trainer to one step with :class:`AuditStep` as its only runner callback.
+During that step a dispatch mode sees every ATen operation; each is run with PyTorch's deterministic
+algorithms switched on, so one that has no deterministic implementation raises, is recorded with the
+user-code frame that called it (for a backward operation, the frame of the forward call that made
+it, from autograd's anomaly mode) and runs again with the user's own setting. After the step the
+determinism switches in force are read back and held to the profile. The findings go to
+``audit/audit.json``; the run is stopped when an operation is not in the profile's allow-list. The
+training run itself never runs under the mode: its overhead is the audit step's process only.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def user_frame(code_dir: Path, frames: list[tuple[str, int]]) -> str | None:
     for filename, line in reversed(frames):
         full = os.path.realpath(filename)
         if full.startswith(root) and not full.startswith(own):
-            return f"{full[len(root):]}:{line}"
+            return f"{full[len(root) :]}:{line}"
     return None
 
 
@@ -74,7 +74,10 @@ class OpWatch(_dispatch_mode_base()):  # type: ignore[misc]
 
         kwargs = kwargs or {}
         self.ops += 1
-        users = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        users = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
         torch.use_deterministic_algorithms(True)
         try:
             return func(*args, **kwargs)
@@ -94,8 +97,10 @@ class OpWatch(_dispatch_mode_base()):  # type: ignore[misc]
             torch.use_deterministic_algorithms(users[0], warn_only=users[1])
 
     def findings(self) -> list[dict[str, Any]]:
-        return [{"op": op, "where": where, "in_backward": bw, "calls": n}
-                for (op, where, bw), n in sorted(self.found.items(), key=lambda kv: str(kv[0]))]  # fmt: skip
+        return [
+            {"op": op, "where": where, "in_backward": bw, "calls": n}
+            for (op, where, bw), n in sorted(self.found.items(), key=lambda kv: str(kv[0]))
+        ]
 
 
 def _callback_base():
@@ -121,7 +126,8 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
 
         if self._done:
             return
-        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")  # asked for, one step        # keeps each forward call's stack on its autograd node: backward findings name the forward frame
+        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")  # asked for, one step
+        # keeps each forward call's stack on its autograd node: backward findings name the forward frame
         self._anomaly = torch.autograd.detect_anomaly(check_nan=False)
         self._anomaly.__enter__()
         self.watch.__enter__()
@@ -135,9 +141,13 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
         from runner.worker.determinism import flags_in_force
 
         flags = flags_in_force()
-        findings = {"ops_seen": self.watch.ops, "nondeterministic_ops": self.watch.findings(),
-                    "switched": rules.switched(self.profile, flags), "flags_after_step": flags,
-                    "device": str(pl_module.device)}  # fmt: skip
+        findings = {
+            "ops_seen": self.watch.ops,
+            "nondeterministic_ops": self.watch.findings(),
+            "switched": rules.switched(self.profile, flags),
+            "flags_after_step": flags,
+            "device": str(pl_module.device),
+        }
         self.out.write_text(json.dumps(findings, indent=2, sort_keys=True, default=str))
         # the audit's process has done its work: what the experiment does after training (evaluate,
         # save weights) is not audited, and would only cost the run time

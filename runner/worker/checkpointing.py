@@ -83,8 +83,14 @@ class ResumeState(Callback):
         else:
             every = [mine]
         epoch, done = self._position
-        checkpoint[STATE_KEY] = {"rng": every, "epoch": epoch, "batches_done": done, "epoch_done": self._epoch_done,
-                                 "global_step": trainer.global_step, "world_size": len(every)}  # fmt: skip
+        checkpoint[STATE_KEY] = {
+            "rng": every,
+            "epoch": epoch,
+            "batches_done": done,
+            "epoch_done": self._epoch_done,
+            "global_step": trainer.global_step,
+            "world_size": len(every),
+        }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         """Position the samplers, and put the RNG states back where the uninterrupted run had them.
@@ -97,11 +103,15 @@ class ResumeState(Callback):
         """
         state = checkpoint.get(STATE_KEY)
         if state is None:
-            raise RuntimeError("checkpoint has no runner resume state (RNG, sampler position): it was not "
-                               "written by the runner, so a resume from it would not be bit-identical")  # fmt: skip
+            raise RuntimeError(
+                "checkpoint has no runner resume state (RNG, sampler position): it was not "
+                "written by the runner, so a resume from it would not be bit-identical"
+            )
         if state["world_size"] != trainer.world_size:
-            raise RuntimeError(f"checkpoint was written by {state['world_size']} processes, this run has "
-                               f"{trainer.world_size}: a resume needs the same world size")  # fmt: skip
+            raise RuntimeError(
+                f"checkpoint was written by {state['world_size']} processes, this run has "
+                f"{trainer.world_size}: a resume needs the same world size"
+            )
         self._rng_to_restore = _native(state["rng"][trainer.global_rank])
         if state.get("epoch_done"):
             self._restore_rng()
@@ -125,7 +135,12 @@ def callbacks(checkpoint_dir: Path, every_n_steps: int, samplers: list | tuple =
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(
-        dirpath=str(checkpoint_dir), filename=layout.CHECKPOINT_TEMPLATE, auto_insert_metric_name=False,
-        every_n_train_steps=int(every_n_steps), save_top_k=1, save_last=False, enable_version_counter=False,
-    )  # fmt: skip
+        dirpath=str(checkpoint_dir),
+        filename=layout.CHECKPOINT_TEMPLATE,
+        auto_insert_metric_name=False,
+        every_n_train_steps=int(every_n_steps),
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
     return [ResumeState(samplers), ckpt]

@@ -15,7 +15,9 @@ from typing import Any
 from runner.core.determinism import RECORDED_ENV
 
 
-def apply(profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def apply(
+    profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Seed everything and set PyTorch's switches in this process; return the flags in force.
 
     ``precision`` is the job's precision section; None for a record made before the precision
@@ -72,7 +74,6 @@ def flags_in_force() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "env": {k: os.environ[k] for k in sorted(os.environ) if k in RECORDED_ENV},
     }
-
 
 
 def record_in_training(**flags: Any) -> None:

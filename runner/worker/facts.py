@@ -30,9 +30,14 @@ def process() -> dict[str, Any]:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             out["gpus"].append(
-                {"index": i, "name": p.name, "uuid": str(getattr(p, "uuid", "")),
-                 "capability": f"{p.major}.{p.minor}", "memory_bytes": p.total_memory}
-            )  # fmt: skip
+                {
+                    "index": i,
+                    "name": p.name,
+                    "uuid": str(getattr(p, "uuid", "")),
+                    "capability": f"{p.major}.{p.minor}",
+                    "memory_bytes": p.total_memory,
+                }
+            )
         out["driver"] = _nvidia_driver()
     return out
 

@@ -20,6 +20,7 @@ def params_sha256(module) -> str:
         h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+
 class Fingerprints(Callback):
     def __init__(self, path: Path, every_k: int = 10):
         self.path = Path(path)
@@ -51,7 +52,9 @@ class Fingerprints(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self._file is not None:
             self._flush()
-            self._write({"step": trainer.global_step, "final": True, "params_sha256": params_sha256(pl_module)})
+            self._write(
+                {"step": trainer.global_step, "final": True, "params_sha256": params_sha256(pl_module)}
+            )
             self._file.close()
             self._file = None
 
@@ -71,8 +74,11 @@ def _truncate_after(path: Path, step: int) -> None:
     """Drop the rows an interrupted run wrote after ``step`` (they are trained again), atomically."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and _row_step(line) <= step]  # fmt: skip
+    keep = [
+        line
+        for line in path.read_text().splitlines(keepends=True)
+        if line.strip() and _row_step(line) <= step
+    ]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(keep))
     tmp.replace(path)

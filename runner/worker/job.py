@@ -109,7 +109,9 @@ class JobContext:
         return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
 
     # -- Lightning -------------------------------------------------------------------------------
-    def trainer_kwargs(self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()) -> dict[str, Any]:
+    def trainer_kwargs(
+        self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()
+    ) -> dict[str, Any]:
         """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
         (devices and strategy, determinism, precision, fingerprints, checkpoints, where logs go).
 
@@ -139,7 +141,9 @@ class JobContext:
             resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
             callbacks = [resume_state, *callbacks, model_checkpoint]  # RNG restore before any other hook
             if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
-                warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
+                warnings.filterwarnings(
+                    "ignore", message=".*resuming from a checkpoint that ended before the epoch"
+                )
         if self.world_size > 1:
             from runner.worker.step_sync import LocalSigterm
 
@@ -183,7 +187,9 @@ class JobContext:
             return [AuditStep(self.run_dir / audit.FILE, self.code_dir, self.determinism)]
         from runner.worker.fingerprint_callback import Fingerprints
 
-        watching = [Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))]
+        watching = [
+            Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))
+        ]
         steps = op_traces.trace_steps(self.job.get("config") or {})
         if steps:
             from runner.worker.op_trace import OpTrace

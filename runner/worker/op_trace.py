@@ -38,16 +38,30 @@ def outputs_sha256(out) -> str | None:
     from torch.utils._pytree import tree_leaves
 
     leaves = [tensor_sha256(x) for x in tree_leaves(out) if isinstance(x, torch.Tensor)]
-    return None if not leaves else leaves[0] if len(leaves) == 1 else hashlib.sha256("|".join(leaves).encode()).hexdigest()
+    return (
+        None
+        if not leaves
+        else leaves[0]
+        if len(leaves) == 1
+        else hashlib.sha256("|".join(leaves).encode()).hexdigest()
+    )
 
 
 # Operations whose output holds no computed value: fresh, uninitialised memory, or another tensor's
 # storage re-pointed (``set_``). Their bytes differ between any two runs and say nothing about
 # where training parted, so they are listed in the trace without a hash.
-UNDEFINED_OUTPUT = frozenset({
-    "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided",
-    "aten::set_", "aten::resize_", "aten::resize_as_",
-})
+UNDEFINED_OUTPUT = frozenset(
+    {
+        "aten::empty",
+        "aten::empty_like",
+        "aten::empty_strided",
+        "aten::new_empty",
+        "aten::new_empty_strided",
+        "aten::set_",
+        "aten::resize_",
+        "aten::resize_as_",
+    }
+)
 
 
 def _mode_base():
@@ -69,8 +83,11 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
             return out
         node = torch._C._current_autograd_node()
         name = func._schema.name
-        row: dict[str, Any] = {"i": len(self.rows), "op": name,
-                               "out": None if name in UNDEFINED_OUTPUT else outputs_sha256(out)}
+        row: dict[str, Any] = {
+            "i": len(self.rows),
+            "op": name,
+            "out": None if name in UNDEFINED_OUTPUT else outputs_sha256(out),
+        }
         if node is not None:
             row["node"] = node.name()
             row["where"] = user_frame(self.code_dir, node_frames())
@@ -104,8 +121,10 @@ class OpTrace(Callback):
             if stack:
                 stack.pop()
 
-        self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
-                       torch.nn.modules.module.register_module_forward_hook(leave)]  # fmt: skip
+        self._hooks = [
+            torch.nn.modules.module.register_module_forward_pre_hook(enter),
+            torch.nn.modules.module.register_module_forward_hook(leave),
+        ]
         warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
         self._anomaly = torch.autograd.detect_anomaly(check_nan=False)
         self._anomaly.__enter__()

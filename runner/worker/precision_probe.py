@@ -19,4 +19,6 @@ class PrecisionProbe(Callback):
         with trainer.precision_plugin.train_step_context():
             on = torch.is_autocast_enabled(device)
             dtype = torch.get_autocast_dtype(device) if on else None
-        record_in_training(lightning_precision=str(trainer.precision), autocast_dtype=str(dtype) if dtype else None)
+        record_in_training(
+            lightning_precision=str(trainer.precision), autocast_dtype=str(dtype) if dtype else None
+        )

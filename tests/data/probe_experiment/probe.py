@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def connect(host: str, port: int, timeout: float = 2.0) -> str:
-    """"ok" when a TCP connection opens, else the errno name (or exception type) it failed with."""
+    """ "ok" when a TCP connection opens, else the errno name (or exception type) it failed with."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return "ok"
@@ -70,16 +70,23 @@ def report(args: list[str]) -> None:
         while not (run_dir / wait).exists() and time.time() < deadline:
             time.sleep(0.1)
     facts = {
-        "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "groups": os.getgroups(),
         "status": _status_fields(),
         "interfaces": sorted(name for _, name in socket.if_nameindex()),
-        "connect": {target: connect(target.rpartition(":")[0], int(target.rpartition(":")[2])) for target in connects},
+        "connect": {
+            target: connect(target.rpartition(":")[0], int(target.rpartition(":")[2])) for target in connects
+        },
         "loopback": _loopback_works(),
         "writes": {d: _try_write(d) for d in ("/code", "/data", "/usr", "/", "/etc", "/job", "/tmp")},
         "docker_socket": [p for p in ("/var/run/docker.sock", "/run/docker.sock") if os.path.exists(p)],
         "env_names": sorted(os.environ),
-        "env_sha256": {n: hashlib.sha256(os.environ[n].encode()).hexdigest() for n in names if n in os.environ},
-    }  # fmt: skip
+        "env_sha256": {
+            n: hashlib.sha256(os.environ[n].encode()).hexdigest() for n in names if n in os.environ
+        },
+    }
     out = Path(os.environ["RUNNER_OUTPUT_DIR"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
