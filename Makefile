@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 
-.PHONY: setup run test test-slow bench lock lint docker base data slurm
+.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm
 
 setup: $(STAMP) docker base data
 
@@ -30,6 +30,10 @@ run: setup
 
 test: setup slurm
 	$(PY) -m pytest -x -q
+
+# The pure, fast tests alone (no engine, no Slurm): seconds, for the edit-test loop.
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]  # 5: no test is marked slow: nothing failed

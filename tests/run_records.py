@@ -7,6 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
+from runner.core import manifest
 from runner.core.digests import record_digest
 from runner.host.hashing import sha256_file
 
@@ -74,3 +75,25 @@ def make_run(run_dir: Path, members=None, links=(), **changes) -> Path:
     digest = code_tar(run_dir / "code.tar", members, list(links))
     (run_dir / "manifest.json").write_text(json.dumps(manifest_dict(digest, **changes)))
     return run_dir
+
+
+def record(**over) -> dict:
+    r = {
+        "schema_version": manifest.SCHEMA_VERSION,
+        "run_id": "r-1",
+        "status": "completed",
+        "exit_code": 0,
+        "command": ["python", "-m", "runner"],
+        "overrides": ["seed=1"],
+        "config": {"seed": 1},
+        "experiment": {"target": "experiments.mnist:train"},
+        "containerized": True,
+        "launch": {"backend": "docker"},
+        "environment": {"PYTHONHASHSEED": "0"},
+        "determinism": {"profile": {"name": "strict"}, "seed": 1},
+        "host": {"cpu": {"model": "x"}},
+        "outputs": {"model.pt": {"sha256": "a" * 64, "bytes": 3}},
+        "timings": {"started": 1.0, "finished": 2.0, "total_seconds": 1.0},
+    }
+    r.update(over)
+    return r

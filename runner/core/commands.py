@@ -1,7 +1,7 @@
 """The runner's commands and the one line that describes each, spelt once.
 
 ``runner --help`` (:mod:`runner.cli`), each command's own ``--help`` (its ``build_parser()``) and the
-Hydra help page (``conf/hydra/help/runner.yaml``, checked against this table by tests/test_help.py)
+Hydra help page (``conf/hydra/help/runner.yaml``, checked against this table by tests/e2e/test_help.py)
 all show these words. A new command (audit, init, lock, …) is one more entry here.
 """
 

@@ -3,23 +3,13 @@ a run that had started leaves a whole manifest saying how it failed, and a free 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE
+from tests.cli_output import error_line
 from tests.conftest import manifest, run_runner
-
-
-def error_line(proc: subprocess.CompletedProcess, code: int) -> str:
-    """The one `runner: error:` line of a failed command, after checking how it failed."""
-    assert proc.returncode == code, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [x for x in proc.stderr.splitlines() if x.startswith("runner: error:")]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    assert proc.stderr.rstrip().splitlines()[-1] == lines[0]  # the last thing the user sees
-    return lines[0]
 
 
 def refused_before_start(tmp_path: Path, *overrides: str, code: int = EXIT_USAGE) -> str:

@@ -79,7 +79,7 @@ def test_a_pinned_wheel_missing_from_the_wheelhouse_is_named(tmp_path, cache):
 
 
 def test_the_repository_lock_parses_completely():
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     text = (root / "images" / "cpu.lock").read_text()
     pins = rebuild.lock_pins(text)
     pinned_lines = [ln for ln in text.splitlines() if "==" in ln and not ln.lstrip().startswith("#")]

@@ -18,8 +18,8 @@ import pytest
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.host import datasets
 from runner.host.hashing import HashCache, sha256_file
+from tests.cli_output import error_line
 from tests.conftest import FAST, manifest, run_runner
-from tests.test_bad_input import error_line
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SIZES = {

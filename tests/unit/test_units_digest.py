@@ -10,8 +10,7 @@ from runner.core import digests, manifest
 from runner.flows import diff as diff_flow
 from runner.host import records
 from tests.conftest import run_runner
-from tests.run_records import make_run
-from tests.test_units_manifest import record
+from tests.run_records import make_run, record
 
 
 def _written(tmp_path, **over) -> dict:

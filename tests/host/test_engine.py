@@ -110,7 +110,7 @@ def test_an_engine_that_does_not_answer_fails_in_one_line():
     ("target", "why"),
     [
         ("runner.host.no_such_engine.Engine", "cannot make an engine of 'runner.host.no_such_engine.Engine'"),
-        ("tests.test_engine.NotAnEngine", "is not a container engine"),
+        ("tests.host.test_engine.NotAnEngine", "is not a container engine"),
     ],
 )
 def test_a_target_that_is_no_engine_is_refused(target, why):
@@ -122,11 +122,11 @@ def test_a_target_that_is_no_engine_is_refused(target, why):
 
 def test_a_bad_engine_target_on_the_command_line_is_one_line(tmp_path):
     proc = run_runner(
-        f"hydra.run.dir={tmp_path / 'run'}", "launch.engine._target_=tests.test_engine.NotAnEngine"
+        f"hydra.run.dir={tmp_path / 'run'}", "launch.engine._target_=tests.host.test_engine.NotAnEngine"
     )
     assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
-        "runner: error: launch.engine: 'tests.test_engine.NotAnEngine' is not a container engine "
+        "runner: error: launch.engine: 'tests.host.test_engine.NotAnEngine' is not a container engine "
         "(see runner.host.engine.Engine)"
     ]
 
@@ -134,7 +134,7 @@ def test_a_bad_engine_target_on_the_command_line_is_one_line(tmp_path):
 @pytest.mark.docker
 def test_the_configured_engine_is_docker_behind_the_protocol(engine):
     assert isinstance(engine, Engine) and isinstance(engine, DockerEngine)
-    made = engines.connect({"_target_": "tests.test_engine.WrappedEngine", "base_url": None})
+    made = engines.connect({"_target_": "tests.host.test_engine.WrappedEngine", "base_url": None})
     try:
         # (pytest imports this file under another module name than the one the _target_ names)
         assert type(made).__name__ == "WrappedEngine" and isinstance(made, Engine)
@@ -194,12 +194,12 @@ def test_another_engine_is_a_module_and_a_config_value_and_a_record_never_choose
         f"hydra.run.dir={run_dir}",
         *PROBE,
         probe_args("report"),
-        "launch.engine._target_=tests.test_engine.WrappedEngine",
+        "launch.engine._target_=tests.host.test_engine.WrappedEngine",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(run_dir)
     assert m["image"]["engine"]["wrapped_by"] == "WrappedEngine"  # the run went through the other engine
-    assert m["config"]["launch"]["engine"]["_target_"] == "tests.test_engine.WrappedEngine"
+    assert m["config"]["launch"]["engine"]["_target_"] == "tests.host.test_engine.WrappedEngine"
 
     # the record names that engine, but a record is data: the replay runs on the default one
     proc = run_runner(str(run_dir), "--out", str(tmp_path / "replay"), module="runner.replay")

@@ -9,7 +9,7 @@ import pytest
 from runner.core.errors import RunnerError
 from runner.host import params
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {"model": "experiments.mnist_params:ModelParams"}
 GOOD = {
     "channels": 16,

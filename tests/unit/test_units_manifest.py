@@ -15,28 +15,7 @@ from runner.core.run_input import RecordedCode, Resume, RunInput
 from runner.flows.cli_common import compose
 from runner.host import records
 from tests.conftest import ROOT
-
-
-def record(**over) -> dict:
-    r = {
-        "schema_version": manifest.SCHEMA_VERSION,
-        "run_id": "r-1",
-        "status": "completed",
-        "exit_code": 0,
-        "command": ["python", "-m", "runner"],
-        "overrides": ["seed=1"],
-        "config": {"seed": 1},
-        "experiment": {"target": "experiments.mnist:train"},
-        "containerized": True,
-        "launch": {"backend": "docker"},
-        "environment": {"PYTHONHASHSEED": "0"},
-        "determinism": {"profile": {"name": "strict"}, "seed": 1},
-        "host": {"cpu": {"model": "x"}},
-        "outputs": {"model.pt": {"sha256": "a" * 64, "bytes": 3}},
-        "timings": {"started": 1.0, "finished": 2.0, "total_seconds": 1.0},
-    }
-    r.update(over)
-    return r
+from tests.run_records import record
 
 
 def test_write_then_read_round_trips(tmp_path):
