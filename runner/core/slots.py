@@ -115,28 +115,42 @@ def plan_slots(
         raise RunnerError(f"hydra.launcher.cpus_per_slot={cpus_per_slot} must be at least 1", EXIT_USAGE)
     gpu_need = max((n.gpus for n in needs), key=lambda g: (g < 0, g), default=0)
     if gpu_need:
-        if not gpus:
-            raise RunnerError("the sweep's jobs ask for GPUs but this machine shows none", EXIT_USAGE)
-        per = len(gpus) if gpu_need < 0 else gpu_need
-        if per > len(gpus):
-            raise RunnerError(f"a job asks for {per} GPUs; this machine has {len(gpus)}", EXIT_USAGE)
-        fit = len(gpus) // per
-        n = fit if slots is None else slots
-        if n > fit:
-            raise RunnerError(
-                f"hydra.launcher.slots={n}: {len(gpus)} GPUs hold only {fit} slot(s) of {per} GPU(s)",
-                EXIT_USAGE,
-            )
-        cores = cpus_per_slot or len(cpus) // n
-        if cores * n > len(cpus):
-            raise RunnerError(
-                f"{n} slots × {cores} cores need more than the {len(cpus)} cores available", EXIT_USAGE
-            )
-        return [
-            Slot(i, tuple(cpus[i * cores : (i + 1) * cores]), tuple(gpus[i * per : (i + 1) * per]))
-            for i in range(n)
-        ]
+        return _gpu_slots(cpus, gpus, gpu_need, slots, cpus_per_slot)
+    return _cpu_slots(cpus, needs, slots, cpus_per_slot)
 
+
+def _gpu_slots(
+    cpus: list[int], gpus: list[int], gpu_need: int, slots: int | None, cpus_per_slot: int | None
+) -> list[Slot]:
+    """Slots of ``gpu_need`` GPUs each (-1: every GPU), the cores shared out evenly among them."""
+    if not gpus:
+        raise RunnerError("the sweep's jobs ask for GPUs but this machine shows none", EXIT_USAGE)
+    per = len(gpus) if gpu_need < 0 else gpu_need
+    if per > len(gpus):
+        raise RunnerError(f"a job asks for {per} GPUs; this machine has {len(gpus)}", EXIT_USAGE)
+    fit = len(gpus) // per
+    n = fit if slots is None else slots
+    if n > fit:
+        raise RunnerError(
+            f"hydra.launcher.slots={n}: {len(gpus)} GPUs hold only {fit} slot(s) of {per} GPU(s)",
+            EXIT_USAGE,
+        )
+    cores = cpus_per_slot or len(cpus) // n
+    if cores * n > len(cpus):
+        raise RunnerError(
+            f"{n} slots × {cores} cores need more than the {len(cpus)} cores available", EXIT_USAGE
+        )
+    return [
+        Slot(i, tuple(cpus[i * cores : (i + 1) * cores]), tuple(gpus[i * per : (i + 1) * per]))
+        for i in range(n)
+    ]
+
+
+def _cpu_slots(
+    cpus: list[int], needs: Sequence[JobNeeds], slots: int | None, cpus_per_slot: int | None
+) -> list[Slot]:
+    """Slots of cores only: ``cpus_per_slot`` each, or the pool cut in ``slots``, or what the
+    most demanding job needs (capped at the pool)."""
     if not cpus:
         raise RunnerError("no CPU cores to hand out", EXIT_USAGE)
     if cpus_per_slot is None:

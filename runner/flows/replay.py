@@ -37,6 +37,7 @@ from runner.host.console import echo as _echo  # replay()'s printer unless told 
 from runner.host.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
+    from runner.core.manifest import Manifest
     from runner.host.engine import Engine
 
 
@@ -191,7 +192,21 @@ def _write_json(path: Path, data: dict) -> None:
 def render(outcome: Outcome, console: Console) -> None:
     """The verdict as tables: what was restored, any drift, outputs, fingerprints, notes."""
     v, m = outcome.verdict, outcome.original.manifest
-    short = compare.short
+    console.print(_head_table(outcome))
+    if v.drift:
+        console.print(_drift_table("environment drift (ran with --allow-env-drift)", v.drift))
+    console.print(_outputs_table(v, m))
+    console.print(f"[bold]fingerprints:[/] {_fingerprints_line(v, m)}")
+    _print_changes(v, console)
+    for note in v.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    style = "bold green" if v.bit_identical else "bold red"
+    console.print(f"[{style}]verdict: {v.headline()}[/]")
+
+
+def _head_table(outcome: Outcome) -> Table:
+    """Which run was replayed where, with what code, image and determinism profile, and how it ended."""
+    v, m = outcome.verdict, outcome.original.manifest
     head = Table(title=f"replay of {m.run_id}", show_header=False, title_justify="left")
     head.add_column(style="bold")
     head.add_column()
@@ -211,11 +226,12 @@ def render(outcome: Outcome, console: Console) -> None:
         + ("" if profile.get("promises_bitwise") else " — does not promise identical bits"),
     )
     head.add_row("replay status", v.status + (f": {outcome.failure}" if outcome.failure else ""))
-    console.print(head)
+    return head
 
-    if v.drift:
-        console.print(_drift_table("environment drift (ran with --allow-env-drift)", v.drift))
 
+def _outputs_table(v: compare.Verdict, m: Manifest) -> Table:
+    """Each recorded output file against the replay's, and any file only the replay wrote."""
+    short = compare.short
     t = Table(title="outputs", title_justify="left")
     for col in ("file", "recorded sha256", "replay sha256", ""):
         t.add_column(col)
@@ -230,19 +246,25 @@ def render(outcome: Outcome, console: Console) -> None:
         )
     for name, c in sorted(changed.items()):  # only in the replay
         t.add_row(name, "—", short(c.b), "[red]extra[/]")
-    console.print(t)
+    return t
 
+
+def _fingerprints_line(v: compare.Verdict, m: Manifest) -> str:
+    """The fingerprints' verdict in a few words (rich markup)."""
     if v.fingerprints_identical is None:
-        fp = "none recorded"
-    elif v.fingerprints_identical:
-        fp = (
+        return "none recorded"
+    if v.fingerprints_identical:
+        return (
             f"[green]identical[/] ({m.fingerprints.steps} steps)" if m.fingerprints else "[green]identical[/]"
         )
-    elif v.divergence:
-        fp = f"[red]first divergence at {v.divergence.describe()}[/]"
-    else:
-        fp = "[red]differ[/] (no step-by-step comparison possible)"
-    console.print(f"[bold]fingerprints:[/] {fp}")
+    if v.divergence:
+        return f"[red]first divergence at {v.divergence.describe()}[/]"
+    return "[red]differ[/] (no step-by-step comparison possible)"
+
+
+def _print_changes(v: compare.Verdict, console: Console) -> None:
+    """One line per metric, environment variable and package that differs from the original's."""
+    short = compare.short
     for c in v.metrics:
         note = numbers.hidden_difference(c.a, c.b, c.key)
         console.print(
@@ -255,10 +277,6 @@ def render(outcome: Outcome, console: Console) -> None:
         console.print(
             f"[bold]package[/] {c.key}: {short(c.a)} → {short(c.b)} (as the training process saw it)"
         )
-    for note in v.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    style = "bold green" if v.bit_identical else "bold red"
-    console.print(f"[{style}]verdict: {v.headline()}[/]")
 
 
 def build_parser() -> argparse.ArgumentParser:
