@@ -30,23 +30,23 @@ USAGE = "\n".join(
 )
 
 
-def _run(args: list[str]) -> int | None:
+def _run(args: list[str]) -> None:
     from runner.__main__ import main as run_main
 
     sys.argv = [sys.argv[0], *args]  # Hydra reads its overrides from sys.argv
-    return run_main()
+    run_main()
 
 
-def _replay(args: list[str]) -> int | None:
+def _replay(args: list[str]) -> None:
     from runner.flows.replay import main as replay_main
 
-    return replay_main(args)
+    replay_main(args)
 
 
-def _diff(args: list[str]) -> int | None:
+def _diff(args: list[str]) -> None:
     from runner.flows.diff import main as diff_main
 
-    return diff_main(args)
+    diff_main(args)
 
 
 def _init(args: list[str]) -> int | None:

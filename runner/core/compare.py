@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -209,8 +209,8 @@ class Verdict:
 def verdict(
     original: Mapping[str, Any],
     replay: Mapping[str, Any],
-    fp_original: list[Mapping[str, Any]] | None,
-    fp_replay: list[Mapping[str, Any]] | None,
+    fp_original: Sequence[Mapping[str, Any]] | None,
+    fp_replay: Sequence[Mapping[str, Any]] | None,
     drift: Iterable[Drift] = (),
 ) -> Verdict:
     """Judge a replay against its original from the two manifests (as dicts) and fingerprint rows.
@@ -220,38 +220,14 @@ def verdict(
     ``fp_original`` None means the original's fingerprint file is missing or altered: then only
     the recorded hashes are compared and no diverging step can be named.
     """
-    notes: list[str] = []
     outs = output_changes(original.get("outputs") or {}, replay.get("outputs") or {})
-    fpo, fpr = original.get("fingerprints"), replay.get("fingerprints")
-    if fpo:
-        fp_same: bool | None = bool(fpr) and fpo.get("sha256") == fpr.get("sha256")
-    else:
-        fp_same = None
-        notes.append("the original recorded no fingerprints: no step-by-step comparison")
-    div = None
-    if fp_original is not None and fp_replay is not None and fp_same is False:
-        div = first_divergence(fp_original, fp_replay)
-    elif fpo and fp_original is None:
-        notes.append(
-            "the original's fingerprint file is missing or does not match its manifest: "
-            "compared by recorded hash only"
-        )
+    fp_same, div, notes = _fingerprints_verdict(original, replay, fp_original, fp_replay)
+    drift = list(drift)
+    notes += _caveats(original, drift)
     status = str(replay.get("status"))
     compared = len(original.get("outputs") or {})
-    if not compared and not fpo:
-        notes.append("the original recorded neither outputs nor fingerprints: nothing to verify")
-    if original.get("status") != "completed":
-        notes.append(f"the original run {original.get('status')}: its outputs are partial")
-    profile = (original.get("determinism") or {}).get("profile") or {}
-    if not profile.get("promises_bitwise", False):
-        notes.append(
-            f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
-            "differences are expected and not a fault"
-        )
-    drift = list(drift)
-    if drift:
-        notes.append("ran with --allow-env-drift: the environment differs from the record (see drift)")
-    identical = status == "completed" and not outs and fp_same is not False and (compared > 0 or bool(fpo))
+    recorded_fp = bool(original.get("fingerprints"))
+    identical = status == "completed" and not outs and fp_same is not False and (compared > 0 or recorded_fp)
     return Verdict(
         bit_identical=identical,
         status=status,
@@ -269,6 +245,51 @@ def verdict(
         drift=drift,
         notes=notes,
     )
+
+
+def _fingerprints_verdict(
+    original: Mapping[str, Any],
+    replay: Mapping[str, Any],
+    fp_original: Sequence[Mapping[str, Any]] | None,
+    fp_replay: Sequence[Mapping[str, Any]] | None,
+) -> tuple[bool | None, Divergence | None, list[str]]:
+    """Whether the two fingerprint files are the same (None: the original recorded none), the first
+    diverging step when they differ and both rows are at hand, and the notes on what was compared."""
+    notes: list[str] = []
+    fpo, fpr = original.get("fingerprints"), replay.get("fingerprints")
+    if fpo:
+        fp_same: bool | None = bool(fpr and fpo.get("sha256") == fpr.get("sha256"))
+    else:
+        fp_same = None
+        notes.append("the original recorded no fingerprints: no step-by-step comparison")
+    div = None
+    if fp_original is not None and fp_replay is not None and fp_same is False:
+        div = first_divergence(fp_original, fp_replay)
+    elif fpo and fp_original is None:
+        notes.append(
+            "the original's fingerprint file is missing or does not match its manifest: "
+            "compared by recorded hash only"
+        )
+    return fp_same, div, notes
+
+
+def _caveats(original: Mapping[str, Any], drift: Sequence[Drift]) -> list[str]:
+    """What limits the verdict's reach: nothing to verify, a partial original, a profile that does
+    not promise identical bits, an environment allowed to drift."""
+    notes: list[str] = []
+    if not original.get("outputs") and not original.get("fingerprints"):
+        notes.append("the original recorded neither outputs nor fingerprints: nothing to verify")
+    if original.get("status") != "completed":
+        notes.append(f"the original run {original.get('status')}: its outputs are partial")
+    profile = (original.get("determinism") or {}).get("profile") or {}
+    if not profile.get("promises_bitwise", False):
+        notes.append(
+            f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
+            "differences are expected and not a fault"
+        )
+    if drift:
+        notes.append("ran with --allow-env-drift: the environment differs from the record (see drift)")
+    return notes
 
 
 # -- two runs side by side --------------------------------------------------------------------------
@@ -322,8 +343,8 @@ class RunDiff:
 def diff_runs(
     a: Mapping[str, Any],
     b: Mapping[str, Any],
-    fp_a: list[Mapping[str, Any]] | None,
-    fp_b: list[Mapping[str, Any]] | None,
+    fp_a: Sequence[Mapping[str, Any]] | None,
+    fp_b: Sequence[Mapping[str, Any]] | None,
     label_a: str = "A",
     label_b: str = "B",
 ) -> RunDiff:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner.core.errors import RunnerError
-from runner.flows.cli_common import CONF_DIR, fail
+from runner.flows.cli_common import CONF_DIR, fail, resolved
 from runner.host import console
 from runner.host import engine as engines
 
@@ -18,7 +18,7 @@ from runner.host import engine as engines
 def run_composed(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = resolved(cfg)
     from runner.core.run_input import RunInput
     from runner.flows import run
 

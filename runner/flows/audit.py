@@ -35,14 +35,12 @@ def recorded(run_dir: Path) -> dict[str, Any] | None:
 
 def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any] | None]:
     """Compose the config as ``python -m runner`` would, audit it, return the run dir and findings."""
-    from omegaconf import OmegaConf
-
     from runner.core.run_input import RunInput
     from runner.flows import run
-    from runner.flows.cli_common import compose, validate_overrides
+    from runner.flows.cli_common import compose, resolved, validate_overrides
 
     validate_overrides(overrides)
-    cfg = OmegaConf.to_container(compose(overrides), resolve=True)
+    cfg = resolved(compose(overrides))
     cfg["determinism"]["audit"] = "only"
     name = cfg["experiment"].get("name") or "run"
     run_dir = (

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host.project import conf_dir, find_root
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # The project's conf/ (or the built-in one); the built-in groups are on Hydra's search path too
 # (hydra_plugins/runner_searchpath).
@@ -41,6 +44,17 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
         )
 
 
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """A composed config as a plain dict, interpolations resolved: what a run records and plans from."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"a composed config is a mapping, not {type(container).__name__}")
+    # OmegaConf types a container's keys as any primitive; a composed config's keys are strings
+    return cast(dict[str, Any], container)
+
+
 def validate_overrides(argv: list[str]) -> None:
     """Compose the config once (first value of each sweep) so that a typo fails in one line,
     naming the available options, instead of a Hydra error page."""
@@ -56,8 +70,8 @@ def validate_overrides(argv: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise RunnerError(f"bad override: {' '.join(str(exc).split())}", EXIT_USAGE) from None
-    plain = []
-    for o in parsed:
+    plain: list[str] = []
+    for line, o in zip(overrides, parsed, strict=True):  # one parsed override per input line
         if o.is_hydra_override():
             continue
         if o.is_sweep_override():
@@ -66,13 +80,13 @@ def validate_overrides(argv: list[str]) -> None:
                 continue
             plain.append(f"{o.get_key_element()}={first}")
         else:
-            plain.append(o.input_line)
+            plain.append(line)
     try:
         cfg = compose(plain)
         OmegaConf.to_container(cfg, resolve=True)
     except MissingConfigException as exc:
         first = str(exc).strip().splitlines()[0]
-        opts = f" (available: {', '.join(exc.options)})" if getattr(exc, "options", None) else ""
+        opts = f" (available: {', '.join(exc.options)})" if exc.options else ""
         raise RunnerError(f"{first}{opts}", EXIT_USAGE) from None
     except (HydraException, OmegaConfBaseException) as exc:
         lines = [" ".join(line.split()) for line in str(exc).strip().splitlines()] or [type(exc).__name__]

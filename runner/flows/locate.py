@@ -118,8 +118,11 @@ def locate(
             edit_config=edit,
         )
 
-    recorded = {op_traces.step_of(n): rec.sha256 for n, rec in (original.manifest.op_traces or {}).items()}
-    recorded = {k: v for k, v in recorded.items() if k is not None and (step is None or k == step)}
+    recorded: dict[int, str] = {}  # the traced step's number → its trace's sha256
+    for name, rec in (original.manifest.op_traces or {}).items():
+        traced = op_traces.step_of(name)
+        if traced is not None and (step is None or traced == step):
+            recorded[traced] = rec.sha256
     if recorded:
         steps = sorted(recorded)
         echo(f"tracing step(s) {', '.join(map(str, steps))} again, against the original's recorded traces")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from runner.host.interrupts import deferred
 
 if TYPE_CHECKING:
     from runner.host.engine import Engine
-    from runner.host.executors import DockerBackend, Exit, HostBackend
+    from runner.host.executors import Exit
 
 Echo = Callable[[str], None]
 
@@ -186,7 +187,7 @@ def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
     snap_dir = _code(r)
     data_root = _data(r, echo)
     t_image = time.time()
-    backend, image_tag, paths = _executor(r, snap_dir, data_root, echo, engine)
+    train, paths = _executor(r, snap_dir, data_root, echo, engine)
     r.got.image_seconds = time.time() - t_image
     _write_job(r, paths)
     plan = r.plan
@@ -198,7 +199,7 @@ def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
         f"run {plan.run_id}: {what} "
         f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}"
     )
-    ran = backend.run(plan, image_tag, snap_dir, data_root, echo)
+    ran = train()
     r.got.container_seconds = ran.seconds
     return ran
 
@@ -239,15 +240,16 @@ def _data(r: _Run, echo: Echo) -> Path:
 
 def _executor(
     r: _Run, snap_dir: Path, data_root: Path, echo: Echo, engine: Engine | None
-) -> tuple[DockerBackend | HostBackend, str | None, tuple[str, str, str]]:
-    """Where the worker runs, the image it runs in (None on the host) and the run dir, code and
-    data paths as the worker sees them."""
+) -> tuple[Callable[[], Exit], tuple[str, str, str]]:
+    """The training, ready to start where the worker runs (in the run's image, or on the host), and
+    the run dir, code and data paths as the worker sees them."""
     plan = r.plan
     if plan.backend != "docker":
         from runner.host.executors import HostBackend
 
         r.got.environment = plan.host_env(os.environ, snap_dir)
-        return HostBackend(), None, (str(r.dir), str(snap_dir), str(data_root))
+        train = functools.partial(HostBackend().run, plan, None, snap_dir, data_root, echo)
+        return train, (str(r.dir), str(snap_dir), str(data_root))
     from runner.host import engine as engines
     from runner.host.executors import DockerBackend
 
@@ -256,7 +258,8 @@ def _executor(
     image = r.input.image or image_builder.resolve_image(engine, plan, r.root, echo, build_log=build_log)
     r.got.image = manifest.Image.model_validate(image.record)
     r.got.environment = plan.container_env()
-    return DockerBackend(engine), image.tag, (spec.JOB, spec.CODE, spec.DATA)
+    train = functools.partial(DockerBackend(engine).run, plan, image.tag, snap_dir, data_root, echo)
+    return train, (spec.JOB, spec.CODE, spec.DATA)
 
 
 def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:

@@ -94,9 +94,10 @@ def _hydra_overrides(run_dir: Path) -> list[str]:
     from omegaconf import OmegaConf
 
     try:
-        return [str(x) for x in OmegaConf.to_container(OmegaConf.load(path))]
+        overrides = OmegaConf.to_container(OmegaConf.load(path))
     except Exception:  # noqa: BLE001 - a damaged side file must not hide the job
         return []
+    return [str(x) for x in overrides] if isinstance(overrides, list) else []
 
 
 def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:

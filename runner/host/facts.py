@@ -14,7 +14,8 @@ from runner.core.errors import EXIT_USAGE, RunnerError
 
 
 def _cpuinfo() -> dict[str, Any]:
-    model, flags = None, []
+    model: str | None = None
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -71,7 +71,7 @@ def find_or_build(
     with build_lock(iplan.tag):
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
-        if built:
+        if image_id is None:
             with (
                 BuildProgress(iplan.tag, build_log, echo, announce) as progress,
                 Tee(build_log, progress) if build_log else contextlib.nullcontext(progress) as log,

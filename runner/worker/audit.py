@@ -51,13 +51,12 @@ def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]
         findings = None
     _tidy(out)
     if code != 0 or not isinstance(findings, dict):
-        verdict = {
-            "refused": True,
-            "message": f"determinism audit: the audit step did not complete (exit status "
-            f"{code}; see logs/train.log) — determinism.audit=false skips it",
-        }
-        path.write_text(json.dumps(verdict, indent=2))
-        print(f"runner.worker: {verdict['message']}", file=sys.stderr)
+        message = (
+            f"determinism audit: the audit step did not complete (exit status "
+            f"{code}; see logs/train.log) — determinism.audit=false skips it"
+        )
+        path.write_text(json.dumps({"refused": True, "message": message}, indent=2))
+        print(f"runner.worker: {message}", file=sys.stderr)
         return code or rules.EXIT_REFUSED
     verdict = {**rules.judge(findings, job.get("determinism") or {}), "seconds": seconds}
     path.write_text(json.dumps(verdict, indent=2, sort_keys=True))

@@ -15,6 +15,7 @@ training run itself never runs under the mode: its overhead is the audit step's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,7 +51,9 @@ def node_frames() -> list[tuple[str, int]]:
     import torch
 
     node = torch._C._current_autograd_node()
-    text = "".join((node.metadata.get("traceback_") or []) if node is not None else [])
+    # torch's stubs declare Node.metadata a method; it is a dict-valued property
+    metadata: dict[str, Any] = node.metadata if node is not None else {}  # type: ignore[assignment]
+    text = "".join(metadata.get("traceback_") or [])
     return [(f, int(n)) for f, n in _FRAME.findall(text)]
 
 
@@ -116,7 +119,7 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
     def __init__(self, out: Path, code_dir: Path, profile: dict[str, Any]):
         self.out, self.profile = out, profile
         self.watch = OpWatch(code_dir)
-        self._anomaly = None
+        self._entered = contextlib.ExitStack()  # anomaly mode, then the watch: left in reverse
         self._done = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -128,16 +131,14 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
             return
         warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")  # asked for, one step
         # keeps each forward call's stack on its autograd node: backward findings name the forward frame
-        self._anomaly = torch.autograd.detect_anomaly(check_nan=False)
-        self._anomaly.__enter__()
-        self.watch.__enter__()
+        self._entered.enter_context(torch.autograd.detect_anomaly(check_nan=False))
+        self._entered.enter_context(self.watch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._done:
             return
         self._done = True
-        self.watch.__exit__(None, None, None)
-        self._anomaly.__exit__(None, None, None)
+        self._entered.close()
         from runner.worker.determinism import flags_in_force
 
         flags = flags_in_force()

@@ -8,6 +8,7 @@ precision (autocast) is read back once training starts (:mod:`runner.worker.prec
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +28,8 @@ def apply(
     try:  # Lightning's seeding also exports PL_GLOBAL_SEED and seeds DataLoader workers
         from pytorch_lightning import seed_everything
     except ImportError:  # pragma: no cover - images always carry Lightning
-        from lightning.pytorch import seed_everything
+        # the unified `lightning` package, where an image has it instead (not installed here to type-check)
+        seed_everything = importlib.import_module("lightning.pytorch").seed_everything
     seed_everything(seed, workers=True, verbose=False)
 
     if profile.get("deterministic_algorithms"):
@@ -38,7 +40,10 @@ def apply(
     if profile.get("cudnn_benchmark") is not None:
         torch.backends.cudnn.benchmark = bool(profile["cudnn_benchmark"])
     if profile.get("fill_uninitialized_memory") is not None:
-        torch.utils.deterministic.fill_uninitialized_memory = bool(profile["fill_uninitialized_memory"])
+        # a property torch adds to the module at import: its stubs do not declare it
+        torch.utils.deterministic.fill_uninitialized_memory = bool(  # type: ignore[attr-defined]
+            profile["fill_uninitialized_memory"]
+        )
     if precision is not None:
         torch.set_float32_matmul_precision(str(precision["float32_matmul_precision"]))
         torch.backends.cudnn.allow_tf32 = bool(precision["cudnn_allow_tf32"])
@@ -60,6 +65,8 @@ def flags_in_force() -> dict[str, Any]:
     """What this process actually runs with: read back from torch, not from the profile."""
     import torch
 
+    # a property torch adds to the module at import: its stubs do not declare it
+    fill_uninitialized = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
     return {
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -68,7 +75,7 @@ def flags_in_force() -> dict[str, Any]:
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "fill_uninitialized_memory": bool(torch.utils.deterministic.fill_uninitialized_memory),
+        "fill_uninitialized_memory": bool(fill_uninitialized),
         **_in_training,
         "num_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

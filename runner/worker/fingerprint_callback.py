@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import IO
 
 from pytorch_lightning import Callback
 
@@ -25,7 +26,7 @@ class Fingerprints(Callback):
     def __init__(self, path: Path, every_k: int = 10):
         self.path = Path(path)
         self.every_k = max(int(every_k), 0)
-        self._file = None
+        self._file: IO[str] | None = None  # open from train start to train end, on rank 0
         self._pending: list = []
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -67,6 +68,7 @@ class Fingerprints(Callback):
             self._write(rec)
 
     def _write(self, rec: dict) -> None:
+        assert self._file is not None, "rows are written between train start and train end"
         self._file.write(json.dumps(rec, sort_keys=True) + "\n")
 
 

@@ -15,9 +15,12 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core import audit, layout, op_traces
+
+if TYPE_CHECKING:
+    from pytorch_lightning import Callback
 
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
 
@@ -176,7 +179,7 @@ class JobContext:
         on = bool(self.determinism.get("deterministic_algorithms"))
         return "warn" if on and self.determinism.get("allow_nondeterministic_ops") else on
 
-    def _watching(self, kw: dict[str, Any]) -> list:
+    def _watching(self, kw: dict[str, Any]) -> list[Callback]:
         """The runner's own callbacks that watch training: fingerprints (and the operation traces of
         ``fingerprints.trace_steps``), or in the audit's process the audit step alone, with the
         Trainer limited to that one step."""
@@ -187,7 +190,7 @@ class JobContext:
             return [AuditStep(self.run_dir / audit.FILE, self.code_dir, self.determinism)]
         from runner.worker.fingerprint_callback import Fingerprints
 
-        watching = [
+        watching: list[Callback] = [
             Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))
         ]
         steps = op_traces.trace_steps(self.job.get("config") or {})

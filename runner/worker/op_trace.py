@@ -10,6 +10,7 @@ entered at the traced step's start and left at its end. Rank 0 writes the trace
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -73,9 +74,12 @@ def _mode_base():
 class TraceMode(_mode_base()):  # type: ignore[misc]
     def __init__(self, code_dir: Path, modules: list[str]):
         super().__init__()
-        self.code_dir, self.modules, self.rows = code_dir, modules, []
+        self.code_dir, self.modules = code_dir, modules
+        self.rows: list[dict[str, Any]] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         import torch
 
         out = func(*args, **(kwargs or {}))
@@ -101,7 +105,8 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
 class OpTrace(Callback):
     def __init__(self, run_dir: Path, code_dir: Path, steps: list[int]):
         self.run_dir, self.code_dir, self.steps = run_dir, code_dir, set(steps)
-        self._mode = self._anomaly = None
+        self._mode: TraceMode | None = None  # set during a traced step
+        self._entered = contextlib.ExitStack()  # anomaly mode, then the trace mode: left in reverse
         self._hooks: list = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -126,17 +131,15 @@ class OpTrace(Callback):
             torch.nn.modules.module.register_module_forward_hook(leave),
         ]
         warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
-        self._anomaly = torch.autograd.detect_anomaly(check_nan=False)
-        self._anomaly.__enter__()
+        self._entered.enter_context(torch.autograd.detect_anomaly(check_nan=False))
         self._mode = TraceMode(self.code_dir, stack)
-        self._mode.__enter__()
+        self._entered.enter_context(self._mode)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._mode is None:
             return
         mode, self._mode = self._mode, None
-        mode.__exit__(None, None, None)
-        self._anomaly.__exit__(None, None, None)
+        self._entered.close()
         for h in self._hooks:
             h.remove()
         path = self.run_dir / op_traces.file_name(trainer.global_step)
