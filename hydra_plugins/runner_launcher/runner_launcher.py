@@ -126,6 +126,11 @@ class RunnerSlotsLauncher(Launcher):
         )
         self._dispatch(to_run, plan)
 
+        return self._finish(jobs, sweep_dir, "finished jobs are recorded")
+
+    def _finish(self, jobs: list[_SweepJob], sweep_dir: Path, on_interrupt: str) -> list[JobReturn]:
+        """Every job has ended: note the failed ones, write the summary, and end the sweep with
+        exit 130 when a signal stopped it (``on_interrupt`` says what became of its jobs)."""
         for job in jobs:
             code = _exit_code(job.result)
             if code != 0:
@@ -135,9 +140,9 @@ class RunnerSlotsLauncher(Launcher):
         if self.summary:
             self._write_summary(sweep_dir)
         if self._signal is not None:
-            fail(
-                RunnerError(f"sweep interrupted; finished jobs are recorded in {sweep_dir}", EXIT_INTERRUPTED)
-            )
+            from runner.flows.cli_common import fail
+
+            fail(RunnerError(f"sweep interrupted; {on_interrupt} in {sweep_dir}", EXIT_INTERRUPTED))
         return [job.result for job in jobs]  # type: ignore[misc]
 
     # -- preparing jobs ----------------------------------------------------------------------------------

@@ -100,22 +100,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         except RunnerError as exc:
             fail(exc)
         self._wait(handles)
-        for job in jobs:
-            code = _exit_code(job.result)
-            if code != 0:
-                sweep.failed_sweep_jobs.append(
-                    {"idx": job.idx, "run_dir": str(job.run_dir), "exit_code": code}
-                )
-        if self.summary:
-            self._write_summary(sweep_dir)
-        if self._signal is not None:
-            fail(
-                RunnerError(
-                    f"sweep interrupted; its Slurm jobs were cancelled and recorded in {sweep_dir}",
-                    EXIT_INTERRUPTED,
-                )
-            )
-        return [job.result for job in jobs]  # type: ignore[misc]
+        return self._finish(jobs, sweep_dir, "its Slurm jobs were cancelled and recorded")
 
     def _to_run(self, jobs: list[_SweepJob], sweep_dir: Path, skip_completed: bool) -> list[_SweepJob]:
         """The jobs to submit: with ``skip_completed``, completed ones are skipped, interrupted ones

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -313,14 +313,8 @@ def main(argv: list[str] | None = None) -> None:
             allow_env_drift=args.allow_env_drift,
             command=[sys.executable, "-m", "runner.replay", *argv],
         )
-    except RunnerError as exc:
-        if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            console.stderr.print(
-                _drift_table("the recorded environment cannot be rebuilt exactly", exc.drift)
-            )
-        fail(exc)
-    except KeyboardInterrupt:
-        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
+    except (RunnerError, KeyboardInterrupt) as exc:
+        _fail(exc)
     if args.json:
         print(
             json.dumps({"replay": str(outcome.run_dir), **outcome.verdict.to_json()}, indent=2, default=str)
@@ -330,19 +324,22 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0 if outcome.verdict.bit_identical else EXIT_FAILED)
 
 
+def _fail(exc: RunnerError | KeyboardInterrupt) -> NoReturn:
+    """The edge's way out: drift as a table first, then the one error line and its exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
+    if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
+        console.stderr.print(_drift_table("the recorded environment cannot be rebuilt exactly", exc.drift))
+    fail(exc)
+
+
 def _locate(args: argparse.Namespace) -> None:
     from runner.flows import locate
 
     try:
         found = locate.locate(args.run, allow_env_drift=args.allow_env_drift, step=args.step, echo=_echo)
-    except RunnerError as exc:
-        if isinstance(exc, rebuild.EnvironmentDrift) and exc.drift:
-            console.stderr.print(
-                _drift_table("the recorded environment cannot be rebuilt exactly", exc.drift)
-            )
-        fail(exc)
-    except KeyboardInterrupt:
-        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
+    except (RunnerError, KeyboardInterrupt) as exc:
+        _fail(exc)
     if args.json:
         print(
             json.dumps(
