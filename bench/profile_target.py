@@ -19,7 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from runner.worker import job
+from runner.worker import context
 
 
 def _sync() -> None:
@@ -63,15 +63,15 @@ class TorchProfile(pl.Callback):
 def train(cfg, run_dir: Path) -> dict:
     from importlib import import_module
 
-    ctx = job.JobContext.current()
+    ctx = context.RunContext.current()
     p = cfg.profile
-    original = job.JobContext.trainer_kwargs
+    original = context.RunContext.trainer_kwargs
 
     def with_profiler(self, *a, **kw):
         out = original(self, *a, **kw)
         out["callbacks"].append(TorchProfile(ctx.output_dir, ctx.rank, int(p.start), int(p.steps)))
         return out
 
-    job.JobContext.trainer_kwargs = with_profiler
+    context.RunContext.trainer_kwargs = with_profiler
     module = {"mnist_ddp": "experiments.mnist", "resnet_small": "experiments.resnet"}[str(p.workload)]
     return import_module(module).train(cfg, run_dir)

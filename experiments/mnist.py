@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from runner.worker.job import JobContext
+from runner.worker.context import RunContext
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -214,7 +214,7 @@ def pixel_stats(stats, images: torch.Tensor) -> dict:
 
 def train(cfg, run_dir: Path, model_cls: type[MnistCNN] | None = None) -> dict:
     """Train on the whole-data-on-device pipeline; ``model_cls`` swaps the network (default MnistCNN)."""
-    ctx = JobContext.current()
+    ctx = RunContext.current()
     files = ctx.data_files
     images, labels = read_idx(files["train_images"]), read_idx(files["train_labels"])
     n = cfg.model.train_samples or len(images)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from runner.worker.job import JobContext
+from runner.worker.context import RunContext
 
 
 class Noise(nn.Module):
@@ -93,7 +93,7 @@ class Noisy(pl.LightningModule):
 
 
 def train(cfg, run_dir: Path) -> dict:
-    ctx = JobContext.current()
+    ctx = RunContext.current()
     g = torch.Generator().manual_seed(ctx.seed)
     x = torch.randn(512, 8, generator=g)
     y = x.sum(1, keepdim=True).sin()

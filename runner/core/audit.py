@@ -16,7 +16,7 @@ from typing import Any
 
 DIR = "audit"  # in the run dir: the audit step's own run dir
 FILE = "audit.json"  # in DIR: what the audit found, and whether the run was stopped
-ENV = "RUNNER_AUDIT"  # set for the audit's training process: JobContext runs one step into DIR
+ENV = "RUNNER_AUDIT"  # set for the audit's training process: RunContext runs one step into DIR
 EXIT_REFUSED = 3  # the worker's exit status when the audit stops the run
 
 # profile key → the flag read back from torch that must hold the profile's value

@@ -28,7 +28,7 @@ from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
 from runner.host import records, snapshot
 from runner.host.sweep import SKIP_COMPLETED
-from runner.worker.job import latest_checkpoint
+from runner.worker.context import latest_checkpoint
 
 if TYPE_CHECKING:
     from runner.host.engine import Engine

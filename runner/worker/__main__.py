@@ -32,7 +32,7 @@ from pathlib import Path
 from runner.core import layout
 from runner.core.errors import shell_status
 from runner.worker import audit, facts
-from runner.worker.job import JobContext
+from runner.worker.context import RunContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
 # handler broadcasts to the peers from inside the handler, which can wait forever for a peer that is
@@ -92,7 +92,7 @@ def _free_port() -> int:
 
 
 def _write_result(
-    ctx: JobContext,
+    ctx: RunContext,
     metrics: dict,
     started: float,
     flags: dict,
@@ -123,7 +123,7 @@ def _load_target(spec: str):
         sys.exit(2)
 
 
-def run_rank(ctx: JobContext) -> int:
+def run_rank(ctx: RunContext) -> int:
     from omegaconf import OmegaConf
 
     from runner.worker import determinism
@@ -166,7 +166,7 @@ def _plain(v):
         return v
 
 
-def launch_ranks(ctx: JobContext) -> int:
+def launch_ranks(ctx: RunContext) -> int:
     world = ctx.world_size
     base_env = dict(
         os.environ,
@@ -206,7 +206,7 @@ def program_command(exp: dict, code_dir: Path, world: int, port: int) -> list[st
     return [sys.executable, *what, *args]
 
 
-def run_script(ctx: JobContext) -> int:
+def run_script(ctx: RunContext) -> int:
     """Run the experiment's program unmodified. Its working directory is the run's ``outputs/``
     (what it writes there, relative paths included, is hashed as outputs); the code snapshot
     stays read-only and importable through ``PYTHONPATH``."""
@@ -262,7 +262,7 @@ def _collect_facts(into: dict) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    ctx = JobContext.current()
+    ctx = RunContext.current()
     sys.path.insert(0, str(ctx.code_dir))
     try:
         if not ctx.auditing and "RANK" not in os.environ and audit.wanted(ctx.job) != "off":

@@ -2,7 +2,7 @@
 batch) with every operation watched, before a strict run trains.
 
 The worker starts the audit as a process of its own (:func:`runner.worker.audit.run_before`): the
-experiment runs unchanged, except that :class:`~runner.worker.job.JobContext` points it at ``<run
+experiment runs unchanged, except that :class:`~runner.worker.context.RunContext` points it at ``<run
 dir>/audit`` and limits its Trainer to one step with :class:`AuditStep` as its only runner callback.
 During that step a dispatch mode sees every ATen operation; each is run with PyTorch's deterministic
 algorithms switched on, so one that has no deterministic implementation raises, is recorded with the

@@ -1,5 +1,5 @@
 """The precision Lightning trains under, read back as training starts: a Trainer callback that
-:meth:`runner.worker.job.JobContext.trainer_kwargs` adds to every target experiment."""
+:meth:`runner.worker.context.RunContext.trainer_kwargs` adds to every target experiment."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.worker.job import latest_checkpoint
+from runner.worker.context import latest_checkpoint
 from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import wait_for
 

@@ -18,7 +18,7 @@ from runner.flows.cli_common import compose
 from runner.host import records
 from runner.host.executors import HostBackend
 from runner.host.interrupts import deferred
-from runner.worker.job import latest_checkpoint
+from runner.worker.context import latest_checkpoint
 from tests.conftest import ROOT
 
 DATA = Path("/usr/share/datasets/fashion-mnist")

@@ -40,7 +40,7 @@ def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
 
 
 @dataclass(frozen=True)
-class JobContext:
+class RunContext:
     run_dir: Path
     code_dir: Path
     data_dir: Path
@@ -50,7 +50,7 @@ class JobContext:
     world_size: int = 1
 
     @classmethod
-    def current(cls) -> JobContext:
+    def current(cls) -> RunContext:
         path = os.environ.get("RUNNER_JOB")
         if not path:
             raise RuntimeError("RUNNER_JOB is not set: this code runs under `python -m runner.worker`")
@@ -213,5 +213,5 @@ class JobContext:
         return path
 
 
-def current() -> JobContext:
-    return JobContext.current()
+def current() -> RunContext:
+    return RunContext.current()
