@@ -8,7 +8,6 @@ same way before it trains (``determinism.audit=true``, the strict profile's defa
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,17 +19,8 @@ from rich.table import Table
 from runner.core import audit as rules
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import engine as engines
+from runner.host import records
 from runner.host.console import stderr as console
-
-
-def recorded(run_dir: Path) -> dict[str, Any] | None:
-    """What the audit of the run in ``run_dir`` found (``audit/audit.json``); None when none ran,
-    or the file is not a JSON object (the run's record is written either way)."""
-    try:
-        data = json.loads((run_dir / rules.DIR / rules.FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any] | None]:
@@ -57,11 +47,11 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
             engine=engines.for_run(cfg),
         )
     except RunnerError:
-        found = recorded(run_dir.resolve())
+        found = records.read_audit(run_dir.resolve())
         if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer
             raise
         return run_dir, found
-    return run_dir, recorded(run_dir.resolve())
+    return run_dir, records.read_audit(run_dir.resolve())
 
 
 def render(run_dir: Path, found: dict[str, Any], out: Console) -> None:

@@ -26,7 +26,6 @@ from runner.core import layout, op_traces
 from runner.core.digests import sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import records
-from runner.host.hashing import sha256_file
 
 
 @dataclass
@@ -41,16 +40,6 @@ class Located:
             return f"step {self.step}: every operation's output agrees with {self.against}"
         line = self.difference["line"]
         return f"first diverging operation at step {self.step}: {line} (compared with {self.against})"
-
-
-def traces_written(run_dir: Path) -> dict[str, dict[str, Any]] | None:
-    """The traces a run wrote (file name → sha256 and size), for its manifest; None when none."""
-    found = {
-        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in sorted(run_dir.glob("op-trace-step-*.jsonl"))
-        if op_traces.step_of(p.name) is not None
-    }
-    return found or None
 
 
 def _trace(run_dir: Path, step: int, sha256: str | None = None) -> list[dict[str, Any]]:

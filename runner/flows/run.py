@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from runner.core import layout, manifest, record, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RunInput
-from runner.flows import audit, locate
 from runner.host import datasets, facts, image_builder, params, records, rundir, slurm, snapshot, trainer_keys
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
@@ -87,7 +86,7 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
             oom_killed=ran.oom_killed,
             interrupted=ran.interrupted,
             plan=r.plan,
-            audit=audit.recorded(r.dir),
+            audit=records.read_audit(r.dir),
         )
         m = _finish(r, end, ran.log_tail if end.status != "completed" else [], container_exit=ran.exit_code)
     if end.status != "completed":
@@ -300,8 +299,8 @@ def _finish(
         result=result,
         outputs=outputs,
         fingerprints=prints,
-        audit=audit.recorded(r.dir),
-        op_traces=locate.traces_written(r.dir),
+        audit=records.read_audit(r.dir),
+        op_traces=records.op_traces_written(r.dir),
         finished=time.time(),
     )
     m = record.build(r.plan, r.input, r.got, outcome)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runner.core import fingerprints, layout, manifest
+from runner.core import audit, fingerprints, layout, manifest, op_traces
 from runner.core.digests import DIGEST_FIELD, check_digest, record_digest, sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic
@@ -151,3 +151,23 @@ def _read(p: Path) -> tuple[dict[str, Any], manifest.Manifest]:
             f"{p} is not a valid manifest: {where}: {first['msg']} ({exc.error_count()} problem(s))",
             EXIT_USAGE,
         ) from None
+
+
+def read_audit(run_dir: Path) -> dict[str, Any] | None:
+    """What the determinism audit of the run in ``run_dir`` found (``audit/audit.json``); None when
+    none ran, or the file is not a JSON object (the run's record is written either way)."""
+    try:
+        data = json.loads((run_dir / audit.DIR / audit.FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def op_traces_written(run_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """The operation traces a run wrote (file name → sha256 and size), for its manifest; None when none."""
+    found = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(run_dir.glob("op-trace-step-*.jsonl"))
+        if op_traces.step_of(p.name) is not None
+    }
+    return found or None
