@@ -6,8 +6,10 @@ submitit (which writes the ``sbatch`` script and carries the job to the node as 
 * **Preflight.** Before anything is submitted: a controller must answer and the partition must
   exist (:func:`runner.host.slurm.check`), else one line and exit status 3 or 2.
 * **One image per sweep.** Images are resolved (found, or built once) here; the jobs find the tag.
-* **One array.** All jobs go in one job array, each asking for the most demanding job's cores
-  and GPUs (or the launcher's ``cpus_per_task`` / ``gpus_per_node``).
+* **One array.** All jobs go in one job array, each asking for the most demanding job's nodes,
+  cores and GPUs (or the launcher's ``cpus_per_task`` / ``gpus_per_node``). A job over several
+  nodes (``launch.nodes``) runs the runner on its first node, which starts one container per
+  node (:mod:`runner.host.nodes`).
 * **On the node.** A job pins its container to its allocation's cores and hands it the GPUs
   Slurm gave it (:mod:`runner.core.cluster`); the manifest's ``cluster`` records the job id,
   array index, node list, partition and allocation.
@@ -128,6 +130,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         asks = cluster.request(
             [j.task_cfg for j in jobs if j.task_cfg is not None], self.cpus_per_task, self.gpus_per_node
         )
+        nodes = asks.pop("nodes", 1)
         params: dict[str, Any] = {
             "time": self.timeout_min,
             "nodes": 1,
@@ -138,6 +141,10 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
             "additional_parameters": {"chdir": str(snapshot.project_root()), **self.additional_parameters},
             **asks,
         }
+        if nodes > 1:  # the job holds `nodes` nodes; the runner runs on the first, and srun's the rest
+            params["additional_parameters"]["nodes"] = nodes
+            params["srun_args"] = ["--nodes=1", "--ntasks=1"]
+            asks["nodes"] = nodes
         if self.partition:
             params["partition"] = self.partition
         if self.mem_gb:

@@ -10,17 +10,25 @@ This module turns those into
 * the job's :class:`~runner.core.slots.Slot` (:func:`slot`): the container is pinned to the
   allocation's cores and handed the allocation's GPUs, exactly as a local sweep slot is, so
   :func:`runner.core.slots.unplaced` undoes it for a replay or a skip-completed check;
-* what an ``sbatch`` for a job must ask for (:func:`request`).
+* what an ``sbatch`` for a job must ask for (:func:`request`);
+* a run across nodes (``launch.nodes``): where its nodes meet (:class:`Rendezvous`), the
+  ``srun`` that starts one node agent per node (:func:`srun_command`), each node's container
+  (:func:`node_request`), and the same run folded into one container for a replay (:func:`folded`).
 
 Reading the environment and calling ``scontrol`` is :mod:`runner.host.slurm`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from runner.core import slots
+from runner.core.engine_types import ContainerRequest
+from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.images import gpu_count_requested
 
 # states of a job that is still, or again, on its way (a requeued job passes through several)
 ACTIVE_STATES = frozenset(
@@ -100,18 +108,153 @@ def slot(env: Mapping[str, str], affinity: Sequence[int], cpu_ids: Sequence[int]
         cpus = sorted(set(cpu_ids))
     else:
         cpus = affinity[:count]
-    return slots.Slot(index=_int(env.get("SLURM_NODEID")) or 0, cpus=tuple(cpus), gpus=tuple(gpu_ids(env)))
+    return slots.Slot(
+        index=_int(env.get("SLURM_NODEID")) or 0,
+        cpus=tuple(cpus),
+        gpus=tuple(gpu_ids(env)),
+        mem_mb=memory_mb(env, len(cpus)),
+    )
+
+
+def memory_mb(env: Mapping[str, str], cpus: int) -> int | None:
+    """The memory this job holds on this node in MB (``--mem``, or ``--mem-per-cpu`` × its cores);
+    None when Slurm does not track memory (``--mem=0`` asks for the whole node: not a limit)."""
+    per_node = _int(env.get("SLURM_MEM_PER_NODE"))
+    if per_node:
+        return per_node
+    per_cpu = _int(env.get("SLURM_MEM_PER_CPU"))
+    return per_cpu * max(cpus, 1) if per_cpu else None
 
 
 def request(
     task_cfgs: Sequence[Mapping[str, Any]], cpus_per_task: int | None, gpus_per_node: int | None
 ) -> dict[str, int]:
-    """What each job of a sweep asks Slurm for: the most demanding job's cores (processes ×
-    threads) and GPUs, unless the launcher's settings name them."""
+    """What each job of a sweep asks Slurm for: the most demanding job's nodes, cores per node
+    (processes × threads) and GPUs per node, unless the launcher's settings name them."""
     needs = [slots.job_needs(c) for c in task_cfgs]
     cores = cpus_per_task or max((n.cores for n in needs), default=1)
     gpus = gpus_per_node if gpus_per_node is not None else max((max(n.gpus, 0) for n in needs), default=0)
-    out = {"cpus_per_task": int(cores)}
+    nodes = max((nodes_requested(dict(c.get("launch") or {})) for c in task_cfgs), default=1)
+    out = {"cpus_per_task": int(cores), "nodes": nodes}
     if gpus:
         out["gpus_per_node"] = int(gpus)
     return out
+
+
+# -- a run across nodes -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the nodes of a multi-node run meet: the first node's address on the network interface
+    the collectives use (gloo's and NCCL's socket interface is pinned to it on every node), and a
+    port there for torch.distributed's store."""
+
+    nodes: int
+    interface: str
+    address: str
+    port: int
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "MASTER_ADDR": self.address,
+            "MASTER_PORT": str(self.port),
+            "GLOO_SOCKET_IFNAME": self.interface,
+            "NCCL_SOCKET_IFNAME": self.interface,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``cluster.rendezvous``: how the nodes reached each other."""
+        return {
+            "nodes": self.nodes,
+            "network": "host",
+            "interface": self.interface,
+            "address": self.address,
+            "port": self.port,
+        }
+
+
+LIFELINE_ENV = "RUNNER_LIFELINE"  # "stdin": the worker stops when its standard input closes
+
+
+def nodes_requested(launch: Mapping[str, Any]) -> int:
+    """``launch.nodes``: how many nodes the run spans (1 unless asked)."""
+    nodes = launch.get("nodes", 1)
+    if nodes is None:
+        return 1
+    if type(nodes) is not int or nodes < 1:
+        raise RunnerError(f"launch.nodes={nodes!r} must be a positive integer", EXIT_USAGE)
+    return nodes
+
+
+def check_allocation(nodes: int, env: Mapping[str, str]) -> None:
+    """A run over ``nodes`` nodes needs a Slurm allocation of at least that many."""
+    have = _int(env.get("SLURM_JOB_NUM_NODES")) if in_job(env) else None
+    if have is None:
+        raise RunnerError(
+            f"launch.nodes={nodes} runs one container per node of a Slurm allocation: start it inside "
+            f"one (sbatch -N {nodes}, salloc -N {nodes}) or sweep it with hydra/launcher=slurm",
+            EXIT_USAGE,
+        )
+    if have < nodes:
+        raise RunnerError(
+            f"launch.nodes={nodes}, but this Slurm job has {have} node{'s' if have != 1 else ''}",
+            EXIT_USAGE,
+        )
+
+
+def srun_command(nodes: int, job_name: str, agent: Sequence[str]) -> list[str]:
+    """``srun`` for one node agent per node. ``--overlap`` and ``--mem=0`` let the step share the
+    allocation with the step the runner itself runs in (a sweep's job); ``--kill-on-bad-exit``
+    stops every node (SIGTERM first: each agent stops its container) when one fails."""
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        "--overlap",
+        "--mem=0",
+        "--kill-on-bad-exit=1",
+        "--unbuffered",
+        f"--job-name={job_name}",
+        *agent,
+    ]
+
+
+def node_request(base: ContainerRequest, node: int, place: slots.Slot | None) -> ContainerRequest:
+    """Node ``node``'s container of a multi-node run: the first node's request, named for the
+    node, told its rank among the nodes, and placed on this node's share of the allocation.
+
+    It is tied to its node agent (a lifeline): ``srun`` answers SIGTERM (``scancel``, a
+    preemption) by killing the agents outright, and a container an engine runs outlives a killed
+    agent unless it ends and removes itself."""
+    env = {**base.environment, "NODE_RANK": str(node), "GROUP_RANK": str(node), LIFELINE_ENV: "stdin"}
+    changes: dict[str, Any] = {"name": f"{base.name}-node{node}", "environment": env, "lifeline": True}
+    if place is not None:
+        changes["cpuset_cpus"] = place.cpuset or base.cpuset_cpus
+        if place.gpus and base.gpus is not None:
+            changes["gpus"] = list(place.gpus)
+        if place.mem_mb and base.mem_limit is None:
+            changes["mem_limit"] = f"{place.mem_mb}m"
+    return dataclasses.replace(base, **changes)
+
+
+def folded(config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """A multi-node run's config as one container with the same world size (its replay on one
+    machine): ``nodes`` × per-node processes or GPUs on one node. Returns it with the node count
+    it had (1: nothing to fold)."""
+    cfg = dict(config)
+    launch = dict(cfg.get("launch") or {})
+    nodes = nodes_requested(launch)
+    if nodes == 1:
+        return cfg, 1
+    gpus = launch.get("gpus")
+    if gpus_count := gpu_count_requested(gpus):
+        if gpus_count < 0:
+            raise RunnerError(
+                "a multi-node run with launch.gpus=all cannot be folded onto one machine", EXIT_USAGE
+            )
+        launch["gpus"] = gpus_count * nodes
+    else:
+        launch["processes"] = int(launch.get("processes", 1)) * nodes
+    launch["nodes"] = 1
+    cfg["launch"] = launch
+    return cfg, nodes

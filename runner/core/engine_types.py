@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,3 +23,18 @@ class ContainerRequest:
     cpuset_cpus: str | None = None
     mem_limit: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    network: str = "none"  # "none": loopback only; "host": the host's network (a multi-node run alone)
+    # tied to the process that started it: when that process dies, even by SIGKILL, the container's
+    # standard input closes, its worker stops (RUNNER_LIFELINE) and the engine removes it
+    lifeline: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: how a multi-node run hands its container to the other nodes."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerRequest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        out = {k: v for k, v in data.items() if k in known}
+        out["mounts"] = [(str(s), str(d), bool(ro)) for s, d, ro in out.get("mounts") or []]
+        return cls(**out)

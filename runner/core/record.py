@@ -129,6 +129,7 @@ def launch_section(plan: RunPlan) -> dict[str, Any]:
         "user": plan.user,
         "gpus": plan.gpus,
         "world_size": plan.world_size,
+        "nodes": plan.nodes,
         "accelerator": plan.accelerator,
         "container": plan.container_name if docker else None,
         "cpuset_cpus": plan.launch.get("cpuset_cpus"),

@@ -27,6 +27,7 @@ class Slot:
     index: int
     cpus: tuple[int, ...]
     gpus: tuple[int, ...] = ()
+    mem_mb: int | None = None  # the memory the slot may use (a Slurm allocation's); None: no limit
 
     @property
     def cpuset(self) -> str | None:
@@ -36,6 +37,8 @@ class Slot:
         parts = [f"cpus {self.cpuset}"] if self.cpus else []
         if self.gpus:
             parts.append(f"gpus {','.join(map(str, self.gpus))}")
+        if self.mem_mb:
+            parts.append(f"{self.mem_mb} MB")
         return f"slot {self.index} ({', '.join(parts) or 'unpinned'})"
 
 
@@ -181,12 +184,11 @@ def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"cpuset_cpus": slot.cpuset}
     if slot.gpus:
         out["gpus"] = list(slot.gpus)
-    out["slot"] = {
-        "index": slot.index,
-        "cpus": slot.cpuset,
-        "gpus": list(slot.gpus),
-        "requested": {"cpuset_cpus": launch.get("cpuset_cpus"), "gpus": launch.get("gpus")},
-    }
+    requested = {"cpuset_cpus": launch.get("cpuset_cpus"), "gpus": launch.get("gpus")}
+    if slot.mem_mb and not launch.get("mem_limit"):
+        out["mem_limit"] = f"{slot.mem_mb}m"
+        requested["mem_limit"] = launch.get("mem_limit")
+    out["slot"] = {"index": slot.index, "cpus": slot.cpuset, "gpus": list(slot.gpus), "requested": requested}
     return out
 
 
@@ -206,6 +208,8 @@ def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, 
         return cfg
     requested = slot.get("requested") or {}
     launch["cpuset_cpus"] = requested.get("cpuset_cpus")
+    if "mem_limit" in requested:
+        launch["mem_limit"] = requested["mem_limit"]
     slot_gpus = slot.get("gpus") or []
     launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
     cfg["launch"] = launch

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core import determinism, layout, precision
+from runner.core import cluster, determinism, layout, precision
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import choose_kind, gpu_count_requested
@@ -24,6 +24,7 @@ from runner.core.images import choose_kind, gpu_count_requested
 # Paths inside the container.
 CODE, DATA, JOB = "/code", "/data", "/job"
 UNPRIVILEGED = "1000:1000"
+RUN_ID_LABEL = "org.runner.run-id"  # on every container of a run
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -44,6 +45,12 @@ class RunPlan:
     user: str
     container_name: str
     launch: dict[str, Any] = field(default_factory=dict)
+    nodes: int = 1  # >1: one container per node of a Slurm allocation, world_size // nodes processes each
+
+    @property
+    def per_node(self) -> int:
+        """Training processes on each node."""
+        return self.world_size // self.nodes
 
     def job_document(
         self, run_dir: str, code_dir: str, data_dir: str, dataset_files: Mapping[str, str]
@@ -56,6 +63,7 @@ class RunPlan:
             "config": self.config,
             "seed": self.seed,
             "world_size": self.world_size,
+            "nodes": self.nodes,
             "accelerator": self.accelerator,
             "determinism": self.profile,
             "precision": precision.resolve(self.config),  # None: a record from before the precision group
@@ -102,16 +110,24 @@ class RunPlan:
         own = set(runner_owned) - set(self.env)
         return dataclasses.replace(self, env={k: v for k, v in sorted(recorded.items()) if k not in own})
 
-    def container_request(self, image: str, code_dir: Path, data_root: Path) -> ContainerRequest:
+    def container_request(
+        self, image: str, code_dir: Path, data_root: Path, rendezvous: cluster.Rendezvous | None = None
+    ) -> ContainerRequest:
+        """The container that trains; with a ``rendezvous`` (a multi-node run) it is the first
+        node's, on the host's network with the collectives pinned to the rendezvous interface
+        (:func:`runner.core.cluster.node_request` makes the other nodes' from it)."""
         gpus = self.gpus
         req_gpus = None
         if self.accelerator == "gpu":
             req_gpus = -1 if gpus == "all" else (list(gpus) if isinstance(gpus, (list, tuple)) else int(gpus))
+        env = self.container_env()
+        if rendezvous is not None:
+            env.update(rendezvous.environment(), NODE_RANK="0", GROUP_RANK="0")
         return ContainerRequest(
             image=image,
             name=self.container_name,
             command=["python", "-m", "runner.worker"],
-            environment=self.container_env(),
+            environment=env,
             user=self.user,
             mounts=[
                 (str(code_dir), CODE, True),
@@ -123,7 +139,8 @@ class RunPlan:
             shm_size=self.launch.get("shm_size"),
             cpuset_cpus=self.launch.get("cpuset_cpus"),
             mem_limit=self.launch.get("mem_limit"),
-            labels={"org.runner.run-id": self.run_id, "org.runner.run-dir": str(self.run_dir)},
+            labels={RUN_ID_LABEL: self.run_id, "org.runner.run-dir": str(self.run_dir)},
+            network="host" if rendezvous is not None else "none",
         )
 
 
@@ -248,6 +265,7 @@ def plan_run(
     n_gpus = gpu_count_requested(gpus)
     accelerator = "gpu" if n_gpus else "cpu"
     world = _world_size(launch, n_gpus, detected_gpus)
+    nodes = cluster.nodes_requested(launch)
     profile = dict(cfg.get("determinism") or {})
     precision.resolve(cfg)  # a bad or doubly-set precision is refused before anything runs
     env = determinism.environment(profile)
@@ -258,6 +276,7 @@ def plan_run(
     experiment = _experiment(cfg, project_root)
     if experiment.get("nproc_per_node") and not n_gpus:  # torchrun's own count sets a CPU run's world size
         world = int(experiment["nproc_per_node"])
+    _check_nodes(nodes, backend, experiment)
     image_kind = choose_kind(str((cfg.get("image") or {}).get("kind", "auto")), gpus)
     return RunPlan(
         run_id=rid,
@@ -267,7 +286,7 @@ def plan_run(
         backend=backend,
         image_kind=image_kind,
         gpus=gpus if n_gpus else None,
-        world_size=world,
+        world_size=world * nodes,
         accelerator=accelerator,
         seed=seed,
         profile=profile,
@@ -275,4 +294,19 @@ def plan_run(
         user=_user(launch, uid, gid),
         container_name=f"runner-{rid}",
         launch=launch,
+        nodes=nodes,
     )
+
+
+def _check_nodes(nodes: int, backend: str, experiment: Mapping[str, Any]) -> None:
+    """What a run across nodes supports: containers, and a target or a program under torchrun
+    (a plain script would not know it has peers on other nodes)."""
+    if nodes == 1:
+        return
+    if backend != "docker":
+        raise RunnerError(f"launch.nodes={nodes} runs containers: it needs launch.backend=docker", EXIT_USAGE)
+    if not experiment.get("target") and experiment.get("launcher") != "torchrun":
+        raise RunnerError(
+            f"launch.nodes={nodes}: a script or module runs across nodes under experiment.launcher=torchrun",
+            EXIT_USAGE,
+        )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, layout, numbers, settings, slots, spec
+from runner.core import cluster, commands, compare, layout, numbers, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
@@ -128,6 +128,7 @@ def _prepare(
     _check_writable(run_dir)
     snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
     config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
+    config = _on_this_machine(config, echo)
     config = edit_config(config) if edit_config else config
     plan = run.replan(config, run_dir, snap_dir)
     env_drift = _env_drift(m, plan, snap_dir)
@@ -154,6 +155,22 @@ def _prepare(
         replay_of=replay_of,
     )
     return inp, prepared, engine
+
+
+def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:
+    """A multi-node run replays across nodes inside a Slurm allocation that has them, else in one
+    container with the same world size: DDP's bits depend on the ranks, not on where they run."""
+    with run.recorded_config():
+        folded, nodes = cluster.folded(config)
+    if nodes == 1:
+        return config
+    have = os.environ.get("SLURM_JOB_NUM_NODES", "") if cluster.in_job(os.environ) else ""
+    if have.isdigit() and int(have) >= nodes:
+        return config
+    launch = folded["launch"]
+    world = launch["gpus"] if launch.get("gpus") else launch["processes"]
+    echo(f"a {nodes}-node run, replayed in one container with the same world size ({world})")
+    return folded
 
 
 def _verdict(

@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class DockerEngine:
         self.base_url = base_url
         self.timeout = timeout
         self._client: docker.DockerClient | None = None
+        self._lifelines: dict[str, _Lifeline] = {}
 
     def connect(self) -> None:
         if self._client is not None:
@@ -184,44 +186,53 @@ class DockerEngine:
     def start(self, req: ContainerRequest) -> Container:
         """Create, then start: an image that is not here is an error, never a pull from a registry."""
         refuse_engine_sockets(req.mounts, engine_sockets(also=[self.base_url]))
+        api = self.client.api
         mounts = [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in req.mounts]
+        host_config = api.create_host_config(
+            mounts=mounts,
+            network_mode="host" if req.network == "host" else "none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,exec,nosuid,size=2g"},
+            ipc_mode="private",  # DDP ranks share one container's IPC namespace; nothing from the host
+            shm_size=req.shm_size,
+            cpuset_cpus=req.cpuset_cpus,
+            mem_limit=req.mem_limit,
+            device_requests=_device_requests(req.gpus),
+            auto_remove=req.lifeline,
+        )
         try:
-            created = self.client.containers.create(
+            cid = api.create_container(
                 req.image,
                 command=req.command,
                 name=req.name,
                 environment=req.environment,
                 user=req.user,
-                mounts=mounts,
                 working_dir=req.working_dir,
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                read_only=True,
-                tmpfs={"/tmp": "rw,exec,nosuid,size=2g"},
-                ipc_mode="private",  # DDP ranks share one container's IPC namespace; nothing from the host
-                shm_size=req.shm_size,
-                cpuset_cpus=req.cpuset_cpus,
-                mem_limit=req.mem_limit,
-                device_requests=_device_requests(req.gpus),
                 labels=req.labels,
-                auto_remove=False,
-            )
+                host_config=host_config,
+                stdin_open=req.lifeline,  # with detach=False, docker-py sets StdinOnce along with it
+            )["Id"]
         except docker.errors.ImageNotFound:
             raise RunnerError(f"image {req.image} not found", EXIT_ENVIRONMENT) from None
         except docker.errors.APIError as exc:
             raise RunnerError(
                 f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
+        lifeline = _Lifeline(api, cid) if req.lifeline else None
         try:
-            created.start()
+            api.start(cid)
+            if lifeline is not None:
+                lifeline.hold()
+                self._lifelines[cid] = lifeline
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.DockerException):
-                created.remove(force=True)
+                api.remove_container(cid, force=True)
             raise RunnerError(
                 f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
-        return Container(id=created.id, name=req.name)
+        return Container(id=cid, name=req.name)
 
     def stream_logs(self, container: Container) -> Iterator[str]:
         buf = b""
@@ -237,6 +248,9 @@ class DockerEngine:
             yield buf.decode(errors="replace")
 
     def wait(self, container: Container) -> ContainerExit:
+        lifeline = self._lifelines.pop(container.id, None)
+        if lifeline is not None:  # removed as it ended: its status is what the waiter saw
+            return ContainerExit(exit_code=lifeline.exit_code(), oom_killed=False)
         try:
             result = self.client.api.wait(container.id)
             state = self.client.api.inspect_container(container.id).get("State", {})
@@ -262,6 +276,34 @@ class DockerEngine:
         label = key if value is None else f"{key}={value}"
         found = self.client.api.containers(all=True, filters={"label": label})
         return [Container(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/")) for c in found]
+
+
+class _Lifeline:
+    """A container's life tied to this process. Before the container starts, a thread waits for
+    its removal (its exit status comes with it: an auto-removed container cannot be inspected
+    after); once it runs, this process holds its standard input open. When this process ends,
+    however it ends, the kernel closes that connection, the engine closes the container's stdin
+    (``stdin_once``), and the worker, watching it, stops."""
+
+    def __init__(self, api: Any, container_id: str):
+        self.api, self.id = api, container_id
+        self._status: dict[str, Any] = {}
+        self._socket: Any = None
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        try:
+            self._status.update(self.api.wait(self.id, condition="removed"))
+        except docker.errors.DockerException:
+            self._status["StatusCode"] = -1
+
+    def hold(self) -> None:
+        self._socket = self.api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
+
+    def exit_code(self) -> int:
+        self._waiter.join()
+        return int(self._status.get("StatusCode", -1))
 
 
 def _device_requests(gpus: list[str] | int | None) -> list[DeviceRequest] | None:

@@ -14,11 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.core import layout, logtext
+from runner.core.engine_types import ContainerRequest
 from runner.core.errors import shell_status
 from runner.core.spec import RunPlan
 from runner.host.engine import Container, Engine
@@ -93,14 +94,19 @@ class DockerBackend:
     def run(
         self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
     ) -> Exit:
-        tee = Tee(plan.run_dir / TRAIN_LOG, echo)
+        with Tee(plan.run_dir / TRAIN_LOG, echo) as tee:
+            return self.run_request(plan.container_request(image, code_dir, data_root), tee)
+
+    def run_request(self, request: ContainerRequest, tee: Tee) -> Exit:
+        """Start the container, stream its log into ``tee`` until it ends, and remove it — also on
+        Ctrl-C or SIGTERM, and when starting it failed half-way."""
         started = time.time()
         container: Container | None = None
         reader: threading.Thread | None = None
         interrupted = False
         try:
             with deferred():  # create + start as one step: a Ctrl-C meanwhile lands once `container` is set
-                container = self.engine.start(plan.container_request(image, code_dir, data_root))
+                container = self.engine.start(request)
             reader = threading.Thread(
                 target=_pump, args=(self.engine.stream_logs(container), tee), daemon=True
             )
@@ -124,10 +130,9 @@ class DockerBackend:
                 if container is not None:
                     self.engine.stop_and_remove(container)
                 else:  # start failed half-way (created, not started): nothing of the run may stay
-                    self.engine.remove_named(plan.container_name)
+                    self.engine.remove_named(request.name)
                 if reader is not None:
                     reader.join(5)  # the log stream ends with the container; keep its last lines
-            tee.close()
 
 
 class HostBackend:
@@ -138,33 +143,48 @@ class HostBackend:
     def run(
         self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo: Callable[[str], None]
     ) -> Exit:
-        tee = Tee(plan.run_dir / TRAIN_LOG, echo)
         env = plan.host_env(os.environ, code_dir)
-        started = time.time()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.worker"],
-            env=env,
-            cwd=str(code_dir),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None  # stdout=PIPE
-        try:
-            for line in proc.stdout:
-                tee(line.rstrip("\n"))
-            code = proc.wait()
-            return Exit(shell_status(code), seconds=time.time() - started, log_tail=list(tee.tail))
-        except KeyboardInterrupt:
-            tee.quiet()
-            with deferred(redeliver=False):
-                _terminate(proc)
-            return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
-        finally:
-            if proc.poll() is None:
-                _terminate(proc)
-            tee.close()
+        argv = [sys.executable, "-m", "runner.worker"]
+        return run_process(argv, env, code_dir, plan.run_dir / TRAIN_LOG, echo)
+
+
+def run_process(
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path,
+    echo: Callable[[str], None],
+    grace: float = 10.0,
+    stop: int = signal.SIGTERM,
+) -> Exit:
+    """Run ``argv`` in a session of its own (so that it can be stopped whole), its output teed to
+    ``log``; Ctrl-C or SIGTERM stops it (``stop``, then SIGKILL after ``grace`` seconds)."""
+    tee = Tee(log, echo)
+    started = time.time()
+    proc = subprocess.Popen(
+        argv,
+        env=dict(env),
+        cwd=str(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None  # stdout=PIPE
+    try:
+        for line in proc.stdout:
+            tee(line.rstrip("\n"))
+        code = proc.wait()
+        return Exit(shell_status(code), seconds=time.time() - started, log_tail=list(tee.tail))
+    except KeyboardInterrupt:
+        tee.quiet()
+        with deferred(redeliver=False):
+            _terminate(proc, grace, stop)
+        return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
+    finally:
+        if proc.poll() is None:
+            _terminate(proc, grace)
+        tee.close()
 
 
 def _pump(lines: Iterator[str], tee: Tee) -> None:
@@ -172,9 +192,9 @@ def _pump(lines: Iterator[str], tee: Tee) -> None:
         tee(line)
 
 
-def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def _terminate(proc: subprocess.Popen, grace: float = 10.0, stop: int = signal.SIGTERM) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, stop)
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -7,7 +7,9 @@ imported. Then:
 * a ``target`` experiment with world size 1 runs in this process;
 * with world size N > 1 this process becomes a small launcher: N copies of itself with
   ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set (Lightning sees an externally
-  launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies;
+  launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies; on node K
+  of a multi-node run (``NODE_RANK``, set by the runner's node agent) it starts that node's
+  share of the ranks, and only the first node audits;
 * a ``script`` or ``module`` experiment is run as a plain program with its arguments, in the
   run's ``outputs/`` (it may start its own processes, e.g. ``torch.multiprocessing.spawn``), or
   under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``.
@@ -167,43 +169,62 @@ def _plain(v):
 
 
 def launch_ranks(ctx: RunContext) -> int:
-    world = ctx.world_size
+    """Start this node's training processes: all of them on one node, or, on node ``NODE_RANK``
+    of a multi-node run, its share, meeting the other nodes at ``MASTER_ADDR:MASTER_PORT``."""
+    world, nodes = ctx.world_size, ctx.nodes
+    per_node, node = world // nodes, ctx.node_rank
     base_env = dict(
         os.environ,
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()),
+        MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1") if nodes > 1 else "127.0.0.1",
+        MASTER_PORT=os.environ["MASTER_PORT"] if nodes > 1 else str(_free_port()),
         WORLD_SIZE=str(world),
-        NODE_RANK="0",
-        GROUP_RANK="0",
+        NODE_RANK=str(node),
+        GROUP_RANK=str(node),
+        LOCAL_WORLD_SIZE=str(per_node),
     )
-    for rank in range(world):
-        env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    for local in range(per_node):
+        env = dict(base_env, RANK=str(node * per_node + local), LOCAL_RANK=str(local))
         _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
     return _supervise()
 
 
-def program_command(exp: dict, code_dir: Path, world: int, port: int) -> list[str]:
+def program_command(
+    exp: dict, code_dir: Path, world: int, port: int, nodes: int = 1, node: int = 0
+) -> list[str]:
     """How a script or module starts: ``python script.py args``, ``python -m module args``, or
     either under torchrun with ``world`` processes, rendezvous (c10d) on loopback only: a
     container has no network, and its host name resolves to nothing (``--local-addr``, else the
-    rendezvous store is looked for under that name and the run hangs until c10d's timeout)."""
+    rendezvous store is looked for under that name and the run hangs until c10d's timeout).
+    Across ``nodes`` nodes, torchrun starts this node's share and meets the others at
+    ``MASTER_ADDR:MASTER_PORT`` (the first node's, set by the runner)."""
     what = ["-m", str(exp["module"])] if exp.get("module") else [str(code_dir / exp["script"])]
     args = [str(a) for a in exp.get("args") or []]
-    if exp.get("launcher") == "torchrun":
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
+    if exp.get("launcher") != "torchrun":
+        return [sys.executable, *what, *args]
+    if nodes > 1:
+        meet = [
+            f"--nnodes={nodes}",
+            f"--node-rank={node}",
+            f"--master-addr={os.environ['MASTER_ADDR']}",
+            f"--master-port={os.environ['MASTER_PORT']}",
+        ]
+    else:
+        meet = [
             "--nnodes=1",
-            f"--nproc-per-node={world}",
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint=127.0.0.1:{port}",
             "--local-addr=127.0.0.1",
-            "--max-restarts=0",
-            *what,
-            *args,
         ]
-    return [sys.executable, *what, *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *meet,
+        f"--nproc-per-node={world // nodes}",
+        "--max-restarts=0",
+        *what,
+        *args,
+    ]
 
 
 def run_script(ctx: RunContext) -> int:
@@ -225,7 +246,7 @@ def run_script(ctx: RunContext) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port())
+    command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port(), ctx.nodes, ctx.node_rank)
     child = subprocess.Popen(command, env=env, cwd=str(ctx.output_dir))
     _children.append(child)
     collected: dict = {}
@@ -233,7 +254,7 @@ def run_script(ctx: RunContext) -> int:
     collector.start()  # importing torch here, while the program runs, costs the run no time
     code = _supervise()
     ended = time.time()
-    if code == 0:
+    if code == 0 and ctx.node_rank == 0:  # the first node reports for the run
         metrics_file = ctx.output_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         collector.join()
@@ -259,13 +280,24 @@ def _collect_facts(into: dict) -> None:
     into.update(flags=determinism.flags_in_force(), process=facts.process(), packages=facts.packages())
 
 
+def _watch_lifeline() -> None:
+    """Stop (as on SIGTERM) once standard input closes: the container of a multi-node run is tied
+    to its node agent, and the engine closes its stdin when that agent is gone, however it went."""
+    while os.read(0, 65536):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if os.environ.get("RUNNER_LIFELINE") == "stdin" and "RANK" not in os.environ:
+        threading.Thread(target=_watch_lifeline, daemon=True).start()
     ctx = RunContext.current()
     sys.path.insert(0, str(ctx.code_dir))
     try:
-        if not ctx.auditing and "RANK" not in os.environ and audit.wanted(ctx.job) != "off":
+        first = "RANK" not in os.environ and ctx.node_rank == 0  # the first node's worker, before any rank
+        if not ctx.auditing and first and audit.wanted(ctx.job) != "off":
             code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
             if code or audit.wanted(ctx.job) == "only":
                 return code

@@ -87,6 +87,15 @@ class RunContext:
         return bool(os.environ.get(audit.ENV))
 
     @property
+    def nodes(self) -> int:
+        """Nodes the run spans (1 in the audit's process, which runs alone)."""
+        return 1 if self.auditing else int(self.job.get("nodes") or 1)
+
+    @property
+    def node_rank(self) -> int:
+        return 0 if self.auditing else int(os.environ.get("NODE_RANK", 0))
+
+    @property
     def seed(self) -> int:
         return int(self.job["seed"])
 
@@ -160,8 +169,8 @@ class RunContext:
             # initialises it, and a cluster's variables must not reshape the job)
             plugins=[*(kw.pop("plugins", None) or []), LightningEnvironment()],
             accelerator=self.accelerator,
-            devices=self.world_size if self.world_size > 1 else 1,
-            num_nodes=1,
+            devices=self.world_size // self.nodes if self.world_size > 1 else 1,
+            num_nodes=self.nodes,
             strategy=strategy,
             deterministic=self._deterministic(),
             callbacks=callbacks,

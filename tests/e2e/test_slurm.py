@@ -299,3 +299,126 @@ def test_a_job_larger_than_any_node_is_refused_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "sbatch refused" in _one_error_line(proc) and "cpus_per_task" in proc.stderr
+
+
+# -- a run across nodes ---------------------------------------------------------------------------------
+TWO_NODES = ["launch.nodes=2", "launch.processes=1"]  # one process on each node: world size 2
+
+
+def _containers_of(run_id: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=org.runner.run-id={run_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def one_container_of_two(tmp_path_factory) -> dict:
+    """The reference: world size 2 as two processes in one container on this machine."""
+    run_dir = tmp_path_factory.mktemp("local2") / "run"
+    proc = run_runner(f"hydra.run.dir={run_dir}", "seed=0", *LONGER, "launch.processes=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return manifest(run_dir)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory) -> Path:
+    _slurm_up()
+    sweep_dir = tmp_path_factory.mktemp("nodes") / "sweep"
+    proc = run_runner(
+        "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", "seed=0", *LONGER, *TWO_NODES
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return sweep_dir / "0"
+
+
+def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(two_nodes, one_container_of_two):
+    m, ref = manifest(two_nodes), one_container_of_two
+    assert m["status"] == "completed" and m["launch"]["world_size"] == 2 and m["launch"]["nodes"] == 2
+    assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
+    assert m["fingerprints"]["sha256"] == ref["fingerprints"]["sha256"]
+    # one Slurm job over both nodes; the nodes met on the host network, on the interface recorded
+    c = m["cluster"]
+    assert c["num_nodes"] == 2 and c["nodelist"] == "n[1-2]" and c["node"] == "n1"
+    assert c["rendezvous"]["network"] == "host" and c["rendezvous"]["interface"] == "lo"
+    assert c["rendezvous"]["address"] == "127.0.0.1"
+    assert ref["cluster"] is None and ref["launch"]["nodes"] == 1
+    # each node ran its own container, placed on its node's share of the allocation, and none is left
+    for node, name in ((0, "n1"), (1, "n2")):
+        first = (two_nodes / "logs" / f"node-{node}.log").read_text().splitlines()[0]
+        assert first.startswith(
+            f"runner: node {node} ({name}): container {m['launch']['container']}-node{node}"
+        )
+        assert "2000 MB" in first, first  # the allocation's memory (DefMemPerCPU × one core) limits it
+    assert _containers_of(m["run_id"]) == []
+
+
+def test_a_two_node_run_replays_in_one_container_without_slurm(two_nodes, tmp_path):
+    no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.replay", str(two_nodes), "--out", str(tmp_path / "replay")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=no_slurm,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "a 2-node run, replayed in one container with the same world size (2)" in proc.stdout + proc.stderr
+    r = manifest(tmp_path / "replay")
+    assert r["launch"]["nodes"] == 1 and r["launch"]["world_size"] == 2 and r["cluster"] is None
+    assert r["outputs"] == manifest(two_nodes)["outputs"]
+
+
+def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, one_container_of_two):
+    """``scancel --signal=TERM`` reaches the runner and both node agents: every container stops, the
+    run is recorded interrupted with its checkpoint, and the sweep run again resumes it across the
+    two nodes to the bits of an uninterrupted run."""
+    _slurm_up()
+    sweep_dir = tmp_path / "sweep"
+    run_dir = sweep_dir / "0"
+    procs = [first := _start_sweep(sweep_dir, *TWO_NODES)]
+    try:
+        job_id = _job_id(run_dir, first)
+        found = _checkpoint_after(run_dir, 0, first)
+        subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 1 and "Traceback" not in err, err[-3000:]
+        m = manifest(run_dir)
+        assert m["status"] == "interrupted" and _containers_of(m["run_id"]) == []
+        kept = latest_checkpoint(run_dir / "checkpoints")
+        assert kept is not None and found <= kept[0] < 60
+
+        procs.append(again := _start_sweep(sweep_dir, *TWO_NODES, "hydra.launcher.skip_completed=true"))
+        out, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err[-3000:]
+        assert "it resumes in" in out + err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=120)
+    resumed = manifest(run_dir)
+    assert resumed["status"] == "completed" and resumed["resumes"][0]["from_step"] == kept[0]
+    assert resumed["cluster"]["rendezvous"]["interface"] == "lo"
+    assert resumed["outputs"]["model.pt"] == one_container_of_two["outputs"]["model.pt"]
+    assert resumed["fingerprints"]["sha256"] == one_container_of_two["fingerprints"]["sha256"]
+    assert _containers_of(resumed["run_id"]) == []
+
+
+def test_a_multi_node_run_outside_an_allocation_is_one_line(tmp_path):
+    no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path / 'r'}", *FAST, *TWO_NODES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=no_slurm,
+    )
+    assert proc.returncode == 2
+    assert "launch.nodes=2 runs one container per node of a Slurm allocation" in _one_error_line(proc)
+    assert not (tmp_path / "r" / "manifest.json").exists()

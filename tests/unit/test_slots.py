@@ -117,6 +117,16 @@ def test_placement_keeps_what_the_job_asked_for():
     assert "gpus" not in placement(Slot(0, (0,)), {"gpus": 0})
 
 
+def test_a_slot_with_memory_limits_the_container_unless_the_job_set_its_own_limit():
+    asked = {"cpuset_cpus": None, "gpus": 0, "mem_limit": None}
+    p = placement(Slot(0, (0, 1), mem_mb=4000), asked)
+    assert p["mem_limit"] == "4000m"
+    assert "mem_limit" not in placement(Slot(0, (0,), mem_mb=4000), {**asked, "mem_limit": "1g"})
+    config = {"seed": 0, "launch": {"backend": "docker", **asked}}
+    placed = {**config, "launch": {**config["launch"], **p}}
+    assert unplaced(placed)["launch"]["mem_limit"] is None  # a replay does not inherit the allocation
+
+
 @pytest.mark.parametrize(
     ("slot", "asked", "gpus", "cpuset"),
     [

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import pytest
+
 from runner.core import cluster, slots
+from runner.core.engine_types import ContainerRequest
+from runner.core.errors import RunnerError
 
 JOB = {
     "SLURM_JOB_ID": "42",
@@ -53,6 +60,110 @@ def test_a_sweep_asks_for_its_most_demanding_job():
         {"launch": {"processes": 1}, "determinism": {"threads": 1}},
         {"launch": {"processes": 3}, "determinism": {"threads": 2}},
     ]
-    assert cluster.request(cfgs, None, None) == {"cpus_per_task": 6}
-    assert cluster.request(cfgs, 2, None) == {"cpus_per_task": 2}
-    assert cluster.request([{"launch": {"gpus": 2}}], None, None) == {"cpus_per_task": 2, "gpus_per_node": 2}
+    assert cluster.request(cfgs, None, None) == {"cpus_per_task": 6, "nodes": 1}
+    assert cluster.request(cfgs, 2, None) == {"cpus_per_task": 2, "nodes": 1}
+    assert cluster.request([{"launch": {"gpus": 2}}], None, None) == {
+        "cpus_per_task": 2,
+        "gpus_per_node": 2,
+        "nodes": 1,
+    }
+
+
+def test_the_memory_of_an_allocation_is_per_node_or_per_core_times_cores():
+    assert cluster.memory_mb({"SLURM_MEM_PER_NODE": "8000"}, 4) == 8000
+    assert cluster.memory_mb({"SLURM_MEM_PER_CPU": "2000"}, 3) == 6000
+    assert cluster.memory_mb({}, 4) is None
+    assert cluster.slot({**JOB, "SLURM_MEM_PER_CPU": "1000"}, range(16), [4, 5, 6, 7]).mem_mb == 4000
+
+
+def test_a_sweep_of_multi_node_jobs_asks_for_the_most_nodes():
+    cfgs = [{"launch": {"processes": 1}}, {"launch": {"processes": 1, "nodes": 3}}]
+    assert cluster.request(cfgs, None, None) == {"cpus_per_task": 1, "nodes": 3}
+
+
+@pytest.mark.parametrize("bad", [0, -1, "2", 1.5, True])
+def test_a_bad_node_count_is_refused(bad):
+    with pytest.raises(RunnerError, match="launch.nodes"):
+        cluster.nodes_requested({"nodes": bad})
+
+
+def test_a_multi_node_run_needs_an_allocation_with_enough_nodes():
+    with pytest.raises(RunnerError, match="sbatch -N 2"):
+        cluster.check_allocation(2, {})
+    with pytest.raises(RunnerError, match="this Slurm job has 1 node$"):
+        cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1"})
+    cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "3"})
+
+
+MEET = cluster.Rendezvous(nodes=2, interface="ib0", address="10.0.0.1", port=29500)
+
+
+def test_the_rendezvous_pins_both_collectives_to_its_interface():
+    env = MEET.environment()
+    assert env == {
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+        "GLOO_SOCKET_IFNAME": "ib0",
+        "NCCL_SOCKET_IFNAME": "ib0",
+    }
+    assert MEET.record()["network"] == "host" and MEET.record()["interface"] == "ib0"
+
+
+def test_srun_starts_one_agent_per_node_beside_the_runners_own_step():
+    argv = cluster.srun_command(3, "runner-x", ["python", "-m", "runner.flows.node", "/r/nodes.json"])
+    assert argv[0] == "srun" and argv[-4:] == ["python", "-m", "runner.flows.node", "/r/nodes.json"]
+    for flag in (
+        "--nodes=3",
+        "--ntasks=3",
+        "--ntasks-per-node=1",
+        "--overlap",
+        "--mem=0",
+        "--kill-on-bad-exit=1",
+    ):
+        assert flag in argv
+
+
+BASE = ContainerRequest(
+    image="runner:cpu-x",
+    name="runner-r1",
+    command=["python", "-m", "runner.worker"],
+    environment={"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "0"},
+    user="1000:1000",
+    mounts=[("/r", "/job", False)],
+    gpus=[0, 1],
+    network="host",
+)
+
+
+def test_each_node_gets_its_own_container_rank_placement_and_lifeline():
+    req = cluster.node_request(BASE, 1, slots.Slot(1, (4, 5), (2, 3), mem_mb=6000))
+    assert req.name == "runner-r1-node1" and req.environment["NODE_RANK"] == "1"
+    assert req.environment["MASTER_ADDR"] == "10.0.0.1" and req.environment[cluster.LIFELINE_ENV] == "stdin"
+    assert req.lifeline and req.network == "host"
+    assert (req.cpuset_cpus, req.gpus, req.mem_limit) == ("4-5", [2, 3], "6000m")
+    own = cluster.node_request(dataclasses.replace(BASE, mem_limit="2g"), 0, slots.Slot(0, (0,), mem_mb=6000))
+    assert own.mem_limit == "2g" and own.name == "runner-r1-node0"
+
+
+def test_a_container_request_survives_json():
+    back = ContainerRequest.from_dict(json.loads(json.dumps(BASE.to_dict())))
+    assert back == BASE
+
+
+@pytest.mark.parametrize(
+    ("launch", "folded"),
+    [
+        ({"nodes": 2, "processes": 3, "gpus": 0}, {"nodes": 1, "processes": 6, "gpus": 0}),
+        ({"nodes": 2, "gpus": 4}, {"nodes": 1, "gpus": 8}),
+        ({"nodes": 3, "gpus": [0, 1]}, {"nodes": 1, "gpus": 6}),
+        ({"nodes": 1, "processes": 2}, {"nodes": 1, "processes": 2}),
+    ],
+)
+def test_a_multi_node_run_folds_into_one_container_of_the_same_world_size(launch, folded):
+    cfg, nodes = cluster.folded({"seed": 1, "launch": launch})
+    assert cfg == {"seed": 1, "launch": folded} and nodes == launch["nodes"]
+
+
+def test_a_multi_node_run_on_all_gpus_cannot_be_folded():
+    with pytest.raises(RunnerError, match="gpus=all"):
+        cluster.folded({"launch": {"nodes": 2, "gpus": "all"}})

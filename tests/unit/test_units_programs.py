@@ -53,6 +53,15 @@ def test_torchrun_starts_world_size_processes_with_a_loopback_rendezvous(script_
     assert plan(script_cfg, launcher="torchrun", nproc_per_node=3).world_size == 3
 
 
+def test_torchrun_on_one_of_several_nodes_starts_its_share_and_meets_the_first(script_cfg, monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    cmd = program_command({"script": SCRIPT, "launcher": "torchrun"}, Path("/code"), 4, 0, nodes=2, node=1)
+    for arg in ("--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1", "--master-port=29511"):
+        assert arg in cmd
+    assert "--nproc-per-node=2" in cmd and not any(a.startswith("--rdzv") for a in cmd)
+
+
 @pytest.mark.parametrize(
     ("experiment", "match"),
     [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import spec
+from runner.core import cluster, spec
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import compose
 from tests.conftest import ROOT
@@ -48,6 +48,44 @@ def test_default_plan(base_cfg):
     req = p.container_request("runner:cpu-x", Path("/snap"), Path("/data"))
     assert ("/snap", spec.CODE, True) in req.mounts and ("/data", spec.DATA, True) in req.mounts
     assert (str(p.run_dir), spec.JOB, False) in req.mounts and req.gpus is None
+
+
+def test_a_single_node_container_has_no_network(base_cfg):
+    req = plan(base_cfg).container_request("runner:cpu-x", Path("/snap"), Path("/data"))
+    assert req.network == "none" and not req.lifeline and req.environment["GLOO_SOCKET_IFNAME"] == "lo"
+    assert plan(base_cfg).nodes == 1 and plan(base_cfg).job_document("/j", "/c", "/d", {})["nodes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("launch", "world", "per_node"), [({"processes": 1}, 2, 1), ({"processes": 3}, 6, 3)]
+)
+def test_processes_are_per_node_across_nodes(base_cfg, launch, world, per_node):
+    p = plan(with_(base_cfg, launch__nodes=2, **{f"launch__{k}": v for k, v in launch.items()}))
+    assert (p.nodes, p.world_size, p.per_node) == (2, world, per_node)
+    assert p.job_document("/j", "/c", "/d", {})["nodes"] == 2
+
+
+def test_gpus_are_per_node_across_nodes(base_cfg):
+    p = plan(with_(base_cfg, launch__nodes=4, launch__gpus=2))
+    assert (p.world_size, p.per_node, p.accelerator) == (8, 2, "gpu")
+
+
+def test_the_first_nodes_container_is_on_the_host_network_pinned_to_the_rendezvous(base_cfg):
+    meet = cluster.Rendezvous(nodes=2, interface="eth1", address="10.1.2.3", port=29400)
+    p = plan(with_(base_cfg, launch__nodes=2, launch__processes=1))
+    req = p.container_request("runner:cpu-x", Path("/snap"), Path("/data"), meet)
+    assert req.network == "host"
+    env = req.environment
+    assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["NODE_RANK"]) == ("10.1.2.3", "29400", "0")
+    assert env["GLOO_SOCKET_IFNAME"] == "eth1" and env["NCCL_SOCKET_IFNAME"] == "eth1"
+
+
+def test_a_multi_node_run_needs_containers_and_a_program_that_knows_its_peers(base_cfg):
+    refused(with_(base_cfg, launch__nodes=2, launch__backend="host"), "needs launch.backend=docker")
+    script = with_(base_cfg, launch__nodes=2)
+    script["experiment"] = {"name": "s", "script": "experiments/plain_script/train.py"}
+    refused(script, "under experiment.launcher=torchrun")
+    refused(with_(base_cfg, launch__nodes=0), "launch.nodes=0 must be a positive integer")
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, "abc", True, 1.5, None])

@@ -1,0 +1,77 @@
+"""One node's share of a multi-node run: ``python -m runner.flows.node RUN_DIR/nodes.json``.
+
+``srun`` starts this agent once on every node of the allocation (:mod:`runner.host.nodes`). It
+makes its node's container from the first node's request (named for the node, told its node
+rank, pinned to this node's cores, GPUs and memory in the allocation), starts it on this node's
+engine, and streams its log to its standard output (``srun`` carries it to the run's
+``logs/train.log``) and to ``logs/node-K.log``. SIGTERM stops and removes the container. The
+agent's exit status is the container's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from runner.core import cluster, layout
+from runner.core.engine_types import ContainerRequest
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+
+
+def start(doc_path: Path) -> int:
+    """Run this node's container to its end; its shell-style exit status."""
+    from runner.host import engine as engines
+    from runner.host import slurm
+    from runner.host.executors import DockerBackend, Tee
+
+    try:
+        doc = json.loads(doc_path.read_text())
+        base = ContainerRequest.from_dict(doc["request"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunnerError(f"node agent: cannot read {doc_path}: {exc}", EXIT_USAGE) from None
+    node = int(os.environ.get("SLURM_NODEID", "0"))
+    here = os.environ.get("SLURMD_NODENAME")
+    if node == 0 and doc.get("first_node") and here != doc["first_node"]:
+        raise RunnerError(
+            f"node agent: node 0 of the step is {here}, but the rendezvous is on {doc['first_node']} "
+            "(where the runner runs): start the runner on the allocation's first node",
+            EXIT_ENVIRONMENT,
+        )
+    _, place = slurm.current()
+    request = cluster.node_request(base, node, place)
+    engine = engines.connect(doc.get("engine"))
+    if engine.image_id(request.image) is None:
+        raise RunnerError(
+            f"node agent: image {request.image} is not on {here}'s engine: every node needs the run's "
+            "image (push it to a registry the nodes pull from, or build it on each)",
+            EXIT_ENVIRONMENT,
+        )
+    log = Path(doc["log_dir"]) / layout.NODE_LOG.format(node=node)
+    with Tee(log, lambda line: print(line, flush=True)) as tee:
+        where = place.describe() if place else "no allocation"
+        tee(f"runner: node {node} ({here}): container {request.name}, {where}")
+        return DockerBackend(engine).run_request(request, tee).exit_code
+
+
+def main(argv: list[str]) -> int:
+    from runner.host.interrupts import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
+    signal.signal(signal.SIGUSR1, signal.getsignal(signal.SIGTERM))  # what the runner sends through srun
+    if len(argv) != 1:
+        print("usage: python -m runner.flows.node RUN_DIR/nodes.json", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return start(Path(argv[0]))
+    except RunnerError as exc:
+        print(f"runner: error: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

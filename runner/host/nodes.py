@@ -1,0 +1,140 @@
+"""A run across the nodes of a Slurm allocation (``launch.nodes`` > 1): one container per node.
+
+The runner runs on the allocation's first node. It picks where the nodes meet
+(:func:`rendezvous`: the network interface the collectives use and this node's address on it),
+writes the first node's container request to the run dir (``nodes.json``), and starts one node
+agent per node with ``srun`` (:class:`NodesBackend`). Each agent (:mod:`runner.flows.node`)
+starts its node's container on its node's engine, streams its log, and stops and removes it on
+SIGTERM — ``scancel``, a preemption, or ``srun`` stopping the step because another node failed.
+
+The run dir, the code snapshot and the data must be on a file system every node sees (as a
+cluster's home or scratch is), and the image must be on every node's engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runner.core import cluster, layout
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.spec import RUN_ID_LABEL, RunPlan
+from runner.host import atomic
+from runner.host.engine import Engine
+from runner.host.executors import TRAIN_LOG, Exit, run_process
+
+SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+SRUN_GRACE = 40.0  # seconds srun gets after SIGTERM: each agent stops its container (docker stop: 10 s)
+
+
+def interface_address(name: str) -> str | None:
+    """The IPv4 address of network interface ``name`` on this host, or None when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def interfaces() -> dict[str, str]:
+    """This host's interfaces that have an IPv4 address, with it."""
+    found = {name: interface_address(name) for _, name in socket.if_nameindex()}
+    return {name: addr for name, addr in found.items() if addr}
+
+
+def _node_address(node: str) -> str | None:
+    """The address Slurm reaches ``node`` at (its ``NodeAddr``), as an IPv4 address."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "node", node], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    addr = next((f.split("=", 1)[1] for f in out.stdout.split() if f.startswith("NodeAddr=")), None)
+    try:
+        return socket.gethostbyname(addr) if addr else None
+    except OSError:
+        return None
+
+
+def rendezvous(nodes: int, interface: str | None, env: Mapping[str, str] | None = None) -> cluster.Rendezvous:
+    """Where the nodes meet: ``interface`` (``launch.network_interface``), else the one holding the
+    address Slurm knows this node by; this node's address on it and a free port there."""
+    env = os.environ if env is None else env
+    have = interfaces()
+    if interface is None:
+        addr = _node_address(env.get("SLURMD_NODENAME", ""))
+        interface = next((name for name, a in have.items() if a == addr), None)
+        if interface is None:
+            raise RunnerError(
+                f"launch.nodes={nodes}: cannot tell which network interface reaches the other nodes "
+                f"(Slurm's address for this node: {addr or 'unknown'}); set launch.network_interface "
+                f"(this node has: {', '.join(sorted(have)) or 'none'})",
+                EXIT_ENVIRONMENT,
+            )
+    if interface not in have:
+        raise RunnerError(
+            f"launch.network_interface={interface}: no such interface with an IPv4 address on this "
+            f"node (it has: {', '.join(sorted(have)) or 'none'})",
+            EXIT_USAGE,
+        )
+    with socket.socket() as s:  # a free port on that address; the first node's rank 0 binds it
+        s.bind((have[interface], 0))
+        port = s.getsockname()[1]
+    return cluster.Rendezvous(nodes=nodes, interface=interface, address=have[interface], port=port)
+
+
+class NodesBackend:
+    """The worker in one container per node, started by ``srun`` through the node agents."""
+
+    name = "docker"
+
+    def __init__(self, engine: Engine, meet: cluster.Rendezvous, engine_spec: Mapping[str, Any] | None):
+        self.engine = engine
+        self.meet = meet
+        self.engine_spec = dict(engine_spec) if engine_spec else None
+
+    def run(
+        self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
+    ) -> Exit:
+        request = plan.container_request(image, code_dir, data_root, self.meet)
+        path = plan.run_dir / layout.NODE_REQUEST
+        doc = {
+            "request": request.to_dict(),
+            "engine": self.engine_spec,
+            "first_node": os.environ.get("SLURMD_NODENAME"),
+            "log_dir": str(plan.run_dir / layout.LOGS_DIR),
+        }
+        atomic.write_text(path, json.dumps(doc, indent=2, sort_keys=True))
+        agent = [sys.executable, "-m", "runner.flows.node", str(path)]
+        argv = cluster.srun_command(plan.nodes, plan.container_name, agent)
+        # srun kills its tasks outright on SIGTERM, but hands SIGUSR1 on: each agent then stops its container
+        ended = run_process(
+            argv,
+            os.environ,
+            Path.cwd(),
+            plan.run_dir / TRAIN_LOG,
+            echo,
+            grace=SRUN_GRACE,
+            stop=signal.SIGUSR1,
+        )
+        self._wait_gone(plan.run_id)
+        return ended
+
+    def _wait_gone(self, run_id: str, timeout: float = 30.0) -> None:
+        """Until this node's container of the run is gone (a killed agent's container stops and
+        removes itself: see :func:`runner.core.cluster.node_request`), so the record lands after it."""
+        deadline = time.monotonic() + timeout
+        while self.engine.containers_labelled(RUN_ID_LABEL, run_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
