@@ -185,20 +185,30 @@ def nodes_requested(launch: Mapping[str, Any]) -> int:
     return nodes
 
 
-def check_allocation(nodes: int, env: Mapping[str, str]) -> None:
-    """A run over ``nodes`` nodes needs a Slurm allocation of at least that many."""
+def allocation_problem(nodes: int, env: Mapping[str, str]) -> str | None:
+    """Why a run over ``nodes`` nodes cannot start here (None: it can): it needs a Slurm allocation
+    of at least that many nodes, and the runner on its first node, where the nodes meet."""
     have = _int(env.get("SLURM_JOB_NUM_NODES")) if in_job(env) else None
     if have is None:
-        raise RunnerError(
+        return (
             f"launch.nodes={nodes} runs one container per node of a Slurm allocation: start it inside "
-            f"one (sbatch -N {nodes}, salloc -N {nodes}) or sweep it with hydra/launcher=slurm",
-            EXIT_USAGE,
+            f"one (sbatch -N {nodes}) or sweep it with hydra/launcher=slurm"
         )
     if have < nodes:
-        raise RunnerError(
-            f"launch.nodes={nodes}, but this Slurm job has {have} node{'s' if have != 1 else ''}",
-            EXIT_USAGE,
+        return f"launch.nodes={nodes}, but this Slurm job has {have} node{'s' if have != 1 else ''}"
+    if not env.get("SLURMD_NODENAME"):  # salloc's shell runs where it was typed, outside the allocation
+        return (
+            f"launch.nodes={nodes}: the runner must run on the allocation's first node, where the nodes "
+            f"meet (in an sbatch script, or `srun -N 1 python -m runner …` inside salloc)"
         )
+    return None
+
+
+def check_allocation(nodes: int, env: Mapping[str, str]) -> None:
+    """Refuse, in one line, a run over ``nodes`` nodes that cannot start here."""
+    problem = allocation_problem(nodes, env)
+    if problem:
+        raise RunnerError(problem, EXIT_USAGE)
 
 
 def srun_command(nodes: int, job_name: str, agent: Sequence[str]) -> list[str]:

@@ -164,8 +164,7 @@ def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:
         folded, nodes = cluster.folded(config)
     if nodes == 1:
         return config
-    have = os.environ.get("SLURM_JOB_NUM_NODES", "") if cluster.in_job(os.environ) else ""
-    if have.isdigit() and int(have) >= nodes:
+    if cluster.allocation_problem(nodes, os.environ) is None:
         return config
     launch = folded["launch"]
     world = launch["gpus"] if launch.get("gpus") else launch["processes"]

@@ -373,6 +373,25 @@ def test_a_two_node_run_replays_in_one_container_without_slurm(two_nodes, tmp_pa
     assert r["outputs"] == manifest(two_nodes)["outputs"]
 
 
+def test_a_two_node_run_replays_across_two_nodes_inside_an_allocation(two_nodes, tmp_path):
+    """Back on the cluster: inside an allocation of two nodes (the runner on the first), the replay
+    runs across both again."""
+    proc = subprocess.run(
+        ["salloc", "-N", "2", "--quiet", "srun", "-N", "1", "-n", "1"]
+        + [sys.executable, "-m", "runner.replay", str(two_nodes), "--out", str(tmp_path / "replay")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = manifest(tmp_path / "replay")
+    assert r["launch"]["nodes"] == 2 and r["cluster"]["num_nodes"] == 2
+    assert r["cluster"]["rendezvous"]["interface"] == "lo"
+    assert r["outputs"] == manifest(two_nodes)["outputs"]
+    assert _containers_of(r["run_id"]) == []
+
+
 def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, one_container_of_two):
     """``scancel --signal=TERM`` reaches the runner and both node agents: every container stops, the
     run is recorded interrupted with its checkpoint, and the sweep run again resumes it across the

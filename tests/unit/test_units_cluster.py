@@ -88,11 +88,13 @@ def test_a_bad_node_count_is_refused(bad):
 
 
 def test_a_multi_node_run_needs_an_allocation_with_enough_nodes():
-    with pytest.raises(RunnerError, match="sbatch -N 2"):
+    with pytest.raises(RunnerError, match=r"inside one \(sbatch -N 2\)"):
         cluster.check_allocation(2, {})
     with pytest.raises(RunnerError, match="this Slurm job has 1 node$"):
         cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1"})
-    cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "3"})
+    with pytest.raises(RunnerError, match="must run on the allocation's first node"):
+        cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "2"})  # salloc's shell
+    cluster.check_allocation(2, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "3", "SLURMD_NODENAME": "n1"})
 
 
 MEET = cluster.Rendezvous(nodes=2, interface="ib0", address="10.0.0.1", port=29500)
