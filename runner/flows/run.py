@@ -81,14 +81,12 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
     # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
     # (and is dropped: there is nothing left to interrupt).
     with deferred(redeliver=False), rundir.released(r.dir, r.lock_fd):
+        audit = records.read_audit(r.dir)
         end = record.ending(
-            ran.exit_code,
-            oom_killed=ran.oom_killed,
-            interrupted=ran.interrupted,
-            plan=r.plan,
-            audit=records.read_audit(r.dir),
+            ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan, audit=audit
         )
-        m = _finish(r, end, ran.log_tail if end.status != "completed" else [], container_exit=ran.exit_code)
+        log_tail = ran.log_tail if end.status != "completed" else []
+        m = _finish(r, end, log_tail, container_exit=ran.exit_code, audit=audit)
     if end.status != "completed":
         log = r.dir / layout.LOGS_DIR / layout.TRAIN_LOG
         raise RunnerError(f"run {end.status}: {end.error} — see {log}", end.exit_code)
@@ -300,10 +298,15 @@ def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = 
 
 
 def _finish(
-    r: _Run, end: record.Ending, log_tail: list[str], container_exit: int | None = None
+    r: _Run,
+    end: record.Ending,
+    log_tail: list[str],
+    container_exit: int | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> manifest.Manifest:
-    """Collect what the run left and write its manifest. Never raises for missing pieces: a failed
-    run's record is still whole, with whatever the run left behind."""
+    """Collect what the run left and write its manifest (``audit``: the audit's verdict, when the
+    caller has read it already). Never raises for missing pieces: a failed run's record is still
+    whole, with whatever the run left behind."""
     fp = r.dir / layout.FINGERPRINTS
     prints = (
         record.FingerprintFile(sha256_file(fp), records.read_fingerprints(r.dir)) if fp.is_file() else None
@@ -317,7 +320,7 @@ def _finish(
         result=result,
         outputs=outputs,
         fingerprints=prints,
-        audit=records.read_audit(r.dir),
+        audit=audit if audit is not None else records.read_audit(r.dir),
         op_traces=records.op_traces_written(r.dir),
         finished=time.time(),
     )
