@@ -57,6 +57,7 @@ def run_once(job: dict, args, run_dir: Path) -> dict:
         f"model.batch_size={batch // len(gpus)}",
         *model,
         *job.get("extra", []),
+        *args.set,
         f"hydra.run.dir={run_dir}",
     ]
     started = time.time()
@@ -301,6 +302,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--set", nargs="+", default=[], metavar="OVERRIDE", help="more overrides for every run (recorded)"
+    )
     ap.add_argument("--parallel", type=int, default=1, help="single-GPU runs side by side, one per GPU")
     ap.add_argument(
         "--merge", type=Path, nargs="+", help="join these results files into --out instead of running"

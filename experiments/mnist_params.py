@@ -17,3 +17,4 @@ class ModelParams(BaseModel):
     dropout: float = Field(ge=0, lt=1)
     batch_size: int = Field(gt=0)  # per process
     train_samples: int | None = Field(gt=0)  # None: the whole training set
+    channels_last: bool = False  # NHWC weights and images (torch.channels_last)
