@@ -5,7 +5,7 @@ deterministic algorithms and cuDNN's deterministic heuristics; fast: cuDNN autot
 (fp32, tf32, bf16 autocast) and memory format (NCHW, NHWC = ``torch.channels_last``) it times
 forward + backward + SGD steps on random data at the benchmark's batch and prints samples/s as
 JSON lines. Strict settings are run twice from the same start and say whether the weights came out
-bit-identical. ``--profile`` adds the top CUDA kernels of a few steps for each setting named.
+bit-identical. ``--batch-scale 0.5`` times one rank's share of the batch on two GPUs. ``--profile`` adds the top CUDA kernels of a few steps for each setting named.
 
     python bench/conv_layout.py --out results.jsonl [--profile mnist_ddp/strict/fp32/nhwc ...]
 
@@ -78,7 +78,7 @@ def digest(net) -> str:
 
 def measure(workload: str, mode: str, precision: str, layout: str, args) -> dict:
     configure(mode, precision)
-    batch = WORKLOADS[workload][1]
+    batch = int(WORKLOADS[workload][1] * args.batch_scale)
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(batch, 1, 28, 28, device="cuda", generator=g)
     y = torch.randint(0, 10, (batch,), device="cuda", generator=g)
@@ -93,7 +93,7 @@ def measure(workload: str, mode: str, precision: str, layout: str, args) -> dict
     steps(net, x, y, precision, args.steps)
     torch.cuda.synchronize()
     rate = args.steps * batch / (time.perf_counter() - t0)
-    out = {"workload": workload, "mode": mode, "precision": precision, "layout": layout}
+    out = {"workload": workload, "mode": mode, "precision": precision, "layout": layout, "batch": batch}
     out["samples_per_s"] = round(rate)
     if mode == "strict":  # same start, same data, same steps: the same bits?
         hashes = []
@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    ap.add_argument("--batch-scale", type=float, default=1.0, help="0.5: one rank's batch on 2 GPUs")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--profile", nargs="*", default=[], help="workload/mode/precision/layout to profile")
