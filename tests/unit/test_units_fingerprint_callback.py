@@ -1,0 +1,58 @@
+"""The fingerprint callback: rows in step order, parameter hashes of the values after their step,
+although the copies are hashed and written on a background thread while training goes on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import torch
+
+from runner.worker.fingerprint_callback import Fingerprints, params_sha256
+
+
+def _reference_sha256(module) -> str:
+    """The parameter hash as a plain synchronous loop writes it (the format runs recorded)."""
+    h = hashlib.sha256()
+    for name, p in module.named_parameters():
+        t = p.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_rows_hold_each_steps_loss_and_the_parameters_after_it(tmp_path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0)
+    cb = Fingerprints(tmp_path / "fp.jsonl", every_k=2)
+    cb.on_train_start(trainer, module)
+    expected = {0: _reference_sha256(module)}
+    for step in range(1, 8):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(0.5 * step)
+        trainer.global_step = step
+        expected[step] = _reference_sha256(module)
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(step / 3)}, step, step - 1)
+        with torch.no_grad():  # the next step changes the parameters before the writer hashes them
+            for p in module.parameters():
+                p.mul_(-1)
+    cb.on_train_end(trainer, module)
+
+    rows = [json.loads(line) for line in (tmp_path / "fp.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6, 7, 7]
+    assert rows[-1]["final"] and rows[-1]["params_sha256"] == _reference_sha256(module)
+    hashed = {r["step"]: r["params_sha256"] for r in rows[:-1] if "params_sha256" in r}
+    assert hashed == {s: expected[s] for s in (0, 2, 4, 6)}
+    assert [r["loss"] for r in rows[1:-1]] == [float(torch.tensor(s / 3)) for s in range(1, 8)]
+    assert cb._file is None
+
+
+def test_the_parameter_hash_does_not_depend_on_memory_format():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3)
+    before = params_sha256(conv)
+    assert before == _reference_sha256(conv)
+    assert params_sha256(conv.to(memory_format=torch.channels_last)) == before

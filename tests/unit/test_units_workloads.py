@@ -1,0 +1,71 @@
+"""The benchmark workloads' ``model.channels_last`` option (experiments/mnist.py, experiments/resnet.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from experiments import mnist, resnet
+from runner.core.errors import RunnerError
+from runner.host import params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _model(cls, channels_last: bool):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (32,), dtype=torch.uint8)
+    return (
+        cls(images, labels, channels=4, hidden=8, batch_size=8, channels_last=channels_last),
+        images,
+        labels,
+    )
+
+
+@pytest.mark.parametrize("cls", [mnist.MnistCNN, resnet.SmallResNet])
+def test_channels_last_lays_out_weights_and_images_nhwc_and_computes_the_same(cls):
+    nhwc, images, labels = _model(cls, True)
+    nchw, _, _ = _model(cls, False)
+    convs = [m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not all(c.weight.is_contiguous() for c in convs)
+    x = nhwc.normalise(images[:8])
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.normalise(images[:8]).is_contiguous()
+    # same weights, same data: the layout changes where numbers sit in memory, not the result
+    nchw.load_state_dict(nhwc.state_dict())
+    y = labels[:8].long()
+    a, b = F.cross_entropy(nhwc(x), y), F.cross_entropy(nchw(nchw.normalise(images[:8])), y)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    for (_, p), (_, q) in zip(nhwc.named_parameters(), nchw.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("workload", ["mnist_ddp", "resnet_small"])
+def test_the_workloads_ship_channels_last_off_and_the_schema_checks_it(workload):
+    conf = yaml.safe_load((ROOT / "conf" / "experiment" / f"{workload}.yaml").read_text())
+    assert conf["model"]["channels_last"] is False
+    params.check(conf, conf["experiment"]["schemas"], ROOT)
+    params.check(
+        {**conf, "model": {**conf["model"], "channels_last": True}}, conf["experiment"]["schemas"], ROOT
+    )
+    with pytest.raises(RunnerError, match="channels_last"):
+        params.check(
+            {**conf, "model": {**conf["model"], "channels_last": "sideways"}},
+            conf["experiment"]["schemas"],
+            ROOT,
+        )
+
+
+def test_a_model_section_recorded_before_the_option_still_passes():
+    """Runs recorded before ``channels_last`` existed have no such key; they trained NCHW."""
+    conf = yaml.safe_load((ROOT / "conf" / "experiment" / "mnist_ddp.yaml").read_text())
+    old = {k: v for k, v in conf["model"].items() if k != "channels_last"}
+    params.check({**conf, "model": old}, conf["experiment"]["schemas"], ROOT)
