@@ -5,7 +5,8 @@ deterministic algorithms and cuDNN's deterministic heuristics; fast: cuDNN autot
 (fp32, tf32, bf16 autocast) and memory format (NCHW, NHWC = ``torch.channels_last``) it times
 forward + backward + SGD steps on random data at the benchmark's batch and prints samples/s as
 JSON lines. Strict settings are run twice from the same start and say whether the weights came out
-bit-identical. ``--batch-scale 0.5`` times one rank's share of the batch on two GPUs. ``--profile`` adds the top CUDA kernels of a few steps for each setting named.
+bit-identical. ``--batch-scale 0.5`` times one rank's share of the batch on two GPUs.
+``--profile`` adds the top CUDA kernels of a few steps for each setting named.
 
     python bench/conv_layout.py --out results.jsonl [--profile mnist_ddp/strict/fp32/nhwc ...]
 
@@ -127,8 +128,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--profile", nargs="*", default=[], help="workload/mode/precision/layout to profile")
     args = ap.parse_args()
-    print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                      "cudnn": torch.backends.cudnn.version()}), flush=True)  # fmt: skip
+    versions = {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}
+    print(json.dumps({"gpu": torch.cuda.get_device_name(), **versions}), flush=True)
     with args.out.open("a") as f:
         for w, q, layout, mode in itertools.product(
             args.workloads, args.precisions, ("nchw", "nhwc"), ("strict", "fast")

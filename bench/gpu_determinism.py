@@ -233,13 +233,20 @@ def table(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(doc: dict, readme: Path) -> None:
-    text = readme.read_text() if readme.is_file() else f"{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    readme.write_text(f"{before}{BEGIN}\n{table(doc)}{END}{after}")
+def write_table(doc: dict, readme: Path, table_id: str | None = None) -> None:
+    """Put the table between the markers (``<!-- gpu-table:ID:begin -->`` with an id), added at the end
+    when the file has none."""
+    begin, end = (
+        (BEGIN, END)
+        if not table_id
+        else (f"<!-- gpu-table:{table_id}:begin -->", f"<!-- gpu-table:{table_id}:end -->")
+    )
+    text = readme.read_text() if readme.is_file() else f"{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text += f"\n{begin}\n{end}\n"
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(f"{before}{begin}\n{table(doc)}{end}{after}")
 
 
 def machine() -> dict:
@@ -305,6 +312,7 @@ def main() -> int:
     ap.add_argument(
         "--set", nargs="+", default=[], metavar="OVERRIDE", help="more overrides for every run (recorded)"
     )
+    ap.add_argument("--table-id", help="write between this table's own markers (a second table in the file)")
     ap.add_argument("--parallel", type=int, default=1, help="single-GPU runs side by side, one per GPU")
     ap.add_argument(
         "--merge", type=Path, nargs="+", help="join these results files into --out instead of running"
@@ -335,7 +343,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
     if args.table:
-        write_table(doc, args.table)
+        write_table(doc, args.table, args.table_id)
     print(table(doc))
     return 0
 
