@@ -98,6 +98,14 @@ class Fingerprints(Callback):
             self._file.close()
             self._file = None
 
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        """Training stopped (an interrupt, an error): the rows already flushed are written before
+        the process ends, as a checkpoint's resume expects them; the error in hand stays the one raised."""
+        if self._file is not None:
+            self._drain(raise_errors=False)
+            self._file.close()
+            self._file = None
+
     def _flush(self, module=None) -> None:
         """Queue the pending losses (and the parameters, given the module) for the writer thread."""
         pending, self._pending = self._pending, []
@@ -123,13 +131,14 @@ class Fingerprints(Callback):
                 rec["params_sha256"] = last
             self._write(rec)
 
-    def _drain(self) -> None:
-        """Wait for the writer thread; an error it met is raised here."""
+    def _drain(self, raise_errors: bool = True) -> None:
+        """Wait for the writer thread; an error it met is raised here unless ``raise_errors`` is off."""
         assert self._writer is not None
         self._writer.shutdown(wait=True)
         queued, self._queued = self._queued, []
         for f in queued:
-            f.result()
+            if raise_errors or f.exception() is None:
+                f.result()
 
     def _write(self, rec: dict) -> None:
         assert self._file is not None, "rows are written between train start and train end"

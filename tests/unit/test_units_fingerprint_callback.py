@@ -56,3 +56,20 @@ def test_the_parameter_hash_does_not_depend_on_memory_format():
     before = params_sha256(conv)
     assert before == _reference_sha256(conv)
     assert params_sha256(conv.to(memory_format=torch.channels_last)) == before
+
+
+def test_rows_flushed_before_an_interrupt_are_written_and_the_file_closed(tmp_path):
+    """An interrupt ends the process without interpreter finalisation: what the writer thread holds
+    must be on disk before on_exception returns (a resume keeps the rows up to its checkpoint)."""
+    module = torch.nn.Linear(3, 2)
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0)
+    cb = Fingerprints(tmp_path / "fp.jsonl", every_k=2)
+    cb.on_train_start(trainer, module)
+    for step in (1, 2, 3):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, step, step - 1)
+    cb.on_exception(trainer, module, KeyboardInterrupt())
+    rows = [json.loads(line) for line in (tmp_path / "fp.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 3 was not flushed yet, as before
+    assert rows[-1]["params_sha256"] == _reference_sha256(module)
+    assert cb._file is None
