@@ -130,27 +130,7 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
         asks = cluster.request(
             [j.task_cfg for j in jobs if j.task_cfg is not None], self.cpus_per_task, self.gpus_per_node
         )
-        nodes = asks.pop("nodes", 1)
-        params: dict[str, Any] = {
-            "time": self.timeout_min,
-            "nodes": 1,
-            "ntasks_per_node": 1,
-            "stderr_to_stdout": True,
-            "job_name": f"runner-{sweep_dir.name}"[:64],
-            "setup": self.setup_lines,
-            "additional_parameters": {"chdir": str(snapshot.project_root()), **self.additional_parameters},
-            **asks,
-        }
-        if nodes > 1:  # the job holds `nodes` nodes; the runner runs on the first, and srun's the rest
-            params["additional_parameters"]["nodes"] = nodes
-            params["srun_args"] = ["--nodes=1", "--ntasks=1"]
-            asks["nodes"] = nodes
-        if self.partition:
-            params["partition"] = self.partition
-        if self.mem_gb:
-            params["mem"] = f"{self.mem_gb}GB"
-        if self.array_parallelism:
-            params["array_parallelism"] = self.array_parallelism
+        params = self._parameters(asks, sweep_dir)
         executor.update_parameters(**params)
         state = Singleton.get_state()
         try:
@@ -185,6 +165,35 @@ class RunnerSlurmLauncher(RunnerSlotsLauncher):
             )
             out[str(h.job_id)] = (job, h)
         return out
+
+    def _parameters(self, asks: dict[str, Any], sweep_dir: Path) -> dict[str, Any]:
+        """submitit's parameters for each job of the sweep. A job over several nodes holds them all
+        (sbatch's ``--nodes``), while submitit's own step, where the runner runs, takes the first
+        node alone: the runner starts the other nodes' containers itself (:mod:`runner.host.nodes`)."""
+        nodes = asks.get("nodes", 1)
+        params: dict[str, Any] = {
+            "time": self.timeout_min,
+            "nodes": 1,
+            "ntasks_per_node": 1,
+            "stderr_to_stdout": True,
+            "job_name": f"runner-{sweep_dir.name}"[:64],
+            "setup": self.setup_lines,
+            "additional_parameters": {
+                "chdir": str(snapshot.project_root()),
+                **({"nodes": nodes} if nodes > 1 else {}),
+                **self.additional_parameters,
+            },
+            **{k: v for k, v in asks.items() if k != "nodes"},
+        }
+        if nodes > 1:
+            params["srun_args"] = ["--nodes=1", "--ntasks=1"]
+        if self.partition:
+            params["partition"] = self.partition
+        if self.mem_gb:
+            params["mem"] = f"{self.mem_gb}GB"
+        if self.array_parallelism:
+            params["array_parallelism"] = self.array_parallelism
+        return params
 
     def _wait(self, handles: dict[str, tuple[_SweepJob, Any]]) -> None:
         """Until every job has left Slurm's queue for good (a requeued one comes back: it is waited for)."""

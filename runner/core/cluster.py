@@ -214,7 +214,7 @@ def check_allocation(nodes: int, env: Mapping[str, str]) -> None:
 def srun_command(nodes: int, job_name: str, agent: Sequence[str]) -> list[str]:
     """``srun`` for one node agent per node. ``--overlap`` and ``--mem=0`` let the step share the
     allocation with the step the runner itself runs in (a sweep's job); ``--kill-on-bad-exit``
-    stops every node (SIGTERM first: each agent stops its container) when one fails."""
+    ends the step when one node fails (srun kills the agents: their containers end with them)."""
     return [
         "srun",
         f"--nodes={nodes}",
@@ -223,6 +223,7 @@ def srun_command(nodes: int, job_name: str, agent: Sequence[str]) -> list[str]:
         "--overlap",
         "--mem=0",
         "--kill-on-bad-exit=1",
+        "--cpu-bind=none",  # each agent places its container on its node's share itself
         "--unbuffered",
         f"--job-name={job_name}",
         *agent,
@@ -265,6 +266,10 @@ def folded(config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         launch["gpus"] = gpus_count * nodes
     else:
         launch["processes"] = int(launch.get("processes", 1)) * nodes
+        exp = dict(cfg.get("experiment") or {})
+        if exp.get("nproc_per_node"):  # torchrun's own count sets a CPU run's processes per node
+            exp["nproc_per_node"] = int(exp["nproc_per_node"]) * nodes
+            cfg["experiment"] = exp
     launch["nodes"] = 1
     cfg["launch"] = launch
     return cfg, nodes

@@ -122,7 +122,7 @@ class RunPlan:
             req_gpus = -1 if gpus == "all" else (list(gpus) if isinstance(gpus, (list, tuple)) else int(gpus))
         env = self.container_env()
         if rendezvous is not None:
-            env.update(rendezvous.environment(), NODE_RANK="0", GROUP_RANK="0")
+            env.update(rendezvous.environment())
         return ContainerRequest(
             image=image,
             name=self.container_name,

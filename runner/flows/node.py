@@ -1,15 +1,16 @@
-"""One node's share of a multi-node run: ``python -m runner.flows.node RUN_DIR/nodes.json``.
+"""One node's share of a multi-node run: ``python -m runner.flows.node RUN_DIR/nodes.json SHA256``.
 
 ``srun`` starts this agent once on every node of the allocation (:mod:`runner.host.nodes`). It
 makes its node's container from the first node's request (named for the node, told its node
 rank, pinned to this node's cores, GPUs and memory in the allocation), starts it on this node's
 engine, and streams its log to its standard output (``srun`` carries it to the run's
-``logs/train.log``) and to ``logs/node-K.log``. SIGTERM stops and removes the container. The
-agent's exit status is the container's.
+``logs/train.log``) and to ``logs/node-K.log``. SIGTERM (or SIGUSR1, which srun passes on) stops
+and removes the container. The agent's exit status is the container's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,14 +22,17 @@ from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 
 
-def start(doc_path: Path) -> int:
+def start(doc_path: Path, sha256: str) -> int:
     """Run this node's container to its end; its shell-style exit status."""
     from runner.host import engine as engines
     from runner.host import slurm
     from runner.host.executors import DockerBackend, Tee
 
     try:
-        doc = json.loads(doc_path.read_text())
+        text = doc_path.read_bytes()
+        if hashlib.sha256(text).hexdigest() != sha256:
+            raise RunnerError(f"node agent: {doc_path} is not the file the runner wrote", EXIT_USAGE)
+        doc = json.loads(text)
         base = ContainerRequest.from_dict(doc["request"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunnerError(f"node agent: cannot read {doc_path}: {exc}", EXIT_USAGE) from None
@@ -53,19 +57,23 @@ def start(doc_path: Path) -> int:
     with Tee(log, lambda line: print(line, flush=True)) as tee:
         where = place.describe() if place else "no allocation"
         tee(f"runner: node {node} ({here}): container {request.name}, {where}")
-        return DockerBackend(engine).run_request(request, tee).exit_code
+        code = DockerBackend(engine).run_request(request, tee).exit_code
+        return code if code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say how it ended
 
 
 def main(argv: list[str]) -> int:
     from runner.host.interrupts import sigterm_as_interrupt
 
     sigterm_as_interrupt()
-    signal.signal(signal.SIGUSR1, signal.getsignal(signal.SIGTERM))  # what the runner sends through srun
-    if len(argv) != 1:
-        print("usage: python -m runner.flows.node RUN_DIR/nodes.json", file=sys.stderr)
+    # the runner asks through srun with SIGUSR1 (srun kills its tasks on SIGTERM): taken as SIGTERM,
+    # which cleanup defers; SIGUSR2 (the time limit near, sent to every step) is the runner's to act on
+    signal.signal(signal.SIGUSR1, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if len(argv) != 2:
+        print("usage: python -m runner.flows.node RUN_DIR/nodes.json SHA256", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return start(Path(argv[0]))
+        return start(Path(argv[0]), argv[1])
     except RunnerError as exc:
         print(f"runner: error: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_code

@@ -159,7 +159,9 @@ def _prepare(
 
 def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:
     """A multi-node run replays across nodes inside a Slurm allocation that has them, else in one
-    container with the same world size: DDP's bits depend on the ranks, not on where they run."""
+    container with the same world size. Over gloo (CPU) the bits depend on the ranks, not on where
+    they run (tests/e2e/test_slurm.py shows it); NCCL may build its rings differently within one
+    node than across nodes, so a GPU run folded this way can differ: the verdict says so if it does."""
     with run.recorded_config():
         folded, nodes = cluster.folded(config)
     if nodes == 1:

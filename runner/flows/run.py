@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core import cluster, layout, manifest, record, spec
+from runner.core import layout, manifest, record, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RunInput
 from runner.host import datasets, facts, image_builder, params, records, rundir, slurm, snapshot, trainer_keys
@@ -33,6 +33,7 @@ from runner.host.interrupts import deferred
 if TYPE_CHECKING:
     from runner.host.engine import Engine
     from runner.host.executors import Exit
+    from runner.host.nodes import NodesBackend
 
 Echo = Callable[[str], None]
 
@@ -100,7 +101,7 @@ def _start(inp: RunInput, run_dir: Path) -> _Run:
     plan = _plan(inp, run_dir, root)
     _check(inp, plan, root)
     if plan.nodes > 1:  # before the run dir is taken: no allocation, one line and nothing written
-        cluster.check_allocation(plan.nodes, os.environ)
+        slurm.check_span(plan.nodes)
     got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
     lock_fd = rundir.claim_run_dir(run_dir, resumable=inp.resume is not None)
     if inp.resume:
@@ -257,14 +258,14 @@ def _executor(
     image = r.input.image or image_builder.resolve_image(engine, plan, r.root, echo, build_log=build_log)
     r.got.image = manifest.Image.model_validate(image.record)
     r.got.environment = plan.container_env()
-    backend: Any = DockerBackend(engine)
-    if plan.nodes > 1:
-        backend = _nodes_backend(r, engine)
+    backend: DockerBackend | NodesBackend = (
+        DockerBackend(engine) if plan.nodes == 1 else _nodes_backend(r, engine)
+    )
     train = functools.partial(backend.run, plan, image.tag, snap_dir, data_root, echo)
     return train, (spec.JOB, spec.CODE, spec.DATA)
 
 
-def _nodes_backend(r: _Run, engine: Engine) -> Any:
+def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
     """One container per node of the Slurm allocation (``launch.nodes``), meeting on the interface
     :func:`runner.host.nodes.rendezvous` picks; where they met is recorded with the cluster. The
     agents use the engine a new run's config names, and the default one for a replay or resume."""

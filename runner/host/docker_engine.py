@@ -220,13 +220,12 @@ class DockerEngine:
             raise RunnerError(
                 f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
-        lifeline = _Lifeline(api, cid) if req.lifeline else None
         try:
+            if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
+                self._lifelines[cid] = _Lifeline(api, cid)
             api.start(cid)
-            if lifeline is not None:
-                lifeline.hold()
-                self._lifelines[cid] = lifeline
         except docker.errors.APIError as exc:
+            self._lifelines.pop(cid, None)
             with contextlib.suppress(docker.errors.DockerException):
                 api.remove_container(cid, force=True)
             raise RunnerError(
@@ -288,18 +287,15 @@ class _Lifeline:
     def __init__(self, api: Any, container_id: str):
         self.api, self.id = api, container_id
         self._status: dict[str, Any] = {}
-        self._socket: Any = None
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
+        self._socket = api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
 
     def _wait(self) -> None:
         try:
             self._status.update(self.api.wait(self.id, condition="removed"))
-        except docker.errors.DockerException:
+        except Exception:  # noqa: BLE001 - docker-py's or requests' errors alike: the status is unknown
             self._status["StatusCode"] = -1
-
-    def hold(self) -> None:
-        self._socket = self.api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
 
     def exit_code(self) -> int:
         self._waiter.join()

@@ -14,6 +14,7 @@ cluster's home or scratch is), and the image must be on every node's engine.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -34,7 +35,11 @@ from runner.host.engine import Engine
 from runner.host.executors import TRAIN_LOG, Exit, run_process
 
 SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
-SRUN_GRACE = 40.0  # seconds srun gets after SIGTERM: each agent stops its container (docker stop: 10 s)
+# Seconds srun gets, once asked to stop, for each agent to stop its container, and then the seconds
+# this node's container gets to be gone: together under Slurm's default KillWait (30 s), after which
+# a cancelled or preempted job is killed, so the run's record is written before that.
+SRUN_GRACE = 15.0
+GONE_WAIT = 10.0
 
 
 def interface_address(name: str) -> str | None:
@@ -116,8 +121,11 @@ class NodesBackend:
             "first_node": os.environ.get("SLURMD_NODENAME"),
             "log_dir": str(plan.run_dir / layout.LOGS_DIR),
         }
-        atomic.write_text(path, json.dumps(doc, indent=2, sort_keys=True))
-        agent = [sys.executable, "-m", "runner.flows.node", str(path)]
+        text = json.dumps(doc, indent=2, sort_keys=True)
+        atomic.write_text(path, text)
+        # the run dir is writable from the container: each agent checks the file is the one written here
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        agent = [sys.executable, "-m", "runner.flows.node", str(path), digest]
         argv = cluster.srun_command(plan.nodes, plan.container_name, agent)
         # srun kills its tasks outright on SIGTERM, but hands SIGUSR1 on: each agent then stops its container
         ended = run_process(
@@ -132,9 +140,13 @@ class NodesBackend:
         self._wait_gone(plan.run_id)
         return ended
 
-    def _wait_gone(self, run_id: str, timeout: float = 30.0) -> None:
+    def _wait_gone(self, run_id: str, timeout: float = GONE_WAIT) -> None:
         """Until this node's container of the run is gone (a killed agent's container stops and
-        removes itself: see :func:`runner.core.cluster.node_request`), so the record lands after it."""
+        removes itself: see :func:`runner.core.cluster.node_request`), so the record lands after it.
+        An engine that does not answer ends the wait: the record is written either way."""
         deadline = time.monotonic() + timeout
-        while self.engine.containers_labelled(RUN_ID_LABEL, run_id) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        try:
+            while self.engine.containers_labelled(RUN_ID_LABEL, run_id) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        except Exception:  # noqa: BLE001 - any engine's error: the run has ended, its record comes first
+            return

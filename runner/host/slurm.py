@@ -112,6 +112,20 @@ def _expand(nodelist: str) -> list[str]:
     return out.stdout.split() if out is not None and out.returncode == 0 else [nodelist]
 
 
+def check_span(nodes: int) -> None:
+    """Refuse, in one line, a run over ``nodes`` nodes that cannot start here: outside an allocation
+    that large, or not on its first node (where the nodes meet, and where srun's first task runs)."""
+    env = dict(os.environ)
+    cluster.check_allocation(nodes, env)
+    first = _expand(env.get("SLURM_JOB_NODELIST", ""))[0]
+    here = env.get("SLURMD_NODENAME")
+    if first and here != first:
+        raise RunnerError(
+            f"launch.nodes={nodes}: the runner is on {here}, not on the allocation's first node {first}",
+            EXIT_USAGE,
+        )
+
+
 def current() -> tuple[dict[str, Any] | None, Any]:
     """This process's Slurm job: its manifest record and its slot (None, None outside a job)."""
     env = dict(os.environ)

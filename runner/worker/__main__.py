@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from runner.core import layout
+from runner.core import cluster, layout
 from runner.core.errors import shell_status
 from runner.worker import audit, facts
 from runner.worker.context import RunContext
@@ -168,22 +168,31 @@ def _plain(v):
         return v
 
 
+def rank_env(world: int, nodes: int, node: int, local: int) -> dict[str, str]:
+    """The DDP variables of local process ``local`` on node ``node``: ranks are numbered node by
+    node, ``world // nodes`` on each."""
+    per_node = world // nodes
+    return {
+        "WORLD_SIZE": str(world),
+        "NODE_RANK": str(node),
+        "GROUP_RANK": str(node),
+        "LOCAL_WORLD_SIZE": str(per_node),
+        "RANK": str(node * per_node + local),
+        "LOCAL_RANK": str(local),
+    }
+
+
 def launch_ranks(ctx: RunContext) -> int:
     """Start this node's training processes: all of them on one node, or, on node ``NODE_RANK``
     of a multi-node run, its share, meeting the other nodes at ``MASTER_ADDR:MASTER_PORT``."""
-    world, nodes = ctx.world_size, ctx.nodes
-    per_node, node = world // nodes, ctx.node_rank
-    base_env = dict(
-        os.environ,
-        MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1") if nodes > 1 else "127.0.0.1",
-        MASTER_PORT=os.environ["MASTER_PORT"] if nodes > 1 else str(_free_port()),
-        WORLD_SIZE=str(world),
-        NODE_RANK=str(node),
-        GROUP_RANK=str(node),
-        LOCAL_WORLD_SIZE=str(per_node),
+    world, nodes, node = ctx.world_size, ctx.nodes, ctx.node_rank
+    meet = (
+        {"MASTER_ADDR": os.environ["MASTER_ADDR"], "MASTER_PORT": os.environ["MASTER_PORT"]}
+        if nodes > 1
+        else {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     )
-    for local in range(per_node):
-        env = dict(base_env, RANK=str(node * per_node + local), LOCAL_RANK=str(local))
+    for local in range(world // nodes):
+        env = {**os.environ, **meet, **rank_env(world, nodes, node, local)}
         _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
     return _supervise()
 
@@ -291,15 +300,17 @@ def _watch_lifeline() -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    if os.environ.get("RUNNER_LIFELINE") == "stdin" and "RANK" not in os.environ:
+    if os.environ.get(cluster.LIFELINE_ENV) == "stdin" and "RANK" not in os.environ:
         threading.Thread(target=_watch_lifeline, daemon=True).start()
     ctx = RunContext.current()
     sys.path.insert(0, str(ctx.code_dir))
     try:
-        first = "RANK" not in os.environ and ctx.node_rank == 0  # the first node's worker, before any rank
-        if not ctx.auditing and first and audit.wanted(ctx.job) != "off":
+        wanted = "off" if ctx.auditing or "RANK" in os.environ else audit.wanted(ctx.job)
+        if wanted == "only" and ctx.node_rank > 0:  # the first node audits alone; nothing trains
+            return 0
+        if wanted != "off" and ctx.node_rank == 0:
             code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
-            if code or audit.wanted(ctx.job) == "only":
+            if code or wanted == "only":
                 return code
         if ctx.job["experiment"].get("script") or ctx.job["experiment"].get("module"):
             return run_script(ctx)

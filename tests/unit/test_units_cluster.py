@@ -166,6 +166,11 @@ def test_a_multi_node_run_folds_into_one_container_of_the_same_world_size(launch
     assert cfg == {"seed": 1, "launch": folded} and nodes == launch["nodes"]
 
 
+def test_a_torchrun_programs_own_process_count_is_folded_too():
+    cfg, _ = cluster.folded({"experiment": {"nproc_per_node": 2}, "launch": {"nodes": 3, "processes": 1}})
+    assert cfg["experiment"]["nproc_per_node"] == 6 and cfg["launch"]["processes"] == 3
+
+
 def test_a_multi_node_run_on_all_gpus_cannot_be_folded():
     with pytest.raises(RunnerError, match="gpus=all"):
         cluster.folded({"launch": {"nodes": 2, "gpus": "all"}})

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from runner.core import logtext, spec
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import compose
-from runner.worker.__main__ import program_command
+from runner.worker.__main__ import program_command, rank_env
 from tests.conftest import ROOT
 
 SCRIPT = "experiments/plain_script/train.py"
@@ -99,3 +99,17 @@ def test_advertising_and_hostname_warnings_stay_off_the_terminal(line):
 def test_training_lines_reach_the_terminal():
     assert not logtext.is_terminal_noise("Epoch 0: 100%|██████████| 30/30 [00:01<00:00, loss=0.5]")
     assert not logtext.is_terminal_noise("[W socket.cpp:1] [c10d] connection refused to 127.0.0.1:1234")
+
+
+def test_ranks_are_numbered_node_by_node():
+    env = rank_env(world=6, nodes=2, node=1, local=2)
+    assert (env["RANK"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"], env["WORLD_SIZE"]) == (
+        "5",
+        "2",
+        "3",
+        "6",
+    )
+    assert env["NODE_RANK"] == env["GROUP_RANK"] == "1"
+    ranks = sorted(int(rank_env(8, 4, n, i)["RANK"]) for n in range(4) for i in range(2))
+    assert ranks == list(range(8))
+    assert rank_env(2, 1, 0, 1)["RANK"] == "1"
