@@ -129,22 +129,27 @@ def test_a_slurm_sweep_run_again_skips_its_completed_jobs(slurm_seeds):
 def test_a_slurm_run_replays_bit_identically_without_slurm(slurm_seeds, tmp_path):
     sweep_dir, _ = slurm_seeds
     job = next(p.parent for p in sorted(sweep_dir.glob("*/manifest.json")))
+    proc = _replay_without_slurm(job, tmp_path / "replay")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = manifest(tmp_path / "replay")
+    assert r["cluster"] is None and "slot" not in r["config"]["launch"]
+    assert r["outputs"] == manifest(job)["outputs"]
+
+
+def _replay_without_slurm(run_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    """``runner.replay`` on a machine without Slurm: no SLURM_* variables, no Slurm commands."""
     no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
     no_slurm["PATH"] = os.pathsep.join(
         p for p in no_slurm["PATH"].split(os.pathsep) if not (Path(p) / "sinfo").exists()
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner.replay", str(job), "--out", str(tmp_path / "replay")],
+    return subprocess.run(
+        [sys.executable, "-m", "runner.replay", str(run_dir), "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         env=no_slurm,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = manifest(tmp_path / "replay")
-    assert r["cluster"] is None and "slot" not in r["config"]["launch"]
-    assert r["outputs"] == manifest(job)["outputs"]
 
 
 def _start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
@@ -357,15 +362,7 @@ def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(two_nod
 
 
 def test_a_two_node_run_replays_in_one_container_without_slurm(two_nodes, tmp_path):
-    no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner.replay", str(two_nodes), "--out", str(tmp_path / "replay")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=no_slurm,
-    )
+    proc = _replay_without_slurm(two_nodes, tmp_path / "replay")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "a 2-node run, replayed in one container with the same world size (2)" in proc.stdout + proc.stderr
     r = manifest(tmp_path / "replay")
