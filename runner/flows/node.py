@@ -10,7 +10,6 @@ and removes the container. The agent's exit status is the container's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import sys
 from pathlib import Path
 
 from runner.core import cluster, layout
+from runner.core.digests import sha256_bytes
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 
@@ -30,7 +30,7 @@ def start(doc_path: Path, sha256: str) -> int:
 
     try:
         text = doc_path.read_bytes()
-        if hashlib.sha256(text).hexdigest() != sha256:
+        if sha256_bytes(text) != sha256:
             raise RunnerError(f"node agent: {doc_path} is not the file the runner wrote", EXIT_USAGE)
         doc = json.loads(text)
         base = ContainerRequest.from_dict(doc["request"])

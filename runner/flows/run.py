@@ -87,7 +87,7 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
             ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan, audit=audit
         )
         log_tail = ran.log_tail if end.status != "completed" else []
-        m = _finish(r, end, log_tail, container_exit=ran.exit_code, audit=audit)
+        m = _finish(r, end, log_tail, audit, container_exit=ran.exit_code)
     if end.status != "completed":
         log = r.dir / layout.LOGS_DIR / layout.TRAIN_LOG
         raise RunnerError(f"run {end.status}: {end.error} — see {log}", end.exit_code)
@@ -295,19 +295,19 @@ def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = 
     """Write the manifest of a run that stopped before training ended, and give the run dir back.
     A second Ctrl-C meanwhile is dropped: the record still lands whole."""
     with deferred(redeliver=False), rundir.released(r.dir, r.lock_fd):
-        _finish(r, end, log_tail or [])
+        _finish(r, end, log_tail or [], records.read_audit(r.dir))
 
 
 def _finish(
     r: _Run,
     end: record.Ending,
     log_tail: list[str],
+    audit: dict[str, Any] | None,
     container_exit: int | None = None,
-    audit: dict[str, Any] | None = None,
 ) -> manifest.Manifest:
-    """Collect what the run left and write its manifest (``audit``: the audit's verdict, when the
-    caller has read it already). Never raises for missing pieces: a failed run's record is still
-    whole, with whatever the run left behind."""
+    """Collect what the run left and write its manifest (``audit``: the audit's verdict, as
+    :func:`runner.host.records.read_audit` read it). Never raises for missing pieces: a failed
+    run's record is still whole, with whatever the run left behind."""
     fp = r.dir / layout.FINGERPRINTS
     prints = (
         record.FingerprintFile(sha256_file(fp), records.read_fingerprints(r.dir)) if fp.is_file() else None
@@ -321,7 +321,7 @@ def _finish(
         result=result,
         outputs=outputs,
         fingerprints=prints,
-        audit=audit if audit is not None else records.read_audit(r.dir),
+        audit=audit,
         op_traces=records.op_traces_written(r.dir),
         finished=time.time(),
     )

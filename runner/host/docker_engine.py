@@ -280,7 +280,7 @@ class DockerEngine:
 class _Lifeline:
     """A container's life tied to this process. Before the container starts, a thread waits for
     its removal (its exit status comes with it: an auto-removed container cannot be inspected
-    after); once it runs, this process holds its standard input open. When this process ends,
+    after) and this process attaches to its standard input, holding it open. When this process ends,
     however it ends, the kernel closes that connection, the engine closes the container's stdin
     (``stdin_once``), and the worker, watching it, stops."""
 

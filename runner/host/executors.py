@@ -183,7 +183,7 @@ def run_process(
         return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
     finally:
         if proc.poll() is None:
-            _terminate(proc, grace)
+            _terminate(proc, grace, stop)
         tee.close()
 
 

@@ -5,7 +5,9 @@ The runner runs on the allocation's first node. It picks where the nodes meet
 writes the first node's container request to the run dir (``nodes.json``), and starts one node
 agent per node with ``srun`` (:class:`NodesBackend`). Each agent (:mod:`runner.flows.node`)
 starts its node's container on its node's engine, streams its log, and stops and removes it on
-SIGTERM — ``scancel``, a preemption, or ``srun`` stopping the step because another node failed.
+SIGTERM or SIGUSR1 (the runner's request through srun). Where srun kills the agents instead
+(``scancel``, a preemption, another node failing), each container, tied to its agent, stops and
+removes itself (:func:`runner.core.cluster.node_request`).
 
 The run dir, the code snapshot and the data must be on a file system every node sees (as a
 cluster's home or scratch is), and the image must be on every node's engine.
@@ -14,7 +16,6 @@ cluster's home or scratch is), and the image must be on every node's engine.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core import cluster, layout
+from runner.core.digests import sha256_bytes
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.spec import RUN_ID_LABEL, RunPlan
 from runner.host import atomic
@@ -124,7 +126,7 @@ class NodesBackend:
         text = json.dumps(doc, indent=2, sort_keys=True)
         atomic.write_text(path, text)
         # the run dir is writable from the container: each agent checks the file is the one written here
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = sha256_bytes(text.encode())
         agent = [sys.executable, "-m", "runner.flows.node", str(path), digest]
         argv = cluster.srun_command(plan.nodes, plan.container_name, agent)
         # srun kills its tasks outright on SIGTERM, but hands SIGUSR1 on: each agent then stops its container
