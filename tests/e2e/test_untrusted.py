@@ -242,15 +242,20 @@ def _check_extraction(root: Path, target: Path) -> None:
         assert not p.stat().st_mode & 0o6000, f"{p} kept a setuid/setgid bit"
 
 
+def _run_dir_holding(root: Path, data: bytes, monkeypatch) -> tuple[Path, Path]:
+    """``root/run`` holding ``data`` as its code archive, with the runner's cache under ``root``."""
+    monkeypatch.setenv("RUNNER_CACHE", str(root / "cache"))
+    run = root / "run"
+    run.mkdir()
+    (run / "code.tar").write_bytes(data)
+    return root, run
+
+
 @SETTINGS
 @given(data=archive_bytes())
 def test_snapshot_extract_confines_or_refuses_any_archive(data, tmp_path_factory, monkeypatch):
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        monkeypatch.setenv("RUNNER_CACHE", str(root / "cache"))
-        run = root / "run"
-        run.mkdir()
-        (run / "code.tar").write_bytes(data)
+        root, run = _run_dir_holding(Path(tmp), data, monkeypatch)
         digest = sha256_bytes(data)
         before = _tree(run)
         try:
@@ -277,11 +282,7 @@ def test_replay_diff_and_resume_refuse_a_hostile_snapshot_cleanly(data, status, 
     run dir answer with a RunnerError (an engine is unreachable here, so none may run anything) or,
     for diff, a comparison; none writes outside the run dir."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        monkeypatch.setenv("RUNNER_CACHE", str(root / "cache"))
-        run = root / "run"
-        run.mkdir()
-        (run / "code.tar").write_bytes(data)
+        root, run = _run_dir_holding(Path(tmp), data, monkeypatch)
         m = manifest_dict(sha256_bytes(data), status=status, exit_code=1)
         (run / "manifest.json").write_text(json.dumps(m))
         before = _tree(run)
