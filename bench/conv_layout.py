@@ -44,10 +44,10 @@ PRECISIONS = {"fp32": ("highest", False), "tf32": ("high", True), "bf16": ("high
 
 def configure(mode: str, precision: str) -> None:
     """The switches the runner's determinism profile and precision group set, in this process."""
-    strict = mode == "strict"
+    strict = mode in ("strict", "tuned")  # tuned: autotuning among the deterministic algorithms
     torch.use_deterministic_algorithms(strict)
     torch.backends.cudnn.deterministic = strict
-    torch.backends.cudnn.benchmark = not strict
+    torch.backends.cudnn.benchmark = mode != "strict"
     matmul, conv_tf32 = PRECISIONS[precision]
     torch.set_float32_matmul_precision(matmul)
     torch.backends.cudnn.allow_tf32 = conv_tf32
@@ -96,13 +96,14 @@ def measure(workload: str, mode: str, precision: str, layout: str, args) -> dict
     rate = args.steps * batch / (time.perf_counter() - t0)
     out = {"workload": workload, "mode": mode, "precision": precision, "layout": layout, "batch": batch}
     out["samples_per_s"] = round(rate)
-    if mode == "strict":  # same start, same data, same steps: the same bits?
+    if mode != "fast":  # same start, same data, same steps: the same bits?
         hashes = []
         for _ in range(2):
             net.load_state_dict(start)
             steps(net, x, y, precision, args.warmup)
             hashes.append(digest(net))
         out["repeat_identical"] = hashes[0] == hashes[1]
+        out["weights"] = hashes[0]
     if f"{workload}/{mode}/{precision}/{layout}" in args.profile:
         out["kernels"] = top_kernels(net, x, y, precision)
     return out
@@ -127,14 +128,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--profile", nargs="*", default=[], help="workload/mode/precision/layout to profile")
+    ap.add_argument("--layouts", nargs="+", default=["nchw", "nhwc"], choices=["nchw", "nhwc"])
+    ap.add_argument("--label", default="", help="a name for this process's settings, written into each line")
+    ap.add_argument("--modes", nargs="+", default=["strict", "fast"], choices=["strict", "tuned", "fast"])
     args = ap.parse_args()
     versions = {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}
     print(json.dumps({"gpu": torch.cuda.get_device_name(), **versions}), flush=True)
     with args.out.open("a") as f:
         for w, q, layout, mode in itertools.product(
-            args.workloads, args.precisions, ("nchw", "nhwc"), ("strict", "fast")
+            args.workloads, args.precisions, args.layouts, args.modes
         ):
-            r = measure(w, mode, q, layout, args)
+            r = measure(w, mode, q, layout, args) | ({"label": args.label} if args.label else {})
             f.write(json.dumps(r) + "\n")
             print(json.dumps({k: v for k, v in r.items() if k != "kernels"}), flush=True)
             for line in r.get("kernels", []):

@@ -9,6 +9,8 @@ place for the tables::
 Steps ``start`` to ``start + steps`` are profiled on every rank; each rank writes
 ``outputs/profile-rank<R>.txt``: the operators and kernels by total device time and by total host
 time, and the wall time per step with and without the profiler's sync at the end.
+``+profile.trace=true`` also writes each rank's timeline, ``outputs/trace-rank<R>.json`` (Chrome
+trace format), for ``bench/trace_gaps.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def _sync() -> None:
 
 
 class TorchProfile(pl.Callback):
-    def __init__(self, out: Path, rank: int, start: int, steps: int):
-        self.out, self.rank, self.start, self.steps = out, rank, start, steps
+    def __init__(self, out: Path, rank: int, start: int, steps: int, trace: bool = False):
+        self.out, self.rank, self.start, self.steps, self.trace = out, rank, start, steps, trace
         self.prof, self.t0 = None, None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -49,14 +51,23 @@ class TorchProfile(pl.Callback):
             self.prof.stop()
             ka = self.prof.key_averages()
             self.out.mkdir(parents=True, exist_ok=True)
+            on_device = [e for e in ka if e.device_type == torch.autograd.DeviceType.CUDA]
+            # device work only, not the annotations the profiler also shows on the device
+            kernels = [e for e in on_device if not getattr(e, "is_user_annotation", False)]
+            nccl = sum(e.self_device_time_total for e in kernels if "nccl" in e.key.lower())
+            busy = sum(e.self_device_time_total for e in kernels) - nccl
             text = [
-                f"rank {self.rank}: {self.steps} steps, {wall * 1e3:.2f} ms/step wall (profiled)",
+                f"rank {self.rank}: {self.steps} steps, {wall * 1e3:.2f} ms/step wall (profiled), "
+                f"{busy / self.steps / 1e3:.2f} ms/step in compute kernels and copies, "
+                f"{nccl / self.steps / 1e3:.2f} ms/step in NCCL kernels",
                 "== by device time ==",
                 ka.table(sort_by="device_time_total", row_limit=30, max_name_column_width=70),
                 "== by host time ==",
                 ka.table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=70),
             ]
             (self.out / f"profile-rank{self.rank}.txt").write_text("\n".join(text))
+            if self.trace:  # the timeline, for bench/trace_gaps.py
+                self.prof.export_chrome_trace(str(self.out / f"trace-rank{self.rank}.json"))
             self.prof = None
 
 
@@ -69,7 +80,8 @@ def train(cfg, run_dir: Path) -> dict:
 
     def with_profiler(self, *a, **kw):
         out = original(self, *a, **kw)
-        out["callbacks"].append(TorchProfile(ctx.output_dir, ctx.rank, int(p.start), int(p.steps)))
+        trace = bool(p.get("trace"))
+        out["callbacks"].append(TorchProfile(ctx.output_dir, ctx.rank, int(p.start), int(p.steps), trace))
         return out
 
     context.RunContext.trainer_kwargs = with_profiler

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,27 +33,38 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
 
 
-def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+def epoch_permutation(seed: int, epoch: int, n: int, pin: bool = False) -> torch.Tensor:
     """The order of the training set in one epoch: a permutation seeded by (seed, epoch) only,
-    so it does not depend on the world size, the device or how the run was resumed."""
+    so it does not depend on the world size, the device or how the run was resumed. ``pin``: made
+    in page-locked memory, so that its copy to a GPU is queued without waiting."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=g, out=torch.empty(n, dtype=torch.int64, pin_memory=pin))
 
 
-@contextmanager
-def one_thread():
-    """Run small CPU work on this thread alone. Waking an idle pool of many OpenMP threads for a
-    60k-element shuffle and copy took 17 ms per epoch on a 64-core host (under 1 ms on one thread),
-    every step at mnist_ddp's benchmark batch, while the GPU waited."""
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+class Permutations:
+    """Each epoch's permutation on the training device, made one epoch ahead on a helper thread.
+
+    A shuffle of 60k indices takes over a millisecond of host time. At mnist_ddp's benchmark batch an
+    epoch is under two steps, and with a few milliseconds of GPU work per step on each of several GPUs
+    that millisecond, spent on the training thread, left the GPU idle; on the helper thread it
+    overlaps the epoch before. The permutations are ``epoch_permutation``'s, bit for bit."""
+
+    def __init__(self, seed: int, n: int):
+        self.seed, self.n = seed, n
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-permutation")
+        self._ahead: dict[int, Future] = {}
+
+    def _start(self, epoch: int, pin: bool) -> Future:
+        return self._pool.submit(epoch_permutation, self.seed, epoch, self.n, pin)
+
+    def get(self, epoch: int, device: torch.device) -> torch.Tensor:
+        pin = device.type == "cuda"
+        perm = (self._ahead.pop(epoch, None) or self._start(epoch, pin)).result()
+        self._ahead = {epoch + 1: self._start(epoch + 1, pin)}
+        return perm.to(device, non_blocking=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class EpochBatches(Sampler):
@@ -131,6 +142,7 @@ class MnistCNN(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["images", "labels"])
         self._perm_epoch, self._perm = None, None
+        self._permutations = Permutations(seed, len(images))
         self.net = self.build_net(channels, hidden, dropout)
         if channels_last:  # weights NHWC; normalise() gives the images the same layout
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -166,6 +178,9 @@ class MnistCNN(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
 
+    def on_fit_end(self) -> None:
+        self._permutations.close()
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a batch is a batch number; the data is on the device already
 
@@ -173,11 +188,7 @@ class MnistCNN(pl.LightningModule):
         """Indices of this rank's batch ``i`` of the current epoch, on the module's device."""
         hp = self.hparams
         if self._perm_epoch != self.current_epoch:  # one host→device copy per epoch, queued without a sync
-            with one_thread():
-                perm = epoch_permutation(hp.seed, self.current_epoch, len(self.images))
-                if self.images.is_cuda:
-                    perm = perm.pin_memory()
-            self._perm = perm.to(self.images.device, non_blocking=True)
+            self._perm = self._permutations.get(self.current_epoch, self.images.device)
             self._perm_epoch = self.current_epoch
         start = (int(i) * hp.world + hp.rank) * hp.batch_size
         return self._perm[start : start + hp.batch_size]

@@ -1,4 +1,5 @@
-"""The benchmark workloads' ``model.channels_last`` option (experiments/mnist.py, experiments/resnet.py)."""
+"""The benchmark workloads (experiments/mnist.py, experiments/resnet.py): ``model.channels_last``, and the
+epoch permutations made ahead on a helper thread."""
 
 from __future__ import annotations
 
@@ -69,3 +70,18 @@ def test_a_model_section_recorded_before_the_option_still_passes():
     conf = yaml.safe_load((ROOT / "conf" / "experiment" / "mnist_ddp.yaml").read_text())
     old = {k: v for k, v in conf["model"].items() if k != "channels_last"}
     params.check({**conf, "model": old}, conf["experiment"]["schemas"], ROOT)
+
+
+def test_permutations_made_ahead_are_the_seeded_ones_in_any_order_of_epochs():
+    # the helper thread makes the next epoch's ahead; a resume jumps to any epoch; the bits never change
+    made = mnist.Permutations(seed=3, n=1000)
+    try:
+        for epoch in [0, 1, 2, 7, 8, 3]:
+            perm = made.get(epoch, torch.device("cpu"))
+            assert torch.equal(perm, mnist.epoch_permutation(3, epoch, 1000))
+            assert sorted(perm.tolist()) == list(range(1000))
+    finally:
+        made.close()
+    g = torch.Generator().manual_seed(3 * 1_000_003 + 7)  # torch's seeded randperm, as runs recorded it
+    assert torch.equal(mnist.epoch_permutation(3, 7, 1000), torch.randperm(1000, generator=g))
+    assert not torch.equal(mnist.epoch_permutation(3, 7, 1000), mnist.epoch_permutation(3, 8, 1000))
