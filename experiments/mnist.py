@@ -51,10 +51,12 @@ class Permutations:
 
     def __init__(self, seed: int, n: int):
         self.seed, self.n = seed, n
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-permutation")
+        self._pool: ThreadPoolExecutor | None = None  # started by the first epoch, not by building a model
         self._ahead: dict[int, Future] = {}
 
     def _start(self, epoch: int, pin: bool) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-permutation")
         return self._pool.submit(epoch_permutation, self.seed, epoch, self.n, pin)
 
     def get(self, epoch: int, device: torch.device) -> torch.Tensor:
@@ -64,7 +66,9 @@ class Permutations:
         return perm.to(device, non_blocking=True)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._ahead = None, {}
 
 
 class EpochBatches(Sampler):
