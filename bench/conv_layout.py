@@ -1,17 +1,21 @@
 """Training-step speed of the benchmark workloads' networks by memory format, outside the runner.
 
 One process, one GPU: for each workload (mnist_ddp's CNN, resnet_small), determinism mode (strict:
-deterministic algorithms and cuDNN's deterministic heuristics; fast: cuDNN autotuning), precision
-(fp32, tf32, bf16 autocast) and memory format (NCHW, NHWC = ``torch.channels_last``) it times
-forward + backward + SGD steps on random data at the benchmark's batch and prints samples/s as
-JSON lines. Strict settings are run twice from the same start and say whether the weights came out
-bit-identical. ``--batch-scale 0.5`` times one rank's share of the batch on two GPUs.
-``--profile`` adds the top CUDA kernels of a few steps for each setting named.
+deterministic algorithms and cuDNN's deterministic heuristics; fast: cuDNN autotuning; tuned, with
+``--modes``: cuDNN autotuning among the deterministic algorithms only), precision (fp32, tf32, bf16
+autocast) and memory format (NCHW, NHWC = ``torch.channels_last``; ``--layouts``) it times forward +
+backward + SGD steps on random data at the benchmark's batch and prints samples/s as JSON lines.
+Strict and tuned settings are run twice more from the same start: each line says whether the weights
+came out bit-identical within the process and gives their hash (``weights``), to compare between
+processes. Run one mode per process when comparing choices: cuDNN's plan cache keeps the first
+choice for a shape. ``--batch-scale 0.5`` times one rank's share of the batch on two GPUs.
+``--profile`` adds the top CUDA kernels of a few steps for each setting named; ``--label`` tags the
+lines (e.g. with the environment the process ran under).
 
     python bench/conv_layout.py --out results.jsonl [--profile mnist_ddp/strict/fp32/nhwc ...]
 
-It answers which memory format to train in, quickly; the figures to quote come from
-``bench/gpu_determinism.py``, which runs the whole runner.
+It answers which memory format or algorithm choice to train with, quickly; the figures to quote come
+from ``bench/gpu_determinism.py``, which runs the whole runner.
 """
 
 from __future__ import annotations

@@ -41,25 +41,40 @@ def epoch_permutation(seed: int, epoch: int, n: int, pin: bool = False) -> torch
     return torch.randperm(n, generator=g, out=torch.empty(n, dtype=torch.int64, pin_memory=pin))
 
 
-class Permutations:
-    """Each epoch's permutation on the training device, made one epoch ahead on a helper thread.
+def _on_one_thread(seed: int, epoch: int, n: int, pin: bool) -> torch.Tensor:
+    """``epoch_permutation`` with torch's intra-op pool at one thread on the calling thread: randperm
+    fills its 60k indices in parallel, and on a host of many cores, under a profile that leaves the
+    pool at its default size, that woke a team of threads as large as the host for each shuffle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return epoch_permutation(seed, epoch, n, pin)
+    finally:
+        torch.set_num_threads(threads)
 
-    A shuffle of 60k indices takes over a millisecond of host time. At mnist_ddp's benchmark batch an
-    epoch is under two steps, and with a few milliseconds of GPU work per step on each of several GPUs
-    that millisecond, spent on the training thread, left the GPU idle; on the helper thread it
-    overlaps the epoch before. The permutations are ``epoch_permutation``'s, bit for bit."""
+
+class Permutations:
+    """Each epoch's permutation on the training device, made on a helper thread while the epoch
+    before trains: the training thread waits for a shuffle only when an epoch is shorter than one
+    (about a millisecond for 60k indices). The bits are ``epoch_permutation``'s. The shuffle is host
+    work outside the step, so the audit's watch of the step's operations does not list it.
+    Measurements: bench/README.md."""
 
     def __init__(self, seed: int, n: int):
         self.seed, self.n = seed, n
-        self._pool: ThreadPoolExecutor | None = None  # started by the first epoch, not by building a model
+        # started by the first epoch: a model that is built but not trained (the audit process's,
+        # a test's) starts no thread
+        self._pool: ThreadPoolExecutor | None = None
         self._ahead: dict[int, Future] = {}
 
     def _start(self, epoch: int, pin: bool) -> Future:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-permutation")
-        return self._pool.submit(epoch_permutation, self.seed, epoch, self.n, pin)
+        return self._pool.submit(_on_one_thread, self.seed, epoch, self.n, pin)
 
     def get(self, epoch: int, device: torch.device) -> torch.Tensor:
+        """This epoch's permutation on ``device`` (pinned and copied without a sync to a GPU); the
+        next epoch's is started. A resume that jumps to another epoch makes that one fresh."""
         pin = device.type == "cuda"
         perm = (self._ahead.pop(epoch, None) or self._start(epoch, pin)).result()
         self._ahead = {epoch + 1: self._start(epoch + 1, pin)}

@@ -3,6 +3,7 @@ epoch permutations made ahead on a helper thread."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,16 +73,44 @@ def test_a_model_section_recorded_before_the_option_still_passes():
     params.check({**conf, "model": old}, conf["experiment"]["schemas"], ROOT)
 
 
-def test_permutations_made_ahead_are_the_seeded_ones_in_any_order_of_epochs():
-    # the helper thread makes the next epoch's ahead; a resume jumps to any epoch; the bits never change
+def test_permutations_made_ahead_are_the_seeded_ones_in_any_order_of_epochs(monkeypatch):
+    # the helper thread makes the next epoch's while one trains; a resume jumps to any epoch; the bits
+    # are epoch_permutation's whichever thread made them
+    threads = []
+    seeded = mnist.epoch_permutation
+
+    def recorded(*args):
+        threads.append(threading.current_thread().name)
+        return seeded(*args)
+
+    monkeypatch.setattr(mnist, "epoch_permutation", recorded)
+    pool_size = torch.get_num_threads()
     made = mnist.Permutations(seed=3, n=1000)
     try:
         for epoch in [0, 1, 2, 7, 8, 3]:
             perm = made.get(epoch, torch.device("cpu"))
-            assert torch.equal(perm, mnist.epoch_permutation(3, epoch, 1000))
-            assert sorted(perm.tolist()) == list(range(1000))
+            assert torch.equal(perm, seeded(3, epoch, 1000))
+            assert list(made._ahead) == [epoch + 1]  # the next one is on its way
+        assert made.get(4, torch.device("cpu")).tolist() == seeded(3, 4, 1000).tolist()
     finally:
         made.close()
-    g = torch.Generator().manual_seed(3 * 1_000_003 + 7)  # torch's seeded randperm, as runs recorded it
-    assert torch.equal(mnist.epoch_permutation(3, 7, 1000), torch.randperm(1000, generator=g))
-    assert not torch.equal(mnist.epoch_permutation(3, 7, 1000), mnist.epoch_permutation(3, 8, 1000))
+    assert threads and all(name.startswith("epoch-permutation") for name in threads)
+    assert torch.get_num_threads() == pool_size  # the helper's one-thread shuffle left training's pool be
+
+
+def test_epoch_permutations_keep_the_order_runs_were_recorded_with():
+    # torch's seeded randperm of (seed, epoch): a change here changes every recorded run's data order
+    assert mnist.epoch_permutation(3, 7, 1000)[:6].tolist() == [364, 112, 163, 478, 944, 144]
+    assert mnist.epoch_permutation(0, 0, 60000)[:4].tolist() == [36044, 10678, 57327, 55074]
+    assert sorted(mnist.epoch_permutation(3, 8, 1000).tolist()) == list(range(1000))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_permutations_for_a_gpu_are_pinned_and_arrive_whole():
+    made = mnist.Permutations(seed=3, n=1000)
+    try:
+        perm = made.get(0, torch.device("cuda"))
+        assert perm.is_cuda and torch.equal(perm.cpu(), mnist.epoch_permutation(3, 0, 1000))
+        assert made._ahead[1].result().is_pinned()
+    finally:
+        made.close()
