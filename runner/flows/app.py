@@ -52,6 +52,10 @@ def _task(cfg: DictConfig) -> float:
                 Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task)
             )
             return exc.exit_code
+        from runner.host import rundir
+
+        hc = HydraConfig.get()  # refused before it wrote anything: no run dir left behind to list
+        rundir.discard_if_unused(Path(hc.runtime.output_dir), f"{hc.job.name}.log")
         fail(exc)
 
 

@@ -48,6 +48,31 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
     return fd
 
 
+HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}  # what Hydra writes into <run dir>/.hydra
+
+
+def discard_if_unused(run_dir: Path, job_log: str) -> bool:
+    """Remove the run dir of a run refused before it wrote anything: one that holds only what Hydra
+    put there when it started the job (``.hydra/`` and the job's log). A dir holding anything else
+    (a record, another run's files, the user's) is left whole. True when it was removed."""
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+        hydra = run_dir / ".hydra"
+        if not entries <= {".hydra", job_log} or (
+            hydra.is_dir() and not {p.name for p in hydra.iterdir()} <= HYDRA_FILES
+        ):
+            return False
+        for name in HYDRA_FILES:
+            (hydra / name).unlink(missing_ok=True)
+        if hydra.is_dir():
+            hydra.rmdir()
+        (run_dir / job_log).unlink(missing_ok=True)
+        run_dir.rmdir()
+    except OSError:  # gone already, not a dir, or something appeared meanwhile: leave what is there
+        return False
+    return True
+
+
 def refuse_held(run_dir: Path) -> None:
     """Run dirs are never overwritten: refuse one that already holds a manifest."""
     if (run_dir / layout.MANIFEST).exists():

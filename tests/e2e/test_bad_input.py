@@ -1,5 +1,6 @@
 """Bad input gets one line on stderr (`runner: error: …`), a non-zero exit and never a traceback;
-a run that had started leaves a whole manifest saying how it failed, and a free run dir."""
+a run refused before it started leaves no run dir; one that had started leaves a whole manifest saying
+how it failed, and a free run dir."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def refused_before_start(tmp_path: Path, *overrides: str, code: int = EXIT_USAGE
     proc = run_runner(f"hydra.run.dir={run_dir}", *overrides)
     line = error_line(proc, code)
     assert proc.stderr.strip() == line  # nothing else was printed
-    assert not (run_dir / "manifest.json").exists()
+    assert not run_dir.exists()  # refused before it wrote anything: no run dir to list or clean up
     return line
 
 

@@ -103,3 +103,28 @@ def test_only_an_interrupted_or_failed_run_is_resumable(tmp_path):
         assert records.read_manifest(run_dir).status == status and not (run_dir / layout.CLAIM_LOCK).exists()
     with pytest.raises(RunnerError, match="no manifest"):
         rundir.claim_run_dir(tmp_path / "empty", resumable=True)
+
+
+def _hydra_started(run_dir, log="app.log"):
+    (run_dir / ".hydra").mkdir(parents=True)
+    for name in rundir.HYDRA_FILES:
+        (run_dir / ".hydra" / name).write_text("x: 1\n")
+    (run_dir / log).write_text("")
+
+
+def test_a_run_dir_refused_before_any_write_is_removed_and_any_other_is_kept(tmp_path):
+    untouched = tmp_path / "untouched"
+    _hydra_started(untouched)
+    assert rundir.discard_if_unused(untouched, "app.log") and not untouched.exists()
+    # anything beyond Hydra's own files keeps the whole dir: a record, a claim, the user's file
+    for extra in (layout.MANIFEST, layout.CLAIM_LOCK, "notes.txt", ".hydra/edited.yaml"):
+        kept = tmp_path / extra.replace("/", "_")
+        _hydra_started(kept)
+        (kept / extra).write_text("{}")
+        before = _tree_bytes(kept)
+        assert not rundir.discard_if_unused(kept, "app.log")
+        assert _tree_bytes(kept) == before
+    other_log = tmp_path / "other_log"
+    _hydra_started(other_log, log="train.log")
+    assert not rundir.discard_if_unused(other_log, "app.log") and other_log.is_dir()
+    assert not rundir.discard_if_unused(tmp_path / "missing", "app.log")
