@@ -46,6 +46,8 @@ def _on_one_thread(seed: int, epoch: int, n: int, pin: bool) -> torch.Tensor:
     fills its 60k indices in parallel, and on a host of many cores, under a profile that leaves the
     pool at its default size, that woke a team of threads as large as the host for each shuffle."""
     threads = torch.get_num_threads()
+    if threads == 1:
+        return epoch_permutation(seed, epoch, n, pin)
     torch.set_num_threads(1)
     try:
         return epoch_permutation(seed, epoch, n, pin)
@@ -54,10 +56,12 @@ def _on_one_thread(seed: int, epoch: int, n: int, pin: bool) -> torch.Tensor:
 
 
 class Permutations:
-    """Each epoch's permutation on the training device, made on a helper thread while the epoch
-    before trains: the training thread waits for a shuffle only when an epoch is shorter than one
-    (about a millisecond for 60k indices). The bits are ``epoch_permutation``'s. The shuffle is host
-    work outside the step, so the audit's watch of the step's operations does not list it.
+    """Each epoch's permutation on the training device. For a GPU it is made on a helper thread while
+    the epoch before trains, pinned, so the training thread waits for a shuffle (about a millisecond
+    for 60k indices) only when an epoch is shorter than one. On a CPU it is made on the training
+    thread, which torch's thread settings belong to, beside steps far longer than a shuffle. The bits
+    are ``epoch_permutation``'s either way. Made on the helper thread, the shuffle is outside the
+    step's thread, so the audit's watch of the step's operations does not list it there.
     Measurements: bench/README.md."""
 
     def __init__(self, seed: int, n: int):
@@ -73,12 +77,17 @@ class Permutations:
         return self._pool.submit(_on_one_thread, self.seed, epoch, self.n, pin)
 
     def get(self, epoch: int, device: torch.device) -> torch.Tensor:
-        """This epoch's permutation on ``device`` (pinned and copied without a sync to a GPU); the
-        next epoch's is started. A resume that jumps to another epoch makes that one fresh."""
-        pin = device.type == "cuda"
+        """This epoch's permutation on ``device``: to a GPU, made ahead and copied without a sync."""
+        if device.type != "cuda":
+            return _on_one_thread(self.seed, epoch, self.n, False)
+        return self.made_ahead(epoch, pin=True).to(device, non_blocking=True)
+
+    def made_ahead(self, epoch: int, pin: bool) -> torch.Tensor:
+        """This epoch's permutation from the helper thread, which then starts the next epoch's. A
+        resume that jumps to another epoch gets that one made fresh."""
         perm = (self._ahead.pop(epoch, None) or self._start(epoch, pin)).result()
         self._ahead = {epoch + 1: self._start(epoch + 1, pin)}
-        return perm.to(device, non_blocking=True)
+        return perm
 
     def close(self) -> None:
         if self._pool is not None:

@@ -84,18 +84,26 @@ def test_permutations_made_ahead_are_the_seeded_ones_in_any_order_of_epochs(monk
         return seeded(*args)
 
     monkeypatch.setattr(mnist, "epoch_permutation", recorded)
-    pool_size = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # as under fast on a host of 4 cores
+    pool_sizes = []
+    monkeypatch.setattr(torch, "set_num_threads", pool_sizes.append)
     made = mnist.Permutations(seed=3, n=1000)
     try:
         for epoch in [0, 1, 2, 7, 8, 3]:
-            perm = made.get(epoch, torch.device("cpu"))
+            perm = made.made_ahead(epoch, pin=False)
             assert torch.equal(perm, seeded(3, epoch, 1000))
             assert list(made._ahead) == [epoch + 1]  # the next one is on its way
-        assert made.get(4, torch.device("cpu")).tolist() == seeded(3, 4, 1000).tolist()
+        assert made.made_ahead(4, pin=False).tolist() == seeded(3, 4, 1000).tolist()
     finally:
         made.close()
     assert threads and all(name.startswith("epoch-permutation") for name in threads)
-    assert torch.get_num_threads() == pool_size  # the helper's one-thread shuffle left training's pool be
+    assert pool_sizes[:2] == [1, 4] and set(pool_sizes) == {1, 4}  # each shuffle on one thread, then back
+
+
+def test_a_cpu_run_shuffles_on_its_own_thread_and_starts_no_helper():
+    made = mnist.Permutations(seed=3, n=1000)
+    assert torch.equal(made.get(5, torch.device("cpu")), mnist.epoch_permutation(3, 5, 1000))
+    assert made._pool is None and made._ahead == {}
 
 
 def test_epoch_permutations_keep_the_order_runs_were_recorded_with():
