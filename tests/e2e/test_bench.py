@@ -73,7 +73,9 @@ def test_quick_bench_writes_well_formed_results(tmp_path):
             assert f["passed"] is None
         else:
             assert f["passed"] is Goal(**f["goal"]).met(f["value"])
-        if f["id"] != "launch_overhead":  # a difference; every other figure is a rate, ratio or duration
+        # differences of two wall times can come out below zero in one noisy repetition; every other
+        # figure is a rate, ratio or duration
+        if f["id"] not in ("launch_overhead", "script_overhead"):
             assert f["value"] > 0, f["id"]
 
     overhead = figures["launch_overhead"]["details"]
