@@ -116,10 +116,13 @@ class Fingerprints(Callback):
         snapshot = _snapshot(module) if module is not None else None
         event = _ready()
         assert self._writer is not None, "flushes happen between train start and train end"
-        for done in [f for f in self._queued if f.done()]:
-            done.result()  # an error the writer thread met stops training here
-        self._queued = [f for f in self._queued if not f.done()]
-        self._queued.append(self._writer.submit(self._write_rows, losses, snapshot, event))
+        still = []
+        for f in self._queued:  # one look at each: a flush that ends meanwhile is checked next time
+            if f.done():
+                f.result()  # an error the writer thread met stops training here
+            else:
+                still.append(f)
+        self._queued = [*still, self._writer.submit(self._write_rows, losses, snapshot, event)]
 
     def _write_rows(self, losses: list, snapshot: list | None, event: Any) -> None:
         if event is not None:
@@ -136,8 +139,8 @@ class Fingerprints(Callback):
         assert self._writer is not None
         self._writer.shutdown(wait=True)
         queued, self._queued = self._queued, []
-        for f in queued:
-            if raise_errors or f.exception() is None:
+        if raise_errors:
+            for f in queued:
                 f.result()
 
     def _write(self, rec: dict) -> None:

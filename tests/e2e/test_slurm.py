@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.spec import RUN_ID_LABEL
 from runner.worker.context import latest_checkpoint
 from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import wait_for
@@ -310,16 +311,6 @@ def test_a_job_larger_than_any_node_is_refused_in_one_line(tmp_path):
 TWO_NODES = ["launch.nodes=2", "launch.processes=1"]  # one process on each node: world size 2
 
 
-def _containers_of(run_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=org.runner.run-id={run_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
-
-
 @pytest.fixture(scope="module")
 def one_container_of_two(tmp_path_factory) -> dict:
     """The reference: world size 2 as two processes in one container on this machine."""
@@ -340,7 +331,9 @@ def two_nodes(tmp_path_factory) -> Path:
     return sweep_dir / "0"
 
 
-def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(two_nodes, one_container_of_two):
+def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(
+    two_nodes, one_container_of_two, engine
+):
     m, ref = manifest(two_nodes), one_container_of_two
     assert m["status"] == "completed" and m["launch"]["world_size"] == 2 and m["launch"]["nodes"] == 2
     assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
@@ -358,7 +351,7 @@ def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(two_nod
             f"runner: node {node} ({name}): container {m['launch']['container']}-node{node}"
         )
         assert "2000 MB" in first, first  # the allocation's memory (DefMemPerCPU × one core) limits it
-    assert _containers_of(m["run_id"]) == []
+    assert engine.containers_labelled(RUN_ID_LABEL, m["run_id"]) == []
 
 
 def test_a_two_node_run_replays_in_one_container_without_slurm(two_nodes, tmp_path):
@@ -370,7 +363,7 @@ def test_a_two_node_run_replays_in_one_container_without_slurm(two_nodes, tmp_pa
     assert r["outputs"] == manifest(two_nodes)["outputs"]
 
 
-def test_a_two_node_run_replays_across_two_nodes_inside_an_allocation(two_nodes, tmp_path):
+def test_a_two_node_run_replays_across_two_nodes_inside_an_allocation(two_nodes, tmp_path, engine):
     """Back on the cluster: inside an allocation of two nodes (the runner on the first), the replay
     runs across both again."""
     proc = subprocess.run(
@@ -386,10 +379,10 @@ def test_a_two_node_run_replays_across_two_nodes_inside_an_allocation(two_nodes,
     assert r["launch"]["nodes"] == 2 and r["cluster"]["num_nodes"] == 2
     assert r["cluster"]["rendezvous"]["interface"] == "lo"
     assert r["outputs"] == manifest(two_nodes)["outputs"]
-    assert _containers_of(r["run_id"]) == []
+    assert engine.containers_labelled(RUN_ID_LABEL, r["run_id"]) == []
 
 
-def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, one_container_of_two):
+def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, one_container_of_two, engine):
     """``scancel --signal=TERM`` reaches the runner and both node agents: every container stops, the
     run is recorded interrupted with its checkpoint, and the sweep run again resumes it across the
     two nodes to the bits of an uninterrupted run."""
@@ -404,7 +397,7 @@ def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, on
         _, err = first.communicate(timeout=300)
         assert first.returncode == 1 and "Traceback" not in err, err[-3000:]
         m = manifest(run_dir)
-        assert m["status"] == "interrupted" and _containers_of(m["run_id"]) == []
+        assert m["status"] == "interrupted" and engine.containers_labelled(RUN_ID_LABEL, m["run_id"]) == []
         kept = latest_checkpoint(run_dir / "checkpoints")
         assert kept is not None and found <= kept[0] < 60
 
@@ -422,7 +415,7 @@ def test_a_two_node_run_stopped_by_sigterm_resumes_to_the_same_bits(tmp_path, on
     assert resumed["cluster"]["rendezvous"]["interface"] == "lo"
     assert resumed["outputs"]["model.pt"] == one_container_of_two["outputs"]["model.pt"]
     assert resumed["fingerprints"]["sha256"] == one_container_of_two["fingerprints"]["sha256"]
-    assert _containers_of(resumed["run_id"]) == []
+    assert engine.containers_labelled(RUN_ID_LABEL, resumed["run_id"]) == []
 
 
 def test_a_multi_node_run_outside_an_allocation_is_one_line(tmp_path):
