@@ -41,12 +41,14 @@ test-slow: setup
 bench: setup
 	$(PY) -m bench.run
 
-# ruff (lint + formatting), the layer contracts (import-linter), and mypy on the package.
+# ruff (lint + formatting), the layer contracts (import-linter), mypy on the package, and every
+# module that a docstring, comment or README names exists (scripts/check_refs.py).
 lint: $(STAMP)
-	.venv/bin/ruff check runner experiments tests bench hydra_plugins
-	.venv/bin/ruff format --check runner experiments tests bench hydra_plugins
+	.venv/bin/ruff check runner experiments tests bench hydra_plugins scripts
+	.venv/bin/ruff format --check runner experiments tests bench hydra_plugins scripts
 	.venv/bin/lint-imports
 	.venv/bin/mypy
+	$(PY) scripts/check_refs.py
 
 # Regenerate the hash-pinned image locks from images/*.in (needs PyPI).
 lock: $(STAMP)

@@ -1,10 +1,10 @@
 """Figure 3: hashing data and outputs for the manifest.
 
-* first hash: :func:`runner.hashing.sha256_file` over a file of ``size`` random bytes, in the
+* first hash: :func:`runner.host.hashing.sha256_file` over a file of ``size`` random bytes, in the
   page cache (as outputs just written are) — the runner's own cost, goal ≥ 1 GB/s;
 * cold: the same after evicting the file from the page cache (fsync + ``POSIX_FADV_DONTNEED``),
   beside a plain read of it, so the disk's share is visible — recorded, not judged;
-* second run: :class:`runner.hashing.HashCache` over the unchanged file, opened afresh as a new
+* second run: :class:`runner.host.hashing.HashCache` over the unchanged file, opened afresh as a new
   run would — one ``stat`` and one indexed lookup, goal < 10 ms per file.
 
 GB here is 10⁹ bytes. The file lives in a temporary directory and is deleted afterwards.

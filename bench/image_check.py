@@ -1,7 +1,7 @@
 """Figure 2: deciding that the image is up to date, and what a cache-hitting build would cost.
 
 The decision is what a launch does before it starts a container: connect to the engine and
-call :func:`runner.image_builder.resolve_image` (content hash of Dockerfile + lock + base → look the
+call :func:`runner.host.image_builder.resolve_image` (content hash of Dockerfile + lock + base → look the
 tag up). It is measured with the real wheelhouse and with one ``padding_bytes`` larger (the
 real wheels hard-linked plus a sparse filler file, under its own ``RUNNER_CACHE``), to show
 the time does not depend on the wheelhouse. :class:`CountingEngine` is the real engine
@@ -146,7 +146,7 @@ def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[F
             },
             details={
                 "measured": (
-                    "DockerEngine.connect() + runner.image_builder.resolve_image(); "
+                    "DockerEngine.connect() + runner.host.image_builder.resolve_image(); "
                     "sample = slower of the two wheelhouses"
                 ),
                 "real_wheelhouse_bytes": real_bytes,

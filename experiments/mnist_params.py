@@ -1,5 +1,5 @@
 """The ``model`` section of ``experiment=mnist_ddp``, checked on the host before a launch
-(see :mod:`runner.params`). Defaults live in ``conf/experiment/mnist_ddp.yaml``; this says what a
+(see :mod:`runner.host.params`). Defaults live in ``conf/experiment/mnist_ddp.yaml``; this says what a
 value may be. Imported on the host: pydantic and the standard library only."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Any Hydra sweeper (the basic one, Optuna, Ax, …) hands this launcher batches o
 jobs*: one set of overrides each, not to be confused with the worker's ``job.json`` — and each
 is still a normal run of the task function in its own run dir. What the launcher adds:
 
-* **Slots.** The machine is cut into disjoint slots (:mod:`runner.slots`): a set of CPU cores
+* **Slots.** The machine is cut into disjoint slots (:mod:`runner.core.slots`): a set of CPU cores
   (pinned with ``launch.cpuset_cpus``) and, for GPU jobs, a set of GPUs (``launch.gpus``). A job
   runs in a forked process holding one slot; when it ends, the slot goes to the next job.
   Concurrent jobs never share a device, and under the strict profile a job's bits do not

@@ -3,7 +3,7 @@
 Sections: config (flattened keys), environment variables, packages, image, host, devices,
 determinism, launch, code, data, output hashes, metrics — and the first training step at which
 the two runs' fingerprints part. Tables for a terminal; ``--json`` for machines. Reads only;
-the comparison rules live in :mod:`runner.compare`.
+the comparison rules live in :mod:`runner.core.compare`.
 """
 
 from __future__ import annotations

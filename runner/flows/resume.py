@@ -7,7 +7,7 @@ rather than producing a different run. It runs in a new container, in the same r
 manifest then keeps the run's id, reads the new outcome and lists the resume under ``resumes``.
 
 Training continues from the newest ``checkpoints/step-*.ckpt`` (weights, optimizer, loops,
-every rank's RNG states, the epoch position — see :mod:`runner.checkpointing`), so the final
+every rank's RNG states, the epoch position — see :mod:`runner.worker.checkpointing`), so the final
 weights are bit-identical to a run that was never interrupted. Without a checkpoint (none was
 due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is identical too.
 

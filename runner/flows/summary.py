@@ -7,7 +7,7 @@ manifest, or the ``job_status.json`` a job that failed before it had one leaves)
   each group of jobs that differ only in ``seed``, per metric the mean, sample std, min, max and
   a 95% Student-t confidence interval over the completed seeds;
 * ``summary.png``: every job's loss per step (from ``fingerprints.jsonl``) and each metric's
-  spread over seeds (see :mod:`runner.summary_plot`).
+  spread over seeds (see :mod:`runner.host.summary_plot`).
 
 A *job* here is a sweep job: one run of the sweep, in its own run dir (not the worker's
 ``job.json``). The launcher calls :func:`write` at the end of every sweep; the command rebuilds

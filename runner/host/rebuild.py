@@ -4,7 +4,7 @@ A replay runs in the image the manifest names: the exact image when its tag stil
 the recorded id, otherwise one rebuilt from the *recorded* Dockerfile and lock (taken from the
 restored code snapshot, never from today's tree) on the recorded base. Before anything runs,
 every way the environment could differ from the record is checked and collected as a
-:class:`~runner.compare.Drift`:
+:class:`~runner.core.compare.Drift`:
 
 * the base image: present, same id, same digest (when one was recorded);
 * the Dockerfile and lock in the snapshot: same sha256 as the image was built from;

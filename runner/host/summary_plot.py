@@ -1,7 +1,7 @@
 """``summary.png``: a sweep at a glance. Left, every job's training loss per step; right, one
 panel per final metric with each seed's value and the group's mean and 95% interval.
 
-Drawing only: the numbers come from :func:`runner.summary.summarize`. Uses matplotlib's Agg
+Drawing only: the numbers come from :func:`runner.flows.summary.summarize`. Uses matplotlib's Agg
 backend, so it runs without a display.
 """
 

@@ -1,4 +1,4 @@
-"""Experiment parameter schemas (runner.params): pure checks, no launch."""
+"""Experiment parameter schemas (runner.host.params): pure checks, no launch."""
 
 from __future__ import annotations
 
