@@ -17,7 +17,7 @@
       verdict.json         VERDICT           in a replay's run dir: the comparison with the original
       nodes.json           NODE_REQUEST      a multi-node run's container, for each node's agent
       logs/node-K.log      NODE_LOG          what node K's container printed (a multi-node run)
-      .runner.lock         CLAIM_LOCK        held while a runner owns the dir
+      .runner.claim        CLAIM             held (flock) while a runner owns the dir
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ REPLAYS_DIR = "replays"
 VERDICT = "verdict.json"
 NODE_REQUEST = "nodes.json"
 NODE_LOG = "node-{node}.log"  # under LOGS_DIR
-CLAIM_LOCK = ".runner.lock"
+CLAIM = ".runner.claim"
 # The dirs the container's unprivileged user writes into (the run dir itself too).
 WRITABLE_DIRS = (OUTPUTS_DIR, LOGS_DIR, METRICS_DIR, CHECKPOINT_DIR)

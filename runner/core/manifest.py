@@ -110,7 +110,7 @@ class Manifest(_Model):
     timings: Timings
     replay_of: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = []
-    # what the determinism audit found before training (runner.core.audit); None: no audit ran
+    # what the determinism audit found before training (runner.core.audit_rules); None: no audit ran
     audit: dict[str, Any] | None = None
     # per-operation traces of chosen steps (fingerprints.trace_steps): file name → its record
     op_traces: dict[str, FileRecord] | None = None

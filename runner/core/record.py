@@ -2,7 +2,7 @@
 
 The pipeline (:mod:`runner.flows.run`) fills a :class:`Gathered` step by step (code, data,
 image, environment, timings) and, however the run ends — completed, failed, interrupted, or a
-bug — collects an :class:`Outcome` and hands both to :func:`build`. A run that stopped early
+bug — collects an :class:`RunOutcome` and hands both to :func:`build`. A run that stopped early
 therefore still gets a whole manifest, holding whatever it had got to. Writing it is
 :func:`runner.host.records.write_manifest`.
 """
@@ -57,7 +57,7 @@ class Ending:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunOutcome:
     """What a run left behind, collected once it is over."""
 
     ending: Ending
@@ -149,7 +149,7 @@ def fingerprint_section(plan: RunPlan, found: FingerprintFile | None) -> dict[st
     }
 
 
-def build(plan: RunPlan, run: RunInput, got: Gathered, out: Outcome) -> manifest.Manifest:
+def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manifest.Manifest:
     """The manifest of a run: every field from the plan, the input, what was gathered and the outcome."""
     result = out.result
     timings = {

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import audit as rules
+from runner.core import audit_rules as rules
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import engine as engines
 from runner.host import records

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Outcome:
+class ReplayOutcome:
     verdict: compare.Verdict
     run_dir: Path  # the replay's
     original: records.RunRecord
@@ -77,7 +77,7 @@ def replay(
     echo: Callable[[str], None] = _echo,
     command: list[str] | None = None,
     edit_config: Callable[[dict], dict] | None = None,
-) -> Outcome:
+) -> ReplayOutcome:
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
     the recorded config before it runs (``--locate`` trains to a step and traces it)."""
@@ -107,7 +107,7 @@ def replay(
             **verdict.to_json(),
         },
     )
-    return Outcome(verdict, run_dir, original, prepared.how, failure)
+    return ReplayOutcome(verdict, run_dir, original, prepared.how, failure)
 
 
 def _prepare(
@@ -207,7 +207,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 # -- printing -----------------------------------------------------------------------------------------
-def render(outcome: Outcome, console: Console) -> None:
+def render(outcome: ReplayOutcome, console: Console) -> None:
     """The verdict as tables: what was restored, any drift, outputs, fingerprints, notes."""
     v, m = outcome.verdict, outcome.original.manifest
     console.print(_head_table(outcome))
@@ -222,7 +222,7 @@ def render(outcome: Outcome, console: Console) -> None:
     console.print(f"[{style}]verdict: {v.headline()}[/]")
 
 
-def _head_table(outcome: Outcome) -> Table:
+def _head_table(outcome: ReplayOutcome) -> Table:
     """Which run was replayed where, with what code, image and determinism profile, and how it ended."""
     v, m = outcome.verdict, outcome.original.manifest
     head = Table(title=f"replay of {m.run_id}", show_header=False, title_justify="left")

@@ -45,7 +45,7 @@ class _Run:
     input: RunInput
     plan: spec.RunPlan
     root: Path  # the project the run is planned against: today's tree, or the recorded snapshot
-    lock_fd: int
+    claim_fd: int
     got: record.Gathered
     cache: HashCache = dataclasses.field(default_factory=HashCache)
 
@@ -81,7 +81,7 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
 
     # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
     # (and is dropped: there is nothing left to interrupt).
-    with deferred(redeliver=False), rundir.released(r.dir, r.lock_fd):
+    with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
         audit = records.read_audit(r.dir)
         end = record.ending(
             ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan, audit=audit
@@ -103,15 +103,15 @@ def _start(inp: RunInput, run_dir: Path) -> _Run:
     if plan.nodes > 1:  # before the run dir is taken: no allocation, one line and nothing written
         slurm.check_span(plan.nodes)
     got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
-    lock_fd = rundir.claim_run_dir(run_dir, resumable=inp.resume is not None)
+    claim_fd = rundir.claim_run_dir(run_dir, resumable=inp.resume is not None)
     if inp.resume:
         try:
             got.resumes = record.resumes(records.read_manifest(run_dir), inp.resume, plan.container_name)
             (run_dir / layout.RESULT).unlink(missing_ok=True)  # the attempt before left none, or a stale one
         except BaseException:
-            rundir.release(run_dir, lock_fd)
+            rundir.release(run_dir, claim_fd)
             raise
-    return _Run(inp, plan, root, lock_fd, got)
+    return _Run(inp, plan, root, claim_fd, got)
 
 
 def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
@@ -294,7 +294,7 @@ def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:
 def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = None) -> None:
     """Write the manifest of a run that stopped before training ended, and give the run dir back.
     A second Ctrl-C meanwhile is dropped: the record still lands whole."""
-    with deferred(redeliver=False), rundir.released(r.dir, r.lock_fd):
+    with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
         _finish(r, end, log_tail or [], records.read_audit(r.dir))
 
 
@@ -314,7 +314,7 @@ def _finish(
     )
     result = _result(r.dir / layout.RESULT)
     outputs = hash_tree(r.dir / layout.OUTPUTS_DIR, r.cache)
-    outcome = record.Outcome(
+    outcome = record.RunOutcome(
         ending=end,
         exit_code=container_exit or end.exit_code,
         log_tail=log_tail,

@@ -2,7 +2,7 @@
 replays and sweeps.
 
 A build's wheels are fetched on the host from the hash-pinned lock (:mod:`runner.host.wheelhouse`)
-and installed with no network; concurrent runners needing one tag hold a host-wide lock, so the
+and installed with no network; concurrent runners needing one tag take turns, so the
 first builds and the others find it.
 """
 
@@ -22,7 +22,7 @@ from runner.host.engine import Engine
 from runner.host.executors import Tee
 from runner.host.progress import BuildProgress
 
-__all__ = ["ResolvedImage", "build_lock", "find_or_build", "image_record", "resolve_image", "reuse"]
+__all__ = ["ResolvedImage", "build_mutex", "find_or_build", "image_record", "resolve_image", "reuse"]
 
 
 def resolve_image(
@@ -65,10 +65,11 @@ def find_or_build(
 ) -> ResolvedImage:
     """The one build path, for runs, sweeps and replays: the image ``iplan`` describes, found by its
     tag or built from ``root``'s Dockerfile and lock with the lock's wheels (``wheels``, or fetched
-    now). Runners needing one tag at once hold a host-wide lock: the first builds, the others find it.
+    now). Runners needing one tag at once take turns (:func:`build_mutex`): the first builds, the
+    others find it.
     """
     started = time.time()
-    with build_lock(iplan.tag):
+    with build_mutex(iplan.tag):
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
         if image_id is None:
@@ -115,15 +116,16 @@ def image_record(
 
 
 @contextlib.contextmanager
-def build_lock(tag: str) -> Iterator[None]:
-    """Hold an exclusive host-wide lock for building ``tag`` (a file lock under the runner cache)."""
+def build_mutex(tag: str) -> Iterator[None]:
+    """Be the one runner on this host building ``tag`` (an ``flock`` on a file under the runner
+    cache). Not to be confused with a lock file (``images/*.lock``), which pins packages."""
     import fcntl
 
     from runner.host.hashing import cache_dir
 
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"build-{tag.replace('/', '_').replace(':', '_')}.lock", "w") as f:
+    mutexes = cache_dir() / "build-mutexes"
+    mutexes.mkdir(parents=True, exist_ok=True)
+    with open(mutexes / tag.replace("/", "_").replace(":", "_"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

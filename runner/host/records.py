@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runner.core import audit, fingerprints, layout, manifest, op_traces
+from runner.core import audit_rules, fingerprints, layout, manifest, op_traces
 from runner.core.digests import DIGEST_FIELD, check_digest, record_digest, sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic
@@ -157,7 +157,7 @@ def read_audit(run_dir: Path) -> dict[str, Any] | None:
     """What the determinism audit of the run in ``run_dir`` found (``audit/audit.json``); None when
     none ran, or the file is not a JSON object (the run's record is written either way)."""
     try:
-        data = json.loads((run_dir / audit.DIR / audit.FILE).read_text())
+        data = json.loads((run_dir / audit_rules.DIR / audit_rules.FILE).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

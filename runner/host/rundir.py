@@ -15,9 +15,9 @@ RESUMABLE = ("interrupted", "failed")
 
 
 def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
-    """Take a run dir for this run alone and return the lock's descriptor (see :func:`release`).
+    """Take a run dir for this run alone and return the claim's descriptor (see :func:`release`).
 
-    The lock is an ``flock`` on ``.runner.lock``, taken *before* the manifest is looked at, so of
+    The claim is an ``flock`` on ``.runner.claim``, taken *before* the manifest is looked at, so of
     two runners started at once only one gets past the check; the kernel drops it if the runner
     dies, so a killed runner never leaves its run dir stuck. A run dir that holds a manifest is
     refused (run dirs are never overwritten) — except by a resume (``resumable``), which needs
@@ -26,7 +26,7 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
     import fcntl
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / layout.CLAIM_LOCK
+    path = run_dir / layout.CLAIM
     while True:
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
         try:
@@ -39,7 +39,7 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
                 break
         except FileNotFoundError:
             pass
-        os.close(fd)  # its holder released it (unlinked) while we opened it: lock the new file
+        os.close(fd)  # its holder released it (unlinked) while we opened it: claim the new file
     try:
         _check_claimable(run_dir, resumable)
     except BaseException:
@@ -108,18 +108,18 @@ def make_writable_for(run_dir: Path, user: str) -> None:
 
 
 @contextlib.contextmanager
-def released(run_dir: Path, lock_fd: int) -> Iterator[None]:
+def released(run_dir: Path, claim_fd: int) -> Iterator[None]:
     """Run the block, then give the run dir back whatever happened in it."""
     try:
         yield
     finally:
-        release(run_dir, lock_fd)
+        release(run_dir, claim_fd)
 
 
-def release(run_dir: Path, lock_fd: int) -> None:
+def release(run_dir: Path, claim_fd: int) -> None:
     """Give the run dir back: every way out of :func:`runner.flows.run.run` after the claim ends here.
 
     Unlink first, then unlock: a runner that opened the old file meanwhile sees it is gone and
-    locks a new one, and never two runners hold the lock at once."""
-    (run_dir / layout.CLAIM_LOCK).unlink(missing_ok=True)
-    os.close(lock_fd)
+    claims a new one, and never two runners hold the claim at once."""
+    (run_dir / layout.CLAIM).unlink(missing_ok=True)
+    os.close(claim_fd)

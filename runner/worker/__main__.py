@@ -33,7 +33,7 @@ from pathlib import Path
 
 from runner.core import cluster, layout
 from runner.core.errors import shell_status
-from runner.worker import audit, facts
+from runner.worker import audit_gate, facts
 from runner.worker.context import RunContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
@@ -305,11 +305,11 @@ def main() -> int:
     ctx = RunContext.current()
     sys.path.insert(0, str(ctx.code_dir))
     try:
-        wanted = "off" if ctx.auditing or "RANK" in os.environ else audit.wanted(ctx.job)
+        wanted = "off" if ctx.auditing or "RANK" in os.environ else audit_gate.wanted(ctx.job)
         if wanted == "only" and ctx.node_rank > 0:  # the first node audits alone; nothing trains
             return 0
         if wanted != "off" and ctx.node_rank == 0:
-            code = audit.run_before(ctx.job, ctx.run_dir, _run_child)
+            code = audit_gate.run_before(ctx.job, ctx.run_dir, _run_child)
             if code or wanted == "only":
                 return code
         if ctx.job["experiment"].get("script") or ctx.job["experiment"].get("module"):

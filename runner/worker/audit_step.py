@@ -1,7 +1,7 @@
 """The determinism audit: one real training step (forward, backward, optimizer step on a real
 batch) with every operation watched, before a strict run trains.
 
-The worker starts the audit as a process of its own (:func:`runner.worker.audit.run_before`): the
+The worker starts the audit as a process of its own (:func:`runner.worker.audit_gate.run_before`): the
 experiment runs unchanged, except that :class:`~runner.worker.context.RunContext` points it at ``<run
 dir>/audit`` and limits its Trainer to one step with :class:`AuditStep` as its only runner callback.
 During that step a dispatch mode sees every ATen operation; each is run with PyTorch's deterministic
@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from runner.core import audit as rules
+from runner.core import audit_rules as rules
 
 _ALERT = "does not have a deterministic implementation"
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core import audit, layout, op_traces
+from runner.core import audit_rules, layout, op_traces
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback
@@ -58,7 +58,7 @@ class RunContext:
         run_dir = Path(job["paths"]["run_dir"])
         return cls(
             # the determinism audit's one step writes into a run dir of its own
-            run_dir=run_dir / audit.DIR if os.environ.get(audit.ENV) else run_dir,
+            run_dir=run_dir / audit_rules.DIR if os.environ.get(audit_rules.ENV) else run_dir,
             code_dir=Path(job["paths"]["code_dir"]),
             data_dir=Path(job["paths"]["data_dir"]),
             job=job,
@@ -83,8 +83,8 @@ class RunContext:
 
     @property
     def auditing(self) -> bool:
-        """True in the determinism audit's process: one step, watched (:mod:`runner.worker.audit`)."""
-        return bool(os.environ.get(audit.ENV))
+        """True in the determinism audit's process: one step, watched (:mod:`runner.worker.audit_gate`)."""
+        return bool(os.environ.get(audit_rules.ENV))
 
     @property
     def nodes(self) -> int:
@@ -196,11 +196,11 @@ class RunContext:
             from runner.worker.audit_step import AuditStep
 
             kw.update(max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)
-            return [AuditStep(self.run_dir / audit.FILE, self.code_dir, self.determinism)]
-        from runner.worker.fingerprint_callback import Fingerprints
+            return [AuditStep(self.run_dir / audit_rules.FILE, self.code_dir, self.determinism)]
+        from runner.worker.fingerprint_callback import FingerprintWriter
 
         watching: list[Callback] = [
-            Fingerprints(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))
+            FingerprintWriter(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))
         ]
         steps = op_traces.trace_steps(self.job.get("config") or {})
         if steps:

@@ -49,7 +49,7 @@ def _ready() -> Any:
     return None
 
 
-class Fingerprints(Callback):
+class FingerprintWriter(Callback):
     """Rank 0 writes the loss of every step and a parameter hash every ``every_k`` steps.
 
     Reading parameters back makes the host wait for the device, and hashing them takes the host

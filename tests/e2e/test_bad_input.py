@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core import layout
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE
 from tests.cli_output import error_line
 from tests.conftest import manifest, run_runner
@@ -26,7 +27,7 @@ def failed_run(run_dir: Path) -> dict:
     """The record a started-then-failed run leaves."""
     m = manifest(run_dir)
     assert m["status"] == "failed" and m["exit_code"] != 0 and m["error"]
-    assert not (run_dir / ".runner.lock").exists()
+    assert not (run_dir / layout.CLAIM).exists()
     return m
 
 

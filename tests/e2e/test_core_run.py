@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core import layout
 from runner.core import manifest as manifest_mod
 from runner.host import image_builder, records
 from runner.host.hashing import sha256_file
@@ -52,7 +53,7 @@ def test_manifest_records_what_the_issue_lists(twice, engine):
     run_dir = twice[0]
     m = records.read_manifest(run_dir)  # validated against the schema, not only parsed
     assert m.schema_version == manifest_mod.SCHEMA_VERSION
-    assert not (run_dir / ".runner.lock").exists()
+    assert not (run_dir / layout.CLAIM).exists()
 
     # command line, overrides, resolved config
     assert m.command[-len(FAST) :] == FAST and f"hydra.run.dir={run_dir}" in m.command

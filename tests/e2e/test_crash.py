@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from runner.core import layout
 from tests.conftest import manifest, run_runner
 from tests.live_runs import PROBE, containers_of, finish, probe_args, start, wait_for
 
@@ -18,7 +19,7 @@ def _failed_record(run_dir, stderr: str) -> dict:
     assert m["status"] == "failed" and m["outputs_partial"] is True
     assert "partial.txt" in m["outputs"], "outputs written before the end are kept and hashed"
     assert (run_dir / "outputs" / "partial.txt").read_text() == "written before the end\n"
-    assert not (run_dir / ".runner.lock").exists()
+    assert not (run_dir / layout.CLAIM).exists()
     return m
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core import layout
 from runner.worker.context import latest_checkpoint
 from tests.conftest import manifest, run_runner
 from tests.live_runs import containers_of, finish, last_step, start, wait_for
@@ -40,7 +41,7 @@ def _one_error_line(stderr: str) -> str:
 
 def _no_leftovers(engine, run_dir: Path) -> None:
     assert containers_of(engine, run_dir) == [], "a container of the run is still there"
-    assert not (run_dir / ".runner.lock").exists()
+    assert not (run_dir / layout.CLAIM).exists()
     assert not list(run_dir.glob(".manifest.json.*")), "a temporary manifest was left behind"
 
 

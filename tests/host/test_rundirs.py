@@ -63,7 +63,7 @@ def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
     with pytest.raises(RunnerError, match="in use by another run"):
         rundir.claim_run_dir(run_dir)
     rundir.release(run_dir, fd)
-    assert not (run_dir / layout.CLAIM_LOCK).exists()
+    assert not (run_dir / layout.CLAIM).exists()
     # a runner killed while holding the claim: the kernel drops its lock, the file it left is no obstacle
     holder = subprocess.Popen(
         [
@@ -83,7 +83,7 @@ def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
         rundir.claim_run_dir(run_dir)
     holder.kill()
     holder.wait()
-    assert (run_dir / layout.CLAIM_LOCK).exists()
+    assert (run_dir / layout.CLAIM).exists()
     rundir.release(run_dir, rundir.claim_run_dir(run_dir))
 
 
@@ -100,7 +100,7 @@ def test_only_an_interrupted_or_failed_run_is_resumable(tmp_path):
         else:
             with pytest.raises(RunnerError, match="only an interrupted or failed run"):
                 rundir.claim_run_dir(run_dir, resumable=True)
-        assert records.read_manifest(run_dir).status == status and not (run_dir / layout.CLAIM_LOCK).exists()
+        assert records.read_manifest(run_dir).status == status and not (run_dir / layout.CLAIM).exists()
     with pytest.raises(RunnerError, match="no manifest"):
         rundir.claim_run_dir(tmp_path / "empty", resumable=True)
 
@@ -117,7 +117,7 @@ def test_a_run_dir_refused_before_any_write_is_removed_and_any_other_is_kept(tmp
     _hydra_started(untouched)
     assert rundir.discard_if_unused(untouched, "app.log") and not untouched.exists()
     # anything beyond Hydra's own files keeps the whole dir: a record, a claim, the user's file
-    for extra in (layout.MANIFEST, layout.CLAIM_LOCK, "notes.txt", ".hydra/edited.yaml"):
+    for extra in (layout.MANIFEST, layout.CLAIM, "notes.txt", ".hydra/edited.yaml"):
         kept = tmp_path / extra.replace("/", "_")
         _hydra_started(kept)
         (kept / extra).write_text("{}")

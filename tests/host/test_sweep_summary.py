@@ -131,17 +131,17 @@ def test_summary_of_a_missing_dir_is_one_line(tmp_path):
 
 
 def test_one_build_at_a_time_per_image_tag(tmp_path, monkeypatch):
-    """Concurrent runs needing one image: while one holds the tag's build lock, no other can take it."""
+    """Concurrent runs needing one image: while one holds the tag's build mutex, no other can take it."""
     import subprocess
     import sys
 
-    from runner.host.image_builder import build_lock
+    from runner.host.image_builder import build_mutex
 
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path))
     probe = (
-        "import fcntl, glob, sys; f = open(glob.glob(sys.argv[1] + '/locks/build-*x1*.lock')[0], 'w')\n"
+        "import fcntl, glob, sys; f = open(glob.glob(sys.argv[1] + '/build-mutexes/*x1*')[0], 'w')\n"
         "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError: sys.exit(7)"
     )
-    with build_lock("runner:cpu-x1"):
+    with build_mutex("runner:cpu-x1"):
         assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 7
     assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runner.core import audit, op_traces
+from runner.core import audit_rules as audit
+from runner.core import op_traces
 
 
 def test_allow_list_matches_by_operation_name_with_or_without_namespace_and_overload():

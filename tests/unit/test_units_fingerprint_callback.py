@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import torch
 
-from runner.worker.fingerprint_callback import Fingerprints, params_sha256
+from runner.worker.fingerprint_callback import FingerprintWriter, params_sha256
 
 
 def _reference_sha256(module) -> str:
@@ -26,7 +26,7 @@ def test_rows_hold_each_steps_loss_and_the_parameters_after_it(tmp_path):
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     trainer = SimpleNamespace(is_global_zero=True, global_step=0)
-    cb = Fingerprints(tmp_path / "fp.jsonl", every_k=2)
+    cb = FingerprintWriter(tmp_path / "fp.jsonl", every_k=2)
     cb.on_train_start(trainer, module)
     expected = {0: _reference_sha256(module)}
     for step in range(1, 8):
@@ -63,7 +63,7 @@ def test_rows_flushed_before_an_interrupt_are_written_and_the_file_closed(tmp_pa
     must be on disk before on_exception returns (a resume keeps the rows up to its checkpoint)."""
     module = torch.nn.Linear(3, 2)
     trainer = SimpleNamespace(is_global_zero=True, global_step=0)
-    cb = Fingerprints(tmp_path / "fp.jsonl", every_k=2)
+    cb = FingerprintWriter(tmp_path / "fp.jsonl", every_k=2)
     cb.on_train_start(trainer, module)
     for step in (1, 2, 3):
         trainer.global_step = step

@@ -111,7 +111,7 @@ def _outcome(status="completed", code=0, **over):
         "finished": 12.5,
     }
     fields.update(over)
-    return run_record.Outcome(**fields)
+    return run_record.RunOutcome(**fields)
 
 
 def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):

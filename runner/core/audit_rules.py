@@ -1,7 +1,7 @@
 """The determinism audit's rules: which findings stop a strict run, and the one line that says so.
 Pure, standard library only (the worker imports it inside the image).
 
-The audit (``runner.worker.audit``) runs one real training step with every operation watched and
+The audit (:mod:`runner.worker.audit_gate`) runs one real training step with every operation watched and
 reports ``findings``: each operation that has no deterministic implementation, with the user-code
 frame that called it, and each determinism switch whose value in force after the step is not the
 one the profile set (user code turning cuDNN autotuning back on, say). An operation is allowed

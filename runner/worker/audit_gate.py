@@ -1,10 +1,10 @@
 """Before a strict run trains: the determinism audit, in a process of its own, and its verdict.
 
-:func:`run_before` starts ``python -m runner.worker`` once more with :data:`runner.core.audit.ENV`
+:func:`run_before` starts ``python -m runner.worker`` once more with :data:`runner.core.audit_rules.ENV`
 set and a world of one process on the run's device kind. That process runs the experiment for one
 step under :class:`runner.worker.audit_step.AuditStep` into ``<run dir>/audit``. Here the findings
 are judged against the profile's allow-list and written back with the verdict; a refusal is one
-line on stderr and exit status :data:`runner.core.audit.EXIT_REFUSED`, before any training.
+line on stderr and exit status :data:`runner.core.audit_rules.EXIT_REFUSED`, before any training.
 Standard library only at module level (the worker's launcher process never imports torch).
 """
 
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runner.core import audit as rules
+from runner.core import audit_rules as rules
 
 
 def wanted(job: dict) -> str:
