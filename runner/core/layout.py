@@ -22,6 +22,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 MANIFEST = "manifest.json"
 CODE_ARCHIVE = "code.tar"
 WORKER_REQUEST = "job.json"
@@ -43,3 +46,19 @@ NODE_LOG = "node-{node}.log"  # under LOGS_DIR
 CLAIM = ".runner.claim"
 # The dirs the container's unprivileged user writes into (the run dir itself too).
 WRITABLE_DIRS = (OUTPUTS_DIR, LOGS_DIR, METRICS_DIR, CHECKPOINT_DIR)
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")  # CHECKPOINT_TEMPLATE + ".ckpt"
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
+    """The newest checkpoint in ``checkpoint_dir`` as (global step, path), or None when there is none.
+    Reads the directory, writes nothing: the worker (resuming) and the host (``+resume``) both ask.
+
+    Lightning writes each one atomically (temp file, then rename), so a matching name is a whole file.
+    """
+    found = []
+    if checkpoint_dir.is_dir():
+        for p in checkpoint_dir.iterdir():
+            m = _CHECKPOINT_NAME.match(p.name)
+            if m and p.is_file() and not p.is_symlink():
+                found.append((int(m.group(1)), p))
+    return max(found) if found else None

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner.core.errors import RunnerError
-from runner.flows.cli_common import CONF_DIR, fail, resolved
+from runner.flows.cli_common import fail, project_conf_dir, resolved
 from runner.host import console
 from runner.host import engine as engines
 
@@ -36,7 +36,6 @@ def run_composed(cfg: DictConfig) -> float:
     return 0
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _task(cfg: DictConfig) -> float:
     mode = HydraConfig.get().mode
     multirun = mode is not None and mode.name == "MULTIRUN"
@@ -60,7 +59,8 @@ def _task(cfg: DictConfig) -> float:
 
 
 def hydra_entry() -> None:
-    _task()
+    # decorated here, not at import: finding the project's conf/ runs git
+    hydra.main(config_path=str(project_conf_dir()), config_name="config", version_base="1.3")(_task)()
     from runner.host import sweep
 
     if sweep.failed_sweep_jobs:  # a sweep ran to its end, but not every one of its jobs completed

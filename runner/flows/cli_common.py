@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from runner.core.errors import EXIT_USAGE, RunnerError
@@ -11,9 +12,12 @@ from runner.host.project import conf_dir, find_root
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-# The project's conf/ (or the built-in one); the built-in groups are on Hydra's search path too
-# (hydra_plugins/runner_searchpath).
-CONF_DIR = conf_dir(find_root())
+
+def project_conf_dir() -> Path:
+    """The project's ``conf/`` (or the built-in one), found when a command composes a config, not at
+    import: finding the project runs git. The built-in groups are on Hydra's search path too
+    (``hydra_plugins/runner_searchpath``)."""
+    return conf_dir(find_root())
 
 
 def fail(exc: BaseException) -> NoReturn:
@@ -38,7 +42,7 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(project_conf_dir()), version_base="1.3"):
         return hydra_compose(
             config_name="config", overrides=overrides, return_hydra_config=return_hydra_config
         )

@@ -90,23 +90,15 @@ def _divergence_step(original: records.RunRecord, rerun: Callable[[], Any], echo
     return div.step
 
 
-def locate(
-    target: str | os.PathLike, *, allow_env_drift: bool = False, step: int | None = None, echo=print
-) -> Located:
-    from runner.flows import replay as replay_flow
+# How a locate replays the run: (suffix of the replay's run dir, an edit of the recorded config)
+# → the replay's outcome (its ``run_dir`` and ``verdict``). The replay flow passes one in, so this
+# module never imports it (replay's command line imports this one).
+Rerun = Callable[[str, Callable[[dict], dict] | None], Any]
 
-    original = records.load(target)
-    base = replay_flow.default_out(original.dir)
 
-    def rerun(suffix: str, edit=None):
-        return replay_flow.replay(
-            target,
-            base.with_name(base.name + suffix),
-            allow_env_drift=allow_env_drift,
-            echo=echo,
-            edit_config=edit,
-        )
-
+def locate(original: records.RunRecord, rerun: Rerun, *, step: int | None = None, echo=print) -> Located:
+    """Name the first operation whose output differs at the step ``original`` diverges at (or at
+    ``step``), replaying it with ``rerun`` as often as that takes."""
     recorded: dict[int, str] = {}  # the traced step's number → its trace's sha256
     for name, rec in (original.manifest.op_traces or {}).items():
         traced = op_traces.step_of(name)
@@ -123,7 +115,7 @@ def locate(
             if diff is not None:
                 return Located(k, "the original's recorded trace", diff, [replayed.run_dir])
         return Located(steps[0], "the original's recorded trace", None, [replayed.run_dir])
-    k = step or _divergence_step(original, lambda: rerun("-locate-full"), echo)
+    k = step or _divergence_step(original, lambda: rerun("-locate-full", None), echo)
     if k < 1:
         raise RunnerError(
             "the runs differ before the first step (their initial weights): no step to trace", 1

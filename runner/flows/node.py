@@ -22,6 +22,11 @@ from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 
 
+def agent_command(doc_path: Path, sha256: str) -> list[str]:
+    """The command ``srun`` runs on every node: this agent, told the request file and its sha256."""
+    return [sys.executable, "-m", __name__, str(doc_path), sha256]
+
+
 def start(doc_path: Path, sha256: str) -> int:
     """Run this node's container to its end; its shell-style exit status."""
     from runner.host import engine as engines

@@ -354,8 +354,15 @@ def _fail(exc: RunnerError | KeyboardInterrupt) -> NoReturn:
 def _locate(args: argparse.Namespace) -> None:
     from runner.flows import locate
 
+    def rerun(suffix: str, edit: Callable[[dict], dict] | None) -> ReplayOutcome:
+        """A replay of the run into ``<base><suffix>``: every replay of one locate shares a base."""
+        out = base.with_name(base.name + suffix)
+        return replay(args.run, out, allow_env_drift=args.allow_env_drift, echo=_echo, edit_config=edit)
+
     try:
-        found = locate.locate(args.run, allow_env_drift=args.allow_env_drift, step=args.step, echo=_echo)
+        original = records.load(args.run)
+        base = default_out(original.dir)
+        found = locate.locate(original, rerun, step=args.step, echo=_echo)
     except (RunnerError, KeyboardInterrupt) as exc:
         _fail(exc)
     if args.json:

@@ -28,7 +28,6 @@ from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
 from runner.host import records, snapshot
 from runner.host.sweep import SKIP_COMPLETED
-from runner.worker.context import latest_checkpoint
 
 if TYPE_CHECKING:
     from runner.host.engine import Engine
@@ -78,7 +77,7 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
     prior = _resumable(run_dir, echo)
     engine, image = _recorded_image(prior, run_dir)
-    found = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
+    found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
     echo(
         f"resuming {prior.run_id} ({prior.status}) from "

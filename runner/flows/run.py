@@ -269,13 +269,14 @@ def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
     """One container per node of the Slurm allocation (``launch.nodes``), meeting on the interface
     :func:`runner.host.nodes.rendezvous` picks; where they met is recorded with the cluster. The
     agents use the engine a new run's config names, and the default one for a replay or resume."""
+    from runner.flows.node import agent_command
     from runner.host import nodes
 
     plan = r.plan
     meet = nodes.rendezvous(plan.nodes, plan.launch.get("network_interface"))
     r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
     fresh = r.input.code is None and r.input.resume is None
-    return nodes.NodesBackend(engine, meet, plan.launch.get("engine") if fresh else None)
+    return nodes.NodesBackend(engine, meet, plan.launch.get("engine") if fresh else None, agent_command)
 
 
 def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:

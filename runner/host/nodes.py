@@ -22,7 +22,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -107,7 +106,16 @@ class NodesBackend:
 
     name = "docker"
 
-    def __init__(self, engine: Engine, meet: cluster.Rendezvous, engine_spec: Mapping[str, Any] | None):
+    def __init__(
+        self,
+        engine: Engine,
+        meet: cluster.Rendezvous,
+        engine_spec: Mapping[str, Any] | None,
+        agent: Callable[[Path, str], list[str]],
+    ):
+        """``agent``: the node agent's command line for the request file and its sha256
+        (:func:`runner.flows.node.agent_command`)."""
+        self.agent = agent
         self.engine = engine
         self.meet = meet
         self.engine_spec = dict(engine_spec) if engine_spec else None
@@ -127,8 +135,7 @@ class NodesBackend:
         atomic.write_text(path, text)
         # the run dir is writable from the container: each agent checks the file is the one written here
         digest = sha256_bytes(text.encode())
-        agent = [sys.executable, "-m", "runner.flows.node", str(path), digest]
-        argv = cluster.srun_command(plan.nodes, plan.container_name, agent)
+        argv = cluster.srun_command(plan.nodes, plan.container_name, self.agent(path, digest))
         # srun kills its tasks outright on SIGTERM, but hands SIGUSR1 on: each agent then stops its container
         ended = run_process(
             argv,

@@ -175,9 +175,9 @@ def prepare(
     drift += check_data(m.data, cache)
 
     if not m.containerized:  # host backend: this interpreter is the environment
-        from runner.worker import facts
+        from runner.core import installed
 
-        drift += package_drift(m.packages, facts.packages(), "in this Python") if m.packages else []
+        drift += package_drift(m.packages, installed.packages(), "in this Python") if m.packages else []
         _stop(drift, allow_drift)
         return Prepared(None, f"host backend: this Python ({sys.executable})", env, drift)
 

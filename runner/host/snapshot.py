@@ -66,10 +66,8 @@ def project_files(root: Path) -> list[str]:
 
 def take(project_root: Path, dest_dir: Path) -> SnapshotInfo:
     """Write ``dest_dir/code.tar`` from the project's working tree and describe it."""
-    import runner
-
     files = [(rel, project_root / rel) for rel in project_files(project_root)]
-    pkg = Path(runner.__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]  # the runner package: runner/host/snapshot.py
     if not pkg.is_relative_to(project_root.resolve()):
         files += [
             (f"runner/{p.relative_to(pkg).as_posix()}", p)

@@ -14,7 +14,7 @@ Lightning's ``ModelCheckpoint`` saves the module, optimizer and loop state every
 DataLoader workers need nothing of their own: their seeds derive from one draw of the main
 process's torch RNG when an epoch's iterator is created, and that draw lands in the same place
 of the restored sequence. Imported inside the image only (Lightning at module level); the host
-finds checkpoints with :func:`runner.worker.context.latest_checkpoint`.
+finds checkpoints with :func:`runner.core.layout.latest_checkpoint`.
 """
 
 from __future__ import annotations

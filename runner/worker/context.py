@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +20,6 @@ from runner.core import audit_rules, layout, op_traces
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback
-
-_CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
-    """The newest checkpoint in ``checkpoint_dir`` as (global step, path), or None when there is none.
-
-    Lightning writes each one atomically (temp file, then rename), so a matching name is a whole file.
-    """
-    found = []
-    if checkpoint_dir.is_dir():
-        for p in checkpoint_dir.iterdir():
-            m = _CHECKPOINT_NAME.match(p.name)
-            if m and p.is_file() and not p.is_symlink():
-                found.append((int(m.group(1)), p))
-    return max(found) if found else None
 
 
 @dataclass(frozen=True)

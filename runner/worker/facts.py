@@ -7,6 +7,8 @@ import os
 import platform
 from typing import Any
 
+from runner.core import installed
+
 
 def process() -> dict[str, Any]:
     """Inside the training process: libraries and devices as the training code sees them."""
@@ -68,9 +70,4 @@ def _nvidia_driver() -> str | None:
 
 def packages() -> list[str]:
     """`pip freeze`-style list of the distributions this interpreter sees, sorted."""
-    from importlib import metadata
-
-    return sorted(
-        {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
-        key=str.lower,
-    )
+    return installed.packages()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.core import layout
-from runner.worker.context import latest_checkpoint
+from runner.core.layout import latest_checkpoint
 from tests.conftest import manifest, run_runner
 from tests.live_runs import containers_of, finish, last_step, start, wait_for
 

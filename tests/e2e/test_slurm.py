@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.layout import latest_checkpoint
 from runner.core.spec import RUN_ID_LABEL
-from runner.worker.context import latest_checkpoint
 from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import wait_for
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from runner.core import fingerprints, layout, spec
+from runner.core.layout import latest_checkpoint
 from runner.flows.cli_common import compose
 from runner.host import records
 from runner.host.executors import HostBackend
 from runner.host.interrupts import deferred
-from runner.worker.context import latest_checkpoint
 from tests.conftest import ROOT
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
