@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from runner.worker.context import RunContext
+from runner import RunContext
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from runner.worker.context import RunContext
+from runner import RunContext
 
 
 class Noise(nn.Module):

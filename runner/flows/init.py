@@ -2,9 +2,10 @@
 
 It writes what a project needs and nothing it already has: ``conf/config.yaml`` (the runner's
 defaults, with the example as the default experiment), ``conf/experiment/example.yaml`` and the
-script it runs, and the image inputs (``Dockerfile.cpu``/``.cuda``, ``images/*.in`` listing the
-project's dependencies, ``images/*.lock`` as the runner ships them), and ``runs/`` in
-``.gitignore`` so run dirs stay out of the snapshot. Add a package to
+script it runs, ``conf/experiment/example_lightning.yaml`` and its Lightning callable (the form
+that uses ``from runner import current``), the image inputs (``Dockerfile.cpu``/``.cuda``,
+``images/*.in`` listing the project's dependencies, ``images/*.lock`` as the runner ships them),
+and ``runs/`` in ``.gitignore`` so run dirs stay out of the snapshot. Add a package to
 ``images/cpu.in``, run ``runner lock``, and the next run builds an image that holds it.
 """
 
@@ -56,6 +57,56 @@ torch.save(model.state_dict(), "weights.pt")
 print(f"{args.steps} steps, loss {loss.item():.4f}")
 '''
 
+EXAMPLE_LIGHTNING_EXPERIMENT = """\
+# @package _global_
+# A Lightning experiment: a callable the runner calls in each training process as train(cfg, run_dir);
+# `from runner import current` gives it its run (rank, seed, paths, the Trainer's runner-owned kwargs).
+experiment:
+  name: example_lightning
+  target: example_lightning:train   # module:function, importable from the project
+  script: null
+  module: null
+  args: []
+"""
+
+EXAMPLE_LIGHTNING = '''\
+"""An example Lightning experiment: the runner owns devices, DDP, determinism, fingerprints and
+where logs go (``ctx.trainer_kwargs``); the experiment owns the model, the data and its metrics."""
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from runner import current
+
+
+class Regression(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def train(cfg, run_dir) -> dict:
+    ctx = current()  # this process's run: rank, world size, seed, data files, paths
+    g = torch.Generator().manual_seed(ctx.seed)
+    x = torch.randn(1024, 16, generator=g)
+    data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=32)
+    model = Regression()
+    trainer = pl.Trainer(**ctx.trainer_kwargs(dict(cfg.trainer)))
+    trainer.fit(model, train_dataloaders=data, ckpt_path=ctx.resume_checkpoint)
+    ctx.save_weights(model.net)  # outputs/model.pt on rank 0: the run's headline hash
+    return {"train_loss": float(trainer.callback_metrics["train_loss"]), "global_step": trainer.global_step}
+'''
+
 PROJECT_DEPS = "\n# Your project's dependencies (then `runner lock`):\n"
 # Run dirs are written under the project by default: ignored, they stay out of the next snapshot.
 IGNORED = ("runs/", "multirun/")
@@ -72,6 +123,8 @@ def scaffold(root: Path, builtin: Path) -> list[str]:
         "conf/config.yaml": config,
         "conf/experiment/example.yaml": EXAMPLE_EXPERIMENT,
         "example_train.py": EXAMPLE_SCRIPT,
+        "conf/experiment/example_lightning.yaml": EXAMPLE_LIGHTNING_EXPERIMENT,
+        "example_lightning.py": EXAMPLE_LIGHTNING,
         "Dockerfile.cpu": builtin / "Dockerfile.cpu",
         "Dockerfile.cuda": builtin / "Dockerfile.cuda",
         "images/cpu.lock": builtin / "images" / "cpu.lock",

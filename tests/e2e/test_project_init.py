@@ -70,6 +70,28 @@ def test_init_then_run_the_example_in_a_fresh_repository(tmp_path):
     assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
 
 
+def test_the_lightning_template_trains_through_the_public_api(tmp_path):
+    """The template that shows ``from runner import current`` trains as written (on the host
+    backend: the same worker, no engine needed)."""
+    project = fresh_repo(tmp_path / "proj")
+    init(project)
+    assert "from runner import current\n" in (project / "example_lightning.py").read_text()
+    run_dir = tmp_path / "run"
+    proc = run_runner(
+        "experiment=example_lightning",
+        "launch.backend=host",
+        "launch.processes=1",
+        "trainer.max_steps=3",
+        f"hydra.run.dir={run_dir}",
+        cwd=project,
+        env=RUNNER_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = manifest(run_dir)
+    assert m["status"] == "completed" and m["metrics"]["global_step"] == 3
+    assert set(m["outputs"]) == {"model.pt"}
+
+
 def test_a_changed_lock_changes_the_image_tag(tmp_path):
     project = fresh_repo(tmp_path / "proj")
     init(project)
