@@ -1,4 +1,4 @@
-"""Plain data handed to the engine; no docker-py here, so planning code can build it."""
+"""Plain data handed to the engine and told by it; no docker-py here, so planning code can build it."""
 
 from __future__ import annotations
 
@@ -38,3 +38,31 @@ class ContainerRequest:
         out = {k: v for k, v in data.items() if k in known}
         out["mounts"] = [(str(s), str(d), bool(ro)) for s, d, ro in out.get("mounts") or []]
         return cls(**out)
+
+
+# What "not asking" looks like for a request's field; any other value asks the engine to enforce it.
+_UNRESTRICTED: dict[str, Any] = {"network": "host"}
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a container engine is, for the record: its name (the ``engine`` config group's option:
+    ``docker``, ``podman``, ``charliecloud``), version, whether it runs without root, and which of a
+    :class:`ContainerRequest`'s limits and locks it cannot enforce here (field names, e.g.
+    ``cpuset_cpus`` and ``mem_limit`` for a rootless engine on cgroup v1, ``network`` for one that
+    cannot give a container a network namespace of its own)."""
+
+    name: str
+    version: str | None
+    rootless: bool
+    cannot_enforce: tuple[str, ...] = ()
+
+    def unenforced(self, req: ContainerRequest) -> list[str]:
+        """The limits and locks ``req`` asks for that this engine cannot enforce, as ``field=value``
+        (a field the request has no value for is not asked for, and not listed)."""
+        out = []
+        for key in self.cannot_enforce:
+            value = getattr(req, key, True)  # a lock that is not a request field: always asked for
+            if value is not None and value is not False and value != _UNRESTRICTED.get(key):
+                out.append(key if value is True else f"{key}={value}")
+        return out

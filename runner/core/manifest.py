@@ -54,6 +54,16 @@ class Image(_Model):
     engine: dict[str, Any] | None = None
 
 
+class Engine(_Model):
+    """The container engine a run ran on (:class:`runner.core.engine_types.EngineInfo`), and what of
+    the container's limits and locks it could not enforce (``field=value``; the run said so)."""
+
+    name: str
+    version: str | None
+    rootless: bool
+    unenforced: list[str] = []
+
+
 class Determinism(_Model):
     profile: dict[str, Any]
     seed: int
@@ -96,6 +106,7 @@ class Manifest(_Model):
     code: Code | None = None
     containerized: bool
     image: Image | None = None
+    engine: Engine | None = None  # None: the host backend, a run stopped before it, or an older record
     launch: dict[str, Any]
     environment: dict[str, str]
     determinism: Determinism

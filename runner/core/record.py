@@ -30,6 +30,7 @@ class Gathered:
     code: manifest.Code | None = None
     data: manifest.Data | None = None
     image: manifest.Image | None = None
+    engine: manifest.Engine | None = None
     environment: dict[str, str] = field(
         default_factory=dict
     )  # as the training process gets it (redacted by build)
@@ -175,6 +176,7 @@ def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manif
             "code": got.code,
             "containerized": plan.backend == "docker",
             "image": got.image,
+            "engine": got.engine,
             "launch": launch_section(plan),
             "environment": manifest.redact(got.environment),
             "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.get("flags")},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -99,3 +100,34 @@ def validate_overrides(argv: list[str]) -> None:
             hint = lines[1][len("To append to your config ") :]
             first = f"{first.rstrip('.')}: no such key (to add one, {hint})"
         raise RunnerError(f"bad config: {first}", EXIT_USAGE) from None
+
+
+def engine_spec(name: str) -> dict[str, Any]:
+    """``launch.engine`` as the option ``engine=NAME`` of the user's own config composes it: how a
+    replay or a resume chooses its engine, by name, never by a ``_target_`` a record holds."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", name):
+        raise RunnerError(f"engine {name[:40]!r}: not an engine name (docker, podman, …)", EXIT_USAGE)
+    try:
+        cfg = compose([f"engine={name}"])
+    except MissingConfigException as exc:
+        opts = f" (available: {', '.join(exc.options)})" if exc.options else ""
+        raise RunnerError(f"engine {name!r}: no such engine{opts}", EXIT_USAGE) from None
+    spec = OmegaConf.to_container(cfg.launch.engine, resolve=True)
+    if not isinstance(spec, dict):
+        raise RunnerError(f"engine={name}: launch.engine is not a mapping", EXIT_USAGE)
+    return cast(dict[str, Any], spec)
+
+
+def engine_for(recorded: str | None, chosen: str | None, how: str) -> dict[str, Any]:
+    """The engine a replay or a resume runs on: ``chosen`` by name, else the one the record names
+    (its name only, an option of the user's ``engine`` group), else Docker; ``how`` says how to
+    choose one (``--engine NAME``)."""
+    try:
+        return engine_spec(chosen or recorded or "docker")
+    except RunnerError as exc:
+        if chosen:
+            raise
+        raise RunnerError(f"the record ran on {exc.message}: choose one with {how}", EXIT_USAGE) from None

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -31,7 +31,7 @@ from runner.core import cluster, commands, compare, layout, numbers, settings, s
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
-from runner.flows.cli_common import fail
+from runner.flows.cli_common import engine_for, fail
 from runner.host import atomic, console, rebuild, records, rundir, snapshot
 from runner.host.console import echo as _echo  # replay()'s printer unless told otherwise
 from runner.host.interrupts import sigterm_as_interrupt
@@ -77,20 +77,23 @@ def replay(
     echo: Callable[[str], None] = _echo,
     command: list[str] | None = None,
     edit_config: Callable[[dict], dict] | None = None,
+    engine: str | None = None,
 ) -> ReplayOutcome:
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
-    the recorded config before it runs (``--locate`` trains to a step and traces it)."""
+    the recorded config before it runs (``--locate`` trains to a step and traces it); ``engine``
+    names the engine (an option of the ``engine`` group; default: the one the record names)."""
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
     run_dir = Path(out).resolve() if out else default_out(original.dir)
     command = command or [sys.executable, "-m", "runner.replay", str(target)]
-    inp, prepared, engine = _prepare(original, run_dir, allow_env_drift, echo, command, edit_config)
+    asked = _Asked(command, allow_env_drift, edit_config, _engine_spec(original.manifest, engine))
+    inp, prepared, on = _prepare(original, run_dir, asked, echo)
     echo(f"replaying {original.manifest.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     failure = None
     try:
-        run.run(inp, run_dir, echo, engine)
+        run.run(inp, run_dir, echo, on)
     except RunnerError as exc:
         if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
             raise
@@ -110,16 +113,31 @@ def replay(
     return ReplayOutcome(verdict, run_dir, original, prepared.how, failure)
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What a replay is asked besides the record: its command line, whether drift is allowed, and a
+    change to the recorded config (``--locate``)."""
+
+    command: list[str]
+    allow_env_drift: bool
+    edit_config: Callable[[dict], dict] | None
+    engine: dict[str, Any] | None  # launch.engine of the engine chosen by name; None: the host backend
+
+
+def _engine_spec(m: Manifest, name: str | None) -> dict[str, Any] | None:
+    """The engine named ``name``, else the one the record names (by name: a record does not choose
+    code to run), as the user's ``engine`` group gives it; None for a run recorded on the host."""
+    if not m.containerized:
+        return None
+    return engine_for(m.engine.name if m.engine else None, name, "--engine NAME")
+
+
 def _prepare(
-    original: records.RunRecord,
-    run_dir: Path,
-    allow_env_drift: bool,
-    echo: Callable[[str], None],
-    command: list[str],
-    edit_config: Callable[[dict], dict] | None,
+    original: records.RunRecord, run_dir: Path, asked: _Asked, echo: Callable[[str], None]
 ) -> tuple[RunInput, rebuild.Prepared, Engine | None]:
     """The replay's input — recorded code, config, image and variables — checked against the record
     before anything runs; raises RunnerError (EnvironmentDrift for drift) when it cannot be had."""
+    allow_env_drift, edit_config = asked.allow_env_drift, asked.edit_config
     m = original.manifest
     if m.code is None:
         raise RunnerError(f"{original.path} records no code snapshot: it cannot be replayed", EXIT_USAGE)
@@ -135,10 +153,10 @@ def _prepare(
     if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
         raise rebuild.EnvironmentDrift(env_drift)
     engine = None
-    if m.containerized:
+    if asked.engine is not None:
         from runner.host import engine as engines
 
-        engine = engines.connect()  # the default engine: a record does not choose code to run
+        engine = engines.connect(asked.engine)
     prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
     prepared.drift[:0] = env_drift
     code = RecordedCode(
@@ -147,7 +165,7 @@ def _prepare(
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
     inp = RunInput.replay(
         config,
-        command,
+        asked.command,
         list(m.overrides),
         code=code,
         image=prepared.image,
@@ -306,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run even when the environment cannot be rebuilt exactly; the verdict lists the drift",
     )
+    p.add_argument(
+        "--engine",
+        metavar="NAME",
+        help="the container engine, an option of the engine group (docker, podman, …; "
+        "default: the one the record ran on)",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON instead of tables")
     p.add_argument(
         "--locate",
@@ -330,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             allow_env_drift=args.allow_env_drift,
             command=[sys.executable, "-m", "runner.replay", *argv],
+            engine=args.engine,
         )
     except (RunnerError, KeyboardInterrupt) as exc:
         _fail(exc)
@@ -357,7 +382,14 @@ def _locate(args: argparse.Namespace) -> None:
     def rerun(suffix: str, edit: Callable[[dict], dict] | None) -> ReplayOutcome:
         """A replay of the run into ``<base><suffix>``: every replay of one locate shares a base."""
         out = base.with_name(base.name + suffix)
-        return replay(args.run, out, allow_env_drift=args.allow_env_drift, echo=_echo, edit_config=edit)
+        return replay(
+            args.run,
+            out,
+            allow_env_drift=args.allow_env_drift,
+            echo=_echo,
+            edit_config=edit,
+            engine=args.engine,
+        )
 
     try:
         original = records.load(args.run)

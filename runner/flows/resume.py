@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from runner.host.engine import Engine
 
 _KEYS = ("resume", "+resume", "++resume")
+_ENGINE = "engine"
 _SWEEP_FLAG = {"true", "false"}
 _NOT_A_PATH = {"null", "none", ""}
 
@@ -64,19 +65,21 @@ def requested(argv: list[str]) -> Path | None:
 
 
 def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) -> manifest.Manifest:
-    """Resume the run in ``run_dir``; returns its manifest. ``argv`` is the resume's own command line."""
-    others = [a for a in argv if a.partition("=")[0] not in _KEYS]
+    """Resume the run in ``run_dir``; returns its manifest. ``argv`` is the resume's own command
+    line: ``+resume=RUN_DIR``, and ``engine=NAME`` to run on another engine than the recorded one."""
+    others = [a for a in argv if a.partition("=")[0] not in (*_KEYS, _ENGINE)]
     if others:
         raise RunnerError(
             f"+resume=RUN_DIR continues a run with its recorded config; drop {' '.join(others)} "
             "(to change something, start a new run)",
             EXIT_USAGE,
         )
+    engine_name = next((a.partition("=")[2] for a in argv if a.partition("=")[0] == _ENGINE), None)
     run_dir = run_dir.expanduser().resolve()
     if not run_dir.is_dir():
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
     prior = _resumable(run_dir, echo)
-    engine, image = _recorded_image(prior, run_dir)
+    engine, image = _recorded_image(prior, run_dir, engine_name)
     found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
     echo(
@@ -152,8 +155,11 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
     return prior
 
 
-def _recorded_image(prior: manifest.Manifest, run_dir: Path) -> tuple[Engine | None, ResolvedImage | None]:
-    """The engine and the very image the run ran in (None, None on the host backend)."""
+def _recorded_image(
+    prior: manifest.Manifest, run_dir: Path, engine_name: str | None
+) -> tuple[Engine | None, ResolvedImage | None]:
+    """The engine (``engine_name``, else the one the record names) and the very image the run ran
+    in (None, None on the host backend)."""
     if not prior.containerized:
         return None, None
     from runner.host import engine as engines
@@ -163,7 +169,10 @@ def _recorded_image(prior: manifest.Manifest, run_dir: Path) -> tuple[Engine | N
         raise RunnerError(
             f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE
         )
-    engine = engines.connect()  # the default engine: a record does not choose code to run
+    from runner.flows.cli_common import engine_for
+
+    recorded = prior.engine.name if prior.engine else None  # by name: a record does not choose code to run
+    engine = engines.connect(engine_for(recorded, engine_name, "engine=NAME"))
     if engine.image_id(prior.image.id) is None:
         raise RunnerError(
             f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "

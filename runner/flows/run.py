@@ -31,6 +31,7 @@ from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
 
 if TYPE_CHECKING:
+    from runner.core.engine_types import ContainerRequest
     from runner.host.engine import Engine
     from runner.host.executors import Exit
     from runner.host.nodes import NodesBackend
@@ -257,12 +258,29 @@ def _executor(
     build_log = r.dir / layout.LOGS_DIR / layout.BUILD_LOG
     image = r.input.image or image_builder.resolve_image(engine, plan, r.root, echo, build_log=build_log)
     r.got.image = manifest.Image.model_validate(image.record)
+    r.got.engine = _engine_record(engine, plan.container_request(image.tag, snap_dir, data_root), echo)
     r.got.environment = plan.container_env()
     backend: DockerBackend | NodesBackend = (
         DockerBackend(engine) if plan.nodes == 1 else _nodes_backend(r, engine)
     )
     train = functools.partial(backend.run, plan, image.tag, snap_dir, data_root, echo)
     return train, (spec.JOB, spec.CODE, spec.DATA)
+
+
+def _engine_record(engine: Engine, req: ContainerRequest, echo: Echo) -> manifest.Engine:
+    """The engine for the record; a limit or lock of ``req`` it cannot enforce is said in one line
+    (the engine leaves it out) and recorded, never dropped silently."""
+    info = engine.describe()
+    unenforced = info.unenforced(req)
+    if unenforced:
+        how = f"{info.name} {info.version or ''}".strip() + (" (rootless)" if info.rootless else "")
+        echo(
+            f"warning: {how} cannot enforce {', '.join(unenforced)} here: the run goes on without it "
+            "(recorded as the manifest's engine.unenforced)"
+        )
+    return manifest.Engine(
+        name=info.name, version=info.version, rootless=info.rootless, unenforced=unenforced
+    )
 
 
 def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:

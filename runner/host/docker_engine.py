@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import DeviceRequest, Mount
 
-from runner.core.engine_types import ContainerRequest
+from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, RunnerError
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
@@ -37,6 +37,7 @@ class DockerEngine:
         self.base_url = base_url
         self.timeout = timeout
         self._client: docker.DockerClient | None = None
+        self._info: EngineInfo | None = None
         self._lifelines: dict[str, _Lifeline] = {}
 
     def connect(self) -> None:
@@ -61,6 +62,7 @@ class DockerEngine:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._info = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -81,6 +83,22 @@ class DockerEngine:
             "arch": v.get("Arch"),
             "kernel": v.get("KernelVersion"),
         }
+
+    def describe(self) -> EngineInfo:
+        """Docker, or Podman's service when that is what answers (its version says so); rootless
+        when the engine says so. A rootless engine on cgroup v1 cannot limit cores or memory."""
+        if self._info is None:
+            v, info = self.client.version(), self.client.info()
+            names = " ".join(str(c.get("Name", "")) for c in v.get("Components") or []).lower()
+            rootless = any("rootless" in str(o) for o in info.get("SecurityOptions") or [])
+            cgroup_v1 = str(info.get("CgroupVersion", "2")) == "1"
+            self._info = EngineInfo(
+                name="podman" if "podman" in names else "docker",
+                version=v.get("Version"),
+                rootless=rootless,
+                cannot_enforce=("cpuset_cpus", "mem_limit") if rootless and cgroup_v1 else (),
+            )
+        return self._info
 
     def _image(self, ref: str) -> Any:
         """The local image ``ref`` names, or None; an engine that refuses the question is one line."""
@@ -187,6 +205,7 @@ class DockerEngine:
         """Create, then start: an image that is not here is an error, never a pull from a registry."""
         refuse_engine_sockets(req.mounts, engine_sockets(also=[self.base_url]))
         api = self.client.api
+        skip = set(self.describe().cannot_enforce)  # the run has said so, and records it
         mounts = [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in req.mounts]
         host_config = api.create_host_config(
             mounts=mounts,
@@ -197,8 +216,8 @@ class DockerEngine:
             tmpfs={"/tmp": "rw,exec,nosuid,size=2g"},
             ipc_mode="private",  # DDP ranks share one container's IPC namespace; nothing from the host
             shm_size=req.shm_size,
-            cpuset_cpus=req.cpuset_cpus,
-            mem_limit=req.mem_limit,
+            cpuset_cpus=None if "cpuset_cpus" in skip else req.cpuset_cpus,
+            mem_limit=None if "mem_limit" in skip else req.mem_limit,
             device_requests=_device_requests(req.gpus),
             auto_remove=req.lifeline,
         )

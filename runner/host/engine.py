@@ -2,19 +2,19 @@
 
 :class:`Engine` is the seam: everything above it (executors, image resolution, replay, the
 sweep launcher) speaks to this protocol and sees only the runner's own types —
-:class:`ContainerRequest` in, :class:`Container` handles and :class:`ContainerExit` out, image ids
-as strings. No object of an engine's client library crosses it.
+:class:`ContainerRequest` in, :class:`Container` handles, :class:`ContainerExit` and
+:class:`EngineInfo` out, image ids as strings. No object of an engine's client library crosses it.
 
-An engine is chosen by ``launch.engine``, a Hydra ``_target_`` node (``conf/config.yaml``):
-:func:`make` instantiates it with :func:`hydra.utils.instantiate`; :func:`connect` also connects it.
-Docker (:mod:`runner.host.docker_engine`) is the default; Podman's Docker-compatible API works
-with it as is (``launch.engine.base_url=unix:///run/user/1000/podman/podman.sock``). An engine
-with another API is one new module holding a class that implements :class:`Engine`, named by
-``launch.engine._target_``; nothing else changes.
+An engine is chosen by the config group ``engine`` (``engine=docker``, ``engine=podman``, …:
+``conf/engine/NAME.yaml`` fills ``launch.engine``, a Hydra ``_target_`` node); :func:`make`
+instantiates it with :func:`hydra.utils.instantiate`, :func:`connect` also connects it. Docker
+(:mod:`runner.host.docker_engine`) is the default. An engine with another API is one new module
+holding a class that implements :class:`Engine` and one option of the group; nothing else changes.
 
 A ``_target_`` names code to run, so only the user's own configuration may choose the engine:
-a recorded manifest is data, and replays and resumes connect :data:`DEFAULT_ENGINE` rather than
-what a record names.
+a recorded manifest is data. A replay or a resume takes an engine by *name*, an option of the
+user's own ``engine`` group (the one the record names, or ``--engine NAME``), never a recorded
+``_target_``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from runner.core.engine_types import ContainerRequest
+from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_USAGE, RunnerError
 
 DEFAULT_ENGINE: Mapping[str, Any] = {"_target_": "runner.host.docker_engine.DockerEngine"}
@@ -72,6 +72,10 @@ class Engine(Protocol):
     def version(self) -> dict[str, Any]:
         """Facts for the manifest: ``version``, ``api_version``, ``os``, ``arch``, ``kernel``."""
 
+    def describe(self) -> EngineInfo:
+        """What the engine is (name, version, rootless) and which limits and locks of a request it
+        cannot enforce here; :meth:`start` leaves those out, and the run says so and records it."""
+
     def image_id(self, ref: str) -> str | None:
         """The id of the local image ``ref`` names, or None when there is none."""
 
@@ -101,7 +105,8 @@ class Engine(Protocol):
 
     def start(self, req: ContainerRequest) -> Container:
         """Create and start the locked-down container ``req`` describes (no network, no
-        capabilities, read-only root); refuses a mount holding an engine socket."""
+        capabilities, read-only root); refuses a mount holding an engine socket. What
+        :meth:`describe` lists as not enforceable is left out, nothing else."""
 
     def stream_logs(self, container: Container) -> Iterator[str]:
         """The container's output, line by line, until it ends."""

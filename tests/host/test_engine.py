@@ -1,7 +1,8 @@
 """The engine seam against the real Docker engine: :class:`runner.host.engine.Engine` is all the
 runner sees of a container engine — requests in, its own handles and exit records out, nothing of
-docker-py — and ``launch.engine`` (a ``_target_``) chooses the engine, so another one is a new
-module and a config value. A manifest never chooses it: a replay runs on the default engine."""
+docker-py — and ``engine=NAME`` (filling ``launch.engine``, a ``_target_``) chooses the engine, so
+another one is a new module and a config value. A manifest never chooses code to run: a replay
+takes an engine by name, an option of the user's ``engine`` group."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runner.core.engine_types import ContainerRequest
+from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.host import engine as engines
 from runner.host.docker_engine import DockerEngine
@@ -40,6 +41,9 @@ class WrappedEngine:
 
     def version(self) -> dict[str, Any]:
         return {**self.inner.version(), "wrapped_by": type(self).__name__}
+
+    def describe(self) -> EngineInfo:
+        return self.inner.describe()
 
     def image_id(self, ref: str) -> str | None:
         return self.inner.image_id(ref)
@@ -134,6 +138,8 @@ def test_a_bad_engine_target_on_the_command_line_is_one_line(tmp_path):
 @pytest.mark.docker
 def test_the_configured_engine_is_docker_behind_the_protocol(engine):
     assert isinstance(engine, Engine) and isinstance(engine, DockerEngine)
+    info = engine.describe()  # dockerd as root here: every limit of a request is enforced
+    assert info == EngineInfo(name="docker", version=engine.version()["version"], rootless=False)
     made = engines.connect({"_target_": "tests.host.test_engine.WrappedEngine", "base_url": None})
     try:
         # (pytest imports this file under another module name than the one the _target_ names)
@@ -200,10 +206,25 @@ def test_another_engine_is_a_module_and_a_config_value_and_a_record_never_choose
     m = manifest(run_dir)
     assert m["image"]["engine"]["wrapped_by"] == "WrappedEngine"  # the run went through the other engine
     assert m["config"]["launch"]["engine"]["_target_"] == "tests.host.test_engine.WrappedEngine"
+    version = engine.version()["version"]
+    assert m["engine"] == {"name": "docker", "version": version, "rootless": False, "unenforced": []}
 
-    # the record names that engine, but a record is data: the replay runs on the default one
+    # the record names that code, but a record is data: the replay takes the engine the record
+    # names by its name (docker), as the user's own `engine` group has it
     proc = run_runner(str(run_dir), "--out", str(tmp_path / "replay"), module="runner.replay")
     assert (tmp_path / "replay" / "manifest.json").is_file(), proc.stderr[-3000:]
     replayed = manifest(tmp_path / "replay")
     assert replayed["status"] == "completed" and "wrapped_by" not in replayed["image"]["engine"]
-    assert replayed["image"]["engine"]["version"] == engine.version()["version"]
+    assert replayed["image"]["engine"]["version"] == version
+    assert replayed["engine"] == m["engine"]
+
+    # an engine is a name of the user's `engine` group: anything else is one line, before anything runs
+    for name, why in (
+        ("no-such", "engine 'no-such': no such engine (available: "),
+        ("a.b:C", "engine 'a.b:C': not an engine name"),
+    ):
+        out = tmp_path / f"replay-{name}"
+        proc = run_runner(str(run_dir), "--out", str(out), "--engine", name, module="runner.replay")
+        assert proc.returncode == EXIT_USAGE and not out.exists()
+        [line] = proc.stderr.strip().splitlines()
+        assert line.startswith(f"runner: error: {why}"), line
