@@ -85,10 +85,40 @@ def test_quick_bench_writes_well_formed_results(tmp_path):
         image["engine_build_calls"] == 0 and image["padded_wheelhouse_bytes"] > image["real_wheelhouse_bytes"]
     )
 
+    # latest.md: one row per figure, with the figure's own median, verdict and repetitions
     table = (tmp_path / "latest.md").read_text()
-    assert table == markdown(doc)
-    for f in figures.values():
-        assert f["title"] in table
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in table.splitlines() if r.startswith("| ")]
+    assert rows[0] == ["Measurement", "Median", "Goal", "Result", "Reps"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(f["title"] for f in figures.values())
+    for title, median, _goal, result, reps in rows[1:]:
+        f = next(f for f in figures.values() if f["title"] == title)
+        assert median.endswith(f" {f['unit']}") and math.isclose(
+            float(median.split()[0]), f["value"], rel_tol=0.06, abs_tol=1e-3
+        ), (title, median, f["value"])
+        assert result == {True: "pass", False: "**FAIL**", None: "—"}[f["passed"]] and reps == "1"
+    assert "(--quick: tiny sizes, not for quoting)" in table
+
+
+def test_the_results_table_says_each_figure_once_with_its_verdict():
+    """``markdown`` of a hand-made document, line for line: what the README's table shows."""
+    figure = Figure("launch", "Launch overhead", "s", [2.0, 1.0, 3.0], goal=Goal("<=", 1.5))
+    recorded = Figure("rate", "Hash rate", "MB/s", [1234.5])
+    machine = {"cpu_model": "CPU X", "cpu_count": 2, "memory_gib": 24, "docker_server": "27.0"}
+    doc = {
+        "finished_utc": "2026-12-06T05:00:00.123",
+        "quick": False,
+        "machine": {**machine, "os": "Debian 12", "kernel": "6.1", "python": "3.11", "torch": "2.13.0"},
+        "figures": [figure.to_dict("CPU X"), recorded.to_dict("CPU X")],
+    }
+    lines = markdown(doc).splitlines()
+    assert lines[:4] == [
+        "| Measurement | Median | Goal | Result | Reps |",
+        "|---|---|---|---|---|",
+        "| Launch overhead | 2.00 s | <= 1.5 s | **FAIL** | 3 |",
+        "| Hash rate | 1234 MB/s | recorded | — | 1 |",
+    ]
+    assert lines[5].startswith("Measured 2026-12-06 05:00 UTC by `make bench` on CPU X, 2 cores, 24 GiB")
+    assert "--quick" not in lines[5] and "load average at start ? (1 min)" in lines[5]
 
 
 def test_bad_repetitions_is_one_line_error(tmp_path):

@@ -4,11 +4,14 @@ facts are the driver's (`nvidia-smi -L`), read by runner.host.facts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import socket
 import stat
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,14 +115,25 @@ def test_without_nvidia_smi_there_is_no_gpu(monkeypatch, tmp_path):
     assert facts.visible_gpus() == VisibleGpus((), "nvidia-smi not found")
 
 
-def _runner_images() -> list[str] | None:
-    """The CUDA images on this engine (None without a docker CLI that answers)."""
-    if not shutil.which("docker"):
-        return None
-    proc = subprocess.run(
-        ["docker", "images", "-q", "--no-trunc", "runner:cuda-*"], capture_output=True, text=True
-    )
-    return sorted(proc.stdout.split()) if proc.returncode == 0 else None
+@contextlib.contextmanager
+def _engine_socket() -> Iterator[tuple[dict[str, str], Callable[[], bool]]]:
+    """A ``DOCKER_HOST`` that is a socket this test listens on and never answers, and a check of
+    whether anything connected to it: a runner that reached for the engine (to look up, fetch or
+    build an image, or start a container) would have."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as d, socket.socket(socket.AF_UNIX) as sock:
+        path = os.path.join(d, "engine.sock")  # short: a socket's path has at most 107 bytes
+        sock.bind(path)
+        sock.listen(8)
+        sock.setblocking(False)
+
+        def contacted() -> bool:
+            try:
+                sock.accept()[0].close()
+            except BlockingIOError:
+                return False
+            return True
+
+        yield {"DOCKER_HOST": f"unix://{path}"}, contacted
 
 
 @pytest.mark.skipif(
@@ -127,22 +141,26 @@ def _runner_images() -> list[str] | None:
 )
 def test_a_gpu_run_on_a_cpu_host_is_refused_before_anything_is_fetched_or_built(tmp_path):
     cache = tmp_path / "cache"
-    images_before = _runner_images()
-    for asked in ("2", "[0,3]", "all"):
-        proc = run_runner(
-            f"launch.gpus={asked}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            timeout=120,
-            env={**NO_ENGINE, "RUNNER_CACHE": str(cache)},
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.splitlines() == [
-            f"runner: error: launch.gpus={asked} asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "  # noqa: E501 - verbatim data
-            "run on the CPU with launch.gpus=0"
-        ]
-        assert not (tmp_path / "run" / "manifest.json").exists()
+    with _engine_socket() as (engine, contacted):
+        for asked in ("2", "[0,3]", "all"):
+            proc = run_runner(
+                f"launch.gpus={asked}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                timeout=120,
+                env={**engine, "RUNNER_CACHE": str(cache)},
+            )
+            _refused(proc, asked, tmp_path / "run")
+        assert not contacted(), "the runner reached for the engine before refusing"
     assert not cache.exists() or not any(cache.rglob("*")), "something was fetched into the wheel/data cache"
-    assert _runner_images() == images_before
+
+
+def _refused(proc: subprocess.CompletedProcess, asked: str, run_dir: Path) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"runner: error: launch.gpus={asked} asks for GPUs, but no NVIDIA GPU is visible: nvidia-smi not found; "  # noqa: E501 - verbatim data
+        "run on the CPU with launch.gpus=0"
+    ]
+    assert not (run_dir / "manifest.json").exists()
 
 
 def test_naming_a_gpu_the_driver_does_not_list_is_refused(tmp_path):
@@ -177,9 +195,11 @@ def test_replaying_a_gpu_run_on_a_cpu_host_is_refused_before_the_image_is_had(tm
         "launch": {"gpus": 2, "backend": "docker"},
     }
     run = make_run(tmp_path / "gpu-run", config=config)
-    proc = run_runner(
-        str(run), module="runner.replay", timeout=120, env={**NO_ENGINE, "RUNNER_CACHE": str(tmp_path / "c")}
-    )
+    with _engine_socket() as (engine, contacted):
+        proc = run_runner(
+            str(run), module="runner.replay", timeout=120, env={**engine, "RUNNER_CACHE": str(tmp_path / "c")}
+        )
+        assert not contacted(), "the replay reached for the engine before refusing"
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         "runner: error: the recorded config cannot be run: launch.gpus=2 asks for GPUs, but no NVIDIA GPU is "
