@@ -4,6 +4,7 @@
     runner replay RUN_DIR [--out DIR] [--allow-env-drift] [--json]
     runner diff RUN_A RUN_B [--json]
     runner summary SWEEP_DIR …
+    runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
 
 Each subcommand is imported only when it is asked for, so ``runner diff`` never loads Hydra
 and ``runner run`` never loads the comparison code.
@@ -67,6 +68,18 @@ def _summary(args: list[str]) -> int | None:
     return summary_main(args)
 
 
+def _verify(args: list[str]) -> int | None:
+    from runner.flows.verify import main as verify_main
+
+    return verify_main(args)
+
+
+def _keygen(args: list[str]) -> int | None:
+    from runner.flows.keygen import main as keygen_main
+
+    return keygen_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "run": _run,
     "replay": _replay,
@@ -74,6 +87,8 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "summary": _summary,
     "init": _init,
     "lock": _lock,
+    "verify": _verify,
+    "keygen": _keygen,
 }
 
 

@@ -14,4 +14,6 @@ COMMANDS: dict[str, str] = {
     "summary": "rebuild a sweep's summary.json and summary.png from its run dirs",
     "init": "scaffold a project in this git repository: conf/, an example, image inputs",
     "lock": "hash-pinned image locks from the project's images/*.in (pip-compile)",
+    "verify": "check a run's signed provenance against its files (and list its signed replays)",
+    "keygen": "write an Ed25519 key pair to sign runs with",
 }

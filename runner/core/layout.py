@@ -15,6 +15,8 @@
       metrics/             METRICS_DIR       Lightning's CSV logger
       replays/<time>/      REPLAYS_DIR       replays of this run, each a run dir of its own
       verdict.json         VERDICT           in a replay's run dir: the comparison with the original
+      provenance.intoto.jsonl  PROVENANCE    the run's signed SLSA provenance (runner verify)
+      verification.intoto.jsonl VERIFICATION in a replay's run dir: its signed verdict (a SLSA VSA)
       nodes.json           NODE_REQUEST      a multi-node run's container, for each node's agent
       logs/node-K.log      NODE_LOG          what node K's container printed (a multi-node run)
       .runner.claim        CLAIM             held (flock) while a runner owns the dir
@@ -41,6 +43,8 @@ BUILD_LOG = "build.log"
 METRICS_DIR = "metrics"
 REPLAYS_DIR = "replays"
 VERDICT = "verdict.json"
+PROVENANCE = "provenance.intoto.jsonl"
+VERIFICATION = "verification.intoto.jsonl"
 NODE_REQUEST = "nodes.json"
 NODE_LOG = "node-{node}.log"  # under LOGS_DIR
 CLAIM = ".runner.claim"

@@ -26,7 +26,19 @@ from typing import TYPE_CHECKING, Any
 from runner.core import layout, manifest, record, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RunInput
-from runner.host import datasets, facts, image_builder, params, records, rundir, slurm, snapshot, trainer_keys
+from runner.host import (
+    attest,
+    console,
+    datasets,
+    facts,
+    image_builder,
+    params,
+    records,
+    rundir,
+    slurm,
+    snapshot,
+    trainer_keys,
+)
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
 
@@ -49,6 +61,7 @@ class _Run:
     claim_fd: int
     got: record.Gathered
     cache: HashCache = dataclasses.field(default_factory=HashCache)
+    signer: attest.signing.Signer | None = None  # signs provenance.intoto.jsonl; None: unsigned
 
     @property
     def dir(self) -> Path:
@@ -62,6 +75,8 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
     interrupted run *after* its manifest is written.
     """
     r = _start(inp, run_dir.resolve())
+    if r.signer is None:
+        echo(attest.unsigned_line())
     try:
         ran = _carry_out(r, echo, engine)
     except KeyboardInterrupt:
@@ -103,6 +118,7 @@ def _start(inp: RunInput, run_dir: Path) -> _Run:
     _check(inp, plan, root)
     if plan.nodes > 1:  # before the run dir is taken: no allocation, one line and nothing written
         slurm.check_span(plan.nodes)
+    signer = attest.signer_for(inp.config, fresh=inp.kind == "new")  # a bad key: refused before the run dir
     got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
     claim_fd = rundir.claim_run_dir(run_dir, resumable=inp.resume is not None)
     if inp.resume:
@@ -112,7 +128,7 @@ def _start(inp: RunInput, run_dir: Path) -> _Run:
         except BaseException:
             rundir.release(run_dir, claim_fd)
             raise
-    return _Run(inp, plan, root, claim_fd, got)
+    return _Run(inp, plan, root, claim_fd, got, signer=signer)
 
 
 def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
@@ -346,6 +362,9 @@ def _finish(
     )
     m = record.build(r.plan, r.input, r.got, outcome)
     records.write_manifest(r.dir, m)
+    note = attest.write_provenance(r.dir, m, r.signer)
+    if note:
+        console.echo(note)
     return m
 
 
