@@ -32,7 +32,7 @@ from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Runner
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
 from runner.flows.cli_common import engine_for, fail
-from runner.host import atomic, console, rebuild, records, rundir, snapshot
+from runner.host import atomic, attest, console, rebuild, records, rundir, snapshot
 from runner.host.console import echo as _echo  # replay()'s printer unless told otherwise
 from runner.host.interrupts import sigterm_as_interrupt
 
@@ -86,6 +86,7 @@ def replay(
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
+    signer = attest.signer_for({}, fresh=False)  # whoever replays signs the verdict; a bad key: refused here
     run_dir = Path(out).resolve() if out else default_out(original.dir)
     command = command or [sys.executable, "-m", "runner.replay", str(target)]
     asked = _Asked(command, allow_env_drift, edit_config, _engine_spec(original.manifest, engine))
@@ -110,6 +111,10 @@ def replay(
             **verdict.to_json(),
         },
     )
+    if edit_config is None and (
+        note := attest.write_verdict(original.dir, run_dir, verdict.bit_identical, signer)
+    ):
+        echo(note)  # a faithful replay's verdict is signed, about the original run; this: it could not be
     return ReplayOutcome(verdict, run_dir, original, prepared.how, failure)
 
 
