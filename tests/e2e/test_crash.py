@@ -56,3 +56,33 @@ def test_container_killed_from_outside(tmp_path, engine):
     assert m["exit_code"] == 137 and "SIGKILL" in m["error"], m["error"]
     assert any(line.startswith("probe: waiting") for line in m["log_tail"])
     assert containers_of(engine, run_dir) == []
+
+
+DYING_RANK = [
+    "experiment=noisy",
+    "experiment.target=tests.data.dying_rank:train",
+    "launch.processes=2",
+    "determinism=fast",
+    "trainer.max_steps=200",
+    "+model.die_rank=1",
+    "+model.die_step=3",
+    "+model.die_code=7",
+]
+
+
+def test_one_ddp_rank_dying_stops_the_others_and_fails_the_run(tmp_path, engine):
+    """Rank 1 ends with no exception (as a segfault would); rank 0, waiting for it in a collective,
+    is stopped instead of hanging, and the run's record is whole: failed, rank 1's status, the
+    log line it printed, no weights, nothing left in the engine."""
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *DYING_RANK, timeout=300)
+    assert p.returncode == 1, p.stderr[-3000:]
+    errors = [x for x in p.stderr.splitlines() if x.startswith("runner: error:")]
+    assert errors == [
+        f"runner: error: run failed: training exited with status 7 — see {run_dir}/logs/train.log"
+    ]
+    m = manifest(run_dir)
+    assert m["status"] == "failed" and m["exit_code"] == 7 and m["outputs"] == {}
+    assert "rank 1 dies at step 3" in (run_dir / "logs" / "train.log").read_text()
+    assert m["fingerprints"]["steps"] < 200  # rank 0 did not train on alone
+    assert not containers_of(engine, run_dir) and not (run_dir / layout.CLAIM).exists()

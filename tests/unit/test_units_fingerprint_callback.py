@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from runner.worker.fingerprint_callback import FingerprintWriter, params_sha256
@@ -73,3 +75,43 @@ def test_rows_flushed_before_an_interrupt_are_written_and_the_file_closed(tmp_pa
     assert [r["step"] for r in rows] == [0, 1, 2]  # step 3 was not flushed yet, as before
     assert rows[-1]["params_sha256"] == _reference_sha256(module)
     assert cb._file is None
+
+
+def _failing_run(tmp_path):
+    """A writer whose third step's row cannot be written: that loss is no scalar, so the writer
+    thread's ``float(loss)`` fails (as a full disk would fail its write)."""
+    module = torch.nn.Linear(3, 2)
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0)
+    cb = FingerprintWriter(tmp_path / "fp.jsonl", every_k=1)
+    cb.on_train_start(trainer, module)
+    for step in (1, 2):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, step, step - 1)
+    trainer.global_step = 3
+    cb.on_train_batch_end(trainer, module, {"loss": torch.tensor([0.5, 0.5])}, 3, 2)
+    return cb, trainer, module
+
+
+def _steps(path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def test_an_error_on_the_writer_thread_stops_training_at_a_later_flush(tmp_path):
+    cb, trainer, module = _failing_run(tmp_path)
+    with pytest.raises((RuntimeError, ValueError), match="element"):
+        for step in range(4, 400):  # each step flushes; the failed flush is seen once it has ended
+            trainer.global_step = step
+            cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, step, step - 1)
+            time.sleep(0.01)
+    cb.on_exception(trainer, module, RuntimeError("stopped"))  # what Lightning calls next
+    assert cb._file is None
+    assert _steps(tmp_path / "fp.jsonl")[:3] == [0, 1, 2]  # the rows before the failure are on disk
+
+
+def test_an_error_on_the_writer_thread_is_raised_at_train_end_not_lost(tmp_path):
+    cb, trainer, module = _failing_run(tmp_path)
+    with pytest.raises((RuntimeError, ValueError), match="element"):
+        cb.on_train_end(trainer, module)  # waits for the writer: its error cannot be missed
+    assert "final" not in (tmp_path / "fp.jsonl").read_text()  # no final row claims a whole record
+    cb.on_exception(trainer, module, RuntimeError("stopped"))
+    assert cb._file is None and _steps(tmp_path / "fp.jsonl") == [0, 1, 2]
