@@ -144,7 +144,7 @@ def dependencies(m: Manifest) -> list[dict[str, Any]]:
             )
         deps.append({"name": m.code.snapshot, "digest": _sha256(m.code.snapshot_sha256)})
     if m.image is not None:
-        deps += _image_dependencies(m.image.model_dump())
+        deps += image_dependencies(m.image.model_dump())
     if m.data is not None:
         for name, rec in sorted(m.data.files.items()):
             deps.append(
@@ -157,20 +157,31 @@ def dependencies(m: Manifest) -> list[dict[str, Any]]:
     return deps
 
 
-def _image_dependencies(image: Mapping[str, Any]) -> list[dict[str, Any]]:
+def registry_digest(image: Mapping[str, Any]) -> str | None:
+    """Where a registry holds the image, by content (``REPOSITORY@sha256:…``), when one is recorded."""
+    ref = image.get("registry_ref")
+    return ref if isinstance(ref, str) and "@sha256:" in ref else None
+
+
+def image_dependencies(image: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The image (its id, and its registry digest when one is recorded), its lock, Dockerfile and base."""
-    digest = _sha256(str(image["id"]))
-    registry = image.get("registry_digest") or (image.get("registry") or {}).get("digest")
-    annotations = {"kind": image["kind"], "content_hash": image["content_hash"]}
+    found = {"name": "image", "uri": image["tag"], "digest": _sha256(str(image["id"]))}
+    found["annotations"] = {"kind": image["kind"], "content_hash": image["content_hash"]}
+    registry = registry_digest(image)
     if registry:
-        annotations["registry_digest"] = registry
+        found["annotations"]["registry_ref"] = registry
     base = image.get("base_digest") or image["base_id"]
-    return [
-        {"name": "image", "uri": image["tag"], "digest": digest, "annotations": annotations},
+    deps = [
+        found,
         {"name": image["lock"], "digest": _sha256(image["lock_sha256"])},
         {"name": image["dockerfile"], "digest": _sha256(image["dockerfile_sha256"])},
         {"name": "base-image", "uri": image["base_ref"], "digest": _sha256(str(base).rpartition("@")[2])},
     ]
+    if registry:  # the same image as a registry serves it: its manifest's digest, what a pull names
+        deps.insert(
+            1, {"name": "image-registry", "uri": registry, "digest": _sha256(registry.rpartition("@")[2])}
+        )
+    return deps
 
 
 def statement(m: Manifest, manifest_sha256: str, logs: Mapping[str, str], builder: Builder) -> dict[str, Any]:
@@ -190,6 +201,7 @@ def statement(m: Manifest, manifest_sha256: str, logs: Mapping[str, str], builde
             "environment": m.environment,
             "containerized": m.containerized,
             "launch": m.launch,
+            "engine": m.engine.model_dump() if m.engine else None,
         },
         "resolvedDependencies": dependencies(m),
     }
@@ -234,9 +246,9 @@ def verification_summary(facts: ReplayFacts, builder: Builder) -> dict[str, Any]
     """The VSA of a replay: the original run (its manifest) replayed bit for bit, or not."""
     image = facts.image or {}
     used = {"id": image.get("id"), "tag": image.get("tag")}
-    registry = image.get("registry_digest") or (image.get("registry") or {}).get("digest")
+    registry = registry_digest(image)
     if registry:
-        used["registry_digest"] = registry
+        used["registry_ref"] = registry
     inputs = []
     if facts.original_provenance_sha256:
         inputs.append({"name": layout.PROVENANCE, "digest": _sha256(facts.original_provenance_sha256)})

@@ -45,7 +45,11 @@ def signer_for(config: Mapping[str, Any], fresh: bool) -> signing.Signer | None:
     section = config.get("signing") if fresh else None
     key = section.get("key") if isinstance(section, Mapping) else None
     key = key or os.environ.get(signing.ENV_KEY)
-    return signing.load_signer(str(key)) if key else None
+    if not key:
+        return None
+    signer = signing.load_signer(str(key))
+    signer.sign(b"runner: can this key sign?")  # now, not when the run is over (an agent gone, say)
+    return signer
 
 
 def unsigned_line() -> str:

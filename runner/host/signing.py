@@ -18,8 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -87,6 +89,7 @@ class SshSigner:
         blob = unarmor(proc.stdout.decode(errors="replace")) if proc.returncode == 0 else None
         if blob is None:
             why = " ".join(proc.stderr.decode(errors="replace").split())[:200] or f"status {proc.returncode}"
+            why += " (a key with a passphrase: ssh-add it to ssh-agent)" if "passphrase" in why else ""
             raise RunnerError(f"ssh-keygen -Y sign with {self.path} failed: {why}", EXIT_USAGE)
         keyid = sshsig_key(blob)
         return Signature(keyid=fingerprint(keyid) if keyid else "", sig=base64.b64encode(blob).decode())
@@ -206,14 +209,27 @@ def trust_allowed_signers(path: str | os.PathLike) -> Trust:
         if not tokens or tokens[0].startswith("#") or "ssh-ed25519" not in tokens[1:-1]:
             continue
         at = tokens.index("ssh-ed25519", 1)
-        options = ",".join(tokens[1:at])
-        if "cert-authority" in options or ("namespaces=" in options and NAMESPACE not in options):
+        if not _for_runs(",".join(tokens[1:at])):
             continue
         with contextlib.suppress(ValueError, UnsupportedAlgorithm):
             key = serialization.load_ssh_public_key(f"ssh-ed25519 {tokens[at + 1]}".encode())
             if isinstance(key, Ed25519PublicKey):
                 keys[fingerprint(_wire(key))] = (tokens[0], key)
     return Trust(keys, text)
+
+
+def _for_runs(options: str) -> bool:
+    """Whether an ``allowed_signers`` line's options let its key sign runs: no ``cert-authority``,
+    and a ``namespaces`` pattern-list (if any) that takes ``runner``."""
+    if "cert-authority" in options.lower():
+        return False
+    found = re.search(r'namespaces="([^"]*)"', options, re.IGNORECASE)
+    if found is None:
+        return True
+    patterns = found.group(1).split(",")
+    if any(p.startswith("!") and fnmatch.fnmatchcase(NAMESPACE, p[1:]) for p in patterns):
+        return False
+    return any(fnmatch.fnmatchcase(NAMESPACE, p) for p in patterns if not p.startswith("!"))
 
 
 def _read(p: Path, what: str) -> bytes:

@@ -13,13 +13,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from runner.core import layout, provenance
 from runner.host import signing
-from tests.conftest import FAST, manifest, run_runner
+from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import PROBE, finish, probe_args, start, wait_for
 from tests.run_records import resealed
 
@@ -302,6 +303,31 @@ def test_a_failed_run_signed_with_an_ssh_key_verifies_with_ssh_keygen(tmp_path):
     assert subprocess.run(check, input=data + b" ", capture_output=True).returncode != 0
 
 
+def test_an_ssh_key_held_by_the_agent_signs_through_its_pub(tmp_path, monkeypatch):
+    key = _ssh_key(tmp_path / "id", "dave@lab")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, timeout=30, proc=agent)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", str(key)], check=True, capture_output=True)
+        key.unlink()  # only the agent holds the private half now
+        signer = signing.load_signer(tmp_path / "id.pub")
+        sig = signer.sign(b"the PAE of a statement")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+    trust = signing.trust_key(tmp_path / "id.pub")
+    assert (
+        sig.keyid
+        == subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(tmp_path / "id.pub")], capture_output=True, text=True, check=True
+        ).stdout.split()[1]
+    )
+    assert signing.check(sig, b"the PAE of a statement", trust) == "id.pub"
+    assert signing.check(sig, b"another statement", trust) is None
+
+
 @needs_data
 def test_an_interrupted_unsigned_run_still_writes_its_provenance_and_says_it_is_unsigned(tmp_path):
     run_dir = tmp_path / "stopped"
@@ -317,6 +343,23 @@ def test_an_interrupted_unsigned_run_still_writes_its_provenance_and_says_it_is_
     assert problem.startswith("provenance.intoto.jsonl: unsigned")
     names = {s["name"] for s in _statement(run_dir)["subject"]}
     assert "outputs/partial.txt" in names
+
+
+@pytest.mark.parametrize(
+    "options, ok",
+    [
+        ("", True),
+        ('namespaces="runner"', True),
+        ('namespaces="git,runner"', True),
+        ('NAMESPACES="run*"', True),
+        ('namespaces="git"', False),
+        ('namespaces="runner-old"', False),
+        ('namespaces="*,!runner"', False),
+        ("cert-authority", False),
+    ],
+)
+def test_an_allowed_signers_line_signs_runs_only_where_its_namespaces_say(options, ok):
+    assert signing._for_runs(options) is ok
 
 
 # -- bad input: one line, never a traceback ------------------------------------------------------------
@@ -369,3 +412,21 @@ def test_bad_arguments_are_one_line(tmp_path):
     garbage.write_text("ssh-ed25519 !!!\n")
     assert "is not a public key" in _one_line_error(_verify(tmp_path, "--key", str(garbage)))
     assert "No such file" in _one_line_error(_verify(tmp_path, "--allowed-signers", str(tmp_path / "none")))
+
+
+def test_an_ssh_key_that_cannot_sign_refuses_the_run_before_it_starts(tmp_path):
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(key)], check=True)
+    run_dir = tmp_path / "run"
+    env = {signing.ENV_KEY: str(key), "SSH_AUTH_SOCK": "", "DISPLAY": "", "SSH_ASKPASS": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *HOST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no terminal to ask a passphrase on
+    )
+    assert "ssh-keygen -Y sign" in _one_line_error(proc)
+    assert not run_dir.exists()

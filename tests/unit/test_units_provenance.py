@@ -88,6 +88,33 @@ def test_the_image_its_lock_base_and_data_files_are_dependencies():
     assert by_name["data/fm/a.gz"]["digest"] == {"sha256": "5" * 64}
 
 
+def test_a_registry_digest_is_a_dependency_of_its_own_when_one_is_recorded():
+    image = {
+        "tag": "runner/x:abc",
+        "id": "sha256:" + "1" * 64,
+        "kind": "cpu",
+        "content_hash": "abc",
+        "lock": "images/cpu.lock",
+        "lock_sha256": "3" * 64,
+        "dockerfile": "Dockerfile.cpu",
+        "dockerfile_sha256": "2" * 64,
+        "base_ref": "runner-base:bookworm",
+        "base_digest": "runner-base@sha256:" + "6" * 64,
+        "base_id": "sha256:" + "4" * 64,
+    }
+    assert [d["name"] for d in provenance.image_dependencies(image)] == [
+        "image",
+        "images/cpu.lock",
+        "Dockerfile.cpu",
+        "base-image",
+    ]
+    assert provenance.image_dependencies(image)[-1]["digest"] == {"sha256": "6" * 64}
+    ref = "127.0.0.1:5000/runner/x@sha256:" + "7" * 64
+    deps = provenance.image_dependencies({**image, "registry_ref": ref})
+    assert deps[1] == {"name": "image-registry", "uri": ref, "digest": {"sha256": "7" * 64}}
+    assert deps[0]["annotations"]["registry_ref"] == ref
+
+
 def test_run_details_name_the_builder_the_run_and_its_logs():
     details = _statement(run_id="r-42")["predicate"]["runDetails"]
     assert details["builder"]["id"] == "urn:runner:builder:runner@9.9.9:host=lab-1"
