@@ -98,7 +98,7 @@ def _signature(
         who = signing.check(sig, data, trust)
         if who:
             return who
-    keyids = ", ".join(s.keyid[:60] or "?" for s in env.signatures)
+    keyids = ", ".join(s.keyid[:60].encode("unicode_escape").decode("ascii") or "?" for s in env.signatures)
     problems.append(f"{name}: signature does not verify with {trust.describe()} (signed by {keyids})")
     return None
 
@@ -127,7 +127,7 @@ def _replay_line(replay_dir: Path, run_dir: Path, trust: signing.Trust | None) -
         st = provenance.read_statement(env, provenance.VSA_TYPE)
     except RunnerError as exc:
         return f"replay {where}: unreadable verdict: {exc.message}"
-    result = str(st.predicate.get("verificationResult", "?"))[:20]
+    result = str(st.predicate.get("verificationResult", "?"))[:20].encode("unicode_escape").decode("ascii")
     manifest = attest.on_disk(run_dir, [layout.MANIFEST])[layout.MANIFEST]
     if [s.digest.get("sha256") for s in st.subject] != [manifest]:
         return f"replay {where}: {result}, but about another manifest than this run's"

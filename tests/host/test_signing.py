@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runner.core import layout, provenance
 from runner.host import signing
 from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import PROBE, finish, probe_args, start, wait_for
-from tests.run_records import resealed
+from tests.run_records import make_run, resealed
 
 HOST = [*FAST, "launch.backend=host", "launch.processes=1"]
 needs_data = pytest.mark.skipif(
@@ -110,6 +112,32 @@ def test_the_replays_verdict_names_the_original_its_image_and_its_run_dir(signed
     assert pred["verificationResult"] == "PASSED"
     assert pred["replay"]["runDir"] == str(replay_dir)
     assert pred["replay"]["runId"] == manifest(replay_dir)["run_id"]
+
+
+@needs_data
+def test_a_replay_that_differs_signs_a_failed_verdict(keys, tmp_path):
+    """A run with unseeded noise replays to other bits: the replay's signed verdict says FAILED, and
+    the original still verifies (its files are what was signed)."""
+    run_dir = tmp_path / "noisy"
+    env = {signing.ENV_KEY: str(keys["alice"]).removesuffix(".pub")}
+    noisy = ["experiment=noisy", "launch.processes=1", "launch.backend=host", "trainer.max_steps=3"]
+    proc = run_runner(f"hydra.run.dir={run_dir}", *noisy, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_runner(str(run_dir), module="runner.replay", env={signing.ENV_KEY: str(keys["mallory"])[:-4]})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    proc = _verify(run_dir, "--key", str(keys["alice"]))
+    assert proc.returncode == 0, proc.stderr
+    (replay,) = [x for x in proc.stdout.splitlines() if x.startswith("replay ")]
+    assert ": FAILED, signature does not verify with alice.pub (signed by SHA256:" in replay, replay
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(
+        "".join(f"{who}@lab {' '.join(keys[who].read_text().split()[:2])}\n" for who in ("alice", "mallory"))
+    )
+    proc = _verify(run_dir, "--allowed-signers", str(allowed))
+    assert proc.returncode == 0 and "signed by alice@lab" in proc.stdout, proc.stderr
+    assert [x for x in proc.stdout.splitlines() if x.startswith("replay ")][0].endswith(
+        ": FAILED, signed by mallory@lab"
+    )
 
 
 @needs_data
@@ -303,6 +331,33 @@ def test_a_failed_run_signed_with_an_ssh_key_verifies_with_ssh_keygen(tmp_path):
     assert subprocess.run(check, input=data + b" ", capture_output=True).returncode != 0
 
 
+def test_a_run_stopped_by_a_bug_still_signs_its_provenance(keys, tmp_path, monkeypatch):
+    """The in-memory engine (this project's protocol) fails the container's start: the failed record
+    is signed too, with the image the run had got."""
+    from runner.core.run_input import RunInput
+    from runner.flows import run
+    from runner.flows.cli_common import compose, resolved
+    from tests.memory_engine import MemoryEngine
+
+    monkeypatch.setenv(signing.ENV_KEY, str(keys["alice"]).removesuffix(".pub"))  # signing.key's default
+    overrides = ["experiment=noisy", "launch.processes=1", "trainer.max_steps=2"]
+    config = resolved(compose(overrides))
+    assert config["signing"]["key"] == str(keys["alice"]).removesuffix(".pub")
+    with pytest.raises(ZeroDivisionError):
+        run.run(
+            RunInput.new(config, ["runner", *overrides], overrides),
+            tmp_path / "run",
+            echo=lambda _: None,
+            engine=MemoryEngine(fail={"start": ZeroDivisionError("engine bug")}),
+        )
+    proc = _verify(tmp_path / "run", "--key", str(keys["alice"]))
+    assert proc.returncode == 0, proc.stderr
+    predicate = _statement(tmp_path / "run")["predicate"]
+    assert predicate["runDetails"]["byproducts"][-1]["annotations"]["status"] == "failed"
+    (image,) = [d for d in predicate["buildDefinition"]["resolvedDependencies"] if d["name"] == "image"]
+    assert "sha256:" + image["digest"]["sha256"] == manifest(tmp_path / "run")["image"]["id"]
+
+
 def test_an_ssh_key_held_by_the_agent_signs_through_its_pub(tmp_path, monkeypatch):
     key = _ssh_key(tmp_path / "id", "dave@lab")
     sock = tmp_path / "agent.sock"
@@ -430,3 +485,51 @@ def test_an_ssh_key_that_cannot_sign_refuses_the_run_before_it_starts(tmp_path):
     )
     assert "ssh-keygen -Y sign" in _one_line_error(proc)
     assert not run_dir.exists()
+
+
+_names = st.sampled_from(
+    ["manifest.json", "code.tar", "outputs/model.pt", "../x", "/etc/passwd", "outputs"]
+) | st.text(max_size=12)
+_sigs = st.lists(
+    st.fixed_dictionaries(
+        {
+            "keyid": st.text(max_size=20) | st.just("a\nkey"),
+            "sig": (
+                st.binary(max_size=80) | st.binary(max_size=80).map(lambda b: signing.SSHSIG_MAGIC + b)
+            ).map(lambda b: base64.b64encode(b).decode())
+            | st.text(max_size=20),
+        }
+    ),
+    max_size=2,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    subjects=st.lists(
+        st.fixed_dictionaries(
+            {"name": _names, "digest": st.dictionaries(st.just("sha256"), st.text(max_size=64))}
+        ),
+        max_size=3,
+    ),
+    run_id=st.text(max_size=10) | st.none(),
+    signatures=_sigs,
+)
+def test_fuzzed_envelopes_in_a_run_dir_are_reported_never_a_traceback(tmp_path, subjects, run_id, signatures):
+    from runner.flows import verify
+
+    run_dir = make_run(tmp_path / "fuzz")
+    statement = {
+        "_type": provenance.STATEMENT_TYPE,
+        "predicateType": provenance.PROVENANCE_TYPE,
+        "subject": subjects,
+        "predicate": {"runDetails": {"metadata": {"invocationId": run_id}}},
+    }
+    env = provenance.envelope(statement).model_dump()
+    env["signatures"] = signatures
+    (run_dir / layout.PROVENANCE).write_text(json.dumps(env))
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("x ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHcUhC9poAlf77jEEe/MxGSoL3TDJ5QMzl38DoY3aDES\n")
+    report = verify.verify(run_dir, signing.trust_allowed_signers(allowed))
+    assert not report.ok and report.problems
+    assert all("\n" not in p for p in report.problems)
