@@ -13,7 +13,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +161,9 @@ class DockerEngine:
         ``files`` maps a context name to a host file or directory; directories are hard-linked
         where possible so a multi-GB wheelhouse costs no copy. Returns the image id.
         """
-        ctx = Path(tempfile.mkdtemp(prefix="runner-build-"))
+        ctx = _build_context(dockerfile, files)
         log: list[str] = []
         try:
-            shutil.copy2(dockerfile, ctx / "Dockerfile")
-            for name, src in files.items():
-                if src.is_dir():
-                    shutil.copytree(src, ctx / name, copy_function=_link_or_copy)
-                else:
-                    _link_or_copy(src, ctx / name)
             stream = self.client.api.build(
                 path=str(ctx),
                 tag=tag,
@@ -181,19 +175,7 @@ class DockerEngine:
                 pull=False,
                 decode=True,
             )
-            image_id = None
-            for chunk in stream:
-                if "error" in chunk:
-                    log.append(str(chunk["error"]).strip())
-                    tail = " | ".join(x for x in log[-6:] if x)
-                    raise RunnerError(f"image build failed for {tag}: {tail}", EXIT_BUILD)
-                line = str(chunk.get("stream", "")).rstrip()
-                if line:
-                    log.append(line)
-                    on_line(line)
-                if "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-            return image_id or self.client.images.get(tag).id
+            return _follow_build(stream, tag, log, on_line) or self.client.images.get(tag).id
         except docker.errors.DockerException as exc:
             tail = " | ".join(log[-5:])
             raise RunnerError(f"image build failed for {tag}: {exc} {tail}".strip(), EXIT_BUILD) from None
@@ -328,6 +310,43 @@ def _device_requests(gpus: list[str] | int | None) -> list[DeviceRequest] | None
     if isinstance(gpus, int):
         return [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
     return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+
+
+def _build_context(dockerfile: Path, files: dict[str, Path]) -> Path:
+    """A temporary build context: the Dockerfile and ``files`` (directories hard-linked where
+    possible). The caller removes it."""
+    ctx = Path(tempfile.mkdtemp(prefix="runner-build-"))
+    try:
+        shutil.copy2(dockerfile, ctx / "Dockerfile")
+        for name, src in files.items():
+            if src.is_dir():
+                shutil.copytree(src, ctx / name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(src, ctx / name)
+    except BaseException:
+        shutil.rmtree(ctx, ignore_errors=True)
+        raise
+    return ctx
+
+
+def _follow_build(
+    stream: Iterable[Mapping[str, Any]], tag: str, log: list[str], on_line: Callable[[str], None]
+) -> str | None:
+    """Read the build's output: each line to ``on_line`` and ``log``; an error ends the build in
+    one line with its last lines. Returns the image id when the engine named it."""
+    image_id = None
+    for chunk in stream:
+        if "error" in chunk:
+            log.append(str(chunk["error"]).strip())
+            tail = " | ".join(x for x in log[-6:] if x)
+            raise RunnerError(f"image build failed for {tag}: {tail}", EXIT_BUILD)
+        line = str(chunk.get("stream", "")).rstrip()
+        if line:
+            log.append(line)
+            on_line(line)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+    return image_id
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:

@@ -43,14 +43,7 @@ def resolve_image(
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
-    return find_or_build(
-        engine,
-        iplan,
-        root,
-        echo,
-        build_log=build_log,
-        announce=f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)",
-    )
+    return find_or_build(engine, iplan, root, echo, build_log=build_log)
 
 
 def find_or_build(
@@ -59,7 +52,6 @@ def find_or_build(
     root: Path,
     echo: Callable[[str], None],
     *,
-    announce: str | None = None,
     wheels: Path | None = None,
     build_log: Path | None = None,
 ) -> ResolvedImage:
@@ -69,6 +61,7 @@ def find_or_build(
     others find it.
     """
     started = time.time()
+    announce = f"building image {iplan.tag} (no cached image for this Dockerfile + lock + base)"
     with build_mutex(iplan.tag):
         image_id = engine.image_id(iplan.tag)
         built = image_id is None
@@ -77,8 +70,7 @@ def find_or_build(
                 BuildProgress(iplan.tag, build_log, echo, announce) as progress,
                 Tee(build_log, progress) if build_log else contextlib.nullcontext(progress) as log,
             ):
-                if announce:
-                    log(announce)  # the log file's first line (the terminal got it from BuildProgress)
+                log(announce)  # the log file's first line (the terminal got it from BuildProgress)
                 if wheels is None:
                     wheels = wheelhouse.wheelhouse(
                         root / iplan.lock, iplan.lock_sha256, iplan.python_version, log=log

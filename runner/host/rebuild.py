@@ -165,13 +165,11 @@ def prepare(
     *,
     allow_drift: bool,
     echo: Callable[[str], None],
-    host_env: Mapping[str, str] | None = None,
 ) -> Prepared:
     """Everything a replay runs with, checked against the record; raises EnvironmentDrift on drift
     (unless ``allow_drift``) before any training starts. ``plan`` is the replay's RunPlan."""
-    host_env = os.environ if host_env is None else host_env
     cache = HashCache()
-    env, drift = recorded_variables(m.environment, host_env)
+    env, drift = recorded_variables(m.environment, os.environ)
     drift += check_data(m.data, cache)
 
     if not m.containerized:  # host backend: this interpreter is the environment
@@ -193,9 +191,7 @@ def prepare(
             image_builder.reuse(engine, rec), f"reused {rec.tag} (the recorded image id)", env, drift
         )
 
-    image, how, image_drift = _rebuild(
-        engine, m, snap_dir, plan, allow_drift=allow_drift, drift=drift, echo=echo
-    )
+    image, how, image_drift = _rebuild(engine, m, snap_dir, plan, _SoFar(drift, allow_drift), echo)
     drift += image_drift
     _stop(drift, allow_drift)
     return Prepared(image, how, env, drift)
@@ -254,28 +250,39 @@ def _recorded_wheels(
         return None, [Drift(f"wheels pinned by {iplan.lock}", "fetchable, hashes as pinned", exc.message)]
 
 
+@dataclass(frozen=True)
+class _SoFar:
+    """The drift a replay found before it came to the image, and whether it may go on with drift."""
+
+    drift: list[Drift]
+    allowed: bool
+
+    def stop(self, found: list[Drift]) -> None:
+        """Stop here (EnvironmentDrift) when there is drift and it is not allowed."""
+        _stop(self.drift + found, self.allowed)
+
+
 def _rebuild(
     engine: Engine,
     m: manifest.Manifest,
     snap_dir: Path,
     plan: RunPlan,
-    *,
-    allow_drift: bool,
-    drift: list[Drift],
+    so_far: _SoFar,
     echo: Callable[[str], None],
 ) -> tuple[ResolvedImage, str, list[Drift]]:
-    """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock."""
+    """Rebuild (or find by content hash) the image from the snapshot's Dockerfile and lock; returns
+    it, how it was had, and the drift found on the way (``so_far``'s not included)."""
     assert m.image is not None
     rec = m.image
-    iplan, found = _recorded_image_plan(engine, rec, snap_dir, drift)
-    _stop(drift + found, allow_drift)  # before spending a build on an environment that cannot match
+    iplan, found = _recorded_image_plan(engine, rec, snap_dir, so_far.drift)
+    so_far.stop(found)  # before spending a build on an environment that cannot match
     wheels = None
     if engine.image_id(iplan.tag) is None:
         echo(f"rebuilding {iplan.tag} from the recorded Dockerfile and lock (the recorded image is gone)")
         wheels, wheel_drift = _recorded_wheels(iplan, snap_dir, echo)
         if wheel_drift:
             found += wheel_drift
-            _stop(drift + found, allow_drift)
+            so_far.stop(found)
             return _fall_back(engine, m, plan, echo, found)
     image = image_builder.find_or_build(engine, iplan, snap_dir, echo, wheels=wheels)
     if image.record["built_now"]:
