@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.core import audit_rules, layout, op_traces
+from runner.core.deprecation import moved
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback
@@ -207,3 +208,7 @@ class RunContext:
 
 def current() -> RunContext:
     return RunContext.current()
+
+
+# moved to core (the host reads checkpoints too, and may not import the worker)
+__getattr__ = moved(__name__, {"latest_checkpoint": "runner.core.layout.latest_checkpoint"})

@@ -57,6 +57,12 @@ def test_each_old_runner_job_name_still_works_and_warns(name):
     assert value is OLD_JOB_NAMES[name]
 
 
+def test_names_moved_out_of_the_worker_still_work_there_and_warn():
+    with pytest.warns(DeprecationWarning, match="runner.worker.context.latest_checkpoint is deprecated"):
+        from runner.worker.context import latest_checkpoint
+    assert latest_checkpoint is layout.latest_checkpoint
+
+
 def test_the_warning_points_at_the_line_that_imported_the_old_name():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
