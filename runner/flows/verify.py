@@ -72,7 +72,7 @@ def _check(env: provenance.Envelope, trust: signing.Trust | None, report: Report
     report.files += len(st.subject)
     signed = {s.name for s in st.subject}
     extra = [f for f in attest.files_under(report.run_dir, layout.OUTPUTS_DIR) if f not in signed]
-    report.problems += [f"{f}: not signed (added after the run)" for f in extra]
+    report.problems += [f"{_shown(f)}: not signed (added after the run)" for f in extra]
     named = provenance.invocation_id(st)
     if named != report.run_id:
         report.problems.append(
@@ -98,9 +98,14 @@ def _signature(
         who = signing.check(sig, data, trust)
         if who:
             return who
-    keyids = ", ".join(s.keyid[:60].encode("unicode_escape").decode("ascii") or "?" for s in env.signatures)
+    keyids = ", ".join(_shown(s.keyid[:60]) or "?" for s in env.signatures)
     problems.append(f"{name}: signature does not verify with {trust.describe()} (signed by {keyids})")
     return None
+
+
+def _shown(text: str) -> str:
+    """A name as one printable line."""
+    return text.encode("unicode_escape").decode("ascii")[:200]
 
 
 def _run_id(run_dir: Path) -> str | None:
@@ -127,7 +132,7 @@ def _replay_line(replay_dir: Path, run_dir: Path, trust: signing.Trust | None) -
         st = provenance.read_statement(env, provenance.VSA_TYPE)
     except RunnerError as exc:
         return f"replay {where}: unreadable verdict: {exc.message}"
-    result = str(st.predicate.get("verificationResult", "?"))[:20].encode("unicode_escape").decode("ascii")
+    result = _shown(str(st.predicate.get("verificationResult", "?"))[:20])
     manifest = attest.on_disk(run_dir, [layout.MANIFEST])[layout.MANIFEST]
     if [s.digest.get("sha256") for s in st.subject] != [manifest]:
         return f"replay {where}: {result}, but about another manifest than this run's"

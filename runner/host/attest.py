@@ -152,8 +152,11 @@ def on_disk(run_dir: Path, names: Iterable[str]) -> dict[str, str | None]:
 
 
 def files_under(run_dir: Path, sub: str) -> list[str]:
-    """Every plain file under ``run_dir/sub``, as names relative to the run dir."""
+    """Every plain file under ``run_dir/sub`` (what a run's record hashes there: no links), as names
+    relative to the run dir."""
     root = run_dir / sub
     if not root.is_dir() or root.is_symlink():
         return []
-    return sorted(p.relative_to(run_dir).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(
+        p.relative_to(run_dir).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+    )

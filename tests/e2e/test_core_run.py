@@ -179,3 +179,33 @@ def test_overrides_take_effect(twice, tmp_path):
     first = [records.read_fingerprints(d)[0] for d in (run_dir, twice[0])]
     assert first[0]["step"] == first[1]["step"] == 0
     assert first[0]["params_sha256"] != first[1]["params_sha256"]
+
+
+def test_a_containerized_runs_provenance_names_its_image_lock_base_and_files(twice):
+    """Unsigned here (no key set): the envelope is still written, its digests those of the files."""
+    import base64
+    import json
+
+    from runner.core import provenance
+    from runner.host import attest
+
+    run_dir = twice[0]
+    m = manifest(run_dir)
+    (env,) = attest.read_envelopes(run_dir / layout.PROVENANCE)
+    assert env.signatures == []
+    st = provenance.read_statement(env, provenance.PROVENANCE_TYPE)
+    assert provenance.subject_problems(st, attest.on_disk(run_dir, [s.name for s in st.subject])) == []
+    deps = {
+        d["name"]: d
+        for d in json.loads(base64.b64decode(env.payload))["predicate"]["buildDefinition"][
+            "resolvedDependencies"
+        ]
+    }
+    image = m["image"]
+    assert (
+        "sha256:" + deps["image"]["digest"]["sha256"] == image["id"] and deps["image"]["uri"] == image["tag"]
+    )
+    assert deps[image["lock"]]["digest"]["sha256"] == image["lock_sha256"]
+    assert deps["base-image"]["uri"] == image["base_ref"]
+    assert deps["git-commit"]["digest"]["gitCommit"] == m["code"]["commit"]
+    assert {f"data/{m['data']['name']}/{n}" for n in m["data"]["files"]} <= set(deps)

@@ -97,6 +97,9 @@ def test_a_signed_run_verifies_and_lists_its_signed_replay(signed, keys):
     assert f"signed by alice.pub; {len(names)} files match" in proc.stdout
     (replay,) = [x for x in proc.stdout.splitlines() if x.startswith("replay ")]
     assert replay.startswith("replay replays/") and replay.endswith(": PASSED, signed by alice.pub")
+    report = json.loads(_verify(signed, "--key", str(keys["alice"]), "--json").stdout)
+    assert report["ok"] is True and report["signers"] == ["alice.pub"] and report["replays"] == [replay]
+    assert report["run_id"] == manifest(signed)["run_id"] and report["problems"] == []
 
 
 @needs_data
