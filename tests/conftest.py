@@ -51,3 +51,12 @@ def engine():
     engine = engines.connect()
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def charliecloud_image(engine):
+    """The CPU image, unpacked for Charliecloud in the CI user's cache (tag, id, unpack seconds or
+    None when it was there): once per machine, ~80 s."""
+    from tests import ci_user
+
+    return ci_user.charliecloud_image(engine)

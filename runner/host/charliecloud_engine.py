@@ -17,11 +17,11 @@ and a pid namespace: when its first process ends, the kernel ends every process 
 outlives :meth:`CharliecloudEngine.stop_and_remove`. The processes hold no capabilities and run with
 no-new-privileges (ch-run sets it).
 
-What it cannot enforce is said (:data:`CANNOT_ENFORCE`): a memory limit and the size of
-``/dev/shm`` (the host's, shared) need cgroups; a core set is the process's affinity only, which
-it could widen. GPUs are not set up for it (``ch-fromhost --nvidia``): a GPU request is refused.
-It does not build images: it runs ones that Docker or Podman built, loaded from the file
-``runner export`` writes (or ``docker save``), or pulled from a registry.
+What it cannot enforce is left out, and the run says so and records it (:data:`CANNOT_ENFORCE`):
+a core set, a memory limit and the size of ``/dev/shm`` (the host's, shared) need cgroups. GPUs
+are not set up for it (``ch-fromhost --nvidia``): a GPU request is refused. It does not build
+images: it runs ones that Docker or Podman built, loaded from the file ``runner export`` writes
+(or ``docker save``), or pulled from a registry.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from runner.core.engine_types import ContainerRequest
+from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.host.charliecloud_images import ImageStore, StoredImage
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
@@ -104,15 +104,16 @@ class CharliecloudEngine:
         self.connect()
         uname = os.uname()
         return {
-            "name": NAME,
             "version": self._version,
             "api_version": None,
             "os": uname.sysname.lower(),
             "arch": uname.machine,
             "kernel": uname.release,
-            "rootless": True,
-            "cannot_enforce": list(CANNOT_ENFORCE),
         }
+
+    def describe(self) -> EngineInfo:
+        self.connect()
+        return EngineInfo(name=NAME, version=self._version, rootless=True, cannot_enforce=CANNOT_ENFORCE)
 
     # -- images ----------------------------------------------------------------------------------------
     def image_id(self, ref: str) -> str | None:
@@ -219,8 +220,6 @@ class CharliecloudEngine:
             "--mount-proc",
             *(["--net"] if own_net else []),
         ]
-        if req.cpuset_cpus:
-            unshare = ["taskset", "--cpu-list", req.cpuset_cpus, *unshare]
         env = [*img.env, *(f"{k}={v}" for k, v in req.environment.items())]
         ch_run = [
             "ch-run",

@@ -107,7 +107,11 @@ class ImageStore:
 
     def pull(self, ref: str) -> StoredImage | None:
         """Unpack the image ``ref`` names in its registry (a registry on this machine without TLS);
-        None when no registry answers or it holds no such image."""
+        None when no registry answers or it holds no such image, and for a name without a
+        registry host (``runner-base:bookworm``): Docker Hub is not asked."""
+        host = ref.split("/", 1)[0] if "/" in ref else ""
+        if not ("." in host or ":" in host or host == "localhost"):
+            return None
         try:
             return self._load(f"docker://{ref}", tags=(ref,) if "@" not in ref else (), source=ref)
         except RunnerError:

@@ -1,0 +1,111 @@
+"""The unprivileged user the rootless engines are tested as (``make charliecloud``/``make podman``
+create it, ``useradd -m``): the runner itself runs as that user, from this checkout's interpreter.
+
+:func:`popen_as` starts a command as the user through ``setpriv``, which becomes the command (no
+process in between): a signal sent to the returned process reaches the runner itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+CI_USER = "runner-ci"
+
+
+def account() -> pwd.struct_passwd:
+    return pwd.getpwnam(CI_USER)
+
+
+def env() -> dict[str, str]:
+    """A login-like environment of the user's own: no variable of the test process reaches it. Git
+    may read this checkout although root owns it (safe.directory), as the code snapshot does."""
+    user = account()
+    return {
+        "HOME": user.pw_dir,
+        "USER": user.pw_name,
+        "LOGNAME": user.pw_name,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": "*",
+    }
+
+
+def argv(*command: str) -> list[str]:
+    return ["setpriv", f"--reuid={CI_USER}", f"--regid={CI_USER}", "--init-groups", "--", *command]
+
+
+def popen_as(*command: str, cwd: Path = ROOT) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv(*command), cwd=cwd, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def run_as(*command: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(argv(*command), cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def python_as(*args: str, module: str = "runner", timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m MODULE args…`` as the user, with this checkout's interpreter."""
+    return run_as(sys.executable, "-m", module, *args, timeout=timeout)
+
+
+def scratch(prefix: str) -> Path:
+    """A new directory the user owns, where it can reach it (not under root's own temp dirs)."""
+    path = Path(tempfile.mkdtemp(prefix=f"runner-{prefix}-", dir="/tmp"))
+    user = account()
+    os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+_ENGINE = "import sys; from runner.host.charliecloud_engine import CharliecloudEngine as E; "
+
+
+def cpu_image(engine) -> tuple[str, str]:
+    """The runner's CPU image on the Docker engine (found by its content hash, or built): tag and id."""
+    from omegaconf import OmegaConf
+
+    from runner.core import spec
+    from runner.flows.cli_common import compose
+    from runner.host import image_builder
+
+    cfg = OmegaConf.to_container(compose(["image=cpu"]), resolve=True)
+    plan = spec.plan_run(cfg, Path(tempfile.gettempdir()), ROOT, os.environ, os.getuid(), os.getgid())
+    resolved = image_builder.resolve_image(engine, plan, ROOT, echo=lambda line: None)
+    return resolved.tag, resolved.record["id"]
+
+
+def charliecloud_image(engine) -> tuple[str, str, float | None]:
+    """The CPU image unpacked for Charliecloud in the user's own image cache, as the user would:
+    saved to a file (``docker save``), loaded from it. Cached by image id: a machine that holds it
+    already saves and unpacks nothing. Returns tag, id and how long the unpack took (None: cached)."""
+    tag, image_id = cpu_image(engine)
+    if (
+        run_as(sys.executable, "-c", _ENGINE + "print(E().image_id(sys.argv[1]))", tag).stdout.strip()
+        == image_id
+    ):
+        return tag, image_id, None
+    where = scratch("image")
+    archive = where / "cpu.tar"
+    try:
+        with open(archive, "wb") as f:
+            for chunk in engine.client.images.get(tag).save(named=True):
+                f.write(chunk)
+        archive.chmod(0o644)
+        load = _ENGINE + "print(E().load(sys.argv[1])[0])"
+        started = time.monotonic()
+        proc = run_as(sys.executable, "-c", load, str(archive), timeout=900)
+        assert proc.returncode == 0 and proc.stdout.strip() == image_id, proc.stderr[-3000:]
+        return tag, image_id, time.monotonic() - started
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
