@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 
-.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm
+.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm charliecloud
 
 setup: $(STAMP) docker base data
 
@@ -25,10 +25,15 @@ data:
 slurm:
 	scripts/ensure-slurm.sh
 
+# Charliecloud (unprivileged ch-run; skopeo and umoci unpack image files) for engine=charliecloud, and
+# the unprivileged user its tests run the runner as (runner-ci), able to run this checkout's Python.
+charliecloud: $(STAMP)
+	scripts/ensure-charliecloud.sh runner-ci $(abspath $(PY)) $(CURDIR)
+
 run: setup
 	$(PY) -m runner experiment=mnist_ddp
 
-test: setup slurm
+test: setup slurm charliecloud
 	$(PY) -m pytest -x -q
 
 # The pure, fast tests alone (no engine, no Slurm): seconds, for the edit-test loop.

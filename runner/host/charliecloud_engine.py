@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
@@ -131,6 +131,20 @@ class CharliecloudEngine:
     def load(self, archive: Path) -> list[str]:
         """Unpack the image of a docker-archive or OCI archive file (cached by its id)."""
         return [self.images.load_file(Path(archive)).id]
+
+    def push(self, image: str, ref: str) -> str:
+        raise RunnerError(
+            f"engine=charliecloud does not push images ({image} to {ref}): push where it was built "
+            "(engine=docker or engine=podman)",
+            EXIT_ENVIRONMENT,
+        )
+
+    def save(self, image: str, out: BinaryIO) -> None:
+        raise RunnerError(
+            f"engine=charliecloud keeps {image} unpacked, without its layers: export it where Docker "
+            "or Podman holds it (the file it was loaded from is one already)",
+            EXIT_ENVIRONMENT,
+        )
 
     def remove_image(self, ref: str) -> bool:
         return self.images.remove(ref)

@@ -14,8 +14,11 @@ import pytest
 
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.flows.cli_common import engine_spec
+from runner.host import engine as engines
 from runner.host.charliecloud_engine import CharliecloudEngine
 from runner.host.charliecloud_images import ImageStore
+from runner.host.engine import Engine
 from tests import ci_user
 
 pytestmark = pytest.mark.docker  # the image comes from the Docker engine, once per machine
@@ -110,3 +113,16 @@ def test_the_unpacked_image_knows_which_image_it_is(charliecloud_image):
 
 def ci_user_cache() -> Path:
     return Path(ci_user.account().pw_dir) / ".cache" / "runner" / "charliecloud"
+
+
+def test_engine_charliecloud_is_this_engine_behind_the_protocol():
+    engine = engines.make(engine_spec("charliecloud"))
+    assert isinstance(engine, CharliecloudEngine) and isinstance(engine, Engine)
+    info = engine.describe()
+    assert (info.name, info.rootless) == ("charliecloud", True) and info.version
+    assert set(info.cannot_enforce) == {"cpuset_cpus", "mem_limit", "shm_size"}
+    # what a request asks of those is what a run says and records; nothing else is dropped
+    req = ContainerRequest(
+        image="x", name="x", command=["true"], environment={}, user="1:1", mounts=[], mem_limit="2g"
+    )
+    assert info.unenforced(req) == ["mem_limit=2g", "shm_size=1g"]
