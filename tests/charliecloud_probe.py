@@ -60,7 +60,7 @@ LOCKS = (
     "touch /usr/x 2>/dev/null && echo image:rw || echo image:ro; "
     "echo net:$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); "
     "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status | tr -d '\\t'; "
-    "echo pids:$(ls /proc | grep -c '^[0-9]')"
+    "echo pid:$$ pids:$(ls /proc | grep -c '^[0-9]')"
 )
 
 

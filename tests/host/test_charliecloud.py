@@ -62,8 +62,9 @@ def test_the_container_is_locked_down_and_its_environment_is_exactly_the_request
     }
     for want in ("code:ro", "job:rw", "image:ro", "net:lo,", "CapEff:0000000000000000", "NoNewPrivs:1"):
         assert want in lines, (want, lines)
-    pids = int(next(x for x in lines if x.startswith("pids:")).split(":")[1])
-    assert pids <= 3  # a pid namespace of its own: the shell, ls, grep
+    # a pid namespace of its own: the shell is its first process, and it sees only what it started
+    pid, pids = next(x for x in lines if x.startswith("pid:")).split()
+    assert pid == "pid:1" and int(pids.split(":")[1]) <= 5
 
 
 def test_a_stopped_container_leaves_no_process(charliecloud_image, scratch):
