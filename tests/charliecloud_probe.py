@@ -79,7 +79,9 @@ def stop(engine: CharliecloudEngine, image: str, scratch: Path) -> dict[str, Any
     req = _request(image, scratch, f"sleep {marker} & sleep {marker} & echo up; wait")
     handle = engine.start(req)
     first = next(iter(engine.stream_logs(handle)))
-    sleeping = _processes(f"sleep\0{marker}")
+    deadline = time.monotonic() + 10  # "up" may come before both children have become `sleep`
+    while len(sleeping := _processes(f"sleep\0{marker}")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     started = time.monotonic()
     engine.stop_and_remove(handle, timeout=2)
     return {
