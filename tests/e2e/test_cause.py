@@ -55,6 +55,23 @@ def test_locate_names_the_noise_layers_operation(noisy_runs):
     assert diff["a"]["module"] == "net.1 (Noise)" and diff["a"]["where"].startswith("experiments/noisy.py:")
 
 
+def test_locate_for_a_run_without_recorded_traces_compares_two_traced_replays(tmp_path):
+    """No trace was recorded: two replays traced at the step are compared with each other, and the
+    noise, not reproducible on this machine either, shows there (the step found by a full replay
+    when none is named is tested in tests/host/test_locate.py)."""
+    run = tmp_path / "untraced"
+    proc = run_runner(*NOISY, "determinism=fast", f"hydra.run.dir={run}")  # fast: no audit in each replay
+    assert proc.returncode == 0 and not manifest(run).get("op_traces"), proc.stderr[-3000:]
+    proc = run_runner(str(run), "--locate", "--step", "1", "--json", module="runner.replay")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    assert found["step"] == 1 and found["against"] == "a second replay on this machine"
+    diff = found["difference"]
+    assert diff["kind"] == "output differs" and diff["a"]["op"] == "aten::randn"
+    assert diff["a"]["module"] == "net.1 (Noise)"
+    assert [p.rsplit("-", 2)[-2:] for p in found["runs"]] == [["locate", "a"], ["locate", "b"]]
+
+
 def test_edited_manifest_and_one_whose_replay_would_set_another_value_are_refused(noisy_runs, tmp_path):
     run = tmp_path / "edited"
     shutil.copytree(noisy_runs["a"], run, ignore=shutil.ignore_patterns("replays"))
