@@ -11,8 +11,10 @@ when the profile's ``allow_nondeterministic_ops`` names it (``aten::index_add_``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp, SwitchedFlag
 
 DIR = "audit"  # in the run dir: the audit step's own run dir
 FILE = "audit.json"  # in DIR: what the audit found, and whether the run was stopped
@@ -46,7 +48,7 @@ def allowed(op: str, allow: Iterable[str]) -> bool:
     return any(_name(a) == _name(op) for a in allow)
 
 
-def switched(profile: Mapping[str, Any], flags: Mapping[str, Any]) -> list[dict[str, Any]]:
+def switched(profile: Mapping[str, Any], flags: Mapping[str, Any]) -> list[SwitchedFlag]:
     """Determinism switches whose value in force (``flags``, read back after the step) is not the
     value the profile set; a switch the profile leaves alone (None) is not checked."""
     out = []
@@ -56,32 +58,41 @@ def switched(profile: Mapping[str, Any], flags: Mapping[str, Any]) -> list[dict[
             continue
         for flag in flag_names:
             if flag in flags and bool(flags[flag]) != bool(want):
-                out.append({"switch": flag, "profile": bool(want), "in_force": flags[flag]})
+                out.append(SwitchedFlag(switch=flag, profile=bool(want), in_force=flags[flag]))
     return out
 
 
-def judge(findings: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
-    """``findings`` with the verdict added: ``refused`` (bool), ``refused_ops`` and ``message``."""
-    allow = [str(a) for a in profile.get("allow_nondeterministic_ops") or []]
-    ops = findings.get("nondeterministic_ops") or []
-    refused = [o for o in ops if not allowed(o["op"], allow)]
-    out = {
-        **findings,
-        "allowed_ops": allow,
-        "refused_ops": [o["op"] for o in refused],
-        "refused": bool(refused),
-    }
-    out["message"] = refusal(refused) if refused else None
-    return out
+def judge(findings: AuditFindings, profile: Mapping[str, Any], seconds: float | None = None) -> AuditVerdict:
+    """The verdict on ``findings``: refused when an operation the profile does not allow was met
+    (``seconds``: how long the audit took, recorded with it)."""
+    allow = tuple(str(a) for a in profile.get("allow_nondeterministic_ops") or [])
+    refused = [o for o in findings.nondeterministic_ops if not allowed(o.op, allow)]
+    return AuditVerdict(
+        findings=findings,
+        refused=bool(refused),
+        message=refusal(refused) if refused else None,
+        allowed_ops=allow,
+        refused_ops=tuple(o.op for o in refused),
+        seconds=seconds,
+    )
 
 
-def refusal(ops: list[Mapping[str, Any]]) -> str:
+def refusal(ops: Sequence[NondeterministicOp]) -> str:
     """One line naming each operation that stops the run, where it was called, and the way out."""
-    names = sorted({o["op"] for o in ops})
-    where = ", ".join(f"{o['op']} ({o.get('where') or 'no user frame'})" for o in ops[:6])
+    names = sorted({o.op for o in ops})
+    where = ", ".join(f"{o.op} ({o.where or 'no user frame'})" for o in ops[:6])
     more = f" and {len(ops) - 6} more" if len(ops) > 6 else ""
     return (
         f"determinism audit: {len(ops)} operation(s) without a deterministic implementation: {where}{more} — "
         f"list them in determinism.allow_nondeterministic_ops=[{','.join(names)}] to run anyway "
         "(recorded), or determinism.audit=false"
     )
+
+
+def not_completed(exit_status: int) -> AuditVerdict:
+    """The verdict when the audit step did not complete: the run is refused, in a line that says why."""
+    message = (
+        f"determinism audit: the audit step did not complete (exit status "
+        f"{exit_status}; see logs/train.log) — determinism.audit=false skips it"
+    )
+    return AuditVerdict(findings=None, refused=True, message=message)

@@ -18,6 +18,7 @@ from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, signal_name
 from runner.core.manifest import Status
 from runner.core.run_input import Resume, RunInput
 from runner.core.spec import RunPlan, fingerprint_every
+from runner.core.worker_io import AuditVerdict, WorkerResult
 
 
 @dataclass
@@ -64,11 +65,11 @@ class RunOutcome:
     ending: Ending
     exit_code: int  # the training process's own status when it has one, else the runner's
     log_tail: list[str]
-    result: Mapping[str, Any]  # result.json as the worker wrote it ({} when missing or unreadable)
+    result: WorkerResult | None  # result.json as the worker wrote it (None when missing or unreadable)
     outputs: Mapping[str, Any]  # file name → {sha256, bytes}
     fingerprints: FingerprintFile | None
     finished: float
-    audit: Mapping[str, Any] | None = None  # what the determinism audit found before training; None: none ran
+    audit: AuditVerdict | None = None  # the determinism audit's verdict before training; None: none ran
     op_traces: Mapping[str, Any] | None = None  # per-operation trace files written: name → {sha256, bytes}
 
 
@@ -78,7 +79,7 @@ def ending(
     oom_killed: bool,
     interrupted: bool,
     plan: RunPlan,
-    audit: Mapping[str, Any] | None = None,
+    audit: AuditVerdict | None = None,
 ) -> Ending:
     """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
     determinism audit before training found, when one ran)."""
@@ -95,11 +96,11 @@ def ending(
 
 
 def why_failed(
-    exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: Mapping[str, Any] | None = None
+    exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: AuditVerdict | None = None
 ) -> str:
     """One line on how training ended, for the record and the terminal."""
-    if audit and audit.get("refused") and audit.get("message"):  # the audit stopped it before training
-        return str(audit["message"])
+    if audit and audit.refused and audit.message:  # the audit stopped it before training
+        return audit.message
     if oom_killed:
         return "killed: out of memory" + (f" (launch.mem_limit={mem_limit})" if mem_limit else "")
     killer = signal_name(exit_code)
@@ -152,12 +153,12 @@ def fingerprint_section(plan: RunPlan, found: FingerprintFile | None) -> dict[st
 
 def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manifest.Manifest:
     """The manifest of a run: every field from the plan, the input, what was gathered and the outcome."""
-    result = out.result
+    result = out.result or WorkerResult()
     timings = {
         "started": got.started,
         "finished": out.finished,
         "total_seconds": out.finished - got.started,
-        "train_seconds": result.get("train_seconds"),
+        "train_seconds": result.train_seconds,
         "image_seconds": got.image_seconds,
         "container_seconds": got.container_seconds,
     }
@@ -179,19 +180,19 @@ def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manif
             "engine": got.engine,
             "launch": launch_section(plan),
             "environment": manifest.redact(got.environment),
-            "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.get("flags")},
+            "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.flags},
             "host": got.host,
-            "process": result.get("process"),
-            "packages": result.get("packages", []),
+            "process": result.process,
+            "packages": list(result.packages),
             "data": got.data,
             "outputs": out.outputs,
             "outputs_partial": out.ending.status != "completed",
             "fingerprints": fingerprint_section(plan, out.fingerprints),
-            "metrics": result.get("metrics", {}),
+            "metrics": result.metrics,
             "timings": timings,
             "replay_of": run.replay_of,
             "resumes": got.resumes,
-            "audit": out.audit,
+            "audit": None if out.audit is None else out.audit.to_json(),
             "op_traces": out.op_traces,
             "cluster": got.cluster,
         }

@@ -20,6 +20,7 @@ from runner.core import cluster, determinism, layout, precision
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import choose_kind, gpu_count_requested
+from runner.core.worker_io import Experiment, WorkerPaths, WorkerRequest
 
 # Paths inside the container.
 CODE, DATA, JOB = "/code", "/data", "/job"
@@ -54,24 +55,24 @@ class RunPlan:
 
     def job_document(
         self, run_dir: str, code_dir: str, data_dir: str, dataset_files: Mapping[str, str]
-    ) -> dict:
+    ) -> WorkerRequest:
         """``job.json``: everything the worker needs, with paths as the worker sees them."""
-        return {
-            "run_id": self.run_id,
-            "paths": {"run_dir": run_dir, "code_dir": code_dir, "data_dir": data_dir},
-            "experiment": self.experiment,
-            "config": self.config,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "nodes": self.nodes,
-            "accelerator": self.accelerator,
-            "determinism": self.profile,
-            "precision": precision.resolve(self.config),  # None: a record from before the precision group
-            "dataset_files": dict(dataset_files),
-            "fingerprint_every": fingerprint_every(self.config),
-            "checkpoint_every": int(self.launch.get("checkpoint_every_n_steps") or 0),
-            "resume": self.launch.get("resume"),
-        }
+        return WorkerRequest(
+            run_id=self.run_id,
+            paths=WorkerPaths(run_dir=run_dir, code_dir=code_dir, data_dir=data_dir),
+            experiment=Experiment.from_json(self.experiment),
+            config=self.config,
+            seed=self.seed,
+            world_size=self.world_size,
+            nodes=self.nodes,
+            accelerator="gpu" if self.accelerator == "gpu" else "cpu",
+            determinism=self.profile,
+            precision=precision.resolve(self.config),  # None: a record from before the precision group
+            dataset_files=dict(dataset_files),
+            fingerprint_every=fingerprint_every(self.config),
+            checkpoint_every=int(self.launch.get("checkpoint_every_n_steps") or 0),
+            resume=self.launch.get("resume"),
+        )
 
     def container_env(self) -> dict[str, str]:
         return {

@@ -11,20 +11,20 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.core import audit_rules as rules
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.worker_io import AuditFindings, AuditVerdict
 from runner.host import engine as engines
 from runner.host import records
 from runner.host.console import stderr as console
 
 
-def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any] | None]:
-    """Compose the config as ``python -m runner`` would, audit it, return the run dir and findings."""
+def audit(overrides: list[str], echo=console.print) -> tuple[Path, AuditVerdict | None]:
+    """Compose the config as ``python -m runner`` would, audit it, return the run dir and the verdict."""
     from runner.core.run_input import RunInput
     from runner.flows import run
     from runner.flows.cli_common import compose, resolved, validate_overrides
@@ -46,36 +46,40 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, dict[str, Any
             echo=lambda line: echo(line, markup=False, soft_wrap=True),
             engine=engines.for_run(cfg),
         )
-    except RunnerError:
-        found = records.read_audit(run_dir.resolve())
-        if not found or found.get("ops_seen") is None:  # no audit step ran: the error is the answer
+    except RunnerError as exc:
+        try:
+            found = records.read_audit(run_dir.resolve())
+        except RunnerError:
+            raise exc from None
+        if found is None or found.findings is None:  # no audit step ran: the error is the answer
             raise
         return run_dir, found
     return run_dir, records.read_audit(run_dir.resolve())
 
 
-def render(run_dir: Path, found: dict[str, Any], out: Console) -> None:
-    ops = found.get("nondeterministic_ops") or []
+def render(run_dir: Path, found: AuditVerdict, out: Console) -> None:
+    """The operations the step met (each allowed or not), the switches user code turned, the verdict."""
+    findings = found.findings or AuditFindings(ops_seen=0)
+    ops = findings.nondeterministic_ops
     t = Table(title=f"operations without a deterministic implementation ({len(ops)})", title_justify="left")
     for col in ("operation", "called at", "backward", "calls", "allowed"):
         t.add_column(col)
     for o in ops:
         t.add_row(
-            o["op"],
-            o.get("where") or "—",
-            "yes" if o.get("in_backward") else "",
-            str(o.get("calls", 1)),
-            "yes" if rules.allowed(o["op"], found.get("allowed_ops") or []) else "[red]no[/]",
+            o.op,
+            o.where or "—",
+            "yes" if o.in_backward else "",
+            str(o.calls),
+            "yes" if rules.allowed(o.op, found.allowed_ops) else "[red]no[/]",
         )
     out.print(t)
-    for s in found.get("switched") or []:
+    for s in findings.switched:
         out.print(
-            f"[yellow]switch:[/] {s['switch']} is {s['in_force']} after the step "
-            f"(the profile sets {s['profile']})"
+            f"[yellow]switch:[/] {s.switch} is {s.in_force} after the step (the profile sets {s.profile})"
         )
-    out.print(f"{found.get('ops_seen', 0)} operations seen on {found.get('device', '?')}; record: {run_dir}")
-    if found.get("refused"):
-        out.print(found["message"], style="bold red", markup=False, soft_wrap=True)
+    out.print(f"{findings.ops_seen} operations seen on {findings.device}; record: {run_dir}")
+    if found.refused:
+        out.print(found.message, style="bold red", markup=False, soft_wrap=True)
     else:
         out.print("nothing to refuse", style="bold green")
 
@@ -97,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
             RunnerError(f"the audit left no findings in {run_dir} (a plain script experiment is not audited)")
         )
     render(run_dir, found, Console(highlight=False))
-    sys.exit(rules.EXIT_REFUSED if found.get("refused") else 0)
+    sys.exit(rules.EXIT_REFUSED if found.refused else 0)

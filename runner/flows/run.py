@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import shutil
 import time
@@ -23,9 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core import layout, manifest, record, spec
+from runner.core import layout, manifest, record, spec, worker_io
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RunInput
+from runner.core.worker_io import AuditVerdict, ContractError, WorkerResult
 from runner.host import (
     attest,
     console,
@@ -98,7 +98,7 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
     # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
     # (and is dropped: there is nothing left to interrupt).
     with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
-        audit = records.read_audit(r.dir)
+        audit = _audit(r.dir)
         end = record.ending(
             ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan, audit=audit
         )
@@ -319,8 +319,8 @@ def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:
     job = plan.job_document(*paths, dataset_files=plan.config["dataset"]["files"])
     resume = r.input.resume
     if resume and resume.checkpoint:
-        job["resume"] = f"{paths[0]}/{layout.CHECKPOINT_DIR}/{resume.checkpoint}"
-    (r.dir / layout.WORKER_REQUEST).write_text(json.dumps(job, indent=2, sort_keys=True))
+        job = dataclasses.replace(job, resume=f"{paths[0]}/{layout.CHECKPOINT_DIR}/{resume.checkpoint}")
+    worker_io.write(r.dir / layout.WORKER_REQUEST, job)
     if plan.backend == "docker":
         rundir.make_writable_for(r.dir, plan.user)
 
@@ -330,18 +330,18 @@ def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = 
     """Write the manifest of a run that stopped before training ended, and give the run dir back.
     A second Ctrl-C meanwhile is dropped: the record still lands whole."""
     with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
-        _finish(r, end, log_tail or [], records.read_audit(r.dir))
+        _finish(r, end, log_tail or [], _audit(r.dir))
 
 
 def _finish(
     r: _Run,
     end: record.Ending,
     log_tail: list[str],
-    audit: dict[str, Any] | None,
+    audit: AuditVerdict | None,
     container_exit: int | None = None,
 ) -> manifest.Manifest:
-    """Collect what the run left and write its manifest (``audit``: the audit's verdict, as
-    :func:`runner.host.records.read_audit` read it). Never raises for missing pieces: a failed
+    """Collect what the run left and write its manifest (``audit``: the audit's verdict, when one
+    ran). Never raises for missing pieces: a failed
     run's record is still whole, with whatever the run left behind."""
     fp = r.dir / layout.FINGERPRINTS
     prints = (
@@ -368,13 +368,22 @@ def _finish(
     return m
 
 
-def _result(path: Path) -> dict[str, Any]:
-    """``result.json`` as the training process wrote it; {} when it is missing, torn or not an object."""
-    try:  # written by the training process: whatever it holds, the record is still written
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return result if isinstance(result, dict) else {}
+def _audit(run_dir: Path) -> AuditVerdict | None:
+    """The audit's verdict, for the record; None when none ran or its file is not whole (the
+    audit was cut off: the run's record is written either way)."""
+    try:
+        return records.read_audit(run_dir)
+    except RunnerError:
+        return None
+
+
+def _result(path: Path) -> WorkerResult | None:
+    """``result.json`` as the training process wrote it; None when it is missing, torn or of another
+    shape (written by the training process: whatever it holds, the record is still written)."""
+    try:
+        return worker_io.read(path, WorkerResult.from_json)
+    except (OSError, ContractError):
+        return None
 
 
 def _tail(path: Path, n: int = 40) -> list[str]:

@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runner.core import audit_rules, fingerprints, layout, manifest, op_traces
+from runner.core import audit_rules, fingerprints, layout, manifest, op_traces, worker_io
 from runner.core.digests import DIGEST_FIELD, check_digest, record_digest, sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.worker_io import AuditVerdict, ContractError
 from runner.host import atomic
 from runner.host.hashing import sha256_file
 
@@ -153,14 +154,18 @@ def _read(p: Path) -> tuple[dict[str, Any], manifest.Manifest]:
         ) from None
 
 
-def read_audit(run_dir: Path) -> dict[str, Any] | None:
-    """What the determinism audit of the run in ``run_dir`` found (``audit/audit.json``); None when
-    none ran, or the file is not a JSON object (the run's record is written either way)."""
+def read_audit(run_dir: Path) -> AuditVerdict | None:
+    """The determinism audit's verdict on the run in ``run_dir`` (``audit/audit.json``); None when
+    no audit ran. RunnerError when the file holds something else (an audit cut off mid-write)."""
+    path = run_dir / audit_rules.DIR / audit_rules.FILE
     try:
-        data = json.loads((run_dir / audit_rules.DIR / audit_rules.FILE).read_text())
-    except (OSError, ValueError):
+        return worker_io.read(path, AuditVerdict.from_json)
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except OSError as exc:
+        raise RunnerError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+    except ContractError as exc:
+        raise RunnerError(f"not an audit verdict: {exc}", EXIT_USAGE) from None
 
 
 def op_traces_written(run_dir: Path) -> dict[str, dict[str, Any]] | None:

@@ -29,10 +29,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 
-from runner.core import cluster, layout
+from runner.core import cluster, layout, worker_io
 from runner.core.errors import shell_status
+from runner.core.worker_io import ContractError, Experiment, Json, JsonObject, WorkerResult
 from runner.worker import audit_gate, facts
 from runner.worker.context import RunContext
 
@@ -42,49 +45,75 @@ from runner.worker.context import RunContext
 # save what it wants (still under `docker stop`'s 10 s).
 RANK_GRACE = 1.0
 SCRIPT_GRACE = 8.0
-_grace = RANK_GRACE
-
-_children: list[subprocess.Popen] = []
-_stopping = 0  # the signal that asked this process to stop, 0 while none did
-_kill_at: float | None = None  # when children still alive get SIGKILL
 
 
-def _on_signal(signum, _frame) -> None:
-    global _stopping
-    _stopping = _stopping or signum
-    if _children:
-        _stop_children(signum)
-    else:
-        raise KeyboardInterrupt  # in-process training: let Lightning shut down, then exit below
+class Supervisor:
+    """The worker's child processes (DDP ranks, a program, the audit's process) and the signals that
+    stop them: SIGTERM/SIGINT are forwarded to every live child, stragglers are killed once the grace
+    period is over, and when one child fails the others are stopped (they would hang in a collective).
+    With no child running, a signal interrupts in-process training (KeyboardInterrupt)."""
 
+    def __init__(self, grace: float = RANK_GRACE) -> None:
+        self.grace = grace
+        self.children: list[subprocess.Popen] = []
+        self.stopping = 0  # the signal that asked this process to stop, 0 while none did
+        self.kill_at: float | None = None  # when children still alive get SIGKILL
 
-def _stop_children(signum: int) -> None:
-    """Forward ``signum`` to every live child and arm the SIGKILL that follows the grace period."""
-    global _kill_at
-    for child in _children:
-        if child.poll() is None:
-            child.send_signal(signum)
-    if _kill_at is None:
-        _kill_at = time.monotonic() + _grace
+    def install(self) -> None:
+        """Take SIGTERM and SIGINT for this process."""
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
 
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = self.stopping or signum
+        if self.children:
+            self.stop_children(signum)
+        else:
+            raise KeyboardInterrupt  # in-process training: let Lightning shut down, then exit below
 
-def _supervise() -> int:
-    """Wait for all children. When one fails the others are stopped (they would hang in a
-    collective); stragglers past the grace period are killed. Returns a shell-style status."""
-    code = 0
-    while any(c.poll() is None for c in _children):
-        failed = [c for c in _children if c.poll() not in (None, 0)]
-        if failed and not code and not _stopping:
-            code = shell_status(failed[0].returncode)
-            _stop_children(signal.SIGTERM)
-        if _kill_at is not None and time.monotonic() > _kill_at:
-            for c in _children:
-                if c.poll() is None:
-                    c.kill()
-        time.sleep(0.1)
-    if _stopping:
-        return 128 + _stopping
-    return code or next((shell_status(c.returncode) for c in _children if c.returncode != 0), 0)
+    def stop_children(self, signum: int) -> None:
+        """Forward ``signum`` to every live child and arm the SIGKILL that follows the grace period."""
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + self.grace
+
+    def start(self, argv: list[str], env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
+        """Start a child under supervision."""
+        child = subprocess.Popen(argv, env=env, cwd=None if cwd is None else str(cwd))
+        self.children.append(child)
+        return child
+
+    def wait(self) -> int:
+        """Wait for all children. When one fails the others are stopped; stragglers past the grace
+        period are killed. Returns a shell-style status (128 + N when signal N stopped this process)."""
+        code = 0
+        while any(c.poll() is None for c in self.children):
+            failed = [c for c in self.children if c.poll() not in (None, 0)]
+            if failed and not code and not self.stopping:
+                code = shell_status(failed[0].returncode)
+                self.stop_children(signal.SIGTERM)
+            if self.kill_at is not None and time.monotonic() > self.kill_at:
+                for c in self.children:
+                    if c.poll() is None:
+                        c.kill()
+            time.sleep(0.1)
+        if self.stopping:
+            return 128 + self.stopping
+        return code or next((shell_status(c.returncode) for c in self.children if c.returncode != 0), 0)
+
+    def run_child(self, argv: list[str], env: Mapping[str, str]) -> int:
+        """Run one child process to its end under supervision (signals forwarded)."""
+        child = self.start(argv, env)
+        try:
+            return self.wait()
+        finally:
+            self.children.remove(child)
+
+    def interrupted(self) -> int:
+        """The status of a process a signal stopped (SIGINT's when none is known)."""
+        return 128 + (self.stopping or signal.SIGINT)
 
 
 def _free_port() -> int:
@@ -93,26 +122,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_result(
-    ctx: RunContext,
-    metrics: dict,
-    started: float,
-    flags: dict,
-    known: dict | None = None,
-    ended: float | None = None,
-) -> None:
-    """``result.json``: the run's metrics and the facts of the process that trained (``known``:
-    the process and package facts, when already collected).
-
-    The host reads it only after this process has ended, and treats a torn or missing file as no
-    result (the run's manifest is written either way), so a plain write is enough here."""
-    payload = {
-        "metrics": metrics,
-        "train_seconds": (ended or time.time()) - started,
-        "flags": flags,
-        **(known or {"process": facts.process(), "packages": facts.packages()}),
-    }
-    (ctx.run_dir / layout.RESULT).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+def _write_result(ctx: RunContext, result: WorkerResult) -> None:
+    """``result.json``. The host reads it only after this process has ended, and treats a torn or
+    missing file as no result (the run's manifest is written either way): a plain write is enough."""
+    worker_io.write(ctx.run_dir / layout.RESULT, result)
 
 
 def _load_target(spec: str):
@@ -131,12 +144,19 @@ def run_rank(ctx: RunContext) -> int:
     from runner.worker import determinism
 
     determinism.apply(ctx.determinism, ctx.seed, ctx.precision)
-    train = _load_target(ctx.job["experiment"]["target"])
-    cfg = OmegaConf.create(ctx.job["config"])
+    train = _load_target(ctx.request.experiment.entry)
+    cfg = OmegaConf.create(dict(ctx.request.config))
     started = time.time()
     metrics = train(cfg, ctx.run_dir) or {}
     if ctx.is_main:  # read back after training: Lightning's precision is known only once it has started
-        _write_result(ctx, {k: _plain(v) for k, v in metrics.items()}, started, determinism.flags_in_force())
+        result = WorkerResult(
+            metrics={str(k): _plain(v) for k, v in metrics.items()},
+            train_seconds=time.time() - started,
+            flags=determinism.flags_in_force(),
+            process=facts.process(),
+            packages=tuple(facts.packages()),
+        )
+        _write_result(ctx, result)
     _close_process_group()
     return 0
 
@@ -161,11 +181,12 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _plain(v):
+def _plain(v: object) -> Json:
+    """A metric as JSON holds it: a number as a float (a tensor's too), anything else as it is."""
     try:
-        return float(v)
+        return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return v
+        return v  # type: ignore[return-value]
 
 
 def rank_env(world: int, nodes: int, node: int, local: int) -> dict[str, str]:
@@ -182,7 +203,7 @@ def rank_env(world: int, nodes: int, node: int, local: int) -> dict[str, str]:
     }
 
 
-def launch_ranks(ctx: RunContext) -> int:
+def launch_ranks(ctx: RunContext, supervisor: Supervisor) -> int:
     """Start this node's training processes: all of them on one node, or, on node ``NODE_RANK``
     of a multi-node run, its share, meeting the other nodes at ``MASTER_ADDR:MASTER_PORT``."""
     world, nodes, node = ctx.world_size, ctx.nodes, ctx.node_rank
@@ -193,12 +214,12 @@ def launch_ranks(ctx: RunContext) -> int:
     )
     for local in range(world // nodes):
         env = {**os.environ, **meet, **rank_env(world, nodes, node, local)}
-        _children.append(subprocess.Popen([sys.executable, "-m", "runner.worker"], env=env))
-    return _supervise()
+        supervisor.start([sys.executable, "-m", "runner.worker"], env)
+    return supervisor.wait()
 
 
 def program_command(
-    exp: dict, code_dir: Path, world: int, port: int, nodes: int = 1, node: int = 0
+    exp: Experiment, code_dir: Path, world: int, port: int, nodes: int = 1, node: int = 0
 ) -> list[str]:
     """How a script or module starts: ``python script.py args``, ``python -m module args``, or
     either under torchrun with ``world`` processes, rendezvous (c10d) on loopback only: a
@@ -206,9 +227,9 @@ def program_command(
     rendezvous store is looked for under that name and the run hangs until c10d's timeout).
     Across ``nodes`` nodes, torchrun starts this node's share and meets the others at
     ``MASTER_ADDR:MASTER_PORT`` (the first node's, set by the runner)."""
-    what = ["-m", str(exp["module"])] if exp.get("module") else [str(code_dir / exp["script"])]
-    args = [str(a) for a in exp.get("args") or []]
-    if exp.get("launcher") != "torchrun":
+    what = ["-m", exp.entry] if exp.kind == "module" else [str(code_dir / exp.entry)]
+    args = list(exp.args)
+    if exp.launcher != "torchrun":
         return [sys.executable, *what, *args]
     if nodes > 1:
         meet = [
@@ -236,13 +257,11 @@ def program_command(
     ]
 
 
-def run_script(ctx: RunContext) -> int:
+def run_script(ctx: RunContext, supervisor: Supervisor) -> int:
     """Run the experiment's program unmodified. Its working directory is the run's ``outputs/``
     (what it writes there, relative paths included, is hashed as outputs); the code snapshot
     stays read-only and importable through ``PYTHONPATH``."""
-    global _grace
-    _grace = SCRIPT_GRACE
-    exp = ctx.job["experiment"]
+    supervisor.grace = SCRIPT_GRACE
     env = dict(
         os.environ,
         RUNNER_RUN_DIR=str(ctx.run_dir),
@@ -255,38 +274,65 @@ def run_script(ctx: RunContext) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    exp = ctx.request.experiment
     command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port(), ctx.nodes, ctx.node_rank)
-    child = subprocess.Popen(command, env=env, cwd=str(ctx.output_dir))
-    _children.append(child)
-    collected: dict = {}
-    collector = threading.Thread(target=_collect_facts, args=(collected,), daemon=True)
+    supervisor.start(command, env, cwd=ctx.output_dir)
+    collector = _FactsCollector()
     collector.start()  # importing torch here, while the program runs, costs the run no time
-    code = _supervise()
+    code = supervisor.wait()
     ended = time.time()
     if code == 0 and ctx.node_rank == 0:  # the first node reports for the run
-        metrics_file = ctx.output_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         collector.join()
-        _write_result(ctx, metrics, started, collected.pop("flags", {}), collected or None, ended)
+        _write_result(ctx, collector.result(_program_metrics(ctx.output_dir), ended - started))
     return code
 
 
-def _run_child(argv: list[str], env: dict) -> int:
-    """Run one child process to its end under the worker's supervision (signals forwarded)."""
-    child = subprocess.Popen(argv, env=env)
-    _children.append(child)
+def _program_metrics(output_dir: Path) -> JsonObject:
+    """What a program reported in ``outputs/metrics.json`` (an object); {} when it wrote none."""
+    path = output_dir / "metrics.json"
+    if not path.is_file():
+        return {}
     try:
-        return _supervise()
-    finally:
-        _children.remove(child)
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"runner.worker: {path} is not readable JSON, no metrics recorded: {exc}", file=sys.stderr)
+        return {}
+    if not isinstance(metrics, dict):
+        print(f"runner.worker: {path} is not a JSON object, no metrics recorded", file=sys.stderr)
+        return {}
+    return metrics
 
 
-def _collect_facts(into: dict) -> None:
+class _FactsCollector(threading.Thread):
     """The flags, libraries and devices a program's processes start with (torch's defaults under
-    this environment), and the installed packages."""
-    from runner.worker import determinism
+    this environment), and the installed packages: read on a thread of their own while it runs."""
 
-    into.update(flags=determinism.flags_in_force(), process=facts.process(), packages=facts.packages())
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.flags: JsonObject | None = None
+        self.process: JsonObject | None = None
+        self.packages: tuple[str, ...] = ()
+
+    def run(self) -> None:
+        from runner.worker import determinism
+
+        self.flags, self.process, self.packages = (
+            determinism.flags_in_force(),
+            facts.process(),
+            tuple(facts.packages()),
+        )
+
+    def result(self, metrics: JsonObject, train_seconds: float) -> WorkerResult:
+        """The program's result (once the thread has ended; facts it did not get are read now)."""
+        if self.process is None:
+            self.process, self.packages = facts.process(), tuple(facts.packages())
+        return WorkerResult(
+            metrics=metrics,
+            train_seconds=train_seconds,
+            flags=self.flags or {},
+            process=self.process,
+            packages=self.packages,
+        )
 
 
 def _watch_lifeline() -> None:
@@ -298,27 +344,37 @@ def _watch_lifeline() -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    supervisor = Supervisor()
+    supervisor.install()
     if os.environ.get(cluster.LIFELINE_ENV) == "stdin" and "RANK" not in os.environ:
         threading.Thread(target=_watch_lifeline, daemon=True).start()
-    ctx = RunContext.current()
+    try:
+        ctx = RunContext.current()
+    except (ContractError, OSError) as exc:  # the host wrote no job file this worker can read
+        print(f"runner.worker: cannot read the job file: {exc}", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(ctx.code_dir))
     try:
-        wanted = "off" if ctx.auditing or "RANK" in os.environ else audit_gate.wanted(ctx.job)
-        if wanted == "only" and ctx.node_rank > 0:  # the first node audits alone; nothing trains
-            return 0
-        if wanted != "off" and ctx.node_rank == 0:
-            code = audit_gate.run_before(ctx.job, ctx.run_dir, _run_child)
-            if code or wanted == "only":
-                return code
-        if ctx.job["experiment"].get("script") or ctx.job["experiment"].get("module"):
-            return run_script(ctx)
-        if ctx.world_size > 1 and "RANK" not in os.environ:
-            return launch_ranks(ctx)
-        return run_rank(ctx)
+        return _run(ctx, supervisor)
     except KeyboardInterrupt:
-        return 128 + (_stopping or signal.SIGINT)
+        return supervisor.interrupted()
+
+
+def _run(ctx: RunContext, supervisor: Supervisor) -> int:
+    """The audit first when the profile asks for it (on the first node), then training."""
+    request = ctx.request
+    wanted = "off" if ctx.auditing or "RANK" in os.environ else audit_gate.wanted(request)
+    if wanted == "only" and ctx.node_rank > 0:  # the first node audits alone; nothing trains
+        return 0
+    if wanted != "off" and ctx.node_rank == 0:
+        code = audit_gate.run_before(request, ctx.run_dir, supervisor.run_child)
+        if code or wanted == "only":
+            return code
+    if request.experiment.program:
+        return run_script(ctx, supervisor)
+    if ctx.world_size > 1 and "RANK" not in os.environ:
+        return launch_ranks(ctx, supervisor)
+    return run_rank(ctx)
 
 
 if __name__ == "__main__":

@@ -10,66 +10,78 @@ Standard library only at module level (the worker's launcher process never impor
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from runner.core import audit_rules as rules
+from runner.core import worker_io
+from runner.core.worker_io import AuditFindings, AuditVerdict, ContractError, WorkerRequest
+
+# How the worker runs the audit's process to its end: ``start(argv, env)`` → its shell-style status.
+Start = Callable[[list[str], Mapping[str, str]], int]
 
 
-def wanted(job: dict) -> str:
+def wanted(request: WorkerRequest) -> str:
     """``on``, ``only`` or ``off`` for this job (a plain script or module has no Trainer to limit:
     never audited)."""
-    if job["experiment"].get("script") or job["experiment"].get("module"):
+    if request.experiment.program:
         return "off"
-    return rules.mode(job.get("determinism") or {})
+    return rules.mode(request.determinism)
 
 
-def run_before(job: dict, run_dir: Path, start: Callable[[list[str], dict], int]) -> int:
+def run_before(request: WorkerRequest, run_dir: Path, start: Start) -> int:
     """Audit one step and judge it; 0 when training may start. ``start(argv, env)`` runs the audit
     process to its end (the worker's own, so signals reach it) and returns its shell-style status."""
     out = run_dir / rules.DIR
     shutil.rmtree(out, ignore_errors=True)  # a resumed run audits again: nothing stale is read
     out.mkdir(parents=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
-    }
-    env.update({rules.ENV: "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
     started = time.monotonic()
-    code = start([sys.executable, "-m", "runner.worker"], env)
+    code = start([sys.executable, "-m", "runner.worker"], _audit_env(os.environ))
     seconds = round(time.monotonic() - started, 3)
     path = out / rules.FILE
-    try:
-        findings = json.loads(path.read_text())
-    except (OSError, ValueError):
-        findings = None
+    findings = _findings(path)
     _tidy(out)
-    if code != 0 or not isinstance(findings, dict):
-        message = (
-            f"determinism audit: the audit step did not complete (exit status "
-            f"{code}; see logs/train.log) — determinism.audit=false skips it"
-        )
-        path.write_text(json.dumps({"refused": True, "message": message}, indent=2))
-        print(f"runner.worker: {message}", file=sys.stderr)
+    if code != 0 or findings is None:
+        verdict = rules.not_completed(code)
+        worker_io.write(path, verdict)
+        print(f"runner.worker: {verdict.message}", file=sys.stderr)
         return code or rules.EXIT_REFUSED
-    verdict = {**rules.judge(findings, job.get("determinism") or {}), "seconds": seconds}
-    path.write_text(json.dumps(verdict, indent=2, sort_keys=True))
-    for s in verdict["switched"]:
+    verdict = rules.judge(findings, request.determinism, seconds)
+    worker_io.write(path, verdict)
+    _report(verdict)
+    return rules.EXIT_REFUSED if verdict.refused else 0
+
+
+def _audit_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The audit process's environment: the worker's, as one process of a world of one."""
+    ranks = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+    env = {k: v for k, v in base.items() if k not in ranks}
+    env.update({rules.ENV: "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    return env
+
+
+def _findings(path: Path) -> AuditFindings | None:
+    """What the audit step wrote; None when it wrote nothing whole (it died, or was stopped)."""
+    try:
+        return worker_io.read(path, AuditFindings.from_json)
+    except (OSError, ContractError):
+        return None
+
+
+def _report(verdict: AuditVerdict) -> None:
+    """The switches user code turned, and the refusal, one line each on stderr."""
+    for s in verdict.findings.switched if verdict.findings else ():
         print(
-            f"runner.worker: determinism audit: user code left {s['switch']}={s['in_force']} "
-            f"(the profile sets {s['profile']})",
+            f"runner.worker: determinism audit: user code left {s.switch}={s.in_force} "
+            f"(the profile sets {s.profile})",
             file=sys.stderr,
         )
-    if verdict["refused"]:
-        print(f"runner.worker: {verdict['message']}", file=sys.stderr)
-        return rules.EXIT_REFUSED
-    return 0
+    if verdict.refused:
+        print(f"runner.worker: {verdict.message}", file=sys.stderr)
 
 
 def _tidy(out: Path) -> None:

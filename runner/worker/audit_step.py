@@ -16,15 +16,17 @@ training run itself never runs under the mode: its overhead is the audit step's 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from runner.core import audit_rules as rules
+from runner.core import worker_io
+from runner.core.worker_io import AuditFindings, Json, NondeterministicOp
 
 _ALERT = "does not have a deterministic implementation"
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -99,11 +101,11 @@ class OpWatch(_dispatch_mode_base()):  # type: ignore[misc]
         finally:
             torch.use_deterministic_algorithms(users[0], warn_only=users[1])
 
-    def findings(self) -> list[dict[str, Any]]:
-        return [
-            {"op": op, "where": where, "in_backward": bw, "calls": n}
+    def findings(self) -> tuple[NondeterministicOp, ...]:
+        return tuple(
+            NondeterministicOp(op=op, where=where, in_backward=bw, calls=n)
             for (op, where, bw), n in sorted(self.found.items(), key=lambda kv: str(kv[0]))
-        ]
+        )
 
 
 def _callback_base():
@@ -116,7 +118,7 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
     """Watches the first training step (forward, backward, optimizer step), then stops the Trainer
     and writes the findings and the switches in force to ``out``."""
 
-    def __init__(self, out: Path, code_dir: Path, profile: dict[str, Any]):
+    def __init__(self, out: Path, code_dir: Path, profile: Mapping[str, Json]):
         self.out, self.profile = out, profile
         self.watch = OpWatch(code_dir)
         self._entered = contextlib.ExitStack()  # anomaly mode, then the watch: left in reverse
@@ -142,14 +144,14 @@ class AuditStep(_callback_base()):  # type: ignore[misc]
         from runner.worker.determinism import flags_in_force
 
         flags = flags_in_force()
-        findings = {
-            "ops_seen": self.watch.ops,
-            "nondeterministic_ops": self.watch.findings(),
-            "switched": rules.switched(self.profile, flags),
-            "flags_after_step": flags,
-            "device": str(pl_module.device),
-        }
-        self.out.write_text(json.dumps(findings, indent=2, sort_keys=True, default=str))
+        findings = AuditFindings(
+            ops_seen=self.watch.ops,
+            nondeterministic_ops=self.watch.findings(),
+            switched=tuple(rules.switched(self.profile, flags)),
+            flags_after_step=flags,
+            device=str(pl_module.device),
+        )
+        worker_io.write(self.out, findings)
         # the audit's process has done its work: what the experiment does after training (evaluate,
         # save weights) is not audited, and would only cost the run time
         sys.stdout.flush()

@@ -9,15 +9,16 @@ Standard library only at module level: this runs inside the image.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core import audit_rules, layout, op_traces
-from runner.core.deprecation import moved
+from runner.core import audit_rules, layout, op_traces, worker_io
+from runner.core.deprecation import REMOVED_IN, moved
+from runner.core.worker_io import Json, WorkerRequest
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback
@@ -28,28 +29,41 @@ class RunContext:
     run_dir: Path
     code_dir: Path
     data_dir: Path
-    job: dict[str, Any]
+    request: WorkerRequest  # job.json, as the host wrote it
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
 
     @classmethod
     def current(cls) -> RunContext:
+        """This process's context: ``job.json`` (named by ``RUNNER_JOB``) and the rank variables.
+        Raises :class:`runner.core.worker_io.ContractError` for a job file of another shape."""
         path = os.environ.get("RUNNER_JOB")
         if not path:
             raise RuntimeError("RUNNER_JOB is not set: this code runs under `python -m runner.worker`")
-        job = json.loads(Path(path).read_text())
-        run_dir = Path(job["paths"]["run_dir"])
+        request = worker_io.read(Path(path), WorkerRequest.from_json)
+        run_dir = Path(request.paths.run_dir)
         return cls(
             # the determinism audit's one step writes into a run dir of its own
             run_dir=run_dir / audit_rules.DIR if os.environ.get(audit_rules.ENV) else run_dir,
-            code_dir=Path(job["paths"]["code_dir"]),
-            data_dir=Path(job["paths"]["data_dir"]),
-            job=job,
+            code_dir=Path(request.paths.code_dir),
+            data_dir=Path(request.paths.data_dir),
+            request=request,
             rank=int(os.environ.get("RANK", 0)),
             local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-            world_size=int(os.environ.get("WORLD_SIZE", job["world_size"])),
+            world_size=int(os.environ.get("WORLD_SIZE", request.world_size)),
         )
+
+    @property
+    def job(self) -> dict[str, Json]:
+        """Deprecated: ``job.json`` as a plain dict. Read :attr:`request` (typed) instead."""
+        warnings.warn(
+            f"RunContext.job is deprecated and goes away in runner {REMOVED_IN}: use RunContext.request "
+            "(a runner.core.worker_io.WorkerRequest)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.request.to_json()
 
     # -- plain facts -----------------------------------------------------------------------------
     @property
@@ -63,7 +77,7 @@ class RunContext:
     @property
     def resume_checkpoint(self) -> str | None:
         """The checkpoint a resumed run continues from (``Trainer.fit(..., ckpt_path=...)``), else None."""
-        return None if self.auditing else self.job.get("resume") or None
+        return None if self.auditing else self.request.resume or None
 
     @property
     def auditing(self) -> bool:
@@ -73,7 +87,7 @@ class RunContext:
     @property
     def nodes(self) -> int:
         """Nodes the run spans (1 in the audit's process, which runs alone)."""
-        return 1 if self.auditing else int(self.job.get("nodes") or 1)
+        return 1 if self.auditing else self.request.nodes
 
     @property
     def node_rank(self) -> int:
@@ -81,32 +95,33 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        return int(self.job["seed"])
+        return self.request.seed
 
     @property
     def accelerator(self) -> str:
-        return self.job["accelerator"]
+        return self.request.accelerator
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @property
-    def determinism(self) -> dict[str, Any]:
-        return self.job["determinism"]
+    def determinism(self) -> Mapping[str, Json]:
+        """The determinism profile the run was planned with."""
+        return self.request.determinism
 
     @property
-    def precision(self) -> dict[str, Any] | None:
+    def precision(self) -> Mapping[str, Json] | None:
         """The precision section (``conf/precision``); None for a job recorded before that group."""
-        return self.job.get("precision")
+        return self.request.precision
 
     @property
     def data_files(self) -> dict[str, Path]:
-        return {k: self.data_dir / v for k, v in self.job["dataset_files"].items()}
+        return {k: self.data_dir / v for k, v in self.request.dataset_files.items()}
 
     # -- Lightning -------------------------------------------------------------------------------
     def trainer_kwargs(
-        self, trainer_cfg: dict[str, Any] | None = None, samplers: list | tuple = ()
+        self, trainer_cfg: Mapping[str, Any] | None = None, samplers: list | tuple = ()
     ) -> dict[str, Any]:
         """Keyword arguments for ``Trainer``: the user's ``trainer`` config plus what the runner owns
         (devices and strategy, determinism, precision, fingerprints, checkpoints, where logs go).
@@ -126,7 +141,7 @@ class RunContext:
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         kw = dict(trainer_cfg or {})
         callbacks = list(kw.pop("callbacks", None) or [])
-        every = 0 if self.auditing else int(self.job.get("checkpoint_every") or 0)
+        every = 0 if self.auditing else self.request.checkpoint_every
         callbacks += self._watching(kw)
         callbacks.append(PrecisionProbe())
         if self.precision is not None:  # the precision group owns Lightning's precision setting
@@ -184,9 +199,9 @@ class RunContext:
         from runner.worker.fingerprint_callback import FingerprintWriter
 
         watching: list[Callback] = [
-            FingerprintWriter(self.run_dir / layout.FINGERPRINTS, every_k=int(self.job["fingerprint_every"]))
+            FingerprintWriter(self.run_dir / layout.FINGERPRINTS, every_k=self.request.fingerprint_every)
         ]
-        steps = op_traces.trace_steps(self.job.get("config") or {})
+        steps = op_traces.trace_steps(self.request.config)
         if steps:
             from runner.worker.op_trace import OpTrace
 

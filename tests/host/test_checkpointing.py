@@ -6,14 +6,14 @@ resume position and the signal deferral the cleanup path relies on."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from runner.core import fingerprints, layout, spec
+from runner.core import fingerprints, layout, spec, worker_io
 from runner.core.layout import latest_checkpoint
 from runner.flows.cli_common import compose
 from runner.host import records
@@ -47,9 +47,9 @@ def _worker(run_dir: Path, max_steps: int = MAX_STEPS, resume: Path | None = Non
     cfg = OmegaConf.to_container(compose([*OVERRIDES, f"trainer.max_steps={max_steps}"]), resolve=True)
     plan = spec.plan_run(cfg, run_dir, ROOT, os.environ, os.getuid(), os.getgid())
     job = plan.job_document(str(run_dir), str(ROOT), str(DATA), dataset_files=cfg["dataset"]["files"])
-    job["resume"] = str(resume) if resume else None
+    job = dataclasses.replace(job, resume=str(resume) if resume else None)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / layout.WORKER_REQUEST).write_text(json.dumps(job))
+    worker_io.write(run_dir / layout.WORKER_REQUEST, job)
     done = HostBackend().run(plan, None, ROOT, DATA, echo=lambda line: None)
     assert done.exit_code == 0, "\n".join(done.log_tail)
     return done.log_tail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runner.core import audit_rules as audit
 from runner.core import op_traces
+from runner.core.worker_io import AuditFindings, NondeterministicOp, SwitchedFlag
 
 
 def test_allow_list_matches_by_operation_name_with_or_without_namespace_and_overload():
@@ -14,13 +15,21 @@ def test_allow_list_matches_by_operation_name_with_or_without_namespace_and_over
 
 
 def test_judge_refuses_only_what_the_profile_does_not_allow_in_one_line():
-    ops = [{"op": "aten::put_", "where": "m.py:3"}, {"op": "aten::index_add_", "where": None}]
-    v = audit.judge({"nondeterministic_ops": ops}, {"allow_nondeterministic_ops": ["aten::put_"]})
-    assert v["refused"] and v["refused_ops"] == ["aten::index_add_"] and "\n" not in v["message"]
-    assert "aten::index_add_ (no user frame)" in v["message"] and "aten::put_" not in v["message"]
-    assert not audit.judge({"nondeterministic_ops": ops[:1]}, {"allow_nondeterministic_ops": ["put_"]})[
-        "refused"
-    ]
+    ops = (NondeterministicOp("aten::put_", "m.py:3"), NondeterministicOp("aten::index_add_", None))
+    found = AuditFindings(ops_seen=10, nondeterministic_ops=ops)
+    v = audit.judge(found, {"allow_nondeterministic_ops": ["aten::put_"]}, seconds=1.5)
+    assert v.refused and v.refused_ops == ("aten::index_add_",) and v.message and "\n" not in v.message
+    assert "aten::index_add_ (no user frame)" in v.message and "aten::put_" not in v.message
+    assert v.findings == found and v.allowed_ops == ("aten::put_",) and v.seconds == 1.5
+    only_put = AuditFindings(ops_seen=10, nondeterministic_ops=ops[:1])
+    allowed = audit.judge(only_put, {"allow_nondeterministic_ops": ["put_"]})
+    assert not allowed.refused and allowed.message is None and allowed.refused_ops == ()
+
+
+def test_an_audit_that_did_not_complete_refuses_the_run_in_one_line():
+    v = audit.not_completed(137)
+    assert v.refused and v.findings is None and v.message and "exit status 137" in v.message
+    assert "\n" not in v.message and "determinism.audit=false" in v.message
 
 
 def test_switches_user_code_changed_are_named_and_unset_ones_ignored():
@@ -32,8 +41,8 @@ def test_switches_user_code_changed_are_named_and_unset_ones_ignored():
         "deterministic_algorithms": False,
     }
     assert audit.switched(profile, flags) == [
-        {"switch": "cudnn_benchmark", "profile": False, "in_force": True},
-        {"switch": "cudnn_allow_tf32", "profile": False, "in_force": True},
+        SwitchedFlag(switch="cudnn_benchmark", profile=False, in_force=True),
+        SwitchedFlag(switch="cudnn_allow_tf32", profile=False, in_force=True),
     ]
     assert (
         audit.mode({"audit": True}) == "on"

@@ -12,6 +12,7 @@ from runner.core import fingerprints, manifest, spec
 from runner.core import record as run_record
 from runner.core.errors import RunnerError, shell_status
 from runner.core.run_input import RecordedCode, Resume, RunInput
+from runner.core.worker_io import AuditVerdict, WorkerResult
 from runner.flows.cli_common import compose
 from runner.host import records
 from tests.conftest import ROOT
@@ -105,7 +106,7 @@ def _outcome(status="completed", code=0, **over):
         "ending": run_record.Ending(status, code, None if status == "completed" else "why"),
         "exit_code": code,
         "log_tail": [],
-        "result": {},
+        "result": None,
         "outputs": {},
         "fingerprints": None,
         "finished": 12.5,
@@ -126,12 +127,9 @@ def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):
     )
     text = '{"step": 0, "params_sha256": "a"}\n{"step": 7, "loss": 0.1}\n{"step": "9"}\n{"loss": 1.0}\n{"step": 8'  # noqa: E501 - verbatim data
     rows = fingerprints.parse(text, strict=False)  # as a killed run leaves them: a torn last line
-    result = {
-        "metrics": {"acc": 0.9},
-        "train_seconds": 1.5,
-        "flags": {"deterministic": True},
-        "packages": ["x==1"],
-    }
+    result = WorkerResult(
+        metrics={"acc": 0.9}, train_seconds=1.5, flags={"deterministic": True}, packages=("x==1",)
+    )
     out = _outcome(
         result=result,
         outputs={"model.pt": {"sha256": "b" * 64, "bytes": 3}},
@@ -188,10 +186,10 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
         run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error
         == "training exited with status 2"
     )
-    refused = {"refused": True, "message": "the audit found nondeterministic operations"}
+    refused = AuditVerdict(findings=None, refused=True, message="the audit found nondeterministic operations")
     assert (
         run_record.ending(1, oom_killed=False, interrupted=False, plan=plan, audit=refused).error
-        == refused["message"]
+        == refused.message
     )
     stopped = run_record.ending(130, oom_killed=False, interrupted=True, plan=plan)
     assert (stopped.status, stopped.exit_code) == (

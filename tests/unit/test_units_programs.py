@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from runner.core import logtext, spec
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.worker_io import Experiment
 from runner.flows.cli_common import compose
 from runner.worker.__main__ import program_command, rank_env
 from tests.conftest import ROOT
@@ -28,14 +29,19 @@ def plan(cfg: dict, **experiment) -> spec.RunPlan:
     return spec.plan_run(cfg, Path("/tmp/x/run"), ROOT, {}, 1000, 1000)
 
 
+def _requested(p: spec.RunPlan) -> Experiment:
+    """The experiment as the worker is told it (``job.json``)."""
+    return p.job_document("/job", "/code", "/data", {}).experiment
+
+
 def test_a_module_runs_with_python_dash_m(script_cfg):
     p = plan(script_cfg, script=None, module="experiments.mnist", args=[])
-    assert program_command(p.experiment, Path("/code"), 1, 0) == [sys.executable, "-m", "experiments.mnist"]
+    assert program_command(_requested(p), Path("/code"), 1, 0) == [sys.executable, "-m", "experiments.mnist"]
 
 
 def test_a_script_runs_by_path_under_the_snapshot(script_cfg):
     p = plan(script_cfg, args=["--x", 1])
-    assert program_command(p.experiment, Path("/code"), 1, 0) == [
+    assert program_command(_requested(p), Path("/code"), 1, 0) == [
         sys.executable,
         f"/code/{SCRIPT}",
         "--x",
@@ -46,7 +52,7 @@ def test_a_script_runs_by_path_under_the_snapshot(script_cfg):
 def test_torchrun_starts_world_size_processes_with_a_loopback_rendezvous(script_cfg):
     p = plan(script_cfg, launcher="torchrun", args=[])
     assert p.world_size == script_cfg["launch"]["processes"]
-    cmd = program_command(p.experiment, Path("/code"), p.world_size, 29500)
+    cmd = program_command(_requested(p), Path("/code"), p.world_size, 29500)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert f"--nproc-per-node={p.world_size}" in cmd and "--rdzv-endpoint=127.0.0.1:29500" in cmd
     assert "--local-addr=127.0.0.1" in cmd and cmd[-1] == f"/code/{SCRIPT}"
@@ -56,7 +62,8 @@ def test_torchrun_starts_world_size_processes_with_a_loopback_rendezvous(script_
 def test_torchrun_on_one_of_several_nodes_starts_its_share_and_meets_the_first(script_cfg, monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29511")
-    cmd = program_command({"script": SCRIPT, "launcher": "torchrun"}, Path("/code"), 4, 0, nodes=2, node=1)
+    exp = Experiment("script", SCRIPT, launcher="torchrun")
+    cmd = program_command(exp, Path("/code"), 4, 0, nodes=2, node=1)
     for arg in ("--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1", "--master-port=29511"):
         assert arg in cmd
     assert "--nproc-per-node=2" in cmd and not any(a.startswith("--rdzv") for a in cmd)

@@ -53,7 +53,7 @@ def test_default_plan(base_cfg):
 def test_a_single_node_container_has_no_network(base_cfg):
     req = plan(base_cfg).container_request("runner:cpu-x", Path("/snap"), Path("/data"))
     assert req.network == "none" and not req.lifeline and req.environment["GLOO_SOCKET_IFNAME"] == "lo"
-    assert plan(base_cfg).nodes == 1 and plan(base_cfg).job_document("/j", "/c", "/d", {})["nodes"] == 1
+    assert plan(base_cfg).nodes == 1 and plan(base_cfg).job_document("/j", "/c", "/d", {}).nodes == 1
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_a_single_node_container_has_no_network(base_cfg):
 def test_processes_are_per_node_across_nodes(base_cfg, launch, world, per_node):
     p = plan(with_(base_cfg, launch__nodes=2, **{f"launch__{k}": v for k, v in launch.items()}))
     assert (p.nodes, p.world_size, p.per_node) == (2, world, per_node)
-    assert p.job_document("/j", "/c", "/d", {})["nodes"] == 2
+    assert p.job_document("/j", "/c", "/d", {}).nodes == 2
 
 
 def test_gpus_are_per_node_across_nodes(base_cfg):

@@ -1,0 +1,449 @@
+"""What the host and the training process tell each other, as typed documents. Standard library only.
+
+::
+
+    RUN_DIR/job.json          WorkerRequest   host → worker: paths, experiment, config, seed, world, …
+    RUN_DIR/result.json       WorkerResult    worker → host: metrics, switches in force, facts, packages
+    RUN_DIR/audit/audit.json  AuditFindings   the audit's training step → the worker: what one step did
+                              AuditVerdict    worker → host: those findings judged against the profile
+
+Each is a frozen dataclass with ``to_json()`` (a JSON-ready object) and ``from_json(data)`` (a parsed
+document, checked: a document of another shape raises :class:`ContractError`, whose message names the
+document and the field). :func:`read` and :func:`write` do the same for files. The worker imports this
+module inside the image, where pydantic is not installed: nothing here may import beyond the standard
+library.
+
+The shapes on disk stay what they were. The code snapshot carries the runner package, so a replay
+runs the *recorded* worker against the ``job.json`` today's host writes, and today's host reads the
+``result.json`` and ``audit.json`` that recorded worker writes: ``to_json`` writes the keys older
+workers read, and ``from_json`` gives keys added later their defaults and ignores keys it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, TypeAlias, TypeVar, cast
+
+Json: TypeAlias = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
+JsonObject: TypeAlias = dict[str, Json]
+
+ExperimentKind = Literal["target", "script", "module"]
+Launcher = Literal["python", "torchrun"]
+Accelerator = Literal["cpu", "gpu"]
+KINDS: tuple[ExperimentKind, ...] = ("target", "script", "module")
+LAUNCHERS: tuple[Launcher, ...] = ("python", "torchrun")
+ACCELERATORS: tuple[Accelerator, ...] = ("cpu", "gpu")
+
+
+class ContractError(ValueError):
+    """A worker document that does not have its contract's shape (the message says where)."""
+
+
+_MISSING = object()
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _optional(ok: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or ok(v)
+
+
+def _is_str(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: object) -> bool:
+    return type(v) in (int, float)  # a boolean is not a number here
+
+
+def _is_object(v: object) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_list(v: object) -> bool:
+    return isinstance(v, list)
+
+
+def _is_strings(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def _at_least(low: int) -> Callable[[object], bool]:
+    return lambda v: type(v) is int and v >= low  # a boolean is not a count
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """One JSON object being read, ``where`` naming it in errors (``job.json: paths``)."""
+
+    data: Mapping[str, object]
+    where: str
+
+    @classmethod
+    def of(cls, data: object, where: str) -> _Fields:
+        if not isinstance(data, dict):
+            raise ContractError(f"{where}: expected an object, got {_kind(data)}")
+        return cls(data, where)
+
+    def value(self, key: str, ok: Callable[[object], bool], want: str, default: object = _MISSING) -> object:
+        """``key``'s value when ``ok`` holds for it, ``default`` when it is absent; else ContractError."""
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                raise ContractError(f"{self.where}: {key} is missing")
+            return default
+        if not ok(value):
+            raise ContractError(f"{self.where}: {key} must be {want}, got {_kind(value)}{_clip(value)}")
+        return value
+
+    def str_(self, key: str, default: object = _MISSING) -> str:
+        return cast(str, self.value(key, _is_str, "a string", default))
+
+    def opt_str(self, key: str) -> str | None:
+        return cast("str | None", self.value(key, _optional(_is_str), "a string", None))
+
+    def int_(self, key: str, default: object = _MISSING, low: int = 0) -> int:
+        return cast(int, self.value(key, _at_least(low), f"an integer >= {low}", default))
+
+    def opt_number(self, key: str) -> float | None:
+        value = self.value(key, _optional(_is_number), "a number", None)
+        return None if value is None else float(cast(float, value))
+
+    def bool_(self, key: str, default: object = _MISSING) -> bool:
+        return cast(bool, self.value(key, lambda v: isinstance(v, bool), "true or false", default))
+
+    def obj(self, key: str, default: object = _MISSING) -> JsonObject:
+        return cast(JsonObject, self.value(key, _is_object, "an object", default))
+
+    def opt_obj(self, key: str) -> JsonObject | None:
+        return cast("JsonObject | None", self.value(key, _optional(_is_object), "an object", None))
+
+    def strs(self, key: str) -> tuple[str, ...]:
+        return tuple(cast("list[str]", self.value(key, _is_strings, "a list of strings", [])))
+
+    def items(self, key: str) -> list[_Fields]:
+        """``key``'s list of objects, each to be read on its own."""
+        value = cast("list[object]", self.value(key, _is_list, "a list", []))
+        return [_Fields.of(v, f"{self.where}: {key}[{i}]") for i, v in enumerate(value)]
+
+
+def _clip(value: object) -> str:
+    """A scalar, shortened, for an error message (an object or a list is named by its kind alone)."""
+    if isinstance(value, (dict, list)):
+        return ""
+    text = json.dumps(value, default=str)
+    return " " + (text if len(text) <= 40 else text[:39] + "…")
+
+
+# -- job.json ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerPaths:
+    """The run dir, the code snapshot and the data set's root, as the worker sees them (in the
+    container, or on the host)."""
+
+    run_dir: str
+    code_dir: str
+    data_dir: str
+
+    def to_json(self) -> JsonObject:
+        return {"run_dir": self.run_dir, "code_dir": self.code_dir, "data_dir": self.data_dir}
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "paths") -> WorkerPaths:
+        f = _Fields.of(data, where)
+        return cls(f.str_("run_dir"), f.str_("code_dir"), f.str_("data_dir"))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What trains: a ``target`` (``module:function``, called in the worker's process), a ``script``
+    (a file under the code dir) or a ``module`` (``python -m``); a program (script or module) gets
+    ``args`` and may start under ``launcher: torchrun``."""
+
+    kind: ExperimentKind
+    entry: str  # the target, the script's path relative to the code dir, or the module
+    args: tuple[str, ...] = ()
+    launcher: Launcher = "python"
+    nproc_per_node: int | None = None  # torchrun's processes per node; None: the world size
+    name: str | None = None
+
+    @property
+    def program(self) -> bool:
+        """A script or module: a process of its own, not a function the worker calls."""
+        return self.kind != "target"
+
+    def describe(self) -> str:
+        """How a person would start it: ``pkg.mod:train``, ``train.py``, ``-m pkg.mod``, under torchrun."""
+        what = f"-m {self.entry}" if self.kind == "module" else self.entry
+        return f"torchrun {what}" if self.launcher == "torchrun" else what
+
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {k: (self.entry if k == self.kind else None) for k in KINDS}
+        out.update(args=list(self.args), launcher=self.launcher)
+        if self.nproc_per_node is not None:
+            out["nproc_per_node"] = self.nproc_per_node
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "experiment") -> Experiment:
+        """The experiment section (of ``job.json`` or of a config; keys of neither are ignored).
+        Arguments are strings, as a command line sees them."""
+        f = _Fields.of(data, where)
+        named = [k for k in KINDS if f.data.get(k)]
+        if len(named) != 1:
+            raise ContractError(
+                f"{where}: must name exactly one of {', '.join(KINDS)}, not {named or 'none'}"
+            )
+        kind = named[0]
+        args = f.value("args", _optional(_is_list), "a list", None)
+        launcher = f.data.get("launcher") or "python"
+        if launcher not in LAUNCHERS:
+            raise ContractError(f"{where}: launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        nproc = f.value("nproc_per_node", _optional(_at_least(1)), "a positive integer", None)
+        return cls(
+            kind=kind,
+            entry=f.str_(kind),
+            args=tuple(str(a) for a in cast("list[object]", args or [])),
+            launcher=launcher,
+            nproc_per_node=cast("int | None", nproc),
+            name=f.opt_str("name"),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """``job.json``: everything the worker is told, written by the host before training starts."""
+
+    run_id: str
+    paths: WorkerPaths
+    experiment: Experiment
+    config: Mapping[str, Json]  # the composed config, resolved (the experiment gets it as a DictConfig)
+    seed: int
+    world_size: int
+    accelerator: Accelerator
+    determinism: Mapping[str, Json]  # the determinism profile
+    precision: Mapping[str, Json] | None = None  # None: a record from before the precision group
+    dataset_files: Mapping[str, str] = field(default_factory=dict)  # name → path under the data dir
+    nodes: int = 1
+    fingerprint_every: int = 10  # optimizer steps between parameter hashes
+    checkpoint_every: int = 0  # steps between checkpoints; 0: none
+    resume: str | None = None  # the checkpoint a resumed run continues from, as the worker sees it
+
+    def to_json(self) -> JsonObject:
+        return {
+            "run_id": self.run_id,
+            "paths": self.paths.to_json(),
+            "experiment": self.experiment.to_json(),
+            "config": dict(self.config),
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "nodes": self.nodes,
+            "accelerator": self.accelerator,
+            "determinism": dict(self.determinism),
+            "precision": None if self.precision is None else dict(self.precision),
+            "dataset_files": dict(self.dataset_files),
+            "fingerprint_every": self.fingerprint_every,
+            "checkpoint_every": self.checkpoint_every,
+            "resume": self.resume,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "job.json") -> WorkerRequest:
+        f = _Fields.of(data, where)
+        accelerator = f.str_("accelerator")
+        if accelerator not in ACCELERATORS:
+            raise ContractError(f"{where}: accelerator must be cpu or gpu, got {accelerator!r}")
+        files = f.obj("dataset_files", {})
+        if not all(isinstance(v, str) for v in files.values()):
+            raise ContractError(f"{where}: dataset_files must map names to paths (strings)")
+        return cls(
+            run_id=f.str_("run_id"),
+            paths=WorkerPaths.from_json(f.value("paths", _is_object, "an object"), f"{where}: paths"),
+            experiment=Experiment.from_json(
+                f.value("experiment", _is_object, "an object"), f"{where}: experiment"
+            ),
+            config=f.obj("config"),
+            seed=f.int_("seed"),
+            world_size=f.int_("world_size", low=1),
+            accelerator=accelerator,
+            determinism=f.obj("determinism"),
+            precision=f.opt_obj("precision"),
+            dataset_files=cast("dict[str, str]", files),
+            nodes=f.int_("nodes", 1, low=1),
+            fingerprint_every=f.int_("fingerprint_every", 10, low=1),
+            checkpoint_every=f.int_("checkpoint_every", 0),
+            resume=f.opt_str("resume"),
+        )
+
+
+# -- result.json ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerResult:
+    """``result.json``: what the process that trained reports once it is done (rank 0, or the worker
+    that ran a program). The host reads it after that process has ended; a run without one is still
+    recorded, with no metrics."""
+
+    metrics: Mapping[str, Json] = field(default_factory=dict)
+    train_seconds: float | None = None
+    flags: Mapping[str, Json] | None = None  # determinism and precision switches in force, read back
+    process: Mapping[str, Json] | None = None  # libraries and devices as the training code saw them
+    packages: tuple[str, ...] = ()  # installed distributions, ``name==version``
+
+    def to_json(self) -> JsonObject:
+        return {
+            "metrics": dict(self.metrics),
+            "train_seconds": self.train_seconds,
+            "flags": None if self.flags is None else dict(self.flags),
+            "process": None if self.process is None else dict(self.process),
+            "packages": list(self.packages),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "result.json") -> WorkerResult:
+        f = _Fields.of(data, where)
+        return cls(
+            metrics=f.obj("metrics", {}),
+            train_seconds=f.opt_number("train_seconds"),
+            flags=f.opt_obj("flags"),
+            process=f.opt_obj("process"),
+            packages=f.strs("packages"),
+        )
+
+
+# -- audit/audit.json -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NondeterministicOp:
+    """An operation that has no deterministic implementation, as the audit step met it."""
+
+    op: str  # aten::index_add_
+    where: str | None  # the user-code frame that called it (path:line), None when none was the user's
+    in_backward: bool = False
+    calls: int = 1
+
+    def to_json(self) -> JsonObject:
+        return {"op": self.op, "where": self.where, "in_backward": self.in_backward, "calls": self.calls}
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "operation") -> NondeterministicOp:
+        f = _Fields.of(data, where)
+        return cls(f.str_("op"), f.opt_str("where"), f.bool_("in_backward", False), f.int_("calls", 1))
+
+
+@dataclass(frozen=True)
+class SwitchedFlag:
+    """A determinism switch whose value in force after the step is not the one the profile set."""
+
+    switch: str  # the flag as read back (matmul_allow_tf32, cudnn_benchmark, …)
+    profile: bool  # what the profile set
+    in_force: Json  # what was in force after the step
+
+    def to_json(self) -> JsonObject:
+        return {"switch": self.switch, "profile": self.profile, "in_force": self.in_force}
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "switched") -> SwitchedFlag:
+        f = _Fields.of(data, where)
+        return cls(f.str_("switch"), f.bool_("profile"), cast(Json, f.data.get("in_force")))
+
+
+@dataclass(frozen=True)
+class AuditFindings:
+    """What the audit's one watched training step saw: every operation without a deterministic
+    implementation, and the switches user code left unlike the profile's."""
+
+    ops_seen: int
+    nondeterministic_ops: tuple[NondeterministicOp, ...] = ()
+    switched: tuple[SwitchedFlag, ...] = ()
+    flags_after_step: Mapping[str, Json] = field(default_factory=dict)
+    device: str = "?"
+
+    def to_json(self) -> JsonObject:
+        return {
+            "ops_seen": self.ops_seen,
+            "nondeterministic_ops": [o.to_json() for o in self.nondeterministic_ops],
+            "switched": [s.to_json() for s in self.switched],
+            "flags_after_step": dict(self.flags_after_step),
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "audit.json") -> AuditFindings:
+        f = _Fields.of(data, where)
+        return cls(
+            ops_seen=f.int_("ops_seen"),
+            nondeterministic_ops=tuple(
+                NondeterministicOp.from_json(o.data, o.where) for o in f.items("nondeterministic_ops")
+            ),
+            switched=tuple(SwitchedFlag.from_json(s.data, s.where) for s in f.items("switched")),
+            flags_after_step=f.obj("flags_after_step", {}),
+            device=f.str_("device", "?"),
+        )
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """The audit's findings judged against the profile's allow-list (:func:`runner.core.audit.judge`):
+    whether the run may train, and the one line that says why not. ``findings`` is None when the
+    audit step did not complete (then the run is refused, and ``message`` says so)."""
+
+    findings: AuditFindings | None
+    refused: bool
+    message: str | None = None
+    allowed_ops: tuple[str, ...] = ()  # the profile's allow_nondeterministic_ops
+    refused_ops: tuple[str, ...] = ()
+    seconds: float | None = None  # the audit process's wall time
+
+    def to_json(self) -> JsonObject:
+        """One object, the findings' keys beside the verdict's (the shape manifests record)."""
+        out: JsonObject = self.findings.to_json() if self.findings else {}
+        out.update(
+            refused=self.refused,
+            message=self.message,
+            allowed_ops=list(self.allowed_ops),
+            refused_ops=list(self.refused_ops),
+            seconds=self.seconds,
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "audit.json") -> AuditVerdict:
+        f = _Fields.of(data, where)
+        return cls(
+            findings=AuditFindings.from_json(data, where) if "ops_seen" in f.data else None,
+            refused=f.bool_("refused"),
+            message=f.opt_str("message"),
+            allowed_ops=f.strs("allowed_ops"),
+            refused_ops=f.strs("refused_ops"),
+            seconds=f.opt_number("seconds"),
+        )
+
+
+# -- files ------------------------------------------------------------------------------------------------
+class _Document(Protocol):
+    def to_json(self) -> JsonObject: ...
+
+
+D = TypeVar("D")
+
+
+def read(path: Path, parse: Callable[[object, str], D]) -> D:
+    """The document in ``path`` parsed by ``parse`` (a ``from_json``); ContractError when the file
+    is not JSON or not of the contract's shape, OSError when it cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ContractError(f"{path}: not a JSON document ({type(exc).__name__})") from None
+    return parse(data, str(path))
+
+
+def write(path: Path, doc: _Document) -> None:
+    """``doc`` as indented JSON (values JSON cannot hold, as their text)."""
+    path.write_text(json.dumps(doc.to_json(), indent=2, sort_keys=True, default=str))
