@@ -1,9 +1,9 @@
 """Comparing two runs, pure: what differs between two manifests and where their training parted.
 
-Everything here takes plain data (manifest dicts, fingerprint rows, package lists) and returns
-plain data, so the rules — which keys count, what "bit-identical" means, how the first diverging
-step is found — are unit-tested without Docker, and the CLIs (:mod:`runner.replay`,
-:mod:`runner.diff`) only load and print.
+Everything here takes the records themselves (:class:`~runner.core.manifest.Manifest` objects,
+fingerprint rows, package lists) and returns plain data, so the rules — which keys count, what
+"bit-identical" means, how the first diverging step is found — are unit-tested without Docker,
+and the CLIs (:mod:`runner.replay`, :mod:`runner.diff`) only load and print.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from runner.core import numbers
 from runner.core.locks import freeze_versions
+from runner.core.manifest import FileRecord, Manifest
 
 
 class _Absent:
@@ -123,9 +126,9 @@ def package_changes(a: Iterable[str], b: Iterable[str]) -> list[Change]:
 
 
 # -- outputs and fingerprints -----------------------------------------------------------------------
-def output_changes(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> list[Change]:
+def output_changes(a: Mapping[str, FileRecord], b: Mapping[str, FileRecord]) -> list[Change]:
     """Output files whose sha256 differ, or that only one run has."""
-    return changes({k: v.get("sha256") for k, v in a.items()}, {k: v.get("sha256") for k, v in b.items()})
+    return changes({k: v.sha256 for k, v in a.items()}, {k: v.sha256 for k, v in b.items()})
 
 
 def _by_step(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -207,40 +210,39 @@ class Verdict:
 
 
 def verdict(
-    original: Mapping[str, Any],
-    replay: Mapping[str, Any],
+    original: Manifest,
+    replay: Manifest,
     fp_original: Sequence[Mapping[str, Any]] | None,
     fp_replay: Sequence[Mapping[str, Any]] | None,
     drift: Iterable[Drift] = (),
 ) -> Verdict:
-    """Judge a replay against its original from the two manifests (as dicts) and fingerprint rows.
+    """Judge a replay against its original from the two manifests and their fingerprint rows.
 
     Bit-identical means: the replay completed, it wrote exactly the original's output files with
     the same sha256, and (when the original recorded fingerprints) the same fingerprint file.
     ``fp_original`` None means the original's fingerprint file is missing or altered: then only
     the recorded hashes are compared and no diverging step can be named.
     """
-    outs = output_changes(original.get("outputs") or {}, replay.get("outputs") or {})
+    outs = output_changes(original.outputs, replay.outputs)
     fp_same, div, notes = _fingerprints_verdict(original, replay, fp_original, fp_replay)
     drift = list(drift)
     notes += _caveats(original, drift)
-    status = str(replay.get("status"))
-    compared = len(original.get("outputs") or {})
-    recorded_fp = bool(original.get("fingerprints"))
-    identical = status == "completed" and not outs and fp_same is not False and (compared > 0 or recorded_fp)
+    compared = len(original.outputs)
+    recorded_fp = original.fingerprints is not None
+    identical = (
+        replay.status == "completed" and not outs and fp_same is not False and (compared > 0 or recorded_fp)
+    )
     return Verdict(
         bit_identical=identical,
-        status=status,
+        status=replay.status,
         outputs_compared=compared,
         outputs=outs,
         fingerprints_identical=fp_same,
         divergence=div,
-        metrics=changes(original.get("metrics") or {}, replay.get("metrics") or {}),
-        environment=changes(
-            original.get("environment") or {}, replay.get("environment") or {}, ignore=_RUN_PATHS
-        ),
-        packages=package_changes(original.get("packages") or [], replay.get("packages") or [])
-        if original.get("packages") and replay.get("packages")
+        metrics=changes(original.metrics, replay.metrics),
+        environment=changes(original.environment, replay.environment, ignore=_RUN_PATHS),
+        packages=package_changes(original.packages, replay.packages)
+        if original.packages and replay.packages
         else [],
         drift=drift,
         notes=notes,
@@ -248,17 +250,17 @@ def verdict(
 
 
 def _fingerprints_verdict(
-    original: Mapping[str, Any],
-    replay: Mapping[str, Any],
+    original: Manifest,
+    replay: Manifest,
     fp_original: Sequence[Mapping[str, Any]] | None,
     fp_replay: Sequence[Mapping[str, Any]] | None,
 ) -> tuple[bool | None, Divergence | None, list[str]]:
     """Whether the two fingerprint files are the same (None: the original recorded none), the first
     diverging step when they differ and both rows are at hand, and the notes on what was compared."""
     notes: list[str] = []
-    fpo, fpr = original.get("fingerprints"), replay.get("fingerprints")
+    fpo, fpr = original.fingerprints, replay.fingerprints
     if fpo:
-        fp_same: bool | None = bool(fpr and fpo.get("sha256") == fpr.get("sha256"))
+        fp_same: bool | None = bool(fpr and fpo.sha256 == fpr.sha256)
     else:
         fp_same = None
         notes.append("the original recorded no fingerprints: no step-by-step comparison")
@@ -273,15 +275,15 @@ def _fingerprints_verdict(
     return fp_same, div, notes
 
 
-def _caveats(original: Mapping[str, Any], drift: Sequence[Drift]) -> list[str]:
+def _caveats(original: Manifest, drift: Sequence[Drift]) -> list[str]:
     """What limits the verdict's reach: nothing to verify, a partial original, a profile that does
     not promise identical bits, an environment allowed to drift."""
     notes: list[str] = []
-    if not original.get("outputs") and not original.get("fingerprints"):
+    if not original.outputs and not original.fingerprints:
         notes.append("the original recorded neither outputs nor fingerprints: nothing to verify")
-    if original.get("status") != "completed":
-        notes.append(f"the original run {original.get('status')}: its outputs are partial")
-    profile = (original.get("determinism") or {}).get("profile") or {}
+    if original.status != "completed":
+        notes.append(f"the original run {original.status}: its outputs are partial")
+    profile = original.determinism.profile
     if not profile.get("promises_bitwise", False):
         notes.append(
             f"determinism profile {profile.get('name', '?')!r} does not promise identical bits: "
@@ -341,52 +343,18 @@ class RunDiff:
 
 
 def diff_runs(
-    a: Mapping[str, Any],
-    b: Mapping[str, Any],
+    a: Manifest,
+    b: Manifest,
     fp_a: Sequence[Mapping[str, Any]] | None,
     fp_b: Sequence[Mapping[str, Any]] | None,
     label_a: str = "A",
     label_b: str = "B",
 ) -> RunDiff:
-    """Compare two manifests (as dicts) section by section; fingerprints rows may be None (absent)."""
-
-    def sub(m: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        v = m.get(key)
-        return v if isinstance(v, Mapping) else {}
-
-    def strip(m: Mapping[str, Any], drop: Iterable[str]) -> dict[str, Any]:
-        return {k: v for k, v in m.items() if k not in set(drop)}
-
-    code_keys = ("commit", "dirty", "snapshot_sha256", "files")
-    sections = {
-        # the profile is shown once, under determinism (with the flags read back in training)
-        "config": changes(
-            flatten(strip(sub(a, "config"), ["determinism"])),
-            flatten(strip(sub(b, "config"), ["determinism"])),
-        ),
-        "environment": changes(sub(a, "environment"), sub(b, "environment")),
-        "packages": package_changes(a.get("packages") or [], b.get("packages") or []),
-        "image": changes(
-            flatten(strip(sub(a, "image"), _IGNORED_IMAGE)), flatten(strip(sub(b, "image"), _IGNORED_IMAGE))
-        ),
-        "host": changes(flatten(sub(a, "host")), flatten(sub(b, "host"))),
-        "devices": changes(flatten(sub(a, "process")), flatten(sub(b, "process"))),
-        "determinism": changes(flatten(sub(a, "determinism")), flatten(sub(b, "determinism"))),
-        "launch": changes(
-            flatten(strip(sub(a, "launch"), _IGNORED_LAUNCH)),
-            flatten(strip(sub(b, "launch"), _IGNORED_LAUNCH)),
-        ),
-        "code": changes(
-            {k: v for k, v in sub(a, "code").items() if k in code_keys},
-            {k: v for k, v in sub(b, "code").items() if k in code_keys},
-        ),
-        "data": changes(flatten(sub(a, "data")), flatten(sub(b, "data")), ignore=()),
-        "outputs": output_changes(sub(a, "outputs"), sub(b, "outputs")),
-        "metrics": changes(sub(a, "metrics"), sub(b, "metrics")),
-    }
+    """Compare two manifests section by section; fingerprints rows may be None (absent)."""
+    sections = {name: _section_changes(name, a, b) for name in SECTIONS}
     notes = []
-    fpa, fpb = sub(a, "fingerprints"), sub(b, "fingerprints")
-    fp_same = (fpa.get("sha256") == fpb.get("sha256")) if fpa and fpb else None
+    fpa, fpb = a.fingerprints, b.fingerprints
+    fp_same = (fpa.sha256 == fpb.sha256) if fpa and fpb else None
     div = None
     if fp_a is not None and fp_b is not None:
         div = first_divergence(fp_a, fp_b)
@@ -399,6 +367,43 @@ def diff_runs(
     return RunDiff(
         a=label_a, b=label_b, sections=sections, divergence=div, fingerprints_identical=fp_same, notes=notes
     )
+
+
+_CODE_KEYS = ("commit", "dirty", "snapshot_sha256", "files")
+
+
+def _section(m: Manifest, name: str) -> Mapping[str, Any]:
+    """One section of a manifest as the diff compares it: what says nothing about a run (names,
+    build timings, the code archive's file name) left out; the profile is shown once, under
+    determinism (with the flags read back in training), not again under config."""
+    if name == "config":
+        return flatten({k: v for k, v in m.config.items() if k != "determinism"})
+    if name == "devices":
+        return flatten(m.process or {})
+    if name == "launch":
+        return flatten({k: v for k, v in m.launch.items() if k not in _IGNORED_LAUNCH})
+    if name == "image":
+        image = _plain(m.image)
+        return flatten({k: v for k, v in image.items() if k not in _IGNORED_IMAGE})
+    if name == "code":
+        return {k: v for k, v in _plain(m.code).items() if k in _CODE_KEYS}
+    if name in ("environment", "metrics"):
+        return getattr(m, name)
+    return flatten(_plain(getattr(m, name)))
+
+
+def _plain(section: BaseModel | Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if section is None:
+        return {}
+    return section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+
+
+def _section_changes(name: str, a: Manifest, b: Manifest) -> list[Change]:
+    if name == "packages":
+        return package_changes(a.packages, b.packages)
+    if name == "outputs":
+        return output_changes(a.outputs, b.outputs)
+    return changes(_section(a, name), _section(b, name))
 
 
 # -- helpers ----------------------------------------------------------------------------------------

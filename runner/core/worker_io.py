@@ -390,7 +390,7 @@ class AuditFindings:
 
 @dataclass(frozen=True)
 class AuditVerdict:
-    """The audit's findings judged against the profile's allow-list (:func:`runner.core.audit.judge`):
+    """The audit's findings judged against the profile's allow-list (:func:`runner.core.audit_rules.judge`):
     whether the run may train, and the one line that says why not. ``findings`` is None when the
     audit step did not complete (then the run is refused, and ``message`` says so)."""
 

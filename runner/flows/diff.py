@@ -24,7 +24,7 @@ from runner.host import records
 def diff(path_a: str, path_b: str) -> compare.RunDiff:
     """Load two run dirs (or manifests) and compare them; RunnerError for a bad record."""
     a, b = records.load(path_a), records.load(path_b)
-    d = compare.diff_runs(a.as_dict(), b.as_dict(), a.fingerprints, b.fingerprints, str(a.dir), str(b.dir))
+    d = compare.diff_runs(a.manifest, b.manifest, a.fingerprints, b.fingerprints, str(a.dir), str(b.dir))
     for label, rec in (("A", a), ("B", b)):
         if rec.edited:  # shown first, in one line: nothing else about this run can be taken at its word
             d.notes.insert(0, f"{label}: EDITED: {rec.digest_note}")

@@ -203,7 +203,7 @@ def _verdict(
     """The replay against the original: outputs, fingerprints, and what it ran with."""
     m = original.manifest
     verdict = compare.verdict(
-        original.as_dict(), replayed.as_dict(), original.fingerprints, replayed.fingerprints, drift
+        original.manifest, replayed.manifest, original.fingerprints, replayed.fingerprints, drift
     )
     verdict.notes += [n for n in (original.fingerprints_note, original.digest_note) if n]
     flags = settings.flag_drift(m.determinism.flags, replayed.manifest.determinism.flags)

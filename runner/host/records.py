@@ -39,9 +39,6 @@ class RunRecord:
     edited: bool = False  # the manifest's content no longer matches the digest it records
     digest_note: str | None = None  # why the content could not be checked, or that it was edited
 
-    def as_dict(self) -> dict[str, Any]:
-        return self.manifest.model_dump(mode="json")
-
 
 def member(run_dir: Path, name: str, what: str) -> Path:
     """``run_dir/name`` for a name the manifest records; refuses anything but a plain file name."""

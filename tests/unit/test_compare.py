@@ -9,6 +9,8 @@ import pytest
 from runner.core import compare, fingerprints, locks
 from runner.core.compare import ABSENT, Change, Drift
 from runner.core.errors import RunnerError
+from runner.core.manifest import FileRecord, Manifest
+from tests.run_records import manifest_dict
 
 
 def _fp(losses, params=None):
@@ -110,8 +112,8 @@ def test_packages_compare_by_canonical_name():
 
 
 def test_output_changes_compare_sha256_only():
-    a = {"m.pt": {"sha256": "a" * 64, "bytes": 1}, "gone": {"sha256": "c" * 64, "bytes": 1}}
-    b = {"m.pt": {"sha256": "b" * 64, "bytes": 1}}
+    a = {"m.pt": FileRecord(sha256="a" * 64, bytes=1), "gone": FileRecord(sha256="c" * 64, bytes=1)}
+    b = {"m.pt": FileRecord(sha256="b" * 64, bytes=2)}
     assert [c.key for c in compare.output_changes(a, b)] == ["gone", "m.pt"]
     assert compare.output_changes(a, dict(a)) == []
 
@@ -187,8 +189,9 @@ def test_loss_curve_keeps_the_later_row_of_a_repeated_step():
     assert fingerprints.losses(rows) == [(1, 3.0), (2, 1.0)]
 
 
-def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises=True, **extra):
+def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises=True, **extra) -> Manifest:
     m = {
+        **manifest_dict("d" * 64),
         "status": status,
         "outputs": {f"o{i}.pt": {"sha256": h, "bytes": 1} for i, h in enumerate(outputs)},
         "fingerprints": {"file": "fingerprints.jsonl", "sha256": fp_sha, "every_k_steps": 4, "steps": 2}
@@ -200,9 +203,10 @@ def _manifest(outputs=("a" * 64,), fp_sha="f" * 64, status="completed", promises
         },
         "metrics": {"loss": 1.0},
         "environment": {"A": "1"},
+        "packages": [],
     }
     m.update(extra)
-    return m
+    return Manifest.model_validate(m)
 
 
 def test_verdict_bit_identical_when_every_hash_matches():
@@ -249,21 +253,21 @@ def test_verdict_carries_drift_and_environment_changes():
     assert v.to_json()["drift"] == [{"what": "base image b", "recorded": "id 1", "found": "id 2"}]
 
 
+def _run(seed: int, container: str, output: str) -> Manifest:
+    return Manifest.model_validate(
+        manifest_dict(
+            "d" * 64,
+            config={"seed": seed, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
+            determinism={"seed": seed, "profile": {"name": "strict"}},
+            packages=["torch==2"],
+            launch={"container": container, "world_size": 2},
+            outputs={"m": {"sha256": output * 64, "bytes": 1}},
+        )
+    )
+
+
 def test_diff_runs_names_the_seed_and_step_zero():
-    a = {
-        "config": {"seed": 0, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
-        "determinism": {"seed": 0, "profile": {"name": "strict"}},
-        "packages": ["torch==2"],
-        "launch": {"container": "runner-a", "world_size": 2},
-        "outputs": {"m": {"sha256": "a" * 64}},
-    }
-    b = {
-        "config": {"seed": 1, "model": {"lr": 0.1}, "determinism": {"name": "strict"}},
-        "determinism": {"seed": 1, "profile": {"name": "strict"}},
-        "packages": ["torch==2"],
-        "launch": {"container": "runner-b", "world_size": 2},
-        "outputs": {"m": {"sha256": "b" * 64}},
-    }
+    a, b = _run(0, "runner-a", "a"), _run(1, "runner-b", "b")
     d = compare.diff_runs(a, b, _fp([2.3], {0: "p"}), _fp([2.3], {0: "q"}))
     assert d.sections["config"] == [Change("seed", 0, 1)]
     assert d.sections["determinism"] == [Change("seed", 0, 1)]
@@ -276,6 +280,8 @@ def test_diff_runs_names_the_seed_and_step_zero():
 
 
 def test_diff_runs_tolerates_records_without_fingerprints():
-    d = compare.diff_runs({}, {}, None, [])
+    bare = _manifest(outputs=(), fp_sha=None)
+    d = compare.diff_runs(bare, bare, None, [])
     assert d.divergence is None and all(rows == [] for rows in d.sections.values())
+    assert d.fingerprints_identical is None
     assert any("fingerprints missing" in n for n in d.notes)

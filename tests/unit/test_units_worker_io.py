@@ -297,3 +297,39 @@ def test_results_and_audits_of_the_earlier_shapes_are_read():
         NondeterministicOp("aten::put_", "m.py:3", calls=2),
     )
     assert verdict.seconds is None and verdict.to_json() == {**judged, "seconds": None}
+
+
+# -- the worker's side ------------------------------------------------------------------------------------
+def test_the_worker_reads_its_request_and_the_old_dict_still_answers_with_a_warning(tmp_path, monkeypatch):
+    from runner.worker.context import RunContext
+
+    request = _request(paths=WorkerPaths(str(tmp_path), "/code", "/data"), resume="/job/checkpoints/x.ckpt")
+    worker_io.write(tmp_path / "job.json", request)
+    monkeypatch.setenv("RUNNER_JOB", str(tmp_path / "job.json"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ctx = RunContext.current()
+    assert ctx.request == request and ctx.run_dir == tmp_path and ctx.resume_checkpoint == request.resume
+    assert (ctx.seed, ctx.nodes, ctx.accelerator, ctx.precision) == (0, 1, "cpu", request.precision)
+    with pytest.warns(DeprecationWarning, match="RunContext.job is deprecated: use RunContext.request"):
+        assert ctx.job == _through_text(request)
+
+
+def test_a_worker_handed_a_malformed_job_file_says_so_in_one_line_and_exits_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    job = _through_text(_request())
+    job["world_size"] = "two"
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "RUNNER_JOB": str(tmp_path / "job.json"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    where = f"{tmp_path / 'job.json'}: world_size"
+    assert done.stderr.strip().splitlines() == [
+        f'runner.worker: cannot read the job file: {where} must be an integer >= 1, got a string "two"'
+    ]
