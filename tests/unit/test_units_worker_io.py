@@ -310,7 +310,7 @@ def test_the_worker_reads_its_request_and_the_old_dict_still_answers_with_a_warn
     ctx = RunContext.current()
     assert ctx.request == request and ctx.run_dir == tmp_path and ctx.resume_checkpoint == request.resume
     assert (ctx.seed, ctx.nodes, ctx.accelerator, ctx.precision) == (0, 1, "cpu", request.precision)
-    with pytest.warns(DeprecationWarning, match="RunContext.job is deprecated: use RunContext.request"):
+    with pytest.warns(DeprecationWarning, match="RunContext.job is deprecated .*: use RunContext.request"):
         assert ctx.job == _through_text(request)
 
 
