@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.core import layout
 from runner.core.errors import EXIT_USAGE, RunnerError
-from runner.core.manifest import Manifest
+from runner.core.manifest import Image, Manifest
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -43,7 +42,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """What is read back: fields this runner does not write are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 class Signature(_Open):
@@ -55,7 +56,7 @@ class Envelope(_Open):
     """A DSSE envelope as JSON holds it: the payload base64-encoded, and its signatures."""
 
     payload: str
-    payloadType: str  # noqa: N815 — DSSE's own spelling
+    payloadType: str
     signatures: list[Signature]
 
     def payload_bytes(self) -> bytes:
@@ -65,16 +66,107 @@ class Envelope(_Open):
             raise RunnerError("its payload is not base64", EXIT_USAGE) from None
 
 
-class Subject(_Open):
+class Resource(_Open):
+    """An in-toto ResourceDescriptor: a subject, a dependency or a byproduct."""
+
     name: str
-    digest: dict[str, str]
+    uri: str | None = None
+    digest: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, object] | None = None
 
 
 class Statement(_Open):
-    type_: str = Field(alias="_type")
-    subject: list[Subject] = Field(min_length=1)
-    predicateType: str  # noqa: N815 — in-toto's own spelling
-    predicate: dict[str, Any]
+    """An in-toto Statement v1. Its predicate is JSON read back as it stands (untrusted: narrowed
+    where it is used); this runner writes it from :class:`Provenance` or :class:`VerificationSummary`."""
+
+    type_: str = Field(default=STATEMENT_TYPE, alias="_type")
+    subject: list[Resource] = Field(min_length=1)
+    predicateType: str
+    predicate: dict[str, object]
+
+
+class _Doc(BaseModel):
+    """What this runner writes: exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Agent(_Doc):
+    """SLSA's builder (of a run) or verifier (of a replay)."""
+
+    id: str
+    version: dict[str, str]
+
+
+class ExternalParameters(_Doc):
+    config: dict[str, object]
+    overrides: list[str]
+    seed: int
+    command: list[str]
+
+
+class InternalParameters(_Doc):
+    determinism: dict[str, object]
+    precision: object
+    environment: dict[str, str]
+    containerized: bool
+    launch: dict[str, object]
+    engine: dict[str, object] | None
+
+
+class BuildDefinition(_Doc):
+    buildType: str = BUILD_TYPE
+    externalParameters: ExternalParameters
+    internalParameters: InternalParameters
+    resolvedDependencies: list[Resource]
+
+
+class Metadata(_Doc):
+    invocationId: str
+    startedOn: str
+    finishedOn: str
+
+
+class RunDetails(_Doc):
+    builder: Agent
+    metadata: Metadata
+    byproducts: list[Resource]
+
+
+class Provenance(_Doc):
+    """SLSA Provenance v1: how a run was made."""
+
+    buildDefinition: BuildDefinition
+    runDetails: RunDetails
+
+
+class ImageUsed(_Doc):
+    id: str
+    tag: str
+    registry_ref: str | None = None
+
+
+class ReplayRecord(_Doc):
+    runDir: str
+    runId: str
+    image: ImageUsed | None  # None: replayed on the host, in no image
+
+
+class Policy(_Doc):
+    uri: str = REPLAY_POLICY
+
+
+class VerificationSummary(_Doc):
+    """SLSA VSA v1: a replay's verdict on the run it replayed (``replay``: this runner's own field)."""
+
+    verifier: Agent
+    timeVerified: str
+    resourceUri: str
+    policy: Policy = Field(default_factory=Policy)
+    inputAttestations: list[Resource]
+    verificationResult: Literal["PASSED", "FAILED"]
+    verifiedLevels: list[str]
+    replay: ReplayRecord
 
 
 @dataclass(frozen=True)
@@ -84,8 +176,10 @@ class Builder:
     version: str
     host: str
 
-    def id(self, role: str) -> str:
-        return f"urn:runner:{role}:runner@{self.version}:host={self.host}"
+    def agent(self, role: str) -> Agent:
+        return Agent(
+            id=f"urn:runner:{role}:runner@{self.version}:host={self.host}", version={"runner": self.version}
+        )
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -94,17 +188,13 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-def envelope(statement: Mapping[str, Any], signatures: list[Signature] | None = None) -> Envelope:
-    """An envelope around a statement's JSON (sign :func:`payload_of` it, then add the signatures)."""
+def envelope(statement: Statement, signatures: list[Signature] | None = None) -> Envelope:
+    """An envelope around a statement's JSON, unsigned (sign ``pae(payloadType, payload)``, then add
+    the signature)."""
+    payload = statement.model_dump_json(by_alias=True, exclude_none=True).encode()
     return Envelope(
-        payload=base64.b64encode(payload_of(statement)).decode(),
-        payloadType=PAYLOAD_TYPE,
-        signatures=signatures or [],
+        payload=base64.b64encode(payload).decode(), payloadType=PAYLOAD_TYPE, signatures=signatures or []
     )
-
-
-def payload_of(statement: Mapping[str, Any]) -> bytes:
-    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
 
 
 def timestamp(seconds: float) -> str:
@@ -112,120 +202,105 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _sha256(hexdigest: str) -> dict[str, str]:
-    return {"sha256": hexdigest.removeprefix("sha256:")}
+def _file(name: str, hexdigest: str, uri: str | None = None) -> Resource:
+    return Resource(name=name, uri=uri, digest={"sha256": hexdigest.removeprefix("sha256:")})
 
 
-def subjects(m: Manifest, manifest_sha256: str) -> list[dict[str, Any]]:
+def subjects(m: Manifest, manifest_sha256: str) -> list[Resource]:
     """The files a run's statement vouches for: its manifest, fingerprints, code and every output."""
-    found = [{"name": layout.MANIFEST, "digest": _sha256(manifest_sha256)}]
+    found = [_file(layout.MANIFEST, manifest_sha256)]
     if m.fingerprints is not None:
-        found.append({"name": m.fingerprints.file, "digest": _sha256(m.fingerprints.sha256)})
+        found.append(_file(m.fingerprints.file, m.fingerprints.sha256))
     if m.code is not None:
-        found.append({"name": m.code.snapshot, "digest": _sha256(m.code.snapshot_sha256)})
-    for name, rec in sorted(m.outputs.items()):
-        found.append({"name": f"{layout.OUTPUTS_DIR}/{name}", "digest": _sha256(rec.sha256)})
-    for name, rec in sorted((m.op_traces or {}).items()):
-        found.append({"name": name, "digest": _sha256(rec.sha256)})
+        found.append(_file(m.code.snapshot, m.code.snapshot_sha256))
+    found += [_file(f"{layout.OUTPUTS_DIR}/{name}", rec.sha256) for name, rec in sorted(m.outputs.items())]
+    found += [_file(name, rec.sha256) for name, rec in sorted((m.op_traces or {}).items())]
     return found
 
 
-def dependencies(m: Manifest) -> list[dict[str, Any]]:
+def dependencies(m: Manifest) -> list[Resource]:
     """SLSA ``resolvedDependencies``: code (commit and snapshot), image, lock, base image, data files."""
-    deps: list[dict[str, Any]] = []
+    deps: list[Resource] = []
     if m.code is not None:
         if m.code.commit:
-            deps.append(
-                {
-                    "name": "git-commit",
-                    "digest": {"gitCommit": m.code.commit},
-                    "annotations": {"dirty": m.code.dirty},
-                }
-            )
-        deps.append({"name": m.code.snapshot, "digest": _sha256(m.code.snapshot_sha256)})
+            commit = {"gitCommit": m.code.commit}
+            deps.append(Resource(name="git-commit", digest=commit, annotations={"dirty": m.code.dirty}))
+        deps.append(_file(m.code.snapshot, m.code.snapshot_sha256))
     if m.image is not None:
-        deps += image_dependencies(m.image.model_dump())
+        deps += image_dependencies(m.image)
     if m.data is not None:
         for name, rec in sorted(m.data.files.items()):
-            deps.append(
-                {
-                    "name": f"data/{m.data.name}/{name}",
-                    "uri": f"{m.data.root}/{name}",
-                    "digest": _sha256(rec.sha256),
-                }
-            )
+            deps.append(_file(f"data/{m.data.name}/{name}", rec.sha256, uri=f"{m.data.root}/{name}"))
     return deps
 
 
-def registry_digest(image: Mapping[str, Any]) -> str | None:
+def registry_ref(image: Image) -> str | None:
     """Where a registry holds the image, by content (``REPOSITORY@sha256:…``), when one is recorded."""
-    ref = image.get("registry_ref")
+    ref = getattr(image, "registry_ref", None)  # recorded by runs that pushed their image
     return ref if isinstance(ref, str) and "@sha256:" in ref else None
 
 
-def image_dependencies(image: Mapping[str, Any]) -> list[dict[str, Any]]:
+def image_dependencies(image: Image) -> list[Resource]:
     """The image (its id, and its registry digest when one is recorded), its lock, Dockerfile and base."""
-    found = {"name": "image", "uri": image["tag"], "digest": _sha256(str(image["id"]))}
-    found["annotations"] = {"kind": image["kind"], "content_hash": image["content_hash"]}
-    registry = registry_digest(image)
-    if registry:
-        found["annotations"]["registry_ref"] = registry
-    base = image.get("base_digest") or image["base_id"]
+    ref = registry_ref(image)
+    about: dict[str, object] = {"kind": image.kind, "content_hash": image.content_hash}
+    if ref:
+        about["registry_ref"] = ref
+    base = image.base_digest or image.base_id
     deps = [
-        found,
-        {"name": image["lock"], "digest": _sha256(image["lock_sha256"])},
-        {"name": image["dockerfile"], "digest": _sha256(image["dockerfile_sha256"])},
-        {"name": "base-image", "uri": image["base_ref"], "digest": _sha256(str(base).rpartition("@")[2])},
+        Resource(
+            name="image",
+            uri=image.tag,
+            digest={"sha256": image.id.removeprefix("sha256:")},
+            annotations=about,
+        ),
+        _file(image.lock, image.lock_sha256),
+        _file(image.dockerfile, image.dockerfile_sha256),
+        _file("base-image", base.rpartition("@")[2], uri=image.base_ref),
     ]
-    if registry:  # the same image as a registry serves it: its manifest's digest, what a pull names
-        deps.insert(
-            1, {"name": "image-registry", "uri": registry, "digest": _sha256(registry.rpartition("@")[2])}
-        )
+    if ref:  # the same image as a registry serves it: its manifest's digest, what a pull names
+        deps.insert(1, _file("image-registry", ref.rpartition("@")[2], uri=ref))
     return deps
 
 
-def statement(m: Manifest, manifest_sha256: str, logs: Mapping[str, str], builder: Builder) -> dict[str, Any]:
+def statement(m: Manifest, manifest_sha256: str, logs: Mapping[str, str], builder: Builder) -> Statement:
     """The SLSA provenance of the run ``m`` records (``manifest_sha256``: of its manifest file as
     written; ``logs``: log file name in the run dir → sha256)."""
-    build = {
-        "buildType": BUILD_TYPE,
-        "externalParameters": {
-            "config": m.config,
-            "overrides": m.overrides,
-            "seed": m.determinism.seed,
-            "command": m.command,
-        },
-        "internalParameters": {
-            "determinism": {"profile": m.determinism.profile, "flags": m.determinism.flags},
-            "precision": m.config.get("precision"),
-            "environment": m.environment,
-            "containerized": m.containerized,
-            "launch": m.launch,
-            "engine": m.engine.model_dump() if m.engine else None,
-        },
-        "resolvedDependencies": dependencies(m),
-    }
-    hardware = {"host": m.host, "process": m.process, "cluster": m.cluster}
-    byproducts = [{"name": name, "digest": _sha256(digest)} for name, digest in sorted(logs.items())]
-    byproducts.append({"name": "hardware", "annotations": hardware})
-    byproducts.append(
-        {"name": "outcome", "annotations": {"status": m.status, "exit_code": m.exit_code, "error": m.error}}
+    build = BuildDefinition(
+        externalParameters=ExternalParameters(
+            config=m.config, overrides=m.overrides, seed=m.determinism.seed, command=m.command
+        ),
+        internalParameters=InternalParameters(
+            determinism={"profile": m.determinism.profile, "flags": m.determinism.flags},
+            precision=m.config.get("precision"),
+            environment=m.environment,
+            containerized=m.containerized,
+            launch=m.launch,
+            engine=m.engine.model_dump() if m.engine else None,
+        ),
+        resolvedDependencies=dependencies(m),
     )
-    details = {
-        "builder": {"id": builder.id("builder"), "version": {"runner": builder.version}},
-        "metadata": {
-            "invocationId": m.run_id,
-            "startedOn": timestamp(m.timings.started),
-            "finishedOn": timestamp(m.timings.finished),
-        },
-        "byproducts": byproducts,
-    }
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": subjects(m, manifest_sha256),
-        "predicateType": PROVENANCE_TYPE,
-        "predicate": {"buildDefinition": build, "runDetails": details},
-    }
+    hardware: dict[str, object] = {"host": m.host, "process": m.process, "cluster": m.cluster}
+    ending: dict[str, object] = {"status": m.status, "exit_code": m.exit_code, "error": m.error}
+    details = RunDetails(
+        builder=builder.agent("builder"),
+        metadata=Metadata(
+            invocationId=m.run_id,
+            startedOn=timestamp(m.timings.started),
+            finishedOn=timestamp(m.timings.finished),
+        ),
+        byproducts=[
+            *(_file(name, digest) for name, digest in sorted(logs.items())),
+            Resource(name="hardware", annotations=hardware),
+            Resource(name="outcome", annotations=ending),
+        ],
+    )
+    predicate = Provenance(buildDefinition=build, runDetails=details)
+    return Statement(
+        subject=subjects(m, manifest_sha256),
+        predicateType=PROVENANCE_TYPE,
+        predicate=predicate.model_dump(mode="json", exclude_none=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -238,35 +313,31 @@ class ReplayFacts:
     passed: bool
     replay_dir: str
     replay_run_id: str
-    image: Mapping[str, Any] | None  # the replay's manifest's image record
+    image: Image | None  # the image the replay ran in (None: on the host)
     verified: float  # when the verdict was reached
 
 
-def verification_summary(facts: ReplayFacts, builder: Builder) -> dict[str, Any]:
+def verification_summary(facts: ReplayFacts, builder: Builder) -> Statement:
     """The VSA of a replay: the original run (its manifest) replayed bit for bit, or not."""
-    image = facts.image or {}
-    used = {"id": image.get("id"), "tag": image.get("tag")}
-    registry = registry_digest(image)
-    if registry:
-        used["registry_ref"] = registry
+    image = facts.image
+    used = ImageUsed(id=image.id, tag=image.tag, registry_ref=registry_ref(image)) if image else None
     inputs = []
     if facts.original_provenance_sha256:
-        inputs.append({"name": layout.PROVENANCE, "digest": _sha256(facts.original_provenance_sha256)})
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": layout.MANIFEST, "digest": _sha256(facts.original_manifest_sha256)}],
-        "predicateType": VSA_TYPE,
-        "predicate": {
-            "verifier": {"id": builder.id("verifier"), "version": {"runner": builder.version}},
-            "timeVerified": timestamp(facts.verified),
-            "resourceUri": f"urn:runner:run:{facts.original_run_id}",
-            "policy": {"uri": REPLAY_POLICY},
-            "inputAttestations": inputs,
-            "verificationResult": "PASSED" if facts.passed else "FAILED",
-            "verifiedLevels": [REPLAY_LEVEL] if facts.passed else [],
-            "replay": {"runDir": facts.replay_dir, "runId": facts.replay_run_id, "image": used},
-        },
-    }
+        inputs.append(_file(layout.PROVENANCE, facts.original_provenance_sha256))
+    summary = VerificationSummary(
+        verifier=builder.agent("verifier"),
+        timeVerified=timestamp(facts.verified),
+        resourceUri=f"urn:runner:run:{facts.original_run_id}",
+        inputAttestations=inputs,
+        verificationResult="PASSED" if facts.passed else "FAILED",
+        verifiedLevels=[REPLAY_LEVEL] if facts.passed else [],
+        replay=ReplayRecord(runDir=facts.replay_dir, runId=facts.replay_run_id, image=used),
+    )
+    return Statement(
+        subject=[_file(layout.MANIFEST, facts.original_manifest_sha256)],
+        predicateType=VSA_TYPE,
+        predicate=summary.model_dump(mode="json", exclude_none=True),
+    )
 
 
 # -- reading back ---------------------------------------------------------------------------------------

@@ -87,13 +87,13 @@ def write_verdict(
         passed=passed,
         replay_dir=str(replay_dir),
         replay_run_id=replayed.run_id,
-        image=replayed.image.model_dump() if replayed.image else None,
+        image=replayed.image,
         verified=time.time(),
     )
     return _write(replay_dir / layout.VERIFICATION, provenance.verification_summary(facts, builder()), signer)
 
 
-def _write(path: Path, statement: Mapping[str, Any], signer: signing.Signer | None) -> str | None:
+def _write(path: Path, statement: provenance.Statement, signer: signing.Signer | None) -> str | None:
     env = provenance.envelope(statement)
     note = None
     if signer is not None:

@@ -528,8 +528,8 @@ def test_fuzzed_envelopes_in_a_run_dir_are_reported_never_a_traceback(tmp_path, 
         "subject": subjects,
         "predicate": {"runDetails": {"metadata": {"invocationId": run_id}}},
     }
-    env = provenance.envelope(statement).model_dump()
-    env["signatures"] = signatures
+    payload = base64.b64encode(json.dumps(statement).encode()).decode()
+    env = {"payload": payload, "payloadType": provenance.PAYLOAD_TYPE, "signatures": signatures}
     (run_dir / layout.PROVENANCE).write_text(json.dumps(env))
     allowed = tmp_path / "allowed_signers"
     allowed.write_text("x ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHcUhC9poAlf77jEEe/MxGSoL3TDJ5QMzl38DoY3aDES\n")

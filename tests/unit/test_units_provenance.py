@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from runner.core import provenance
 from runner.core.errors import RunnerError
-from runner.core.manifest import Manifest
+from runner.core.manifest import Image, Manifest
 from tests.run_records import manifest_dict
 
 BUILDER = provenance.Builder(version="9.9.9", host="lab-1")
@@ -28,8 +28,41 @@ def _manifest(**changes) -> Manifest:
     )
 
 
-def _statement(**changes) -> dict:
+IMAGE = {
+    "tag": "runner/x:abc",
+    "id": "sha256:" + "1" * 64,
+    "kind": "cpu",
+    "content_hash": "abc",
+    "dockerfile": "Dockerfile.cpu",
+    "dockerfile_sha256": "2" * 64,
+    "lock": "images/cpu.lock",
+    "lock_sha256": "3" * 64,
+    "base_ref": "runner-base:bookworm",
+    "base_digest": None,
+    "base_id": "sha256:" + "4" * 64,
+    "python_version": "3.11",
+    "build_args": {},
+    "built_now": False,
+}
+
+
+class _Pushed(Image):
+    """An image record that holds where a registry keeps the image (runs that pushed it record one)."""
+
+    registry_ref: str | None = None
+
+
+def _written(statement: provenance.Statement) -> dict:
+    """A statement as its envelope's payload holds it: the JSON a reader gets."""
+    return json.loads(provenance.envelope(statement).payload_bytes())
+
+
+def _typed(**changes) -> provenance.Statement:
     return provenance.statement(_manifest(**changes), MANIFEST_SHA, {"logs/train.log": "e" * 64}, BUILDER)
+
+
+def _statement(**changes) -> dict:
+    return _written(_typed(**changes))
 
 
 def test_the_subjects_are_the_manifest_fingerprints_code_and_every_output():
@@ -61,58 +94,32 @@ def test_the_build_definition_holds_config_seed_profile_and_dependencies():
 
 
 def test_the_image_its_lock_base_and_data_files_are_dependencies():
-    image = {
-        "tag": "runner/x:abc",
-        "id": "sha256:" + "1" * 64,
-        "kind": "cpu",
-        "content_hash": "abc",
-        "dockerfile": "Dockerfile.cpu",
-        "dockerfile_sha256": "2" * 64,
-        "lock": "images/cpu.lock",
-        "lock_sha256": "3" * 64,
-        "base_ref": "runner-base:bookworm",
-        "base_digest": None,
-        "base_id": "sha256:" + "4" * 64,
-        "python_version": "3.11",
-        "build_args": {},
-        "built_now": False,
-    }
     data = {"name": "fm", "root": "/d", "files": {"a.gz": {"sha256": "5" * 64, "bytes": 1}}}
-    deps = provenance.statement(_manifest(image=image, data=data), MANIFEST_SHA, {}, BUILDER)["predicate"][
-        "buildDefinition"
-    ]["resolvedDependencies"]
+    deps = _statement(image=IMAGE, data=data)["predicate"]["buildDefinition"]["resolvedDependencies"]
     by_name = {d["name"]: d for d in deps}
     assert by_name["image"]["digest"] == {"sha256": "1" * 64} and by_name["image"]["uri"] == "runner/x:abc"
     assert by_name["images/cpu.lock"]["digest"] == {"sha256": "3" * 64}
     assert by_name["base-image"]["digest"] == {"sha256": "4" * 64}
-    assert by_name["data/fm/a.gz"]["digest"] == {"sha256": "5" * 64}
+    assert by_name["data/fm/a.gz"] == {
+        "name": "data/fm/a.gz",
+        "uri": "/d/a.gz",
+        "digest": {"sha256": "5" * 64},
+    }
 
 
 def test_a_registry_digest_is_a_dependency_of_its_own_when_one_is_recorded():
-    image = {
-        "tag": "runner/x:abc",
-        "id": "sha256:" + "1" * 64,
-        "kind": "cpu",
-        "content_hash": "abc",
-        "lock": "images/cpu.lock",
-        "lock_sha256": "3" * 64,
-        "dockerfile": "Dockerfile.cpu",
-        "dockerfile_sha256": "2" * 64,
-        "base_ref": "runner-base:bookworm",
-        "base_digest": "runner-base@sha256:" + "6" * 64,
-        "base_id": "sha256:" + "4" * 64,
-    }
-    assert [d["name"] for d in provenance.image_dependencies(image)] == [
-        "image",
-        "images/cpu.lock",
-        "Dockerfile.cpu",
-        "base-image",
-    ]
-    assert provenance.image_dependencies(image)[-1]["digest"] == {"sha256": "6" * 64}
+    image = Image.model_validate({**IMAGE, "base_digest": "runner-base@sha256:" + "6" * 64})
+    deps = provenance.image_dependencies(image)
+    assert [d.name for d in deps] == ["image", "images/cpu.lock", "Dockerfile.cpu", "base-image"]
+    assert deps[-1].digest == {"sha256": "6" * 64}
     ref = "127.0.0.1:5000/runner/x@sha256:" + "7" * 64
-    deps = provenance.image_dependencies({**image, "registry_ref": ref})
-    assert deps[1] == {"name": "image-registry", "uri": ref, "digest": {"sha256": "7" * 64}}
-    assert deps[0]["annotations"]["registry_ref"] == ref
+    deps = provenance.image_dependencies(_Pushed.model_validate({**image.model_dump(), "registry_ref": ref}))
+    assert deps[1].model_dump(exclude_none=True) == {
+        "name": "image-registry",
+        "uri": ref,
+        "digest": {"sha256": "7" * 64},
+    }
+    assert deps[0].annotations == {"kind": "cpu", "content_hash": "abc", "registry_ref": ref}
 
 
 def test_run_details_name_the_builder_the_run_and_its_logs():
@@ -137,9 +144,9 @@ def test_a_failed_run_says_so():
 
 
 def test_an_envelope_reads_back_to_its_statement():
-    statement = _statement()
+    statement = _typed()
     env = provenance.read_envelope(provenance.envelope(statement).model_dump_json())
-    assert json.loads(env.payload_bytes()) == statement and env.signatures == []
+    assert json.loads(env.payload_bytes()) == _written(statement) and env.signatures == []
     got = provenance.read_statement(env, provenance.PROVENANCE_TYPE)
     assert provenance.invocation_id(got) == "made-by-hand"
     with pytest.raises(RunnerError, match="predicateType"):
@@ -151,7 +158,7 @@ def test_pae_is_dsses_encoding():
 
 
 def test_subject_problems_name_each_missing_or_different_file():
-    env = provenance.envelope(_statement())
+    env = provenance.envelope(_typed())
     st_ = provenance.read_statement(env, provenance.PROVENANCE_TYPE)
     on_disk = {s.name: s.digest["sha256"] for s in st_.subject}
     assert provenance.subject_problems(st_, on_disk) == []
@@ -182,7 +189,9 @@ def test_a_subject_name_stays_inside_the_run_dir(name, ok):
 
 
 def test_a_statement_naming_a_file_outside_the_run_dir_is_a_problem():
-    statement = {**_statement(), "subject": [{"name": "../../etc/passwd", "digest": {"sha256": "a" * 64}}]}
+    statement = _typed().model_copy(
+        update={"subject": [provenance.Resource(name="../../etc/passwd", digest={"sha256": "a" * 64})]}
+    )
     st_ = provenance.read_statement(provenance.envelope(statement), provenance.PROVENANCE_TYPE)
     assert provenance.subject_problems(st_, {}) == ["../../etc/passwd: not a file name inside the run dir"]
 
@@ -195,10 +204,10 @@ def test_the_replay_verdict_is_a_vsa_about_the_original_manifest():
         passed=True,
         replay_dir="/runs/r-1/replays/t",
         replay_run_id="t-2",
-        image={"id": "sha256:" + "c" * 64, "tag": "runner/x:1"},
+        image=_Pushed.model_validate({**IMAGE, "registry_ref": "r/x@sha256:" + "8" * 64}),
         verified=0.0,
     )
-    vsa = provenance.verification_summary(facts, BUILDER)
+    vsa = _written(provenance.verification_summary(facts, BUILDER))
     assert vsa["predicateType"] == "https://slsa.dev/verification_summary/v1"
     assert vsa["subject"] == [{"name": "manifest.json", "digest": {"sha256": "a" * 64}}]
     pred = vsa["predicate"]
@@ -207,13 +216,22 @@ def test_the_replay_verdict_is_a_vsa_about_the_original_manifest():
     assert pred["replay"] == {
         "runDir": "/runs/r-1/replays/t",
         "runId": "t-2",
-        "image": {"id": "sha256:" + "c" * 64, "tag": "runner/x:1"},
+        "image": {
+            "id": "sha256:" + "1" * 64,
+            "tag": "runner/x:abc",
+            "registry_ref": "r/x@sha256:" + "8" * 64,
+        },
     }
     assert pred["inputAttestations"] == [{"name": "provenance.intoto.jsonl", "digest": {"sha256": "b" * 64}}]
-    failed = provenance.verification_summary(
-        provenance.ReplayFacts(**{**facts.__dict__, "passed": False}), BUILDER
+    failed = _written(
+        provenance.verification_summary(
+            provenance.ReplayFacts(**{**facts.__dict__, "passed": False, "image": None}), BUILDER
+        )
     )
-    assert failed["predicate"]["verificationResult"] == "FAILED"
+    assert (
+        failed["predicate"]["verificationResult"] == "FAILED" and failed["predicate"]["verifiedLevels"] == []
+    )
+    assert "image" not in failed["predicate"]["replay"]  # replayed on the host, in no image
 
 
 # -- fuzzed envelopes: a RunnerError or a statement, never a traceback ----------------------------------
@@ -282,5 +300,8 @@ def test_any_subjects_and_run_details_are_read_or_refused(subjects, details):
         "subject": subjects,
         "predicate": {"runDetails": details},
     }
-    env = provenance.envelope(payload).model_dump_json()
-    _read_both(env)
+    env = {
+        "payload": base64.b64encode(json.dumps(payload).encode()).decode(),
+        "payloadType": provenance.PAYLOAD_TYPE,
+    }
+    _read_both(json.dumps({**env, "signatures": []}))
