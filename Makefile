@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 
-.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm charliecloud
+.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm charliecloud podman
 
 setup: $(STAMP) docker base data
 
@@ -30,10 +30,14 @@ slurm:
 charliecloud: $(STAMP)
 	scripts/ensure-charliecloud.sh runner-ci $(abspath $(PY)) $(CURDIR)
 
+# Rootless Podman and an unprivileged user (runner-ci) who can run this venv, for engine=podman and its tests.
+podman: $(STAMP)
+	scripts/ensure-podman.sh runner-ci $(abspath $(PY))
+
 run: setup
 	$(PY) -m runner experiment=mnist_ddp
 
-test: setup slurm charliecloud
+test: setup slurm charliecloud podman
 	$(PY) -m pytest -x -q
 
 # The pure, fast tests alone (no engine, no Slurm): seconds, for the edit-test loop.

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Rootless Podman for `engine=podman` and the `podman` tests. Idempotent, needs root:
-# installs podman (with uidmap, slirp4netns, fuse-overlayfs) when missing, makes the unprivileged
-# test user (default runner-ci; `useradd -m` fills /etc/subuid and /etc/subgid) and its runtime
-# dir (XDG_RUNTIME_DIR=/run/user/UID), and checks that the user's podman answers. It starts no
-# service: the runner starts the user's `podman --runtime runc system service` when no socket answers,
-# and stops what it started.
+#   scripts/ensure-podman.sh [USER] [PYTHON]
+# installs podman (with uidmap, slirp4netns, fuse-overlayfs, acl) when missing, makes the unprivileged
+# test user (default runner-ci; `useradd -m` fills /etc/subuid and /etc/subgid), its runtime dir
+# (XDG_RUNTIME_DIR=/run/user/UID) and its image store (native overlay: fuse-overlayfs needs /dev/fuse,
+# which may be root's only, and podman would fall back to vfs, a full copy of the image per container),
+# lets the user run PYTHON (the project's venv interpreter: each directory on its real path that the
+# user cannot enter gets an ACL entry for that user alone, e.g. /root for a pyenv Python), and checks
+# that the user's podman answers. It starts no service: the runner starts the user's
+# `podman --runtime runc system service` when no socket answers, and stops what it started.
 set -euo pipefail
 USER_NAME=${1:-runner-ci}
+PYTHON=${2:-}
 
 if ! command -v podman >/dev/null 2>&1 || ! command -v newuidmap >/dev/null 2>&1 \
-  || ! command -v slirp4netns >/dev/null 2>&1 || ! command -v fuse-overlayfs >/dev/null 2>&1; then
-  echo "setup: installing podman uidmap slirp4netns fuse-overlayfs"
+  || ! command -v slirp4netns >/dev/null 2>&1 || ! command -v fuse-overlayfs >/dev/null 2>&1 \
+  || ! command -v setfacl >/dev/null 2>&1; then
+  echo "setup: installing podman uidmap slirp4netns fuse-overlayfs acl"
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-    podman uidmap slirp4netns fuse-overlayfs >/dev/null
+    podman uidmap slirp4netns fuse-overlayfs acl >/dev/null
 fi
 
 if ! id -u "$USER_NAME" >/dev/null 2>&1; then
@@ -32,10 +38,31 @@ if [ ! -d "$runtime" ]; then
   chmod 700 "$runtime"
 fi
 
+home=$(getent passwd "$USER_NAME" | cut -d: -f6)
+as_user() { runuser -u "$USER_NAME" -- env -C / HOME="$home" XDG_RUNTIME_DIR="$runtime" "$@"; }
+conf=$home/.config/containers/storage.conf
+if [ ! -f "$conf" ]; then
+  as_user mkdir -p "$(dirname "$conf")"
+  printf '# scripts/ensure-podman.sh: native overlay (kernel >= 5.13), not vfs\n[storage]\ndriver = "overlay"\n' \
+    | as_user tee "$conf" >/dev/null
+  as_user podman system reset --force >/dev/null 2>&1 || true  # a store made before: its driver was another
+fi
+
+if [ -n "$PYTHON" ]; then
+  dir=$(dirname "$(readlink -f "$PYTHON")")
+  while [ "$dir" != / ]; do
+    if ! runuser -u "$USER_NAME" -- test -x "$dir"; then
+      echo "setup: letting $USER_NAME enter $dir (ACL, search only)"
+      setfacl -m "u:$USER_NAME:x" "$dir"
+    fi
+    dir=$(dirname "$dir")
+  done
+  as_user "$PYTHON" -c 'import runner' >/dev/null
+fi
+
 # crun fails on hybrid cgroups ("cgroups in hybrid mode not supported"): runc it is
-if ! runuser -u "$USER_NAME" -- env -C / HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
-  XDG_RUNTIME_DIR="$runtime" podman --runtime runc info >/dev/null 2>&1; then
+if ! as_user podman --runtime runc info >/dev/null 2>&1; then
   echo "setup: rootless podman does not answer for $USER_NAME" >&2
-  runuser -u "$USER_NAME" -- env -C / XDG_RUNTIME_DIR="$runtime" podman --runtime runc info 2>&1 | tail -5 >&2
+  as_user podman --runtime runc info 2>&1 | tail -5 >&2
   exit 1
 fi

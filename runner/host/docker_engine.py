@@ -1,18 +1,23 @@
-"""The one module that talks to Docker (docker-py): :class:`DockerEngine`, the default
-:class:`~runner.host.engine.Engine`. Nothing of docker-py leaves it: containers are handed out
+"""The one module that talks to Docker's API (docker-py): :class:`DockerEngine`, the default
+:class:`~runner.host.engine.Engine`, and :class:`PodmanEngine`, rootless Podman through its
+Docker-compatible service. Nothing of docker-py leaves it: containers are handed out
 as :class:`~runner.host.engine.Container` handles, and docker-py's named exceptions are caught
 here and re-raised as :class:`RunnerError` with a message a researcher can act on.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,19 +49,26 @@ class DockerEngine:
         if self._client is not None:
             return
         try:
-            if self.base_url:
-                client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
-            else:
-                client = docker.from_env(timeout=self.timeout)
-            client.ping()
+            self._client = self._open()
         except docker.errors.DockerException as exc:
-            host = self.base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            raise RunnerError(
-                f"Docker engine not reachable at {host} — is dockerd running? (`make setup` starts it; "
-                f"or use launch.backend=host) [{type(exc).__name__}]",
-                EXIT_ENVIRONMENT,
-            ) from None
-        self._client = client
+            raise self._unreachable(exc) from None
+
+    def _open(self) -> docker.DockerClient:
+        """A client of the engine at ``base_url`` that answered a ping."""
+        if self.base_url:
+            client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+        else:
+            client = docker.from_env(timeout=self.timeout)
+        client.ping()
+        return client
+
+    def _unreachable(self, exc: Exception) -> RunnerError:
+        host = self.base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        return RunnerError(
+            f"Docker engine not reachable at {host} — is dockerd running? (`make setup` starts it; "
+            f"or use launch.backend=host) [{type(exc).__name__}]",
+            EXIT_ENVIRONMENT,
+        )
 
     def close(self) -> None:
         if self._client is not None:
@@ -187,9 +199,26 @@ class DockerEngine:
         """Create, then start: an image that is not here is an error, never a pull from a registry."""
         refuse_engine_sockets(req.mounts, engine_sockets(also=[self.base_url]))
         api = self.client.api
-        skip = set(self.describe().cannot_enforce)  # the run has said so, and records it
+        cid = self._create(req, self._host_config(req))
+        try:
+            if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
+                self._lifelines[cid] = _Lifeline(api, cid)
+            api.start(cid)
+        except docker.errors.APIError as exc:
+            self._lifelines.pop(cid, None)
+            with contextlib.suppress(docker.errors.DockerException):
+                api.remove_container(cid, force=True)
+            raise RunnerError(
+                f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
+            ) from None
+        return Container(id=cid, name=req.name)
+
+    def _host_config(self, req: ContainerRequest) -> dict[str, Any]:
+        """The container's locks and limits, as the engine's API takes them; a limit the engine
+        cannot enforce (:meth:`describe`) is left out: the run has said so, and records it."""
+        skip = set(self.describe().cannot_enforce)
         mounts = [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in req.mounts]
-        host_config = api.create_host_config(
+        host_config: dict[str, Any] = self.client.api.create_host_config(
             mounts=mounts,
             network_mode="host" if req.network == "host" else "none",
             cap_drop=["ALL"],
@@ -203,8 +232,12 @@ class DockerEngine:
             device_requests=_device_requests(req.gpus),
             auto_remove=req.lifeline,
         )
+        return host_config
+
+    def _create(self, req: ContainerRequest, host_config: dict[str, Any]) -> str:
+        """Create the container (not started); returns its id."""
         try:
-            cid = api.create_container(
+            created = self.client.api.create_container(
                 req.image,
                 command=req.command,
                 name=req.name,
@@ -214,25 +247,14 @@ class DockerEngine:
                 labels=req.labels,
                 host_config=host_config,
                 stdin_open=req.lifeline,  # with detach=False, docker-py sets StdinOnce along with it
-            )["Id"]
+            )
         except docker.errors.ImageNotFound:
             raise RunnerError(f"image {req.image} not found", EXIT_ENVIRONMENT) from None
         except docker.errors.APIError as exc:
             raise RunnerError(
                 f"cannot create container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
-        try:
-            if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
-                self._lifelines[cid] = _Lifeline(api, cid)
-            api.start(cid)
-        except docker.errors.APIError as exc:
-            self._lifelines.pop(cid, None)
-            with contextlib.suppress(docker.errors.DockerException):
-                api.remove_container(cid, force=True)
-            raise RunnerError(
-                f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
-            ) from None
-        return Container(id=cid, name=req.name)
+        return str(created["Id"])
 
     def stream_logs(self, container: Container) -> Iterator[str]:
         buf = b""
@@ -276,6 +298,166 @@ class DockerEngine:
         label = key if value is None else f"{key}={value}"
         found = self.client.api.containers(all=True, filters={"label": label})
         return [Container(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/")) for c in found]
+
+
+class PodmanEngine(DockerEngine):
+    """Podman, rootless, through its Docker-compatible service (docker-py with ``base_url``).
+
+    ``base_url``: the service's socket (None: the user's own, ``$XDG_RUNTIME_DIR/podman/podman.sock``).
+    When nothing answers there and ``start_service`` is true, the runner starts the user's
+    ``podman --runtime RUNTIME system service`` on it (in a session of its own, so a Ctrl-C meant
+    for the run does not stop the engine under it) and stops what it started on :meth:`close` or
+    when this process ends; a runner killed outright leaves it to stop after ``idle_s`` idle seconds.
+    ``runtime``: ``runc`` (``crun`` fails on hybrid cgroups: "cgroups in hybrid mode not supported").
+
+    Rootless, the container keeps the user's uid (user namespace ``keep-id``), so what it writes
+    in the run dir is the user's. The service adds ``TERM`` and ``container`` to every container's
+    variables; the training process starts without them, under exactly the profile's environment.
+    On cgroup v1 a rootless engine cannot limit cores or memory (Podman ignores them, saying so
+    only on its own command line): :meth:`describe` lists them, and the run says so and records it.
+    """
+
+    ADDED_ENV = ("TERM", "container")  # variables the service sets in every container
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        timeout: int = 120,
+        start_service: bool = True,
+        runtime: str = "runc",
+        idle_s: int = 600,
+    ) -> None:
+        super().__init__(base_url or _user_podman_socket(), timeout)
+        self.start_service, self.runtime, self.idle_s = start_service, runtime, idle_s
+        self._service: _Service | None = None
+
+    def connect(self) -> None:
+        if self._client is not None:
+            return
+        try:
+            self._client = self._open()
+            return
+        except docker.errors.DockerException as exc:
+            if not (
+                self.start_service and self._service is None and str(self.base_url).startswith("unix://")
+            ):
+                raise self._unreachable(exc) from None
+        self._service = _Service.start(self.base_url or "", self.runtime, self.idle_s)
+        try:
+            self._client = self._service.wait_for(self._open)
+        except (docker.errors.DockerException, RunnerError) as exc:
+            self._service.stop()
+            self._service = None
+            raise exc if isinstance(exc, RunnerError) else self._unreachable(exc) from None
+
+    def close(self) -> None:
+        super().close()
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+
+    def _unreachable(self, exc: Exception) -> RunnerError:
+        return RunnerError(
+            f"Podman not reachable at {self.base_url}: start `podman --runtime {self.runtime} system "
+            f"service {self.base_url}`, or let the runner start it (launch.engine.start_service=true) "
+            f"[{type(exc).__name__}]",
+            EXIT_ENVIRONMENT,
+        )
+
+    def describe(self) -> EngineInfo:
+        """Podman's own account of itself (``/libpod/info``): rootless, and its cgroup version."""
+        if self._info is None:
+            api = self.client.api
+            host = api._result(api._get(api._url("/libpod/info")), json=True)["host"]
+            rootless = bool(host.get("security", {}).get("rootless"))
+            cgroup_v1 = str(host.get("cgroupVersion")) == "v1"
+            self._info = EngineInfo(
+                name="podman",
+                version=self.client.version().get("Version"),
+                rootless=rootless,
+                cannot_enforce=("cpuset_cpus", "mem_limit") if rootless and cgroup_v1 else (),
+            )
+        return self._info
+
+    def start(self, req: ContainerRequest) -> Container:
+        added = [name for name in self.ADDED_ENV if name not in req.environment]
+        if added:  # the training process starts under exactly the request's variables
+            unset = [f"--unset={name}" for name in added]
+            req = dataclasses.replace(req, command=["env", *unset, "--", *req.command])
+        return super().start(req)
+
+    def _host_config(self, req: ContainerRequest) -> dict[str, Any]:
+        host_config = super()._host_config(req)
+        if self.describe().rootless:  # the user's uid stays theirs inside: the run dir is theirs
+            host_config["UsernsMode"] = "keep-id"
+        return host_config
+
+
+def _user_podman_socket() -> str:
+    """The socket a user's own Podman service listens on: ``$XDG_RUNTIME_DIR/podman/podman.sock``
+    (root's: ``/run/podman/podman.sock``)."""
+    if os.geteuid() == 0:
+        return "unix:///run/podman/podman.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return f"unix://{runtime}/podman/podman.sock"
+
+
+class _Service:
+    """A ``podman system service`` this process started, and stops."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+        self.owner = os.getpid()  # a forked child closing its copy of the engine leaves it running
+        atexit.register(self.stop)
+
+    @classmethod
+    def start(cls, url: str, runtime: str, idle_s: int) -> _Service:
+        sock = Path(url[len("unix://") :])
+        log = sock.parent / "runner-podman-service.log"
+        argv = ["podman", "--runtime", runtime, "system", "service", f"--time={idle_s}", url]
+        try:
+            sock.parent.mkdir(parents=True, exist_ok=True)
+            if sock.is_socket():  # nothing answered on it: a dead service's leftover
+                sock.unlink()
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+                )
+        except OSError as exc:
+            raise RunnerError(
+                f"cannot start podman system service on {url}: {exc.strerror or exc} ({' '.join(argv)})",
+                EXIT_ENVIRONMENT,
+            ) from None
+        return cls(proc, url, log)
+
+    def wait_for(self, open_client: Callable[[], Any], seconds: float = 30.0) -> Any:
+        """``open_client()`` once the service answers; RunnerError when it ends or never answers."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.proc.poll() is not None:
+                tail = " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
+                raise RunnerError(
+                    f"podman system service ended at once (exit {self.proc.returncode}): {tail}",
+                    EXIT_ENVIRONMENT,
+                )
+            try:
+                return open_client()
+            except docker.errors.DockerException:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, SIGKILL after 10 s); only the process that started it does."""
+        atexit.unregister(self.stop)
+        if os.getpid() != self.owner or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class _Lifeline:
