@@ -422,10 +422,11 @@ def test_an_allowed_signers_line_signs_runs_only_where_its_namespaces_say(option
 
 # -- bad input: one line, never a traceback ------------------------------------------------------------
 def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(tmp_path):
-    pub = _keygen(tmp_path / "k")
-    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    pub = _keygen(tmp_path / "keys" / "k")
+    assert (tmp_path / "keys").stat().st_mode & 0o777 == 0o700  # a new key dir: its owner's only
+    assert (tmp_path / "keys" / "k").stat().st_mode & 0o777 == 0o600
     assert pub.read_text().startswith("ssh-ed25519 ") and pub.read_text().strip().endswith("k@lab")
-    line = _one_line_error(run_runner("keygen", str(tmp_path / "k"), module="runner.cli"))
+    line = _one_line_error(run_runner("keygen", str(tmp_path / "keys" / "k"), module="runner.cli"))
     assert "already exists" in line
 
 
