@@ -59,19 +59,7 @@ def _task(cfg: DictConfig) -> float:
 
 
 def hydra_entry() -> None:
+    """``python -m runner``: one run, or a sweep (``-m``), whose launcher ends the command with the
+    sweep's exit status when not every job completed (:func:`runner.flows.sweep.judge`)."""
     # decorated here, not at import: finding the project's conf/ runs git
     hydra.main(config_path=str(project_conf_dir()), config_name="config", version_base="1.3")(_task)()
-    from runner.host import sweep
-
-    if sweep.failed_sweep_jobs:  # a sweep ran to its end, but not every one of its jobs completed
-        from runner.core.errors import EXIT_FAILED
-
-        n = len(sweep.failed_sweep_jobs)
-        fail(
-            RunnerError(
-                f"{n} job(s) of the sweep did not complete: "
-                + ", ".join(f"#{j['idx']} (exit {j['exit_code']})" for j in sweep.failed_sweep_jobs)
-                + " — see summary.json at the sweep root",
-                EXIT_FAILED,
-            )
-        )

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from runner.core import cluster
@@ -86,6 +87,31 @@ def cancel(job_ids: list[str]) -> None:
     SIGKILL after KillWait."""
     if job_ids:
         _run("scancel", *job_ids)
+
+
+def submit_array(calls: list[Any], folder: Path, params: dict[str, Any], asks: str) -> list[Any]:
+    """One ``sbatch`` of a job array (submitit): each call runs on a node as one array task; returns
+    submitit's job of each. Raises RunnerError (one line, ``asks`` in it) when sbatch refuses them."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(**params)
+    try:
+        with executor.batch():
+            return [executor.submit(call) for call in calls]
+    except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
+        detail = getattr(exc, "output", None) or getattr(exc, "stderr", None) or str(exc)
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        line = [x for x in str(detail).splitlines() if x.strip()][-1:] or [type(exc).__name__]
+        raise RunnerError(
+            f"sbatch refused the sweep's jobs ({asks}): {line[0].strip()}", EXIT_USAGE
+        ) from None
+
+
+def requeue_self() -> None:
+    """``scontrol requeue`` this very job: it goes back to the queue and starts again."""
+    subprocess.run(["scontrol", "requeue", os.environ.get("SLURM_JOB_ID", "")], check=False)
 
 
 def _cpu_ids(env: dict[str, str]) -> list[int] | None:

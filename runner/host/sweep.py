@@ -30,9 +30,6 @@ JOB_STATUS_FILE = "job_status.json"
 SKIP_COMPLETED = "hydra.launcher.skip_completed"  # how a user asks for it
 SUPERSEDED_DIR = ".superseded"  # under the sweep dir: run dirs a re-run sweep ran again
 
-# Sweep jobs of this process's sweeps that did not complete; the command line turns it into its exit status.
-failed_sweep_jobs: list[dict[str, Any]] = []
-
 
 def override_key(override: str) -> str:
     """``+model.lr=0.1`` → ``model.lr``: the config key an override sets."""
