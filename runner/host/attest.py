@@ -132,7 +132,6 @@ def read_envelopes(path: Path) -> list[provenance.Envelope]:
 def on_disk(run_dir: Path, names: Iterable[str]) -> dict[str, str | None]:
     """sha256 of each named file inside ``run_dir`` (None: missing, or not a plain file in it). A
     name is only looked at when it stays inside the run dir, through no link."""
-    root = run_dir.resolve()
     found: dict[str, str | None] = {}
     for name in names:
         found[name] = None
@@ -140,15 +139,17 @@ def on_disk(run_dir: Path, names: Iterable[str]) -> dict[str, str | None]:
             continue
         path = run_dir / name
         try:
-            inside = path.resolve().is_relative_to(root) and not any(
-                (run_dir / Path(*Path(name).parts[: i + 1])).is_symlink()
-                for i in range(len(Path(name).parts))
-            )
-            if inside and path.is_file():
+            if not _through_a_link(run_dir, name) and path.is_file():
                 found[name] = sha256_file(path)
         except (OSError, ValueError):
             continue
     return found
+
+
+def _through_a_link(run_dir: Path, name: str) -> bool:
+    """Whether ``run_dir/name`` or a directory on the way to it is a symbolic link."""
+    parts = Path(name).parts
+    return any((run_dir.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts)))
 
 
 def files_under(run_dir: Path, sub: str) -> list[str]:

@@ -205,6 +205,15 @@ def test_a_missing_or_added_output_is_refused_by_name(copy, keys):
 
 
 @needs_data
+def test_a_signed_file_replaced_by_a_link_is_not_followed(copy, keys, tmp_path):
+    """Even a link to the very bytes that were signed: a reader of the run dir would follow it elsewhere."""
+    elsewhere = tmp_path / "model.pt"
+    shutil.move(copy / "outputs" / "model.pt", elsewhere)
+    (copy / "outputs" / "model.pt").symlink_to(elsewhere)
+    assert _problems(_verify(copy, "--key", str(keys["alice"]))) == ["outputs/model.pt: missing"]
+
+
+@needs_data
 def test_the_wrong_key_is_refused(signed, keys):
     (problem,) = _problems(_verify(signed, "--key", str(keys["mallory"])))
     assert problem.startswith("provenance.intoto.jsonl: signature does not verify with mallory.pub")
