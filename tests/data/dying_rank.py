@@ -1,11 +1,13 @@
 """A DDP experiment one of whose training processes dies mid-training (``os._exit``, as a segfault
 or the OOM killer would end it: no exception, no cleanup), for the runner's tests of what a run
 does when it loses one rank. ``model.die_rank`` dies after step ``model.die_step`` with status
-``model.die_code``; the other ranks are left waiting in a collective for it."""
+``model.die_code``; the other ranks linger there for ``model.linger`` seconds first (so the rank
+that died is the one seen to fail first), then would wait in a collective for it."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -15,13 +17,18 @@ from runner import current
 
 
 class Dies(pl.Callback):
-    def __init__(self, rank: int, step: int, code: int):
-        self.rank, self.step, self.code = rank, step, code
+    def __init__(self, rank: int, step: int, code: int, linger: float):
+        self.rank, self.step, self.code, self.linger = rank, step, code, linger
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_rank == self.rank and trainer.global_step >= self.step:
+        if trainer.global_step < self.step:
+            return
+        if trainer.global_rank == self.rank:
             print(f"rank {self.rank} dies at step {trainer.global_step}", flush=True)
             os._exit(self.code)
+        print(f"rank {trainer.global_rank} lingers at step {trainer.global_step}", flush=True)
+        time.sleep(self.linger)
+        print(f"rank {trainer.global_rank} lingered", flush=True)
 
 
 class Regression(pl.LightningModule):
@@ -42,9 +49,8 @@ def train(cfg, run_dir) -> dict:
     x = torch.randn(512, 4, generator=torch.Generator().manual_seed(ctx.seed))
     data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=8)
     kwargs = ctx.trainer_kwargs(dict(cfg.trainer))
-    kwargs["callbacks"].append(
-        Dies(int(cfg.model.die_rank), int(cfg.model.die_step), int(cfg.model.die_code))
-    )
+    m = cfg.model
+    kwargs["callbacks"].append(Dies(int(m.die_rank), int(m.die_step), int(m.die_code), float(m.linger)))
     trainer = pl.Trainer(**kwargs)
     model = Regression()
     trainer.fit(model, train_dataloaders=data)

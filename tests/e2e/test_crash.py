@@ -67,13 +67,14 @@ DYING_RANK = [
     "+model.die_rank=1",
     "+model.die_step=3",
     "+model.die_code=7",
+    "+model.linger=30",
 ]
 
 
 def test_one_ddp_rank_dying_stops_the_others_and_fails_the_run(tmp_path, engine):
-    """Rank 1 ends with no exception (as a segfault would); rank 0, waiting for it in a collective,
-    is stopped instead of hanging, and the run's record is whole: failed, rank 1's status, the
-    log line it printed, no weights, nothing left in the engine."""
+    """Rank 1 ends with no exception (as a segfault would); rank 0, which would wait for it in a
+    collective, is stopped instead (it never ends its 30 s linger), and the run's record is whole:
+    failed, rank 1's status, the log line it printed, no weights, nothing left in the engine."""
     run_dir = tmp_path / "run"
     p = run_runner(f"hydra.run.dir={run_dir}", *DYING_RANK, timeout=300)
     assert p.returncode == 1, p.stderr[-3000:]
@@ -83,6 +84,8 @@ def test_one_ddp_rank_dying_stops_the_others_and_fails_the_run(tmp_path, engine)
     ]
     m = manifest(run_dir)
     assert m["status"] == "failed" and m["exit_code"] == 7 and m["outputs"] == {}
-    assert "rank 1 dies at step 3" in (run_dir / "logs" / "train.log").read_text()
+    log = (run_dir / "logs" / "train.log").read_text()
+    assert "rank 1 dies at step 3" in log and "rank 0 lingers at step 3" in log
+    assert "rank 0 lingered" not in log
     assert m["fingerprints"]["steps"] < 200  # rank 0 did not train on alone
     assert not containers_of(engine, run_dir) and not (run_dir / layout.CLAIM).exists()
