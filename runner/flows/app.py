@@ -44,10 +44,10 @@ def _task(cfg: DictConfig) -> float:
     except RunnerError as exc:
         if multirun:  # one failing sweep job must not stop the sweep; the summary lists it
             console.stderr.print(f"[red]runner: error:[/] {exc.message}")
-            from runner.host import sweep
+            from runner.host import sweep_records
 
             hc = HydraConfig.get()
-            sweep.write_job_status(
+            sweep_records.write_job_status(
                 Path(hc.runtime.output_dir), exc.exit_code, exc.message, list(hc.overrides.task)
             )
             return exc.exit_code

@@ -12,7 +12,7 @@ weights are bit-identical to a run that was never interrupted. Without a checkpo
 due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is identical too.
 
 ``+resume`` takes a run dir only; re-running a sweep while skipping its completed jobs is
-``hydra.launcher.skip_completed=true`` (:mod:`runner.host.sweep`).
+``hydra.launcher.skip_completed=true`` (:mod:`runner.flows.sweep`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
 from runner.host import records, snapshot
-from runner.host.sweep import SKIP_COMPLETED
+from runner.host.sweep_records import SKIP_COMPLETED
 
 if TYPE_CHECKING:
     from runner.host.engine import Engine

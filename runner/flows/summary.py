@@ -29,7 +29,7 @@ from typing import Any
 
 from runner.core import commands, fingerprints, layout, stats
 from runner.core.errors import EXIT_USAGE, RunnerError
-from runner.host import atomic, records, sweep
+from runner.host import atomic, records, sweep_records
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_PNG = "summary.png"
@@ -68,7 +68,9 @@ class JobRecord:
 
 # -- reading run dirs ----------------------------------------------------------------------------------
 def _is_run_dir(d: Path) -> bool:
-    return any((d / f).is_file() for f in (layout.MANIFEST, sweep.JOB_STATUS_FILE, ".hydra/overrides.yaml"))
+    return any(
+        (d / f).is_file() for f in (layout.MANIFEST, sweep_records.JOB_STATUS_FILE, ".hydra/overrides.yaml")
+    )
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
@@ -120,7 +122,7 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
             dict(m.metrics),
             m.code.snapshot_sha256 if m.code else None,
         )
-    status_rec = sweep.read_job_status(run_dir)
+    status_rec = sweep_records.read_job_status(run_dir)
     overrides = (status_rec or {}).get("overrides") or _hydra_overrides(run_dir)
     if status_rec:
         return JobRecord(
@@ -149,7 +151,7 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
 # -- pure summary --------------------------------------------------------------------------------------
 def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
     """Jobs that differ only in their seed belong to one group."""
-    return tuple(sorted(o for o in overrides if sweep.override_key(o) not in _GROUPING_IGNORES))
+    return tuple(sorted(o for o in overrides if sweep_records.override_key(o) not in _GROUPING_IGNORES))
 
 
 def _numeric(v: Any) -> bool:

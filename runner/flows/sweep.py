@@ -46,7 +46,7 @@ from runner.core import layout
 from runner.core import slots as slots_mod
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.host import facts, records, snapshot
-from runner.host import sweep as job_records
+from runner.host import sweep_records as job_records
 from runner.host.interrupts import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from runner.flows.sweep import (
     run_task,
 )
 from runner.host import slurm, snapshot
-from runner.host import sweep as job_records
+from runner.host import sweep_records as job_records
 
 log = logging.getLogger(__name__)
 _GONE = ("CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL")  # states of a job that may never have reported

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from runner.core.slots import Slot
 from runner.flows import sweep
-from runner.host import sweep as job_records
+from runner.host import sweep_records as job_records
 
 
 def _job(tmp_path: Path, idx: int, task) -> sweep.SweepJob:

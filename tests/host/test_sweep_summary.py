@@ -10,7 +10,7 @@ import pytest
 
 from runner.flows import summary
 from runner.flows.summary import JobRecord
-from runner.host import sweep
+from runner.host import sweep_records as sweep
 from tests.conftest import run_runner
 
 CFG = {"seed": 0, "model": {"lr": 0.05}, "launch": {"processes": 2, "cpuset_cpus": None, "gpus": 0}}

@@ -1,5 +1,5 @@
-"""What a sweep knows about its jobs, apart from Hydra: each sweep job's outcome, and whether a
-sweep job of a re-run sweep is already done.
+"""What a sweep records about its jobs: each sweep job's outcome, and whether a sweep job of a
+re-run sweep is already done. The sweep itself is :mod:`runner.flows.sweep`.
 
 A *sweep job* is one run of the task function with one set of overrides, in its own run dir
 (not the worker's ``job.json``, which is what one run tells the training process).
