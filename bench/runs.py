@@ -39,10 +39,15 @@ class TimedRun:
 
 
 def run(
-    overrides: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: float = 600
+    overrides: list[str],
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    prefix: tuple[str, ...] = (),
 ) -> TimedRun:
-    """Run the runner once in a fresh interpreter; raise RunnerError naming the log if it fails."""
-    cmd = [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"]
+    """Run the runner once in a fresh interpreter (``prefix``: e.g. ``setpriv …`` to run it as
+    another user); raise RunnerError naming the log if it fails."""
+    cmd = [*prefix, sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
     proc = subprocess.run(
         cmd,

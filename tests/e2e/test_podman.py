@@ -273,6 +273,27 @@ def test_every_lock_holds_and_a_limit_it_cannot_apply_is_said_and_recorded(user,
     _service_is_gone(user)
 
 
+def test_a_service_that_already_answers_is_used_and_left_running(user, image):
+    sock = Path(user.env["XDG_RUNTIME_DIR"]) / "podman" / "podman.sock"
+    service = subprocess.Popen(
+        user.argv("podman", "--runtime", "runc", "system", "service", "--time=0", f"unix://{sock}"),
+        env=user.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(sock.exists, timeout=30, proc=service)
+        run_dir = user.work / "theirs"
+        p = user.runner("engine=podman", f"hydra.run.dir={run_dir}", *PROBE, probe_args("report"))
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert manifest(run_dir)["engine"]["name"] == "podman"
+        assert service.poll() is None and sock.exists()  # not the runner's to stop
+    finally:
+        service.terminate()
+        service.wait(30)
+    _service_is_gone(user)
+
+
 def test_a_podman_service_that_cannot_start_is_one_line_and_leaves_a_whole_record(user):
     run_dir = user.work / "no-podman"
     nowhere = "unix:///proc/no-such-dir/podman.sock"  # nothing answers there, and no service can listen
