@@ -44,10 +44,10 @@ def _replay(args: list[str]) -> None:
     replay_main(args)
 
 
-def _diff(args: list[str]) -> None:
+def _diff(args: list[str]) -> int:
     from runner.flows.diff import main as diff_main
 
-    diff_main(args)
+    return diff_main(args)
 
 
 def _init(args: list[str]) -> int | None:

@@ -330,16 +330,35 @@ class RunDiff:
     def outputs_identical(self) -> bool:
         return not self.sections["outputs"]
 
+    @property
+    def result_changes(self) -> list[Change]:
+        """The metrics that differ, measurements of the machine (rates, seconds) left out: two
+        bit-identical runs never train at the same speed."""
+        return [c for c in self.sections["metrics"] if not is_measurement(c.key)]
+
+    @property
+    def differs(self) -> bool:
+        """What ``runner diff`` exits 1 for: outputs, fingerprints or result metrics differ."""
+        fingerprints_differ = self.divergence is not None or self.fingerprints_identical is False
+        return not self.outputs_identical or fingerprints_differ or bool(self.result_changes)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "a": self.a,
             "b": self.b,
+            "differs": self.differs,
             "outputs_identical": self.outputs_identical,
             "fingerprints_identical": self.fingerprints_identical,
             "first_divergence": None if self.divergence is None else self.divergence.to_json(),
             "sections": {name: [c.to_json() for c in rows] for name, rows in self.sections.items()},
             "notes": self.notes,
         }
+
+
+def is_measurement(key: str) -> bool:
+    """A metric that measures the machine, not the training (``samples_per_s``, ``epoch_seconds``)."""
+    last = key.rsplit(".", 1)[-1].lower()
+    return numbers.is_rate(key) or last.endswith(("_seconds", "_secs", "_time")) or last == "seconds"
 
 
 def diff_runs(

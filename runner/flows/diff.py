@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.core import commands, compare, numbers
-from runner.core.errors import RunnerError
+from runner.core.errors import EXIT_FAILED, RunnerError
 from runner.flows.cli_common import fail
 from runner.host import records
 
@@ -65,15 +65,28 @@ def render(d: compare.RunDiff, console: Console) -> None:
         console.print("[bold]first diverging step:[/] none found in the steps both recorded")
     for note in d.notes:
         console.print(f"[bold red]warning:[/] {note}" if ": EDITED: " in note else f"[yellow]note:[/] {note}")
-    verdict = "identical outputs" if d.outputs_identical else "outputs differ"
-    console.print(f"[bold]{verdict}[/]")
+    console.print(f"[bold]{verdict(d)}[/]")
+
+
+def verdict(d: compare.RunDiff) -> str:
+    """The last line: what the exit status says (1: something the runs produced differs)."""
+    if not d.differs:
+        return "same outputs, fingerprints and metrics"
+    parts = [] if d.outputs_identical else ["outputs"]
+    if d.divergence is not None or d.fingerprints_identical is False:
+        parts.append("fingerprints")
+    if d.result_changes:
+        parts.append("metrics (" + ", ".join(c.key for c in d.result_changes) + ")")
+    return "differ: " + ", ".join(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runner diff",
         description=commands.COMMANDS["diff"],
-        epilog="Numbers are rounded to 5 significant figures; --json keeps every digit.",
+        epilog="Exit status: 0 when outputs, fingerprints and metrics are the same (rates and seconds "
+        "are not compared), 1 when any differs, 2 for a bad record. Numbers are rounded to 5 "
+        "significant figures; --json keeps every digit.",
     )
     p.add_argument("a", metavar="RUN_A", help="a run dir or its manifest.json")
     p.add_argument("b", metavar="RUN_B", help="a run dir or its manifest.json")
@@ -81,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Print the comparison; 1 when the runs differ (as diff(1) and ``git diff --exit-code``), else 0."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         d = diff(args.a, args.b)
@@ -91,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
     else:
         render(d, Console(highlight=False))
+    return EXIT_FAILED if d.differs else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

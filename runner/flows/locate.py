@@ -28,6 +28,13 @@ from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import records
 
 
+class NothingToLocate(RunnerError):
+    """A full replay agrees with the run at every recorded step: no divergence, exit status 0."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 0)
+
+
 @dataclass
 class Located:
     step: int
@@ -84,8 +91,8 @@ def _divergence_step(original: records.RunRecord, rerun: Callable[[], Any], echo
     outcome = rerun()
     div = outcome.verdict.divergence
     if div is None or div.field == "steps":
-        raise RunnerError(
-            f"the replay in {outcome.run_dir} does not diverge at any recorded step: nothing to locate", 1
+        raise NothingToLocate(
+            f"the replay in {outcome.run_dir} does not diverge at any recorded step: nothing to locate"
         )
     return div.step
 

@@ -321,7 +321,12 @@ def _print_changes(v: compare.Verdict, console: Console) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner replay", description=commands.COMMANDS["replay"])
+    p = argparse.ArgumentParser(
+        prog="runner replay",
+        description=commands.COMMANDS["replay"],
+        epilog="Exit status: 0 bit-identical, 1 it differs, 2 bad input, 3 environment or drift, 130 "
+        "interrupted. With --locate: 1 when a diverging operation is named, 0 when none diverges.",
+    )
     p.add_argument("run", help="a run dir or its manifest.json")
     p.add_argument("--out", help="run dir for the replay (default: RUN/replays/<time>)")
     p.add_argument(
@@ -400,6 +405,9 @@ def _locate(args: argparse.Namespace) -> None:
         original = records.load(args.run)
         base = default_out(original.dir)
         found = locate.locate(original, rerun, step=args.step, echo=_echo)
+    except locate.NothingToLocate as exc:
+        print(exc.message)
+        sys.exit(0)
     except (RunnerError, KeyboardInterrupt) as exc:
         _fail(exc)
     if args.json:
@@ -418,7 +426,7 @@ def _locate(args: argparse.Namespace) -> None:
         )
     else:
         Console(highlight=False).print(found.line(), markup=False, soft_wrap=True)
-    sys.exit(0 if found.difference else EXIT_FAILED)
+    sys.exit(EXIT_FAILED if found.difference else 0)  # 1: a divergence found, as `runner diff` says
 
 
 def _drift_table(title: str, drift: list[compare.Drift]) -> Table:

@@ -36,7 +36,9 @@ def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_
     assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []  # randn is not flagged
     assert list(a["op_traces"]) == ["op-trace-step-00000001.jsonl"]
     proc = run_runner(str(noisy_runs["a"]), str(noisy_runs["b"]), "--json", module="runner.diff")
+    assert proc.returncode == 1, proc.stderr  # they differ: 1, as diff(1) says
     d = json.loads(proc.stdout)
+    assert d["differs"] is True
     assert d["first_divergence"]["step"] == 1, (
         d
     )  # the first step already differs (weights after it, its loss)
@@ -47,7 +49,7 @@ def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_
 
 def test_locate_names_the_noise_layers_operation(noisy_runs):
     proc = run_runner(str(noisy_runs["a"]), "--locate", "--json", module="runner.replay")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a divergence found
     found = json.loads(proc.stdout)
     assert found["step"] == 1 and found["against"] == "the original's recorded trace"
     diff = found["difference"]
@@ -63,7 +65,7 @@ def test_locate_for_a_run_without_recorded_traces_compares_two_traced_replays(tm
     proc = run_runner(*NOISY, "determinism=fast", f"hydra.run.dir={run}")  # fast: no audit in each replay
     assert proc.returncode == 0 and not manifest(run).get("op_traces"), proc.stderr[-3000:]
     proc = run_runner(str(run), "--locate", "--step", "1", "--json", module="runner.replay")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
     found = json.loads(proc.stdout)
     assert found["step"] == 1 and found["against"] == "a second replay on this machine"
     diff = found["difference"]

@@ -114,7 +114,7 @@ def test_replay_after_rmi_code_change_and_move_is_bit_identical(runs, project, e
 
 def test_diff_of_two_seeds_names_the_seed_and_step_zero(runs):
     proc = run_runner(str(runs["a"]), str(runs["b"]), module="runner.diff")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # two seeds: outputs differ
     rows = [[cell.strip() for cell in line.split("│")[1:4]] for line in proc.stdout.splitlines()]
     assert ["seed", "0", "1"] in rows, proc.stdout
     assert "first diverging step: step 0: params_sha256" in proc.stdout

@@ -285,3 +285,16 @@ def test_diff_runs_tolerates_records_without_fingerprints():
     assert d.divergence is None and all(rows == [] for rows in d.sections.values())
     assert d.fingerprints_identical is None
     assert any("fingerprints missing" in n for n in d.notes)
+
+
+def test_diff_runs_differs_on_outputs_fingerprints_or_result_metrics_not_on_speed():
+    base = _manifest(metrics={"loss": 1.0, "samples_per_s": 900.0, "train_seconds": 3.0})
+    faster = _manifest(metrics={"loss": 1.0, "samples_per_s": 1200.0, "train_seconds": 2.0})
+    d = compare.diff_runs(base, faster, _fp([1.0]), _fp([1.0]))
+    assert not d.differs and d.to_json()["differs"] is False  # a bit-identical replay on another day
+    assert [c.key for c in d.sections["metrics"]] == ["samples_per_s", "train_seconds"]  # still shown
+    assert compare.diff_runs(base, _manifest(metrics={"loss": 1.5}), None, None).differs
+    assert compare.diff_runs(base, _manifest(outputs=("b" * 64,)), None, None).differs
+    d = compare.diff_runs(base, _manifest(fp_sha="e" * 64), _fp([1.0, 2.0]), _fp([1.0, 2.5]))
+    assert d.differs and d.divergence.step == 2
+    assert compare.diff_runs(base, _manifest(fp_sha="e" * 64), None, None).differs  # by hash alone

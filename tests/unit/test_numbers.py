@@ -76,7 +76,8 @@ def test_diff_prints_rounded_numbers_and_its_json_keeps_every_digit(tmp_path):
     a = make_run(tmp_path / "a", metrics=metrics_a)
     b = make_run(tmp_path / "b", metrics=metrics_b)
     proc = run_runner(str(a), str(b), module="runner.diff")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # test_loss differs (samples_per_s is not compared)
+    assert proc.stdout.strip().splitlines()[-1] == "differ: metrics (test_loss)"
     rows = {
         cells[0]: cells[1:3]
         for line in proc.stdout.splitlines()
