@@ -5,6 +5,7 @@
     runner diff RUN_A RUN_B [--json]
     runner summary SWEEP_DIR …
     runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
+    runner audit experiment=mnist_ddp …        # the determinism audit alone, one step
 
 Each subcommand is imported only when it is asked for, so ``runner diff`` never loads Hydra
 and ``runner run`` never loads the comparison code.
@@ -80,6 +81,12 @@ def _keygen(args: list[str]) -> int | None:
     return keygen_main(args)
 
 
+def _audit(args: list[str]) -> int | None:
+    from runner.flows.audit import main as audit_main
+
+    return audit_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "run": _run,
     "replay": _replay,
@@ -89,6 +96,7 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "lock": _lock,
     "verify": _verify,
     "keygen": _keygen,
+    "audit": _audit,
 }
 
 

@@ -16,4 +16,5 @@ COMMANDS: dict[str, str] = {
     "lock": "hash-pinned image locks from the project's images/*.in (pip-compile)",
     "verify": "check a run's signed provenance against its files (and list its signed replays)",
     "keygen": "write an Ed25519 key pair to sign runs with",
+    "audit": "the determinism audit alone: one step, naming nondeterministic operations",
 }

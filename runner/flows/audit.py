@@ -8,6 +8,7 @@ same way before it trains (``determinism.audit=true``, the strict profile's defa
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.core import audit_rules as rules
+from runner.core import commands
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import AuditFindings, AuditVerdict
 from runner.host import engine as engines
@@ -84,10 +86,25 @@ def render(run_dir: Path, found: AuditVerdict, out: Console) -> None:
         out.print("nothing to refuse", style="bold green")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="runner audit",
+        description=commands.COMMANDS["audit"],
+        epilog="The overrides are those of `runner run` (no -m sweeps); the findings are printed and "
+        "recorded under runs/audits/. Exit status: 0 nothing to refuse, 3 an operation is refused "
+        "(allow it with determinism.allow_nondeterministic_ops=[…]), 2 bad input.",
+    )
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra overrides, as for `runner run`")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     from runner.flows.cli_common import fail
 
     args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        build_parser().print_help()
+        sys.exit(0)
     if any(a in ("-m", "--multirun") for a in args):
         fail(RunnerError("runner.audit audits one configuration: no -m sweeps", EXIT_USAGE))
     try:

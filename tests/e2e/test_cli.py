@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.core.commands import COMMANDS
 from tests.conftest import ROOT
 from tests.run_records import make_run
 
@@ -34,8 +35,9 @@ def test_usage_and_unknown_commands():
     assert _runner("--help").returncode == 0
     proc = _runner("frobnicate")
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "runner: error: unknown command 'frobnicate': one of run, replay, diff, summary, init, lock"
+        "runner: error: unknown command 'frobnicate': one of " + ", ".join(COMMANDS)
     )
+    assert {"audit", "verify", "keygen"} <= set(COMMANDS)
 
 
 def test_run_delegates_to_the_hydra_entry_with_its_checks():
@@ -91,7 +93,7 @@ def _imported_by(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
     "command, usage",
     [
         ("diff", "usage: runner diff [-h] [--json] RUN_A RUN_B"),
-        ("replay", "usage: runner replay [-h] [--out OUT] [--allow-env-drift] [--json] [--locate]"),
+        ("replay", "usage: runner replay [-h] [--out OUT] [--allow-env-drift] [--engine NAME]"),
         ("summary", "usage: runner summary [-h] sweep_dir"),
     ],
 )

@@ -47,11 +47,13 @@ def test_runner_help_lists_the_same_commands():
         assert f"  {name:<8} {line}" in proc.stdout.splitlines(), proc.stdout
 
 
-@pytest.mark.parametrize("name", ["replay", "diff", "summary", "init", "lock"])
+@pytest.mark.parametrize("name", [c for c in COMMANDS if c != "run"])  # run: the Hydra page, below
 def test_each_commands_help_starts_with_its_line(name):
     proc = run_runner(name, "--help", module="runner.cli")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: runner {name} ") and f"\n{COMMANDS[name]}\n" in proc.stdout
+    assert proc.stdout.startswith(f"usage: runner {name} ")
+    description = proc.stdout.split("\n\n")[1]  # argparse wraps it to the terminal's width
+    assert " ".join(description.split()) == COMMANDS[name], proc.stdout
 
 
 def test_runner_run_help_is_the_same_page(hydra_help):
