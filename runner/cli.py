@@ -81,10 +81,10 @@ def _keygen(args: list[str]) -> int | None:
     return keygen_main(args)
 
 
-def _audit(args: list[str]) -> int | None:
+def _audit(args: list[str]) -> None:
     from runner.flows.audit import main as audit_main
 
-    return audit_main(args)
+    audit_main(args)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
