@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,8 +123,10 @@ class HydraTask:
         )
         code = exit_code(ret)
         failed = code != 0 and ret.status != JobStatus.COMPLETED  # a RunnerError's message the task recorded
-        error = f"{type(ret._return_value).__name__}: {ret._return_value}" if failed else None
-        return JobEnd(code, error, payload=ret)
+        exc = ret._return_value
+        if failed and not isinstance(exc, KeyboardInterrupt):  # a bug: its traceback, in the job's output
+            traceback.print_exception(exc)
+        return JobEnd(code, f"{type(exc).__name__}: {exc}" if failed else None, payload=ret)
 
     def __getstate__(self) -> dict[str, Any]:
         """The task function travels by name: under ``@hydra.main`` it is not its module's attribute

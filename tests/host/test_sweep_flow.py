@@ -4,6 +4,7 @@ jobs' ends; a signal stops new jobs and reaches the running ones."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -160,3 +161,72 @@ def test_the_launchers_settings_are_typed_from_hydra_config():
     assert slurm.additional_parameters == {"qos": "high"} and type(slurm.additional_parameters) is dict
     with pytest.raises(TypeError):
         RunnerSlotsLauncher(partition="debug")  # a Slurm setting is not a slots launcher's
+
+
+# -- Hydra's side: a job's task is Hydra's run_job of the task function --------------------------------------
+def _as_main(fn):
+    """As ``@hydra.main`` does: the module's attribute is a wrapper, the task function is inside it."""
+
+    @functools.wraps(fn)
+    def main():
+        raise AssertionError("the wrapper is not the task")
+
+    return main
+
+
+@_as_main
+def _where_it_ran(cfg):
+    return cfg.launch.cpuset_cpus
+
+
+def _buggy(cfg):
+    raise ValueError("a bug")
+
+
+@pytest.fixture
+def hydra_job(tmp_path):
+    """A sweep job's whole config (hydra node included), composed by Hydra from a small config dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext
+    from omegaconf import open_dict
+
+    (tmp_path / "config.yaml").write_text("seed: 0\nlaunch: {cpuset_cpus: null}\n")
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(str(tmp_path), version_base="1.3"):
+        overrides = [f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=0", "hydra.job.chdir=false"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.job.id = cfg.hydra.job.num = 0
+        yield HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks()), cfg
+
+
+def test_a_hydra_task_runs_in_its_slot_and_travels_by_name(hydra_job):
+    import pickle
+
+    from hydra_plugins.runner_launcher.sweep_launcher import HydraTask
+
+    context, cfg = hydra_job
+    fn = _where_it_ran.__wrapped__
+    task = pickle.loads(pickle.dumps(HydraTask(context, fn, cfg, {"cpuset_cpus": None})))
+    assert task.task_function is fn  # by name, as it reaches a Slurm node
+    end = task(Slot(0, (2, 3)))
+    assert end.exit_code == 0 and end.error is None and end.payload.return_value == "2-3"
+    assert task(None).payload.return_value is None  # no slot: where the job asked to run
+
+
+def test_a_bug_in_a_sweep_job_keeps_its_traceback_and_is_its_error(hydra_job, capsys):
+    from hydra_plugins.runner_launcher.sweep_launcher import HydraTask, job_return
+
+    context, cfg = hydra_job
+    end = HydraTask(context, _buggy, cfg, {})(None)
+    assert (end.exit_code, end.error) == (EXIT_FAILED, "ValueError: a bug")
+    err = capsys.readouterr().err
+    assert "Traceback" in err and 'raise ValueError("a bug")' in err
+    job = sweep.SweepJob(0, [], Path(cfg.hydra.sweep.dir) / "0", {}, _buggy)
+    assert job_return(cfg, job, end) is end.payload  # Hydra gets back the record its run_job made
+    skipped = job_return(cfg, job, sweep.JobEnd(0, skipped=True))
+    assert skipped.return_value == 0 and skipped.hydra_cfg.hydra.runtime.output_dir == str(job.run_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _ = job_return(cfg, job, sweep.JobEnd(EXIT_INTERRUPTED, "not started")).return_value
