@@ -6,7 +6,7 @@ Run it as the unprivileged user Charliecloud is for (``make charliecloud`` makes
     docker save runner:cpu-… -o /tmp/cpu.tar && chmod 644 /tmp/cpu.tar
     setpriv --reuid=runner-ci --regid=runner-ci --init-groups env -i HOME=/home/runner-ci \\
       USER=runner-ci PATH=/usr/bin:/bin GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory \\
-      GIT_CONFIG_VALUE_0='*' .venv/bin/python -m bench.charliecloud /tmp/cpu.tar --out /tmp/ch.json
+      GIT_CONFIG_VALUE_0='*' .venv/bin/python -m bench.charliecloud /tmp/cpu.tar --out /tmp/runner-ci.json
 
 The image is unpacked into a fresh cache (so nothing is found there already), and the runs use it.
 """
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(args.image_file.resolve(), list(args.set), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

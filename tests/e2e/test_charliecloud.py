@@ -15,8 +15,8 @@ import pytest
 from runner.core.errors import EXIT_INTERRUPTED
 from runner.host.charliecloud_engine import CharliecloudEngine
 from tests import ci_user
-from tests.conftest import manifest, run_runner
-from tests.live_runs import last_step, wait_for
+from tests.conftest import manifest
+from tests.live_runs import finish, last_step, start, wait_for
 
 pytestmark = pytest.mark.docker  # the reference run and the image come from the Docker engine
 
@@ -40,20 +40,17 @@ def scratch():
 
 
 @pytest.fixture(scope="module")
-def docker_run(charliecloud_image, tmp_path_factory) -> Path:
-    """The reference: the same config under Docker, as root."""
-    run_dir = tmp_path_factory.mktemp("docker") / "run"
-    proc = run_runner(f"hydra.run.dir={run_dir}", *CONFIG)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def charliecloud_run(charliecloud_image, scratch) -> tuple[Path, str]:
-    run_dir = scratch / "run"
-    proc = ci_user.python_as(f"hydra.run.dir={run_dir}", *CONFIG, *CHARLIECLOUD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc.stdout + proc.stderr
+def runs(charliecloud_image, scratch, tmp_path_factory) -> tuple[Path, Path, str]:
+    """The same config under Docker as root (the reference) and under Charliecloud as the user,
+    side by side; returns both run dirs and what the Charliecloud run printed."""
+    docker_dir, ch_dir = tmp_path_factory.mktemp("docker") / "run", scratch / "run"
+    docker = start(docker_dir, *CONFIG)
+    ch = ci_user.popen_as(sys.executable, "-m", "runner", f"hydra.run.dir={ch_dir}", *CONFIG, *CHARLIECLOUD)
+    ch_out, ch_err = ch.communicate(timeout=900)
+    code, _, err = finish(docker, timeout=900)
+    assert code == 0, err[-3000:]
+    assert ch.returncode == 0, ch_err[-3000:]
+    return docker_dir, ch_dir, ch_out + ch_err
 
 
 def _left_behind(run_dir: Path) -> list[str]:
@@ -71,9 +68,9 @@ def _left_behind(run_dir: Path) -> list[str]:
     return left
 
 
-def test_a_strict_run_under_charliecloud_gives_the_weights_docker_gives(docker_run, charliecloud_run):
-    run_dir, output = charliecloud_run
-    ch, ref = manifest(run_dir), manifest(docker_run)
+def test_a_strict_run_under_charliecloud_gives_the_weights_docker_gives(runs):
+    docker_dir, run_dir, output = runs
+    ch, ref = manifest(run_dir), manifest(docker_dir)
     assert ch["status"] == "completed" and ref["status"] == "completed"
     assert ch["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
     assert ch["fingerprints"]["sha256"] == ref["fingerprints"]["sha256"]
@@ -87,8 +84,8 @@ def test_a_strict_run_under_charliecloud_gives_the_weights_docker_gives(docker_r
     assert _left_behind(run_dir) == []
 
 
-def test_a_charliecloud_run_replays_bit_identically_under_charliecloud(charliecloud_run, scratch):
-    run_dir, _ = charliecloud_run
+def test_a_charliecloud_run_replays_bit_identically_under_charliecloud(runs, scratch):
+    _, run_dir, _ = runs
     out = scratch / "replay"
     proc = ci_user.python_as(str(run_dir), "--out", str(out), module="runner.replay")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
@@ -97,7 +94,7 @@ def test_a_charliecloud_run_replays_bit_identically_under_charliecloud(charliecl
     assert replayed["outputs"]["model.pt"] == manifest(run_dir)["outputs"]["model.pt"]
 
 
-def test_an_interrupted_charliecloud_run_resumes_to_dockers_weights(docker_run, scratch):
+def test_an_interrupted_charliecloud_run_resumes_to_dockers_weights(runs, scratch):
     cut = scratch / "cut"
     proc = ci_user.popen_as(sys.executable, "-m", "runner", f"hydra.run.dir={cut}", *CONFIG, *CHARLIECLOUD)
     try:
@@ -116,5 +113,5 @@ def test_an_interrupted_charliecloud_run_resumes_to_dockers_weights(docker_run, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     m = manifest(cut)
     assert m["status"] == "completed" and len(m["resumes"]) == 1 and m["resumes"][0]["from_step"] >= 10
-    assert m["outputs"]["model.pt"] == manifest(docker_run)["outputs"]["model.pt"]
+    assert m["outputs"]["model.pt"] == manifest(runs[0])["outputs"]["model.pt"]
     assert _left_behind(cut) == []
