@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 
-.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm charliecloud podman
+.PHONY: setup run test test-unit test-slow bench lock lint docker base data slurm charliecloud podman registry
 
 setup: $(STAMP) docker base data
 
@@ -34,10 +34,15 @@ charliecloud: $(STAMP)
 podman: $(STAMP)
 	scripts/ensure-podman.sh runner-ci $(abspath $(PY))
 
+# An image registry on 127.0.0.1:5000 (Debian's docker-registry) for image.registry and the registry
+# tests, with skopeo and squashfs-tools for `runner export`.
+registry:
+	scripts/ensure-registry.sh
+
 run: setup
 	$(PY) -m runner experiment=mnist_ddp
 
-test: setup slurm charliecloud podman
+test: setup slurm charliecloud podman registry
 	$(PY) -m pytest -x -q
 
 # The pure, fast tests alone (no engine, no Slurm): seconds, for the edit-test loop.

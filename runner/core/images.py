@@ -8,6 +8,7 @@ The wheels need no hashing of their own: the lock pins each one's sha256.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,12 @@ from runner.core.errors import EXIT_USAGE, RunnerError
 
 TAG_REPO = "runner"
 HASH_SCHEMA = 1
+# image.registry: HOST[:PORT]/REPOSITORY — a host with a dot, a port or named localhost, as Docker
+# tells a registry from a Docker Hub namespace; lower case, no tag and no digest of its own
+_REGISTRY = re.compile(
+    r"^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+|[a-z0-9.-]+:[0-9]+)(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$"
+)
+_DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,30 @@ def plan(variant: Mapping[str, Any], kind: str, project_root: Path, base_id: str
         python_version=str(variant.get("python_version", "3.11")),
         build_args={str(k): str(v) for k, v in (variant.get("build_args") or {}).items()},
     )
+
+
+def check_registry(value: Any) -> str | None:
+    """``image.registry`` as given (None: images stay on this machine), or one line saying what is wrong."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _REGISTRY.match(value):
+        raise RunnerError(
+            f"image.registry={value!r}: want HOST[:PORT]/REPOSITORY, e.g. 127.0.0.1:5000/runner "
+            "(no tag or digest: the runner tags each image with its content hash)",
+            EXIT_USAGE,
+        )
+    return value
+
+
+def registry_target(registry: str, tag: str) -> str:
+    """Where the image ``tag`` (``runner:cpu-…``) is pushed: the registry's repository, same tag."""
+    return f"{registry}:{tag.rsplit(':', 1)[-1]}"
+
+
+def by_digest(ref: str, digest: str) -> str:
+    """``repository@sha256:…``: the reference that names exactly one content, whatever tags move."""
+    repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    out = f"{repository.split('@', 1)[0]}@{digest}"
+    if not _DIGEST_REF.match(out):
+        raise RunnerError(f"{digest!r} is not a sha256 content digest (from pushing {ref})", EXIT_USAGE)
+    return out

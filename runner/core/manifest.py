@@ -52,6 +52,9 @@ class Image(_Model):
     built_now: bool
     build_seconds: float | None = None
     engine: dict[str, Any] | None = None
+    # where image.registry holds it, by content: REPOSITORY@sha256:… (the registry's manifest digest,
+    # what a pull names; ``id`` is the image config's digest, what every engine calls the image)
+    registry_ref: str | None = Field(default=None, pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
 class Engine(_Model):

@@ -78,18 +78,26 @@ def replay(
     command: list[str] | None = None,
     edit_config: Callable[[dict], dict] | None = None,
     engine: str | None = None,
+    image_file: str | os.PathLike | None = None,
 ) -> ReplayOutcome:
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
     anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
     the recorded config before it runs (``--locate`` trains to a step and traces it); ``engine``
-    names the engine (an option of the ``engine`` group; default: the one the record names)."""
+    names the engine (an option of the ``engine`` group; default: the one the record names);
+    ``image_file`` (``runner export``'s) is loaded and must hold the recorded image."""
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
     signer = attest.signer_for({}, fresh=False)  # whoever replays signs the verdict; a bad key: refused here
     run_dir = Path(out).resolve() if out else default_out(original.dir)
     command = command or [sys.executable, "-m", "runner.replay", str(target)]
-    asked = _Asked(command, allow_env_drift, edit_config, _engine_spec(original.manifest, engine))
+    asked = _Asked(
+        command,
+        allow_env_drift,
+        edit_config,
+        _engine_spec(original.manifest, engine),
+        Path(image_file) if image_file else None,
+    )
     inp, prepared, on = _prepare(original, run_dir, asked, echo)
     echo(f"replaying {original.manifest.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     failure = None
@@ -127,6 +135,7 @@ class _Asked:
     allow_env_drift: bool
     edit_config: Callable[[dict], dict] | None
     engine: dict[str, Any] | None  # launch.engine of the engine chosen by name; None: the host backend
+    image_file: Path | None = None  # --image FILE: the recorded image, from a file
 
 
 def _engine_spec(m: Manifest, name: str | None) -> dict[str, Any] | None:
@@ -162,7 +171,9 @@ def _prepare(
         from runner.host import engine as engines
 
         engine = engines.connect(asked.engine)
-    prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
+    prepared = rebuild.prepare(
+        engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo, image_file=asked.image_file
+    )
     prepared.drift[:0] = env_drift
     code = RecordedCode(
         archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files
@@ -340,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the container engine, an option of the engine group (docker, podman, …; "
         "default: the one the record ran on)",
     )
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="load the recorded image from FILE (`runner export` writes it); refused unless it is that image",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON instead of tables")
     p.add_argument(
         "--locate",
@@ -365,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
             allow_env_drift=args.allow_env_drift,
             command=[sys.executable, "-m", "runner.replay", *argv],
             engine=args.engine,
+            image_file=args.image,
         )
     except (RunnerError, KeyboardInterrupt) as exc:
         _fail(exc)

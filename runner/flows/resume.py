@@ -79,7 +79,7 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     if not run_dir.is_dir():
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
     prior = _resumable(run_dir, echo)
-    engine, image = _recorded_image(prior, run_dir, engine_name)
+    engine, image = _recorded_image(prior, run_dir, engine_name, echo)
     found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
     echo(
@@ -156,10 +156,10 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
 
 
 def _recorded_image(
-    prior: manifest.Manifest, run_dir: Path, engine_name: str | None
+    prior: manifest.Manifest, run_dir: Path, engine_name: str | None, echo: Callable[[str], None]
 ) -> tuple[Engine | None, ResolvedImage | None]:
     """The engine (``engine_name``, else the one the record names) and the very image the run ran
-    in (None, None on the host backend)."""
+    in, pulled by its recorded digest when it is gone (None, None on the host backend)."""
     if not prior.containerized:
         return None, None
     from runner.host import engine as engines
@@ -173,13 +173,14 @@ def _recorded_image(
 
     recorded = prior.engine.name if prior.engine else None  # by name: a record does not choose code to run
     engine = engines.connect(engine_for(recorded, engine_name, "engine=NAME"))
-    if engine.image_id(prior.image.id) is None:
+    exact = image_builder.exact(engine, prior.image, None, echo)  # here, or pulled by its digest
+    if exact.image is None:
         raise RunnerError(
             f"image {prior.image.tag} ({prior.image.id[:19]}) that {run_dir} ran in is gone; "
-            "a resume needs the very same image",
+            f"a resume needs the very same image ({exact.how})",
             EXIT_ENVIRONMENT,
         )
-    return engine, image_builder.reuse(engine, prior.image)
+    return engine, exact.image
 
 
 def main(argv: list[str]) -> None:

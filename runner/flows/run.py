@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.core import layout, manifest, record, spec, worker_io
+from runner.core import images, layout, manifest, record, spec, worker_io
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.run_input import RunInput
 from runner.core.worker_io import AuditVerdict, ContractError, WorkerResult
@@ -154,6 +154,7 @@ def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
 
 def _check(inp: RunInput, plan: spec.RunPlan, root: Path) -> None:
     """Refuse, before anything is built or run, what would only fail inside the training process."""
+    images.check_registry((plan.config.get("image") or {}).get("registry"))
     if plan.experiment.get("target"):  # a misspelt Trainer argument fails here, not after the launch
         variant = (plan.config.get("image") or {}).get("variants", {}).get(plan.image_kind) or {}
         lock = root / str(variant["lock"]) if plan.backend == "docker" and variant.get("lock") else None

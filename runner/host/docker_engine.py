@@ -20,14 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
 from docker.types import DeviceRequest, Mount
+from docker.utils import parse_repository_tag
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
-from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, RunnerError
+from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
 
@@ -136,6 +137,50 @@ class DockerEngine:
             return self.client.images.pull(ref).id
         except docker.errors.DockerException:
             return None
+
+    def push(self, image: str, ref: str) -> str:
+        """Tag ``image`` as ``ref``, push it, and take the tag off again: the local image keeps the
+        names it had (``docker rmi TAG`` still removes it). The digest is the registry's."""
+        repository, tag = parse_repository_tag(ref)
+        named = f"{repository}:{tag or 'latest'}"
+        try:
+            if not self.client.api.tag(image, repository, tag or "latest"):
+                raise RunnerError(f"cannot tag {image} as {ref}", EXIT_ENVIRONMENT)
+            try:
+                digest = self._push(repository, tag or "latest", ref)
+            finally:
+                if named != image:
+                    self.client.api.remove_image(named, noprune=True)
+        except docker.errors.DockerException as exc:
+            raise RunnerError(f"cannot push {ref}: {_why(exc)}", EXIT_ENVIRONMENT) from None
+        return digest
+
+    def _push(self, repository: str, tag: str, ref: str) -> str:
+        digest = None
+        for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                why = " ".join(str(chunk["error"]).split())
+                raise RunnerError(f"cannot push {ref}: {why} — is the registry running?", EXIT_ENVIRONMENT)
+            digest = (chunk.get("aux") or {}).get("Digest") or digest
+        if not digest:
+            raise RunnerError(f"cannot push {ref}: the engine reported no digest", EXIT_ENVIRONMENT)
+        return str(digest)
+
+    def save(self, image: str, out: BinaryIO) -> None:
+        try:
+            for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
+                out.write(chunk)
+        except docker.errors.ImageNotFound:
+            raise RunnerError(f"image {image} not found", EXIT_ENVIRONMENT) from None
+        except docker.errors.DockerException as exc:
+            raise RunnerError(f"cannot save image {image}: {_why(exc)}", EXIT_ENVIRONMENT) from None
+
+    def load(self, archive: Path) -> list[str]:
+        try:
+            with open(archive, "rb") as f:
+                return [image.id for image in self.client.images.load(f)]
+        except docker.errors.DockerException as exc:
+            raise RunnerError(f"cannot load {archive}: {_why(exc)}", EXIT_USAGE) from None
 
     def remove_image(self, ref: str) -> bool:
         try:
@@ -483,6 +528,12 @@ class _Lifeline:
     def exit_code(self) -> int:
         self._waiter.join()
         return int(self._status.get("StatusCode", -1))
+
+
+def _why(exc: docker.errors.DockerException) -> str:
+    """docker-py's error in one line: the engine's own explanation where it gave one."""
+    text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
 
 
 def _device_requests(gpus: list[str] | int | None) -> list[DeviceRequest] | None:

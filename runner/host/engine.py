@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_USAGE, RunnerError
@@ -83,7 +83,21 @@ class Engine(Protocol):
         """The registry digest (``sha256:…``) of the local image ``ref``, or None."""
 
     def pull(self, ref: str) -> str | None:
-        """Pull ``ref`` and return its image id; None when no registry answers."""
+        """Pull ``ref`` and return its image id; None when no registry answers or it holds no such
+        image. A ``repository@sha256:…`` reference gets exactly that content or nothing."""
+
+    def push(self, image: str, ref: str) -> str:
+        """Tag the local ``image`` as ``ref`` (``registry/repository:tag``) and push it there; returns
+        the registry's content digest of what it now holds (``sha256:…``). A registry that refuses
+        or does not answer is EXIT_ENVIRONMENT."""
+
+    def save(self, image: str, out: BinaryIO) -> None:
+        """Write ``image`` (an id or a tag, which the archive then names) to ``out`` as a
+        docker-archive (``docker save``), the format every engine loads."""
+
+    def load(self, archive: Path) -> list[str]:
+        """Load the images of a docker-archive file; returns their ids. A file that is not one is
+        EXIT_USAGE."""
 
     def remove_image(self, ref: str) -> bool:
         """Remove the image; False when there was none."""

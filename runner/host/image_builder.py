@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,17 @@ from runner.host.engine import Engine
 from runner.host.executors import Tee
 from runner.host.progress import BuildProgress
 
-__all__ = ["ResolvedImage", "build_mutex", "find_or_build", "image_record", "resolve_image", "reuse"]
+__all__ = [
+    "ResolvedImage",
+    "Exact",
+    "build_mutex",
+    "exact",
+    "find_or_build",
+    "image_record",
+    "publish",
+    "resolve_image",
+    "reuse",
+]
 
 
 def resolve_image(
@@ -34,6 +45,7 @@ def resolve_image(
     whole log, not only the tail in the error); the terminal shows its step and elapsed time.
     """
     variant = plan.config["image"]["variants"][plan.image_kind]
+    registry = images.check_registry(plan.config["image"].get("registry"))  # before any build
     base = variant["base"]
     base_id = engine.image_id(base["ref"]) or engine.pull(base["ref"])
     if not base_id:
@@ -43,7 +55,21 @@ def resolve_image(
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
-    return find_or_build(engine, iplan, root, echo, build_log=build_log)
+    image = find_or_build(engine, iplan, root, echo, build_log=build_log)
+    return publish(engine, image, registry, echo) if registry else image
+
+
+def publish(
+    engine: Engine, image: ResolvedImage, registry: str, echo: Callable[[str], None]
+) -> ResolvedImage:
+    """Push the image to ``registry`` (``HOST[:PORT]/REPOSITORY``) under its content-hash tag, and
+    record where it is by digest: a replay, a resume or another node pulls exactly that. A push of
+    what the registry already holds sends no layer and takes about a second."""
+    target = images.registry_target(registry, image.tag)
+    started = time.time()
+    ref = images.by_digest(target, engine.push(image.tag, target))
+    echo(f"pushed {target} as {ref} ({time.time() - started:.1f} s)")
+    return ResolvedImage(record={**image.record, "registry_ref": ref}, tag=image.tag)
 
 
 def find_or_build(
@@ -92,6 +118,59 @@ def reuse(engine: Engine, recorded: manifest.Image) -> ResolvedImage:
     names today). The caller has checked it is present."""
     record = {**recorded.model_dump(), "built_now": False, "build_seconds": None, "engine": engine.version()}
     return ResolvedImage(record=record, tag=recorded.id)
+
+
+@dataclass(frozen=True)
+class Exact:
+    """The very image a record names (its id), had here or not: ``how`` says how it was had, or
+    why it could not be and how to get it."""
+
+    image: ResolvedImage | None
+    how: str
+
+
+NO_COPY = (
+    "the exact image: `runner export RUN_DIR -o FILE` where it was recorded, then `--image FILE`; "
+    "or record runs with image.registry=HOST:PORT/REPOSITORY"
+)
+
+
+def exact(
+    engine: Engine, recorded: manifest.Image, image_file: Path | None, echo: Callable[[str], None]
+) -> Exact:
+    """The recorded image itself, by id: loaded from ``image_file``, already here, or pulled by the
+    recorded digest. A file or a digest that gives another image is refused, nothing run."""
+    if image_file is not None:
+        from runner.host import image_files
+
+        ids = image_files.load(engine, image_file)
+        if recorded.id not in ids:
+            raise RunnerError(
+                f"{image_file} holds image {', '.join(ids) or 'none'}, not the recorded {recorded.id} "
+                "— nothing was run",
+                EXIT_ENVIRONMENT,
+            )
+        return Exact(
+            reuse(engine, recorded), f"loaded {recorded.tag} from {image_file} (the recorded image id)"
+        )
+    if engine.image_id(recorded.id) == recorded.id:
+        return Exact(reuse(engine, recorded), f"reused {recorded.tag} (the recorded image id)")
+    ref = recorded.registry_ref
+    if not ref:
+        return Exact(None, NO_COPY)
+    echo(f"pulling {ref} (the recorded digest)")
+    got = engine.pull(ref)
+    if got is None:
+        return Exact(
+            None,
+            f"{ref} could not be pulled (start its registry, or `runner export` the run, then --image FILE)",
+        )
+    if got != recorded.id:
+        raise RunnerError(
+            f"{ref} is image {got}, not the recorded {recorded.id}: refused — nothing was run",
+            EXIT_ENVIRONMENT,
+        )
+    return Exact(reuse(engine, recorded), f"pulled {ref} (the recorded digest and image id)")
 
 
 def image_record(

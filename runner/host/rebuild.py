@@ -1,8 +1,9 @@
 """The recorded environment, brought back for a replay — or a precise list of what cannot be.
 
-A replay runs in the image the manifest names: the exact image when its tag still resolves to
-the recorded id, otherwise one rebuilt from the *recorded* Dockerfile and lock (taken from the
-restored code snapshot, never from today's tree) on the recorded base. Before anything runs,
+A replay runs in the image the manifest names: the exact image (by its recorded id) when it is
+here, loaded from an image file (``--image FILE``) or pulled by its recorded digest
+(``image.registry_ref``), otherwise one rebuilt from the *recorded* Dockerfile and lock (taken
+from the restored code snapshot, never from today's tree) on the recorded base. Before anything runs,
 every way the environment could differ from the record is checked and collected as a
 :class:`~runner.core.compare.Drift`:
 
@@ -44,7 +45,7 @@ PIP_FREEZE = "/opt/venv/pip-freeze.txt"  # written by the Dockerfiles at build t
 class EnvironmentDrift(RunnerError):
     """The recorded environment cannot be had exactly; ``drift`` says item by item how."""
 
-    def __init__(self, drift: list[Drift], fatal: str | None = None):
+    def __init__(self, drift: list[Drift], fatal: str | None = None, hint: str | None = None):
         items = "; ".join(d.describe() for d in drift)
         if fatal:
             msg = f"cannot replay: {fatal} ({items}) — nothing was run"
@@ -53,8 +54,8 @@ class EnvironmentDrift(RunnerError):
                 f"the recorded environment cannot be rebuilt exactly: {items} — nothing was run "
                 "(--allow-env-drift runs anyway and reports this drift)"
             )
-        super().__init__(msg, EXIT_ENVIRONMENT)
-        self.drift = drift
+        super().__init__(f"{msg}; {hint}" if hint else msg, EXIT_ENVIRONMENT)
+        self.drift, self.fatal = drift, fatal
 
 
 @dataclass
@@ -165,9 +166,12 @@ def prepare(
     *,
     allow_drift: bool,
     echo: Callable[[str], None],
+    image_file: Path | None = None,
 ) -> Prepared:
     """Everything a replay runs with, checked against the record; raises EnvironmentDrift on drift
-    (unless ``allow_drift``) before any training starts. ``plan`` is the replay's RunPlan."""
+    (unless ``allow_drift``) before any training starts. ``plan`` is the replay's RunPlan. The
+    recorded image is loaded from ``image_file`` when given (and refused unless it is that image),
+    else reused, else pulled by its recorded digest, else rebuilt."""
     cache = HashCache()
     env, drift = recorded_variables(m.environment, os.environ)
     drift += check_data(m.data, cache)
@@ -184,16 +188,16 @@ def prepare(
             "the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT
         )
     assert engine is not None, "a containerized replay needs an engine"
-    rec = m.image
-    if engine.image_id(rec.tag) == rec.id:  # the exact image is still here
+    exact = image_builder.exact(engine, m.image, image_file, echo)
+    if exact.image is not None:  # the very image: from the file, still here, or pulled by digest
         _stop(drift, allow_drift)
-        return Prepared(
-            image_builder.reuse(engine, rec), f"reused {rec.tag} (the recorded image id)", env, drift
-        )
-
-    image, how, image_drift = _rebuild(engine, m, snap_dir, plan, _SoFar(drift, allow_drift), echo)
-    drift += image_drift
-    _stop(drift, allow_drift)
+        return Prepared(exact.image, exact.how, env, drift)
+    try:
+        image, how, image_drift = _rebuild(engine, m, snap_dir, plan, _SoFar(drift, allow_drift), echo)
+        drift += image_drift
+        _stop(drift, allow_drift)
+    except EnvironmentDrift as exc:  # say, in the same line, how to get the exact image
+        raise EnvironmentDrift(exc.drift, exc.fatal, hint=exact.how) from None
     return Prepared(image, how, env, drift)
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -53,6 +53,15 @@ class WrappedEngine:
 
     def pull(self, ref: str) -> str | None:
         return self.inner.pull(ref)
+
+    def push(self, image: str, ref: str) -> str:
+        return self.inner.push(image, ref)
+
+    def save(self, image: str, out: BinaryIO) -> None:
+        self.inner.save(image, out)
+
+    def load(self, archive: Path) -> list[str]:
+        return self.inner.load(archive)
 
     def remove_image(self, ref: str) -> bool:
         return self.inner.remove_image(ref)
