@@ -6,6 +6,7 @@
     runner summary SWEEP_DIR …
     runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
     runner audit experiment=mnist_ddp …        # the determinism audit alone, one step
+    runner export RUN_DIR -o FILE [--format docker-archive|oci|squashfs] · runner import FILE
 
 Each subcommand is imported only when it is asked for, so ``runner diff`` never loads Hydra
 and ``runner run`` never loads the comparison code.
@@ -87,6 +88,18 @@ def _audit(args: list[str]) -> None:
     audit_main(args)
 
 
+def _export(args: list[str]) -> int | None:
+    from runner.flows.export import main_export
+
+    return main_export(args)
+
+
+def _import(args: list[str]) -> int | None:
+    from runner.flows.export import main_import
+
+    return main_import(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "run": _run,
     "replay": _replay,
@@ -97,6 +110,8 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "verify": _verify,
     "keygen": _keygen,
     "audit": _audit,
+    "export": _export,
+    "import": _import,
 }
 
 

@@ -17,4 +17,6 @@ COMMANDS: dict[str, str] = {
     "verify": "check a run's signed provenance against its files (and list its signed replays)",
     "keygen": "write an Ed25519 key pair to sign runs with",
     "audit": "the determinism audit alone: one step, naming nondeterministic operations",
+    "export": "a run's image as one reproducible file (docker-archive, oci or squashfs) and its sha256",
+    "import": "load an image file (docker-archive or oci) into the engine; print the image id it holds",
 }
