@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -233,11 +234,7 @@ def _write_squashfs(saved: _Saved, root: Path, out: Path) -> None:
     config = json.loads(saved.config)
     pinned = _created(config)
     root.mkdir()
-    dir_times: dict[str, int] = {}
-    for name in saved.layers:
-        with tarfile.open(fileobj=saved.layer(name), mode="r|") as layer:
-            for member in layer:
-                _apply(layer, member, root, dir_times)
+    dir_times = unpack((saved.layer(name) for name in saved.layers), root)
     _enroot_files(root, config.get("config") or {}, pinned)
     for here, _, _ in os.walk(root, topdown=False):
         rel = os.path.relpath(here, root)
@@ -249,6 +246,19 @@ def _write_squashfs(saved: _Saved, root: Path, out: Path) -> None:
     if done.returncode != 0:
         why = " ".join((done.stderr or done.stdout).split())[-300:]
         raise RunnerError(f"mksquashfs failed: {why}", EXIT_ENVIRONMENT)
+
+
+def unpack(layers: Iterable[IO[bytes]], root: Path) -> dict[str, int]:
+    """Apply layer tars, bottom first, onto the directory ``root``: a whiteout (``.wh.NAME``)
+    removes what a lower layer put there, an opaque one (``.wh..wh..opq``) all of it; ``/dev`` stays
+    empty. An entry that leaves the tree or goes through a link is refused. Returns each
+    directory's time as its top layer gives it (set them once the tree is whole)."""
+    dir_times: dict[str, int] = {}
+    for f in layers:
+        with tarfile.open(fileobj=f, mode="r|") as layer:
+            for member in layer:
+                _apply(layer, member, root, dir_times)
+    return dir_times
 
 
 def _created(config: dict[str, Any]) -> int:
@@ -291,7 +301,9 @@ def _apply(layer: tarfile.TarFile, member: tarfile.TarInfo, root: Path, dir_time
     layer.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
     if member.isdir():
         dir_times[name] = int(member.mtime)  # set once the tree is whole: later entries touch it
-    elif member.issym():  # tarfile dates files, not links
+        return
+    dir_times.pop(name, None)
+    if member.issym():  # tarfile dates files, not links
         os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
 
 
@@ -387,8 +399,9 @@ def load(engine: Engine, path: Path) -> list[str]:
         )
     with tempfile.TemporaryDirectory(prefix="runner-import-") as tmp:
         archive = Path(tmp) / "image.tar"
+        named = f"docker-archive:{archive}" + (f":{name}" if (name := _oci_name(path)) else "")
         done = subprocess.run(
-            ["skopeo", "copy", "-q", f"oci-archive:{path}", f"docker-archive:{archive}"],
+            ["skopeo", "copy", "-q", f"oci-archive:{path}", named],
             capture_output=True,
             text=True,
         )
@@ -396,6 +409,17 @@ def load(engine: Engine, path: Path) -> list[str]:
             why = " ".join(done.stderr.split())[-300:]
             raise RunnerError(f"cannot read the OCI file {path}: {why}", EXIT_USAGE)
         return engine.load(archive)
+
+
+def _oci_name(path: Path) -> str | None:
+    """The name ``index.json`` gives the OCI file's one image (``runner export`` writes its tag)."""
+    try:
+        with tarfile.open(path) as tar:
+            index = json.load(_member(tar, "index.json"))
+        name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    except (KeyError, IndexError, TypeError, ValueError, tarfile.TarError):
+        return None
+    return name if isinstance(name, str) and ":" in name and "@" not in name else None
 
 
 def _sha256(path: Path) -> tuple[str, int]:
