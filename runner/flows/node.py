@@ -10,16 +10,22 @@ and removes the container. The agent's exit status is the container's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runner.core import cluster, layout
 from runner.core.digests import sha256_bytes
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+
+if TYPE_CHECKING:
+    from runner.host.engine import Engine
 
 
 def agent_command(doc_path: Path, sha256: str) -> list[str]:
@@ -52,18 +58,35 @@ def start(doc_path: Path, sha256: str) -> int:
     _, place = slurm.current()
     request = cluster.node_request(base, node, place)
     engine = engines.connect(doc.get("engine"))
-    if engine.image_id(request.image) is None:
-        raise RunnerError(
-            f"node agent: image {request.image} is not on {here}'s engine: every node needs the run's "
-            "image (push it to a registry the nodes pull from, or build it on each)",
-            EXIT_ENVIRONMENT,
-        )
+    request = dataclasses.replace(request, image=image_here(engine, request.image, doc.get("pull"), here))
     log = Path(doc["log_dir"]) / layout.NODE_LOG.format(node=node)
     with Tee(log, lambda line: print(line, flush=True)) as tee:
         where = place.describe() if place else "no allocation"
         tee(f"runner: node {node} ({here}): container {request.name}, {where}")
         code = DockerBackend(engine).run_request(request, tee).exit_code
         return code if code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say how it ended
+
+
+def image_here(engine: Engine, image: str, pull: Mapping[str, Any] | None, here: str | None) -> str:
+    """The run's image on this node's engine: as the request names it, else pulled by the digest the
+    run recorded (``pull``: its ``ref`` and image ``id``) and run by that id, as a pull by digest
+    leaves no tag. An image that is not the run's is refused; no image at all is one line."""
+    if engine.image_id(image) is not None:
+        return image
+    ref, want = (pull or {}).get("ref"), (pull or {}).get("id")
+    got = engine.pull(ref) if ref else None
+    if got is not None and got == want:
+        return got
+    if got is not None:
+        raise RunnerError(
+            f"node agent: {ref} is image {got} on {here}, not the run's {want}: refused", EXIT_ENVIRONMENT
+        )
+    tried = f", and {ref} could not be pulled" if ref else ""
+    raise RunnerError(
+        f"node agent: image {image} is not on {here}'s engine{tried}: every node needs the run's image "
+        "(image.registry=HOST:PORT/REPOSITORY pushes it where the nodes pull it by digest)",
+        EXIT_ENVIRONMENT,
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -311,7 +311,9 @@ def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
     meet = nodes.rendezvous(plan.nodes, plan.launch.get("network_interface"))
     r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
     fresh = r.input.code is None and r.input.resume is None
-    return nodes.NodesBackend(engine, meet, plan.launch.get("engine") if fresh else None, agent_command)
+    image = r.got.image
+    pull = {"ref": image.registry_ref, "id": image.id} if image and image.registry_ref else None
+    return nodes.NodesBackend(engine, meet, plan.launch.get("engine") if fresh else None, agent_command, pull)
 
 
 def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:

@@ -112,10 +112,13 @@ class NodesBackend:
         meet: cluster.Rendezvous,
         engine_spec: Mapping[str, Any] | None,
         agent: Callable[[Path, str], list[str]],
+        pull: Mapping[str, str] | None = None,
     ):
         """``agent``: the node agent's command line for the request file and its sha256
-        (:func:`runner.flows.node.agent_command`)."""
+        (:func:`runner.flows.node.agent_command`); ``pull``: where a node without the image gets
+        it (``ref``: the recorded ``REPOSITORY@sha256:…``, ``id``: the image id it must give)."""
         self.agent = agent
+        self.pull = dict(pull) if pull else None
         self.engine = engine
         self.meet = meet
         self.engine_spec = dict(engine_spec) if engine_spec else None
@@ -128,6 +131,7 @@ class NodesBackend:
         doc = {
             "request": request.to_dict(),
             "engine": self.engine_spec,
+            "pull": self.pull,
             "first_node": os.environ.get("SLURMD_NODENAME"),
             "log_dir": str(plan.run_dir / layout.LOGS_DIR),
         }

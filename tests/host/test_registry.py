@@ -313,3 +313,25 @@ def test_a_layer_that_leaves_the_tree_is_refused(tmp_path, bad):
         image_files.unpack([bad], root)
     assert err.value.exit_code == EXIT_ENVIRONMENT and "\n" not in err.value.message
     assert sorted(p.name for p in tmp_path.rglob("*")) in (["root"], ["l", "root"])
+
+
+def test_a_slurm_node_without_the_image_pulls_it_by_the_recorded_digest(engine, registry, small_image):
+    from runner.flows.node import image_here
+
+    tag, image_id = small_image
+    ref = images.by_digest(registry, engine.push(tag, images.registry_target(registry, tag)))
+    assert image_here(engine, tag, {"ref": ref, "id": image_id}, "n2") == tag  # here: as named
+    _gone(engine, image_id)
+    assert image_here(engine, tag, {"ref": ref, "id": image_id}, "n2") == image_id  # pulled: run by id
+    _gone(engine, image_id)
+    with pytest.raises(RunnerError) as err:
+        image_here(engine, tag, {"ref": ref, "id": "sha256:" + "4" * 64}, "n2")
+    assert (
+        err.value.message
+        == f"node agent: {ref} is image {image_id} on n2, not the run's {'sha256:' + '4' * 64}: refused"
+    )
+    _gone(engine, image_id)
+    with pytest.raises(RunnerError) as err:
+        image_here(engine, tag, None, "n2")
+    assert err.value.exit_code == EXIT_ENVIRONMENT
+    assert err.value.message.startswith(f"node agent: image {tag} is not on n2's engine: every node needs")
