@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runner.core.digests import sha256_bytes
 from runner.core.engine_types import ContainerRequest, EngineInfo
+from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.host.engine import Container, ContainerExit
 
 
@@ -49,6 +50,18 @@ class MemoryEngine:
 
     def pull(self, ref: str) -> str | None:
         return None
+
+    def push(self, image: str, ref: str) -> str:
+        self._call("push")
+        return "sha256:" + sha256_bytes(f"{image} {ref}".encode())
+
+    def save(self, image: str, out: BinaryIO) -> None:
+        self._call("save")
+        raise RunnerError(f"the in-memory engine holds no image bytes ({image})", EXIT_ENVIRONMENT)
+
+    def load(self, archive: Path) -> list[str]:
+        self._call("load")
+        return []
 
     def remove_image(self, ref: str) -> bool:
         return False
