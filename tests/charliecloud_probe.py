@@ -1,6 +1,6 @@
 """What the Charliecloud engine does, seen from the unprivileged user who runs it: ``python -m
 tests.charliecloud_probe CASE IMAGE DIR`` (as that user) drives the engine through its protocol and
-prints what it saw as one JSON line, which ``tests/host/test_charliecloud.py`` asserts on."""
+prints what it saw as one JSON line, which ``tests/host/test_charliecloud_engine.py`` asserts on."""
 
 from __future__ import annotations
 
