@@ -25,10 +25,25 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias, TypeVar, cast
+from typing import Literal, Protocol, TypeVar, cast
 
-Json: TypeAlias = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
-JsonObject: TypeAlias = dict[str, Json]
+from runner.core.json_types import Json, JsonObject
+
+__all__ = [
+    "AuditFindings",
+    "AuditVerdict",
+    "ContractError",
+    "Experiment",
+    "Json",
+    "JsonObject",
+    "NondeterministicOp",
+    "SwitchedFlag",
+    "WorkerPaths",
+    "WorkerRequest",
+    "WorkerResult",
+    "read",
+    "write",
+]
 
 ExperimentKind = Literal["target", "script", "module"]
 Launcher = Literal["python", "torchrun"]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from runner.core.determinism import RECORDED_ENV
+from runner.core.json_types import Json, JsonObject
 
 
-def apply(
-    profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def apply(profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | None = None) -> JsonObject:
     """Seed everything and set PyTorch's switches in this process; return the flags in force.
 
     ``precision`` is the job's precision section; None for a record made before the precision
@@ -57,11 +57,12 @@ def apply(
     return flags_in_force()
 
 
-# Lightning's precision as training saw it in this process (runner.worker.precision_probe fills it).
-_in_training: dict[str, Any] = {}
+# What only the running Trainer can tell (Lightning's precision as training saw it, how SIGTERM is
+# relayed), set by the runner's callbacks in the context that trains, read back by flags_in_force.
+_IN_TRAINING: ContextVar[Mapping[str, Json] | None] = ContextVar("runner_in_training", default=None)
 
 
-def flags_in_force() -> dict[str, Any]:
+def flags_in_force() -> JsonObject:
     """What this process actually runs with: read back from torch, not from the profile."""
     import torch
 
@@ -76,13 +77,13 @@ def flags_in_force() -> dict[str, Any]:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "fill_uninitialized_memory": bool(fill_uninitialized),
-        **_in_training,
+        **(_IN_TRAINING.get() or {}),
         "num_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "env": {k: os.environ[k] for k in sorted(os.environ) if k in RECORDED_ENV},
     }
 
 
-def record_in_training(**flags: Any) -> None:
+def record_in_training(**flags: Json) -> None:
     """Add what only the running Trainer can tell (see :mod:`runner.worker.precision_probe`)."""
-    _in_training.update(flags)
+    _IN_TRAINING.set({**(_IN_TRAINING.get() or {}), **flags})
