@@ -13,11 +13,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from runner.core import numbers
+from runner.core.fingerprints import Row
+from runner.core.json_types import JsonObject
 from runner.core.locks import freeze_versions
 from runner.core.manifest import FileRecord, Manifest
 
@@ -40,7 +42,7 @@ class Change:
     a: Any
     b: Any
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "key": self.key,
             "a": _json_value(self.a),
@@ -65,7 +67,7 @@ class Divergence:
         text = f"step {self.step}: {self.field} {_short(self.a)} vs {_short(self.b)}"
         return text + (f" ({note})" if note else "")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"step": self.step, "field": self.field, "a": _json_value(self.a), "b": _json_value(self.b)}
 
 
@@ -131,18 +133,23 @@ def output_changes(a: Mapping[str, FileRecord], b: Mapping[str, FileRecord]) -> 
     return changes({k: v.sha256 for k, v in a.items()}, {k: v.sha256 for k, v in b.items()})
 
 
-def _by_step(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+def _by_step(rows: Iterable[Row]) -> dict[int, Row]:
     """Rows merged per step; a later row for the same step (a resumed run) wins field by field."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, Row] = {}
     for row in rows:
-        cur = out.setdefault(int(row["step"]), {})
-        for key in ("loss", "params_sha256"):
-            if key in row:
-                cur[key] = row[key]
+        step = int(row["step"])
+        cur = out.setdefault(step, {"step": step})
+        if "loss" in row:
+            cur["loss"] = row["loss"]
+        if "params_sha256" in row:
+            cur["params_sha256"] = row["params_sha256"]
     return out
 
 
-def first_divergence(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> Divergence | None:
+_COMPARED: tuple[Literal["params_sha256"], Literal["loss"]] = ("params_sha256", "loss")  # parameters first
+
+
+def first_divergence(a: Iterable[Row], b: Iterable[Row]) -> Divergence | None:
     """The earliest step where both runs recorded a value and the values differ (parameters are
     checked before the loss of the same step), or where one run's record ends before the other's.
     None when every step both recorded agrees and both end at the same step."""
@@ -158,7 +165,7 @@ def first_divergence(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, An
                     step, "steps", ra if ra is not None else ABSENT, rb if rb is not None else ABSENT
                 )
             continue
-        for key in ("params_sha256", "loss"):
+        for key in _COMPARED:
             if key in ra and key in rb and not same(ra[key], rb[key]):
                 return Divergence(step, key, ra[key], rb[key])
     return None
@@ -198,7 +205,7 @@ class Verdict:
             parts.append("trained under other switches: " + ", ".join(d.what for d in self.switches))
         return "; ".join(parts) or "nothing recorded to verify"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         d = asdict(self)
         d["outputs"] = [c.to_json() for c in self.outputs]
         d["metrics"] = [c.to_json() for c in self.metrics]
@@ -212,8 +219,8 @@ class Verdict:
 def verdict(
     original: Manifest,
     replay: Manifest,
-    fp_original: Sequence[Mapping[str, Any]] | None,
-    fp_replay: Sequence[Mapping[str, Any]] | None,
+    fp_original: Sequence[Row] | None,
+    fp_replay: Sequence[Row] | None,
     drift: Iterable[Drift] = (),
 ) -> Verdict:
     """Judge a replay against its original from the two manifests and their fingerprint rows.
@@ -252,8 +259,8 @@ def verdict(
 def _fingerprints_verdict(
     original: Manifest,
     replay: Manifest,
-    fp_original: Sequence[Mapping[str, Any]] | None,
-    fp_replay: Sequence[Mapping[str, Any]] | None,
+    fp_original: Sequence[Row] | None,
+    fp_replay: Sequence[Row] | None,
 ) -> tuple[bool | None, Divergence | None, list[str]]:
     """Whether the two fingerprint files are the same (None: the original recorded none), the first
     diverging step when they differ and both rows are at hand, and the notes on what was compared."""
@@ -342,7 +349,7 @@ class RunDiff:
         fingerprints_differ = self.divergence is not None or self.fingerprints_identical is False
         return not self.outputs_identical or fingerprints_differ or bool(self.result_changes)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "a": self.a,
             "b": self.b,
@@ -351,7 +358,7 @@ class RunDiff:
             "fingerprints_identical": self.fingerprints_identical,
             "first_divergence": None if self.divergence is None else self.divergence.to_json(),
             "sections": {name: [c.to_json() for c in rows] for name, rows in self.sections.items()},
-            "notes": self.notes,
+            "notes": [n for n in self.notes],
         }
 
 
@@ -364,8 +371,8 @@ def is_measurement(key: str) -> bool:
 def diff_runs(
     a: Manifest,
     b: Manifest,
-    fp_a: Sequence[Mapping[str, Any]] | None,
-    fp_b: Sequence[Mapping[str, Any]] | None,
+    fp_a: Sequence[Row] | None,
+    fp_b: Sequence[Row] | None,
     label_a: str = "A",
     label_b: str = "B",
 ) -> RunDiff:

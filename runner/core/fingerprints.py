@@ -17,14 +17,24 @@ Two readings of the same text, chosen by the caller:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Required, TypedDict, cast
 
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.layout import FINGERPRINTS
 
 
-def _row(line: str) -> tuple[dict[str, Any] | None, str]:
+class Row(TypedDict, total=False):
+    """One line of ``fingerprints.jsonl``: its step, the loss there, and (every K steps, and when
+    training ended) the sha256 of the parameters after it. Readers keep any other key a line holds."""
+
+    step: Required[int]
+    loss: float | None
+    params_sha256: str
+    final: bool  # the row written when training ended (parameters only)
+
+
+def _row(line: str) -> tuple[Row | None, str]:
     """A line as a row, or (None, why it is not one)."""
     try:
         row = json.loads(line)
@@ -33,10 +43,10 @@ def _row(line: str) -> tuple[dict[str, Any] | None, str]:
     step = row.get("step") if isinstance(row, dict) else None
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return None, "has no non-negative integer `step`"
-    return row, ""
+    return cast(Row, row), ""
 
 
-def parse(text: str, *, strict: bool, where: str = FINGERPRINTS) -> list[dict[str, Any]]:
+def parse(text: str, *, strict: bool, where: str = FINGERPRINTS) -> list[Row]:
     """``fingerprints.jsonl`` text → its rows, in file order. Blank lines are ignored. A line that
     is not a row (not JSON, or no non-negative integer ``step``) is skipped when not ``strict``,
     and a RunnerError naming ``where`` and the line number when ``strict``."""
@@ -52,12 +62,12 @@ def parse(text: str, *, strict: bool, where: str = FINGERPRINTS) -> list[dict[st
     return rows
 
 
-def last_step(rows: Iterable[Mapping[str, Any]]) -> int:
+def last_step(rows: Iterable[Row]) -> int:
     """The highest step the rows record (0 for none): how far the run trained."""
     return max((int(r["step"]) for r in rows), default=0)
 
 
-def losses(rows: Iterable[Mapping[str, Any]]) -> list[tuple[int, float]]:
+def losses(rows: Iterable[Row]) -> list[tuple[int, float]]:
     """(step, loss) pairs sorted by step. A resumed run records the steps after its checkpoint
     again: the later row for a step wins. Rows without a numeric loss are left out."""
     by_step: dict[int, float] = {}

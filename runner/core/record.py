@@ -46,7 +46,7 @@ class FingerprintFile:
     of :func:`runner.core.fingerprints.parse` gives them: each with an integer ``step``)."""
 
     sha256: str
-    rows: list[dict[str, Any]]
+    rows: list[fingerprints.Row]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class RunOutcome:
     fingerprints: FingerprintFile | None
     finished: float
     audit: AuditVerdict | None = None  # the determinism audit's verdict before training; None: none ran
-    op_traces: Mapping[str, Any] | None = None  # per-operation trace files written: name → {sha256, bytes}
+    op_traces: Mapping[str, manifest.FileRecord] | None = None  # per-operation trace files written, by name
 
 
 def ending(

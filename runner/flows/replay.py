@@ -29,6 +29,7 @@ from rich.table import Table
 
 from runner.core import cluster, commands, compare, layout, numbers, settings, slots, spec
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
 from runner.flows.cli_common import engine_for, fail
@@ -236,7 +237,7 @@ def _env_drift(m, plan: spec.RunPlan, snap_dir: Path) -> list[compare.Drift]:
     return settings.env_drift(m.environment, planned, ignore=(*settings.RUN_PATHS, *passthrough))
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: JsonObject) -> None:
     atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 

@@ -16,13 +16,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from runner.core import audit_rules, fingerprints, layout, manifest, op_traces, worker_io
 from runner.core.digests import DIGEST_FIELD, check_digest, record_digest, sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 from runner.core.worker_io import AuditVerdict, ContractError
 from runner.host import atomic
 from runner.host.hashing import sha256_file
@@ -34,7 +34,7 @@ class RunRecord:
     dir: Path  # the run dir holding it
     sha256: str  # of the manifest file's bytes: what a replay's `replay_of` points to
     manifest: manifest.Manifest
-    fingerprints: list[dict[str, Any]] | None  # None: none recorded, missing, or not the recorded file
+    fingerprints: list[fingerprints.Row] | None  # None: none recorded, missing, or not the recorded file
     fingerprints_note: str | None = None
     edited: bool = False  # the manifest's content no longer matches the digest it records
     digest_note: str | None = None  # why the content could not be checked, or that it was edited
@@ -86,7 +86,7 @@ def load(path: str | os.PathLike) -> RunRecord:
     )
 
 
-def read_fingerprints(run_dir: Path) -> list[dict[str, Any]]:
+def read_fingerprints(run_dir: Path) -> list[fingerprints.Row]:
     """The fingerprint rows a run has written so far, as far as they read: a run killed mid-line
     leaves a torn last line, which is skipped. No fingerprint file: no rows. For a recorded run
     whose file the manifest vouches for, :func:`load` reads it strictly instead."""
@@ -120,7 +120,7 @@ def read_manifest(path: str | os.PathLike) -> manifest.Manifest:
     return _read(locate_manifest(path))[1]
 
 
-def _read(p: Path) -> tuple[dict[str, Any], manifest.Manifest]:
+def _read(p: Path) -> tuple[JsonObject, manifest.Manifest]:
     """The manifest file's JSON object, and the same validated; RunnerError for anything else."""
     try:
         raw = json.loads(p.read_text())
@@ -165,10 +165,10 @@ def read_audit(run_dir: Path) -> AuditVerdict | None:
         raise RunnerError(f"not an audit verdict: {exc}", EXIT_USAGE) from None
 
 
-def op_traces_written(run_dir: Path) -> dict[str, dict[str, Any]] | None:
+def op_traces_written(run_dir: Path) -> dict[str, manifest.FileRecord] | None:
     """The operation traces a run wrote (file name → sha256 and size), for its manifest; None when none."""
     found = {
-        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        p.name: manifest.FileRecord(sha256=sha256_file(p), bytes=p.stat().st_size)
         for p in sorted(run_dir.glob("op-trace-step-*.jsonl"))
         if op_traces.step_of(p.name) is not None
     }

@@ -132,7 +132,6 @@ class RunContext:
         order you control, or a resume mid-epoch starts the epoch over."""
         from pytorch_lightning.loggers import CSVLogger
         from pytorch_lightning.plugins.environments import LightningEnvironment
-        from pytorch_lightning.strategies import DDPStrategy
 
         from runner.worker.precision_probe import PrecisionProbe
 
@@ -147,22 +146,8 @@ class RunContext:
         if self.precision is not None:  # the precision group owns Lightning's precision setting
             kw["precision"] = self.precision["lightning"]
         if every > 0:
-            from runner.worker.checkpointing import callbacks as checkpoint_callbacks
-
-            resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
-            callbacks = [resume_state, *callbacks, model_checkpoint]  # RNG restore before any other hook
-            if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
-                warnings.filterwarnings(
-                    "ignore", message=".*resuming from a checkpoint that ended before the epoch"
-                )
-        if self.world_size > 1:
-            from runner.worker.step_sync import LocalSigterm
-
-            backend = "nccl" if self.accelerator == "gpu" else "gloo"
-            strategy: Any = DDPStrategy(process_group_backend=backend)
-            callbacks.append(LocalSigterm())  # the worker signals every rank: no per-step sync to relay it
-        else:
-            strategy = "auto"
+            callbacks = self._checkpointing(callbacks, every, samplers)
+        strategy, sync = self._strategy()
         kw.update(
             # the worker launched these processes: no SLURM/MPI/LSF auto-detection (probing MPI
             # initialises it, and a cluster's variables must not reshape the job)
@@ -172,7 +157,7 @@ class RunContext:
             num_nodes=self.nodes,
             strategy=strategy,
             deterministic=self._deterministic(),
-            callbacks=callbacks,
+            callbacks=callbacks + sync,
             default_root_dir=str(self.run_dir),
             logger=CSVLogger(str(self.run_dir), name=layout.METRICS_DIR, version=""),
             enable_progress_bar=False,
@@ -180,6 +165,30 @@ class RunContext:
             enable_checkpointing=every > 0,
         )
         return kw
+
+    def _checkpointing(self, callbacks: list[Callback], every: int, samplers: list | tuple) -> list[Callback]:
+        """``callbacks`` with a checkpoint every ``every`` steps, and the RNG states restored on a
+        resume before any other hook runs."""
+        from runner.worker.checkpointing import callbacks as checkpoint_callbacks
+
+        resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
+        if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
+            warnings.filterwarnings(
+                "ignore", message=".*resuming from a checkpoint that ended before the epoch"
+            )
+        return [resume_state, *callbacks, model_checkpoint]
+
+    def _strategy(self) -> tuple[Any, list[Callback]]:
+        """Lightning's strategy for this world, and the callback DDP needs: the worker signals every
+        rank itself, so no rank relays SIGTERM to the others with a sync each step."""
+        if self.world_size == 1:
+            return "auto", []
+        from pytorch_lightning.strategies import DDPStrategy
+
+        from runner.worker.step_sync import LocalSigterm
+
+        backend = "nccl" if self.accelerator == "gpu" else "gloo"
+        return DDPStrategy(process_group_backend=backend), [LocalSigterm()]
 
     def _deterministic(self) -> bool | str:
         """Lightning's ``deterministic``: "warn" when the profile allows ops without a deterministic

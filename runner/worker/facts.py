@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any
 
 from runner.core import installed
+from runner.core.json_types import Json, JsonObject
 
 
-def process() -> dict[str, Any]:
+def process() -> JsonObject:
     """Inside the training process: libraries and devices as the training code sees them."""
     import torch
 
-    out: dict[str, Any] = {
+    gpus: list[Json] = []
+    out: JsonObject = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda_runtime": torch.version.cuda,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "gpus": [],
+        "gpus": gpus,
     }
     out["lightning"] = _version("pytorch_lightning", "pytorch-lightning")
     if torch.cuda.is_available():
@@ -31,7 +32,7 @@ def process() -> dict[str, Any]:
             out["nccl"] = None
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            out["gpus"].append(
+            gpus.append(
                 {
                     "index": i,
                     "name": p.name,

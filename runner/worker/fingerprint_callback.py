@@ -10,6 +10,8 @@ from typing import IO, Any
 
 from pytorch_lightning import Callback
 
+from runner.core.fingerprints import Row
+
 
 def params_sha256(module) -> str:
     """sha256 over every parameter's name, dtype, shape and raw bytes, in definition order."""
@@ -129,7 +131,7 @@ class FingerprintWriter(Callback):
             event.synchronize()
         last = _hash_params(snapshot) if snapshot is not None else None
         for n, (step, loss) in enumerate(losses):
-            rec = {"step": step, "loss": float(loss) if loss is not None else None}
+            rec: Row = {"step": step, "loss": float(loss) if loss is not None else None}
             if last is not None and n == len(losses) - 1:
                 rec["params_sha256"] = last
             self._write(rec)
@@ -143,7 +145,7 @@ class FingerprintWriter(Callback):
             for f in queued:
                 f.result()
 
-    def _write(self, rec: dict) -> None:
+    def _write(self, rec: Row) -> None:
         assert self._file is not None, "rows are written between train start and train end"
         self._file.write(json.dumps(rec, sort_keys=True) + "\n")
 
