@@ -5,6 +5,7 @@
     runner diff RUN_A RUN_B [--json]
     runner summary SWEEP_DIR …
     runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
+    runner ls [DIR] [--json]                   # the runs under DIR (default runs/)
     runner audit experiment=mnist_ddp …        # the determinism audit alone, one step
     runner export RUN_DIR -o FILE [--format docker-archive|oci|squashfs] · runner import FILE
 
@@ -100,6 +101,12 @@ def _import(args: list[str]) -> int | None:
     return main_import(args)
 
 
+def _ls(args: list[str]) -> int:
+    from runner.flows.ls import main as ls_main
+
+    return ls_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "run": _run,
     "replay": _replay,
@@ -109,6 +116,7 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "lock": _lock,
     "verify": _verify,
     "keygen": _keygen,
+    "ls": _ls,
     "audit": _audit,
     "export": _export,
     "import": _import,

@@ -9,6 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from runner.core import numbers
 from runner.core.errors import RunnerError
 from runner.flows.cli_common import fail, project_conf_dir, resolved
 from runner.host import console
@@ -24,8 +25,8 @@ def run_composed(cfg: DictConfig) -> float:
 
     inp = RunInput.new(container, [sys.executable, "-m", "runner", *sys.argv[1:]], list(hc.overrides.task))
     m = run.run(inp, run_dir, echo=console.echo, engine=engines.for_run(container))
-    metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.metrics.items())
-    console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}")
+    metrics = ", ".join(f"{k}={numbers.human(v, k)}" for k, v in m.metrics.items())
+    console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}", soft_wrap=True)
     objective = cfg.get("sweep_objective")
     if objective:  # an optimising sweeper (Optuna, Ax, …) reads the task's return value
         if objective not in m.metrics:

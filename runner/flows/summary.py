@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core import commands, fingerprints, layout, stats
+from runner.core import commands, fingerprints, layout, numbers, stats
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import atomic, records, sweep_records
 
@@ -246,8 +246,9 @@ def describe_line(summary: dict[str, Any]) -> list[str]:
         label = " ".join(g["overrides"]) or "all"
         parts = []
         for name, s in g["metrics"].items():
-            half = f" ± {s['ci95_halfwidth']:.4g}" if s.get("ci95_halfwidth") is not None else ""
-            parts.append(f"{name}={s['mean']:.4g}{half}")
+            ci = s.get("ci95_halfwidth")
+            half = f" ± {numbers.human(ci, name)}" if ci is not None else ""
+            parts.append(f"{name}={numbers.human(s['mean'], name)}{half}")
         lines.append(f"{label} (n={g['completed']}): {', '.join(parts) or 'no completed jobs'}")
     return lines
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.core import layout
+from runner.core import layout, numbers
 from runner.core import manifest as manifest_mod
 from runner.host import image_builder, records, snapshot
 from runner.host.hashing import sha256_file
@@ -23,6 +23,7 @@ def _run(run_dir: Path, *overrides: str) -> dict:
     proc = run_runner(f"hydra.run.dir={run_dir}", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    (run_dir.parent / f"{run_dir.name}.terminal").write_text(proc.stdout + proc.stderr)  # what a user saw
     return manifest(run_dir)
 
 
@@ -47,6 +48,22 @@ def test_two_runs_of_the_main_job_are_bit_identical(twice):
     assert a["run_id"] != b["run_id"]
     # the headline hash is the weights file's real hash, not a copied number
     assert a["outputs"]["model.pt"]["sha256"] == sha256_file(twice[1] / "outputs" / "model.pt")
+
+
+def test_the_terminal_is_quiet_and_the_log_keeps_lightnings_banners(twice):
+    """Each rank's Lightning banners go to logs/train.log only; the completion line's numbers read
+    as diff's do (5 significant figures, separators for a rate)."""
+    terminal = (twice[0].parent / "a.terminal").read_text()
+    log = (twice[0] / "logs" / "train.log").read_text()
+    banners = ("GPU available:", "TPU available:", "Initializing distributed:", "distributed_backend=")
+    for banner in banners:
+        assert banner in log and banner not in terminal, banner
+    assert "-" * 40 not in terminal and "log_every_n_steps" not in terminal
+    m = manifest(twice[0])
+    done = next(line for line in terminal.splitlines() if line.startswith("completed "))
+    rate = m["metrics"]["samples_per_s"]
+    assert f"samples_per_s={numbers.human(rate, 'samples_per_s')}," in done and "e+" not in done
+    assert f"test_loss={numbers.human(m['metrics']['test_loss'])}" in done
 
 
 def _git_state(root: Path) -> dict:

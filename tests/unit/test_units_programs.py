@@ -103,9 +103,32 @@ def test_advertising_and_hostname_warnings_stay_off_the_terminal(line):
     assert logtext.is_terminal_noise(line)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [  # Lightning 2.6's start-up lines, each printed by every rank
+        "GPU available: False, used: False",
+        "TPU available: False, using: 0 TPU cores",
+        "LOCAL_RANK: 1 - CUDA_VISIBLE_DEVICES: [0,1]",
+        "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2",
+        "-" * 100,
+        "distributed_backend=gloo",
+        "All distributed processes registered. Starting with 2 processes",
+        "/opt/venv/lib/python3.11/site-packages/pytorch_lightning/loops/fit_loop.py:322: The number of "
+        "training batches (9) is smaller than the logging interval Trainer(log_every_n_steps=50). Set a "
+        "lower value for log_every_n_steps if you want to see logs for the training epoch.",
+        "/x/lightning_fabric/plugins/environments/slurm.py:204: The `srun` command is available on your "
+        "system but is not used. HINT: …",
+    ],
+)
+def test_lightnings_banners_stay_off_the_terminal(line):
+    assert logtext.is_terminal_noise(line)
+
+
 def test_training_lines_reach_the_terminal():
     assert not logtext.is_terminal_noise("Epoch 0: 100%|██████████| 30/30 [00:01<00:00, loss=0.5]")
     assert not logtext.is_terminal_noise("[W socket.cpp:1] [c10d] connection refused to 127.0.0.1:1234")
+    assert not logtext.is_terminal_noise("step 10 ---- loss 0.5")
+    assert not logtext.is_terminal_noise("`Trainer.fit` stopped: `max_steps=12` reached.")
 
 
 def test_ranks_are_numbered_node_by_node():

@@ -1,0 +1,75 @@
+"""The run dirs under a directory, and what each one's files say: the reading side of ``runner ls``.
+
+A run dir is a dir with a ``manifest.json`` or a runner's claim (``.runner.claim``); the walk does
+not go into one (its replays are read as its verdicts), nor into hidden dirs (``.hydra``). Each
+manifest is read as JSON and its digest checked, nothing more, so that a thousand runs list in
+well under a second (bench/ls.py). A record that cannot be read is a row that says so, never an
+error that hides the other rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from runner.core import layout, manifest, run_list
+from runner.core.digests import check_digest
+from runner.core.run_list import ReplayVerdict, RunRow
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every run dir under ``root`` (``root`` itself when it is one), in path order."""
+    found = []
+    for here, dirs, files in os.walk(root):
+        if layout.MANIFEST in files or layout.CLAIM in files:
+            found.append(Path(here))
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
+
+
+def read_row(run_dir: Path) -> RunRow:
+    """The row of one run dir: its manifest's fields, whether its digest checks, its replays' verdicts."""
+    path = run_dir / layout.MANIFEST
+    if not path.is_file():
+        return RunRow(dir=str(run_dir), status=run_list.INCOMPLETE, note="claimed by a runner, no manifest")
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        note = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:120]
+        return RunRow(dir=str(run_dir), status=run_list.UNREADABLE, note=f"manifest.json: {note}")
+    if not isinstance(raw, dict) or raw.get("schema_version") != manifest.SCHEMA_VERSION:
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        note = f"manifest.json: schema version {version!r}, not {manifest.SCHEMA_VERSION}"
+        return RunRow(dir=str(run_dir), status=run_list.UNREADABLE, note=note)
+    edited, why = check_digest(raw)
+    digest = "edited" if edited else "none" if why else "ok"
+    return run_list.row_from_record(str(run_dir), raw, digest, replay_verdicts(run_dir))
+
+
+def replay_verdicts(run_dir: Path) -> list[ReplayVerdict]:
+    """The verdicts under ``run_dir/replays/`` (not the traced replays of ``--locate``), oldest first."""
+    try:
+        entries = sorted(os.scandir(run_dir / layout.REPLAYS_DIR), key=lambda e: e.name)
+    except OSError:  # no replays (or no dir to read)
+        return []
+    verdicts = []
+    for entry in entries:
+        if not entry.is_dir() or "-locate-" in entry.name:
+            continue
+        try:
+            identical = json.loads(Path(entry.path, layout.VERDICT).read_bytes()).get("bit_identical")
+        except FileNotFoundError:
+            continue  # a replay that ended before its verdict (or is running): no verdict to show
+        except (OSError, ValueError, AttributeError):
+            identical = None
+        verdicts.append(ReplayVerdict(entry.path, identical if isinstance(identical, bool) else None))
+    return verdicts
+
+
+def rows(root: Path) -> list[RunRow]:
+    """Every run under ``root``, oldest first (runs without a start time last, by path)."""
+    found = [read_row(d) for d in find_run_dirs(root)]
+    return sorted(found, key=lambda r: (r.started is None, r.started or 0.0, r.dir))
