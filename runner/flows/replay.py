@@ -172,9 +172,9 @@ def _prepare(
         from runner.host import engine as engines
 
         engine = engines.connect(asked.engine)
-    prepared = rebuild.prepare(
-        engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo, image_file=asked.image_file
-    )
+    if asked.image_file is not None:  # loaded now, refused unless it holds the recorded image
+        _load_image(engine, m, asked.image_file, echo)
+    prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
     prepared.drift[:0] = env_drift
     code = RecordedCode(
         archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files
@@ -190,6 +190,15 @@ def _prepare(
         replay_of=replay_of,
     )
     return inp, prepared, engine
+
+
+def _load_image(engine: Engine | None, m: Manifest, image_file: Path, echo: Callable[[str], None]) -> None:
+    """``--image FILE``: the recorded image, from the file (:func:`runner.host.image_builder.exact`)."""
+    from runner.host import image_builder
+
+    if engine is None or m.image is None:
+        raise RunnerError(f"--image {image_file}: the run ran in no image (launch.backend=host)", EXIT_USAGE)
+    echo(image_builder.exact(engine, m.image, image_file, echo).how)
 
 
 def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:

@@ -166,12 +166,10 @@ def prepare(
     *,
     allow_drift: bool,
     echo: Callable[[str], None],
-    image_file: Path | None = None,
 ) -> Prepared:
     """Everything a replay runs with, checked against the record; raises EnvironmentDrift on drift
     (unless ``allow_drift``) before any training starts. ``plan`` is the replay's RunPlan. The
-    recorded image is loaded from ``image_file`` when given (and refused unless it is that image),
-    else reused, else pulled by its recorded digest, else rebuilt."""
+    recorded image is reused (by its id), else pulled by its recorded digest, else rebuilt."""
     cache = HashCache()
     env, drift = recorded_variables(m.environment, os.environ)
     drift += check_data(m.data, cache)
@@ -188,7 +186,7 @@ def prepare(
             "the manifest records a containerized run but no image: cannot replay it", EXIT_ENVIRONMENT
         )
     assert engine is not None, "a containerized replay needs an engine"
-    exact = image_builder.exact(engine, m.image, image_file, echo)
+    exact = image_builder.exact(engine, m.image, None, echo)
     if exact.image is not None:  # the very image: from the file, still here, or pulled by digest
         _stop(drift, allow_drift)
         return Prepared(exact.image, exact.how, env, drift)
