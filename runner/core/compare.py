@@ -149,6 +149,18 @@ def _by_step(rows: Iterable[Row]) -> dict[int, Row]:
 _COMPARED: tuple[Literal["params_sha256"], Literal["loss"]] = ("params_sha256", "loss")  # parameters first
 
 
+def parameter_differences(a: Iterable[Row], b: Iterable[Row]) -> list[int]:
+    """The steps at which both runs recorded a parameter hash and the hashes differ, in order."""
+    ia, ib = _by_step(a), _by_step(b)
+    return [
+        step
+        for step in sorted(set(ia) & set(ib))
+        if "params_sha256" in ia[step]
+        and "params_sha256" in ib[step]
+        and ia[step]["params_sha256"] != ib[step]["params_sha256"]
+    ]
+
+
 def first_divergence(a: Iterable[Row], b: Iterable[Row]) -> Divergence | None:
     """The earliest step where both runs recorded a value and the values differ (parameters are
     checked before the loss of the same step), or where one run's record ends before the other's.

@@ -11,19 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, numbers
-from runner.core.errors import EXIT_FAILED, RunnerError
+from runner.core import commands, compare, fingerprints, numbers
+from runner.core.errors import EXIT_FAILED, EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 from runner.host import records
 
 
 def diff(path_a: str, path_b: str) -> compare.RunDiff:
     """Load two run dirs (or manifests) and compare them; RunnerError for a bad record."""
-    a, b = records.load(path_a), records.load(path_b)
+    return compare_records(records.load(path_a), records.load(path_b))
+
+
+def compare_records(a: records.RunRecord, b: records.RunRecord) -> compare.RunDiff:
+    """Compare two loaded records, with a note for each that cannot be taken at its word."""
     d = compare.diff_runs(a.manifest, b.manifest, a.fingerprints, b.fingerprints, str(a.dir), str(b.dir))
     for label, rec in (("A", a), ("B", b)):
         if rec.edited:  # shown first, in one line: nothing else about this run can be taken at its word
@@ -91,20 +96,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="RUN_A", help="a run dir or its manifest.json")
     p.add_argument("b", metavar="RUN_B", help="a run dir or its manifest.json")
     p.add_argument("--json", action="store_true", help="machine-readable output, every value in full")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw both runs' loss per step, the first diverging step and the steps whose "
+        "parameter fingerprints differ",
+    )
+    p.add_argument(
+        "--plot-size", metavar="WxH", default="1000x600", type=_size, help="the PNG's size in pixels"
+    )
     return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and 100 <= int(w) <= 10000 and 100 <= int(h) <= 10000):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels (100 to 10000 each)")
+    return int(w), int(h)
+
+
+def draw(a: records.RunRecord, b: records.RunRecord, d: compare.RunDiff, path: str, size) -> None:
+    """``--plot``: the picture of where the two runs part (both need readable fingerprints)."""
+    from runner.host import diff_plot
+
+    for label, rec in (("A", a), ("B", b)):
+        if rec.fingerprints is None:
+            why = rec.fingerprints_note or "it recorded no fingerprints"
+            raise RunnerError(f"--plot: run {label} has no per-step record to draw ({why})", EXIT_USAGE)
+    rows_a, rows_b = a.fingerprints or [], b.fingerprints or []
+    picture = diff_plot.DiffPicture(
+        losses_a=fingerprints.losses(rows_a),
+        losses_b=fingerprints.losses(rows_b),
+        divergence=d.divergence,
+        params_differ=compare.parameter_differences(rows_a, rows_b),
+        label_a=f"A ({a.dir.name})",
+        label_b=f"B ({b.dir.name})",
+    )
+    try:
+        diff_plot.plot(picture, Path(path), size)
+    except OSError as exc:
+        raise RunnerError(f"--plot: cannot write {path}: {exc.strerror or exc}", EXIT_USAGE) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the comparison; 1 when the runs differ (as diff(1) and ``git diff --exit-code``), else 0."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        d = diff(args.a, args.b)
+        a, b = records.load(args.a), records.load(args.b)
+        d = compare_records(a, b)
+        if args.plot:
+            draw(a, b, d, args.plot, args.plot_size)
     except RunnerError as exc:
         fail(exc)
     if args.json:
         print(json.dumps(d.to_json(), indent=2, sort_keys=True, default=str))
     else:
         render(d, Console(highlight=False))
+    if args.plot and not args.json:
+        Console(highlight=False, stderr=True).print(f"plot: {args.plot}", markup=False, soft_wrap=True)
     return EXIT_FAILED if d.differs else 0
 
 

@@ -47,6 +47,23 @@ def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_
     ), d["notes"]
 
 
+def test_the_plot_of_two_noisy_runs_marks_the_step_diff_names(noisy_runs, tmp_path):
+    from PIL import Image
+
+    from tests.host.test_diff_plot import expected_column, marked_column
+
+    png = tmp_path / "noisy.png"
+    args = (str(noisy_runs["a"]), str(noisy_runs["b"]))
+    proc = run_runner(*args, "--plot", str(png), "--plot-size", "900x450", module="runner.diff")
+    assert proc.returncode == 1, proc.stderr
+    step = json.loads(run_runner(*args, "--json", module="runner.diff").stdout)["first_divergence"]["step"]
+    image = Image.open(png)
+    image.load()
+    assert image.size == (900, 450) and image.text["runner:first_divergence_step"] == str(step)
+    column, height = marked_column(png)
+    assert abs(column - expected_column(png, step)) <= 2 and height > 150, (column, height)
+
+
 def test_locate_names_the_noise_layers_operation(noisy_runs):
     proc = run_runner(str(noisy_runs["a"]), "--locate", "--json", module="runner.replay")
     assert proc.returncode == 1, proc.stderr[-3000:]  # a divergence found

@@ -92,7 +92,7 @@ def _imported_by(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
 @pytest.mark.parametrize(
     "command, usage",
     [
-        ("diff", "usage: runner diff [-h] [--json] RUN_A RUN_B"),
+        ("diff", "usage: runner diff [-h] [--json] [--plot FILE.png] [--plot-size WxH]"),
         ("replay", "usage: runner replay [-h] [--out OUT] [--allow-env-drift] [--engine NAME]"),
         ("summary", "usage: runner summary [-h] sweep_dir"),
     ],
