@@ -7,7 +7,7 @@
     runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
     runner ls [DIR] [--json]                   # the runs under DIR (default runs/)
     runner audit experiment=mnist_ddp …        # the determinism audit alone, one step
-    runner export RUN_DIR -o FILE [--format docker-archive|oci|squashfs] · runner import FILE
+    runner export RUN_DIR -o FILE [--format docker-archive|oci|squashfs] · runner import FILE [--engine NAME]
 
 Each subcommand is imported only when it is asked for, so ``runner diff`` never loads Hydra
 and ``runner run`` never loads the comparison code.

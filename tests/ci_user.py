@@ -87,8 +87,9 @@ def cpu_image(engine) -> tuple[str, str]:
 
 def charliecloud_image(engine) -> tuple[str, str, float | None]:
     """The CPU image unpacked for Charliecloud in the user's own image cache, as the user would:
-    saved to a file (``docker save``), loaded from it. Cached by image id: a machine that holds it
-    already saves and unpacks nothing. Returns tag, id and how long the unpack took (None: cached)."""
+    saved to a file (``docker save``), then ``runner import FILE --engine charliecloud``. Cached by
+    image id: a machine that holds it already saves and unpacks nothing. Returns tag, id and how
+    long the unpack took (None: cached)."""
     tag, image_id = cpu_image(engine)
     if (
         run_as(sys.executable, "-c", _ENGINE + "print(E().image_id(sys.argv[1]))", tag).stdout.strip()
@@ -99,13 +100,12 @@ def charliecloud_image(engine) -> tuple[str, str, float | None]:
     archive = where / "cpu.tar"
     try:
         with open(archive, "wb") as f:
-            for chunk in engine.client.images.get(tag).save(named=True):
-                f.write(chunk)
+            engine.save(tag, f)
         archive.chmod(0o644)
-        load = _ENGINE + "print(E().load(sys.argv[1])[0])"
-        started = time.monotonic()
-        proc = run_as(sys.executable, "-c", load, str(archive), timeout=900)
-        assert proc.returncode == 0 and proc.stdout.strip() == image_id, proc.stderr[-3000:]
+        started = time.monotonic()  # as a user does it: `runner import FILE --engine charliecloud`
+        runner = str(Path(sys.executable).with_name("runner"))
+        proc = run_as(runner, "import", str(archive), "--engine", "charliecloud", timeout=900)
+        assert proc.returncode == 0 and proc.stdout.split() == [image_id, str(archive)], proc.stderr[-3000:]
         return tag, image_id, time.monotonic() - started
     finally:
         shutil.rmtree(where, ignore_errors=True)

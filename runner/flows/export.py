@@ -7,7 +7,8 @@ recorded digest) as ``docker-archive`` (default), ``oci`` or ``squashfs``
 digest —, the registry digest the run recorded, an OCI file's manifest digest) and the run it
 came from. The same image always gives the same bytes.
 
-``import`` loads a docker-archive or OCI file into the engine and prints the image id it holds;
+``import`` loads a docker-archive or OCI file into the engine (``--engine NAME``; Docker by default,
+``charliecloud`` unpacks it into the user's image cache) and prints the image id it holds;
 ``python -m runner.replay RUN_DIR --image FILE`` does both and refuses a file that does not hold the
 recorded image.
 """
@@ -72,14 +73,16 @@ def _output(path: Path) -> Path:
     return path
 
 
-def import_file(path: str | os.PathLike) -> list[str]:
-    """Load an image file into the default engine; the ids of the images it held."""
+def import_file(path: str | os.PathLike, engine: str | None = None) -> list[str]:
+    """Load an image file into the engine named ``engine`` (an option of the ``engine`` group;
+    None: Docker); the ids of the images it held."""
+    from runner.flows.cli_common import engine_spec
     from runner.host import engine as engines
     from runner.host import image_files
 
     file = Path(path)
     image_files.sniff(file)  # a file that is no image: one line, before the engine is asked
-    ids = image_files.load(engines.connect(), file)
+    ids = image_files.load(engines.connect(engine_spec(engine) if engine else None), file)
     for image_id in ids:
         print(f"{image_id}  {file}")
     return ids
@@ -102,6 +105,12 @@ def build_export_parser() -> argparse.ArgumentParser:
 def build_import_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runner import", description=commands.COMMANDS["import"])
     p.add_argument("file", help="a docker-archive or OCI file (`runner export` writes them)")
+    p.add_argument(
+        "--engine",
+        metavar="NAME",
+        help="the engine to load it into, an option of the engine group (default: docker; "
+        "charliecloud unpacks it into your image cache)",
+    )
     return p
 
 
@@ -119,7 +128,7 @@ def main_export(argv: list[str]) -> int:
 def main_import(argv: list[str]) -> int:
     args = build_import_parser().parse_args(argv)
     try:
-        import_file(args.file)
+        import_file(args.file, args.engine)
     except RunnerError as exc:
         fail(exc)
     return 0

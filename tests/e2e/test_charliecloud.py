@@ -15,7 +15,7 @@ import pytest
 from runner.core.errors import EXIT_INTERRUPTED
 from runner.host.charliecloud_engine import CharliecloudEngine
 from tests import ci_user
-from tests.conftest import manifest
+from tests.conftest import manifest, run_runner
 from tests.live_runs import finish, last_step, start, wait_for
 
 pytestmark = pytest.mark.docker  # the reference run and the image come from the Docker engine
@@ -84,13 +84,22 @@ def test_a_strict_run_under_charliecloud_gives_the_weights_docker_gives(runs):
     assert _left_behind(run_dir) == []
 
 
-def test_a_charliecloud_run_replays_bit_identically_under_charliecloud(runs, scratch):
+def test_a_charliecloud_run_replays_bit_identically_from_its_image_file(runs, scratch):
+    """The run's image exported where Docker holds it (``runner export``), and replayed by the user
+    from that file on Charliecloud: the file must hold the recorded image, and the bits match."""
     _, run_dir, _ = runs
+    image_file = scratch / "image.tar"
+    exported = run_runner("export", str(run_dir), "-o", str(image_file), module="runner.cli")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    image_file.chmod(0o644)
     out = scratch / "replay"
-    proc = ci_user.python_as(str(run_dir), "--out", str(out), module="runner.replay")
+    proc = ci_user.python_as(
+        str(run_dir), "--out", str(out), "--image", str(image_file), module="runner.replay"
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     replayed = manifest(out)
     assert replayed["engine"]["name"] == "charliecloud"  # the record's engine, by its name
+    assert replayed["image"]["id"] == manifest(run_dir)["image"]["id"]
     assert replayed["outputs"]["model.pt"] == manifest(run_dir)["outputs"]["model.pt"]
 
 
