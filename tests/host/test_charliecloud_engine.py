@@ -22,6 +22,7 @@ from runner.host.engine import Engine
 from tests import ci_user
 
 pytestmark = pytest.mark.docker  # the image comes from the Docker engine, once per machine
+BASE = "runner-base:bookworm"
 
 
 @pytest.fixture
@@ -127,3 +128,27 @@ def test_engine_charliecloud_is_this_engine_behind_the_protocol():
         image="x", name="x", command=["true"], environment={}, user="1:1", mounts=[], mem_limit="2g"
     )
     assert info.unenforced(req) == ["mem_limit=2g", "shm_size=1g"]
+
+
+PULL = """
+import json, sys
+from runner.host.charliecloud_engine import CharliecloudEngine
+engine = CharliecloudEngine(cache_dir=sys.argv[1])
+ref, wrong = sys.argv[2], sys.argv[3]
+got = engine.pull(ref)
+print(json.dumps({"id": got, "again": engine.pull(ref), "digest": engine.image_digest(ref),
+                  "by_id": engine.image_id(got or "none"), "wrong": engine.pull(wrong)}))
+"""
+
+
+def test_an_image_is_pulled_by_digest_from_the_registry_and_nothing_else(engine, scratch):
+    """A node without the image pulls it by the digest its record holds (a registry on this machine,
+    plain HTTP as Docker allows for 127.0.0.1); a digest the registry does not hold gets nothing."""
+    registry = "127.0.0.1:5000/runner-test-charliecloud"
+    digest = engine.push(BASE, f"{registry}:bookworm")
+    ref, wrong = f"{registry}@{digest}", f"{registry}@sha256:{'0' * 64}"
+    proc = ci_user.run_as(sys.executable, "-c", PULL, str(scratch / "cache"), ref, wrong)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    base_id = engine.image_id(BASE)
+    assert seen == {"id": base_id, "again": base_id, "digest": digest, "by_id": base_id, "wrong": None}
