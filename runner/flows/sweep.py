@@ -45,6 +45,7 @@ from typing import Any
 from runner.core import layout
 from runner.core import slots as slots_mod
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core.manifest import Manifest
 from runner.host import facts, records, snapshot
 from runner.host import sweep_records as job_records
 from runner.host.interrupts import sigterm_as_interrupt
@@ -122,7 +123,8 @@ class Chosen:
 # -- which jobs run ---------------------------------------------------------------------------------------
 def choose(jobs: Sequence[SweepJob], sweep_dir: Path, skip_completed: bool, resume: bool = False) -> Chosen:
     """The jobs to run. With ``skip_completed``: a job completed before is skipped; with ``resume``
-    too, an interrupted one is resumed in place (by its task); any other leftover is set aside."""
+    too, an interrupted one is resumed in place (:func:`runner.flows.sweep_slurm.on_node`); any other
+    leftover is set aside."""
     to_run, ends = [], {}
     for job in jobs:
         if skip_completed and completed_before(job):
@@ -154,7 +156,7 @@ def resumable(job: SweepJob) -> bool:
     )
 
 
-def _manifest(job: SweepJob) -> Any:
+def _manifest(job: SweepJob) -> Manifest | None:
     if job.config is None or not (job.run_dir / layout.MANIFEST).is_file():
         return None
     try:
