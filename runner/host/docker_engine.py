@@ -39,6 +39,9 @@ class DockerEngine:
     ``timeout`` bounds each API call, in seconds.
     """
 
+    # what a lifeline's waiter waits for: the removal, whose answer carries the exit status
+    LIFELINE_WAIT = "removed"
+
     def __init__(self, base_url: str | None = None, timeout: int = 120) -> None:
         self.base_url = base_url
         self.timeout = timeout
@@ -247,7 +250,7 @@ class DockerEngine:
         cid = self._create(req, self._host_config(req))
         try:
             if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
-                self._lifelines[cid] = _Lifeline(api, cid)
+                self._lifelines[cid] = _Lifeline(api, cid, self.LIFELINE_WAIT)
             api.start(cid)
         except docker.errors.APIError as exc:
             self._lifelines.pop(cid, None)
@@ -363,6 +366,7 @@ class PodmanEngine(DockerEngine):
     """
 
     ADDED_ENV = ("TERM", "container")  # variables the service sets in every container
+    LIFELINE_WAIT = "next-exit"  # Podman answers "removed" with status 0, whatever the exit status was
 
     def __init__(
         self,
@@ -512,8 +516,8 @@ class _Lifeline:
     however it ends, the kernel closes that connection, the engine closes the container's stdin
     (``stdin_once``), and the worker, watching it, stops."""
 
-    def __init__(self, api: Any, container_id: str):
-        self.api, self.id = api, container_id
+    def __init__(self, api: Any, container_id: str, condition: str = "removed"):
+        self.api, self.id, self.condition = api, container_id, condition
         self._status: dict[str, Any] = {}
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
@@ -521,7 +525,7 @@ class _Lifeline:
 
     def _wait(self) -> None:
         try:
-            self._status.update(self.api.wait(self.id, condition="removed"))
+            self._status.update(self.api.wait(self.id, condition=self.condition))
         except Exception:  # noqa: BLE001 - docker-py's or requests' errors alike: the status is unknown
             self._status["StatusCode"] = -1
 

@@ -12,6 +12,7 @@ rootless engine on cgroup v1 cannot apply is said and recorded; replay and inter
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -273,7 +274,9 @@ def test_every_lock_holds_and_a_limit_it_cannot_apply_is_said_and_recorded(user,
     _service_is_gone(user)
 
 
-def test_a_service_that_already_answers_is_used_and_left_running(user, image):
+@contextlib.contextmanager
+def _users_own_service(user: User) -> Iterator[subprocess.Popen]:
+    """The user's Podman service, started (and stopped) by the user, not by the runner."""
     sock = Path(user.env["XDG_RUNTIME_DIR"]) / "podman" / "podman.sock"
     service = subprocess.Popen(
         user.argv("podman", "--runtime", "runc", "system", "service", "--time=0", f"unix://{sock}"),
@@ -283,14 +286,51 @@ def test_a_service_that_already_answers_is_used_and_left_running(user, image):
     )
     try:
         wait_for(sock.exists, timeout=30, proc=service)
+        yield service
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+# A container tied to the process that started it (a multi-node run's node agents): its exit status
+# comes back, and when that process dies without a word, the container ends and is removed.
+LIFELINE = """
+import os, sys
+from runner.core.engine_types import ContainerRequest
+from runner.host.docker_engine import PodmanEngine
+image, name, script, how = sys.argv[1:]
+engine = PodmanEngine(start_service=False)
+req = ContainerRequest(image=image, name=name, command=["sh", "-c", script], environment={},
+    user=f"{os.getuid()}:{os.getgid()}", mounts=[], working_dir="/tmp", lifeline=True)
+container = engine.start(req)
+if how == "die":
+    print("started", flush=True)
+    os._exit(0)
+print(engine.wait(container).exit_code)
+"""
+
+
+def test_a_lifeline_container_reports_its_exit_and_ends_with_its_process(user, image):
+    with _users_own_service(user):
+        p = user.run(str(PYTHON), "-c", LIFELINE, image, "lifeline-exit", "exit 7", "wait")
+        assert p.returncode == 0 and p.stdout.split() == ["7"], p.stderr[-2000:]
+        # `read` returns when standard input closes: when the process holding it is gone
+        p = user.run(str(PYTHON), "-c", LIFELINE, image, "lifeline-die", "read x; exit 3", "die")
+        assert p.returncode == 0 and p.stdout.split() == ["started"], p.stderr[-2000:]
+        names = lambda: user.podman("ps", "-a", "--format", "{{.Names}}").split()  # noqa: E731
+        wait_for(lambda: "lifeline-die" not in names(), timeout=60)
+        assert "lifeline-exit" not in names()
+    _service_is_gone(user)
+
+
+def test_a_service_that_already_answers_is_used_and_left_running(user, image):
+    sock = Path(user.env["XDG_RUNTIME_DIR"]) / "podman" / "podman.sock"
+    with _users_own_service(user) as service:
         run_dir = user.work / "theirs"
         p = user.runner("engine=podman", f"hydra.run.dir={run_dir}", *PROBE, probe_args("report"))
         assert p.returncode == 0, p.stderr[-3000:]
         assert manifest(run_dir)["engine"]["name"] == "podman"
         assert service.poll() is None and sock.exists()  # not the runner's to stop
-    finally:
-        service.terminate()
-        service.wait(30)
     _service_is_gone(user)
 
 
