@@ -7,7 +7,8 @@
 # which may be root's only, and podman would fall back to vfs, a full copy of the image per container),
 # lets the user run PYTHON (the project's venv interpreter: each directory on its real path that the
 # user cannot enter gets an ACL entry for that user alone, e.g. /root for a pyenv Python), and checks
-# that the user's podman answers. It starts no service: the runner starts the user's
+# that the user's podman answers, and lets it use the local registry on 127.0.0.1:5000 without TLS,
+# as Docker does. It starts no service: the runner starts the user's
 # `podman --runtime runc system service` when no socket answers, and stops what it started.
 set -euo pipefail
 USER_NAME=${1:-runner-ci}
@@ -46,6 +47,14 @@ if [ ! -f "$conf" ]; then
   printf '# scripts/ensure-podman.sh: native overlay (kernel >= 5.13), not vfs\n[storage]\ndriver = "overlay"\n' \
     | as_user tee "$conf" >/dev/null
   as_user podman system reset --force >/dev/null 2>&1 || true  # a store made before: its driver was another
+fi
+
+# Docker takes a registry on 127.0.0.1 without TLS (make registry starts one); Podman, told so
+regs=$home/.config/containers/registries.conf.d/50-runner-local.conf
+if [ ! -f "$regs" ]; then
+  as_user mkdir -p "$(dirname "$regs")"
+  printf '# scripts/ensure-podman.sh: the local registry (make registry) answers plain HTTP, as Docker allows\n[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n' \
+    | as_user tee "$regs" >/dev/null
 fi
 
 if [ -n "$PYTHON" ]; then

@@ -323,6 +323,29 @@ def test_a_lifeline_container_reports_its_exit_and_ends_with_its_process(user, i
     _service_is_gone(user)
 
 
+PULL = """
+import sys
+from runner.host.docker_engine import PodmanEngine
+engine = PodmanEngine(start_service=False)
+print(engine.pull(sys.argv[1]), engine.pull(sys.argv[2]))
+"""
+
+
+def test_the_user_pulls_an_image_by_digest_from_the_local_registry(user, engine):
+    """Docker pushes, the user's rootless Podman pulls by digest: the same image id (the registry
+    is `make registry`'s, on 127.0.0.1 without TLS, which `make podman` lets Podman use)."""
+    base = "runner-base:bookworm"
+    digest = engine.push(base, "127.0.0.1:5000/runner-test-podman:bookworm")
+    ref = f"127.0.0.1:5000/runner-test-podman@{digest}"
+    other = ref[:-1] + ("1" if ref[-1] == "0" else "0")  # a digest the registry does not hold
+    with _users_own_service(user):
+        p = user.run(str(PYTHON), "-c", PULL, ref, other)
+        assert p.returncode == 0, p.stderr[-2000:]
+        pulled, wrong = p.stdout.split()
+        user.podman("rmi", ref)
+    assert pulled == engine.image_id(base) and wrong == "None"
+
+
 def test_a_service_that_already_answers_is_used_and_left_running(user, image):
     sock = Path(user.env["XDG_RUNTIME_DIR"]) / "podman" / "podman.sock"
     with _users_own_service(user) as service:
