@@ -50,7 +50,7 @@ NAME = "charliecloud"
 CANNOT_ENFORCE = ("cpuset_cpus", "mem_limit", "shm_size")
 HOW_TO_GET_AN_IMAGE = (
     "build it with engine=docker or engine=podman, then `runner export RUN_DIR -o FILE` (or "
-    "`docker save IMAGE -o FILE`) and `runner import FILE engine=charliecloud`; or set image.registry"
+    "`docker save IMAGE -o FILE`) and `runner import FILE --engine charliecloud`"
 )
 # Bind the read-only sources read-only (in the outer mount namespace: ch-run's binds of them then
 # stay read-only), bring loopback up in a network namespace of its own, then become ch-run.
@@ -133,6 +133,13 @@ class CharliecloudEngine:
         return [self.images.load_file(Path(archive)).id]
 
     def push(self, image: str, ref: str) -> str:
+        """Nothing is pushed from an unpacked image; one pulled from ``ref``'s repository is there
+        already, under the digest it was pulled by (what ``image.registry`` records)."""
+        img = self.images.find(image)
+        repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+        for digest_ref in img.digests if img else ():
+            if digest_ref.split("@", 1)[0] == repository:
+                return digest_ref.split("@", 1)[1]
         raise RunnerError(
             f"engine=charliecloud does not push images ({image} to {ref}): push where it was built "
             "(engine=docker or engine=podman)",

@@ -132,18 +132,26 @@ def test_engine_charliecloud_is_this_engine_behind_the_protocol():
 
 PULL = """
 import json, sys
+from runner.core.errors import RunnerError
 from runner.host.charliecloud_engine import CharliecloudEngine
 engine = CharliecloudEngine(cache_dir=sys.argv[1])
 ref, wrong = sys.argv[2], sys.argv[3]
 got = engine.pull(ref)
-print(json.dumps({"id": got, "again": engine.pull(ref), "digest": engine.image_digest(ref),
-                  "by_id": engine.image_id(got or "none"), "wrong": engine.pull(wrong)}))
+seen = {"id": got, "again": engine.pull(ref), "digest": engine.image_digest(ref),
+        "by_id": engine.image_id(got or "none"), "wrong": engine.pull(wrong),
+        "pushed": engine.push(got, ref.split("@")[0] + ":again")}
+try:
+    engine.push(got, "127.0.0.1:5000/elsewhere:x")
+except RunnerError as exc:
+    seen["refused"] = exc.message
+print(json.dumps(seen))
 """
 
 
 def test_an_image_is_pulled_by_digest_from_the_registry_and_nothing_else(engine, scratch):
     """A node without the image pulls it by the digest its record holds (a registry on this machine,
-    plain HTTP as Docker allows for 127.0.0.1); a digest the registry does not hold gets nothing."""
+    plain HTTP as Docker allows for 127.0.0.1); a digest the registry does not hold gets nothing. A
+    push (image.registry) finds it there already; nothing else is pushed from an unpacked image."""
     registry = "127.0.0.1:5000/runner-test-charliecloud"
     digest = engine.push(BASE, f"{registry}:bookworm")
     ref, wrong = f"{registry}@{digest}", f"{registry}@sha256:{'0' * 64}"
@@ -151,4 +159,12 @@ def test_an_image_is_pulled_by_digest_from_the_registry_and_nothing_else(engine,
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     base_id = engine.image_id(BASE)
-    assert seen == {"id": base_id, "again": base_id, "digest": digest, "by_id": base_id, "wrong": None}
+    assert seen.pop("refused").startswith("engine=charliecloud does not push images")
+    assert seen == {
+        "id": base_id,
+        "again": base_id,
+        "digest": digest,
+        "by_id": base_id,
+        "wrong": None,
+        "pushed": digest,
+    }
