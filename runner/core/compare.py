@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from runner.core import numbers
 from runner.core.fingerprints import Row
-from runner.core.json_types import JsonObject
+from runner.core.json_types import Fields, JsonObject
 from runner.core.locks import freeze_versions
 from runner.core.manifest import FileRecord, Manifest
 
@@ -47,8 +47,14 @@ class Change:
             "key": self.key,
             "a": _json_value(self.a),
             "b": _json_value(self.b),
-            "only_in": "b" if self.a is ABSENT else "a" if self.b is ABSENT else None,
+            "only_in": _only_in(self.a, self.b),
         }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "change") -> Change:
+        f = Fields.of(data, where)
+        a, b = _sides(f)
+        return cls(f.str_("key"), a, b)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,19 @@ class Divergence:
         return text + (f" ({note})" if note else "")
 
     def to_json(self) -> JsonObject:
-        return {"step": self.step, "field": self.field, "a": _json_value(self.a), "b": _json_value(self.b)}
+        return {
+            "step": self.step,
+            "field": self.field,
+            "a": _json_value(self.a),
+            "b": _json_value(self.b),
+            "only_in": _only_in(self.a, self.b),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "divergence") -> Divergence:
+        f = Fields.of(data, where)
+        a, b = _sides(f)
+        return cls(f.int_("step"), f.str_("field"), a, b)
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,25 @@ class Drift:
 
     def describe(self) -> str:
         return f"{self.what}: recorded {self.recorded}, here {self.found}"
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "drift") -> Drift:
+        f = Fields.of(data, where)
+        return cls(f.str_("what"), f.str_("recorded"), f.str_("found"))
+
+
+def _only_in(a: Any, b: Any) -> str | None:
+    """Which side alone has the key, as a Change or Divergence records it (None: both do)."""
+    return "b" if a is ABSENT else "a" if b is ABSENT else None
+
+
+def _sides(f: Fields) -> tuple[Any, Any]:
+    """``a`` and ``b`` as recorded, the side that lacked the key (``only_in``) :data:`ABSENT` again."""
+    only_in = f.value("only_in", lambda v: v in (None, "a", "b"), '"a", "b" or null', None)
+    return (
+        ABSENT if only_in == "b" else f.data.get("a"),
+        ABSENT if only_in == "a" else f.data.get("b"),
+    )
 
 
 # -- generic ----------------------------------------------------------------------------------------
@@ -226,6 +263,58 @@ class Verdict:
         d["divergence"] = None if self.divergence is None else self.divergence.to_json()
         d["headline"] = self.headline()
         return d
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "verdict") -> Verdict:
+        """A verdict as :meth:`to_json` wrote it (``headline`` is derived, not read). Numbers JSON
+        cannot hold (NaN, infinities) were written as their text and come back as that text."""
+        f = Fields.of(data, where)
+        div = f.opt_obj("divergence")
+        return cls(
+            bit_identical=f.bool_("bit_identical"),
+            status=f.str_("status"),
+            outputs_compared=f.int_("outputs_compared"),
+            outputs=_changes(f, "outputs"),
+            fingerprints_identical=f.opt_bool("fingerprints_identical"),
+            divergence=None if div is None else Divergence.from_json(div, f"{where}: divergence"),
+            metrics=_changes(f, "metrics"),
+            environment=_changes(f, "environment"),
+            packages=_changes(f, "packages"),
+            drift=[Drift.from_json(d.data, d.where) for d in f.items("drift")],
+            notes=list(f.strs("notes")),
+            switches=[Drift.from_json(d.data, d.where) for d in f.items("switches")],
+        )
+
+
+def _changes(f: Fields, key: str) -> list[Change]:
+    return [Change.from_json(c.data, c.where) for c in f.items(key)]
+
+
+@dataclass(frozen=True)
+class VerdictFile:
+    """``verdict.json`` in a replay's run dir: which run was replayed into which dir, how its image
+    was had, the replay run's own error when it did not complete, and the verdict."""
+
+    original: str
+    replay: str
+    image: str
+    failure: str | None
+    verdict: Verdict
+
+    def to_json(self) -> JsonObject:
+        head: JsonObject = {"original": self.original, "replay": self.replay, "image": self.image}
+        return {**head, "failure": self.failure, **self.verdict.to_json()}
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "verdict.json") -> VerdictFile:
+        f = Fields.of(data, where)
+        return cls(
+            original=f.str_("original"),
+            replay=f.str_("replay"),
+            image=f.str_("image"),
+            failure=f.opt_str("failure"),
+            verdict=Verdict.from_json(data, where),
+        )
 
 
 def verdict(

@@ -21,13 +21,11 @@ workers read, and ``from_json`` gives keys added later their defaults and ignore
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Protocol, TypeVar, cast
+from typing import Literal, cast
 
-from runner.core.json_types import Json, JsonObject
+from runner.core.json_types import ContractError, Fields, Json, JsonObject, read, write
 
 __all__ = [
     "AuditFindings",
@@ -53,109 +51,6 @@ LAUNCHERS: tuple[Launcher, ...] = ("python", "torchrun")
 ACCELERATORS: tuple[Accelerator, ...] = ("cpu", "gpu")
 
 
-class ContractError(ValueError):
-    """A worker document that does not have its contract's shape (the message says where)."""
-
-
-_MISSING = object()
-
-
-def _kind(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
-
-
-def _optional(ok: Callable[[object], bool]) -> Callable[[object], bool]:
-    return lambda v: v is None or ok(v)
-
-
-def _is_str(v: object) -> bool:
-    return isinstance(v, str)
-
-
-def _is_number(v: object) -> bool:
-    return type(v) in (int, float)  # a boolean is not a number here
-
-
-def _is_object(v: object) -> bool:
-    return isinstance(v, dict)
-
-
-def _is_list(v: object) -> bool:
-    return isinstance(v, list)
-
-
-def _is_strings(v: object) -> bool:
-    return isinstance(v, list) and all(isinstance(s, str) for s in v)
-
-
-def _at_least(low: int) -> Callable[[object], bool]:
-    return lambda v: type(v) is int and v >= low  # a boolean is not a count
-
-
-@dataclass(frozen=True)
-class _Fields:
-    """One JSON object being read, ``where`` naming it in errors (``job.json: paths``)."""
-
-    data: Mapping[str, object]
-    where: str
-
-    @classmethod
-    def of(cls, data: object, where: str) -> _Fields:
-        if not isinstance(data, dict):
-            raise ContractError(f"{where}: expected an object, got {_kind(data)}")
-        return cls(data, where)
-
-    def value(self, key: str, ok: Callable[[object], bool], want: str, default: object = _MISSING) -> object:
-        """``key``'s value when ``ok`` holds for it, ``default`` when it is absent; else ContractError."""
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                raise ContractError(f"{self.where}: {key} is missing")
-            return default
-        if not ok(value):
-            raise ContractError(f"{self.where}: {key} must be {want}, got {_kind(value)}{_clip(value)}")
-        return value
-
-    def str_(self, key: str, default: object = _MISSING) -> str:
-        return cast(str, self.value(key, _is_str, "a string", default))
-
-    def opt_str(self, key: str) -> str | None:
-        return cast("str | None", self.value(key, _optional(_is_str), "a string", None))
-
-    def int_(self, key: str, default: object = _MISSING, low: int = 0) -> int:
-        return cast(int, self.value(key, _at_least(low), f"an integer >= {low}", default))
-
-    def opt_number(self, key: str) -> float | None:
-        value = self.value(key, _optional(_is_number), "a number", None)
-        return None if value is None else float(cast(float, value))
-
-    def bool_(self, key: str, default: object = _MISSING) -> bool:
-        return cast(bool, self.value(key, lambda v: isinstance(v, bool), "true or false", default))
-
-    def obj(self, key: str, default: object = _MISSING) -> JsonObject:
-        return cast(JsonObject, self.value(key, _is_object, "an object", default))
-
-    def opt_obj(self, key: str) -> JsonObject | None:
-        return cast("JsonObject | None", self.value(key, _optional(_is_object), "an object", None))
-
-    def strs(self, key: str) -> tuple[str, ...]:
-        return tuple(cast("list[str]", self.value(key, _is_strings, "a list of strings", [])))
-
-    def items(self, key: str) -> list[_Fields]:
-        """``key``'s list of objects, each to be read on its own."""
-        value = cast("list[object]", self.value(key, _is_list, "a list", []))
-        return [_Fields.of(v, f"{self.where}: {key}[{i}]") for i, v in enumerate(value)]
-
-
-def _clip(value: object) -> str:
-    """A scalar, shortened, for an error message (an object or a list is named by its kind alone)."""
-    if isinstance(value, (dict, list)):
-        return ""
-    text = json.dumps(value, default=str)
-    return " " + (text if len(text) <= 40 else text[:39] + "…")
-
-
 # -- job.json ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerPaths:
@@ -171,7 +66,7 @@ class WorkerPaths:
 
     @classmethod
     def from_json(cls, data: object, where: str = "paths") -> WorkerPaths:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(f.str_("run_dir"), f.str_("code_dir"), f.str_("data_dir"))
 
 
@@ -211,24 +106,24 @@ class Experiment:
     def from_json(cls, data: object, where: str = "experiment") -> Experiment:
         """The experiment section (of ``job.json`` or of a config; keys of neither are ignored).
         Arguments are strings, as a command line sees them."""
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         named = [k for k in KINDS if f.data.get(k)]
         if len(named) != 1:
             raise ContractError(
                 f"{where}: must name exactly one of {', '.join(KINDS)}, not {named or 'none'}"
             )
         kind = named[0]
-        args = f.value("args", _optional(_is_list), "a list", None)
+        args = f.opt_list("args")
         launcher = f.data.get("launcher") or "python"
         if launcher not in LAUNCHERS:
             raise ContractError(f"{where}: launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-        nproc = f.value("nproc_per_node", _optional(_at_least(1)), "a positive integer", None)
+        nproc = f.opt_int("nproc_per_node", low=1)
         return cls(
             kind=kind,
             entry=f.str_(kind),
             args=tuple(str(a) for a in cast("list[object]", args or [])),
             launcher=launcher,
-            nproc_per_node=cast("int | None", nproc),
+            nproc_per_node=nproc,
             name=f.opt_str("name"),
         )
 
@@ -272,7 +167,7 @@ class WorkerRequest:
 
     @classmethod
     def from_json(cls, data: object, where: str = "job.json") -> WorkerRequest:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         accelerator = f.str_("accelerator")
         if accelerator not in ACCELERATORS:
             raise ContractError(f"{where}: accelerator must be cpu or gpu, got {accelerator!r}")
@@ -281,10 +176,8 @@ class WorkerRequest:
             raise ContractError(f"{where}: dataset_files must map names to paths (strings)")
         return cls(
             run_id=f.str_("run_id"),
-            paths=WorkerPaths.from_json(f.value("paths", _is_object, "an object"), f"{where}: paths"),
-            experiment=Experiment.from_json(
-                f.value("experiment", _is_object, "an object"), f"{where}: experiment"
-            ),
+            paths=WorkerPaths.from_json(f.obj("paths"), f"{where}: paths"),
+            experiment=Experiment.from_json(f.obj("experiment"), f"{where}: experiment"),
             config=f.obj("config"),
             seed=f.int_("seed"),
             world_size=f.int_("world_size", low=1),
@@ -323,7 +216,7 @@ class WorkerResult:
 
     @classmethod
     def from_json(cls, data: object, where: str = "result.json") -> WorkerResult:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(
             metrics=f.obj("metrics", {}),
             train_seconds=f.opt_number("train_seconds"),
@@ -348,7 +241,7 @@ class NondeterministicOp:
 
     @classmethod
     def from_json(cls, data: object, where: str = "operation") -> NondeterministicOp:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(f.str_("op"), f.opt_str("where"), f.bool_("in_backward", False), f.int_("calls", 1))
 
 
@@ -365,7 +258,7 @@ class SwitchedFlag:
 
     @classmethod
     def from_json(cls, data: object, where: str = "switched") -> SwitchedFlag:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(f.str_("switch"), f.bool_("profile"), cast(Json, f.data.get("in_force")))
 
 
@@ -391,7 +284,7 @@ class AuditFindings:
 
     @classmethod
     def from_json(cls, data: object, where: str = "audit.json") -> AuditFindings:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(
             ops_seen=f.int_("ops_seen"),
             nondeterministic_ops=tuple(
@@ -430,7 +323,7 @@ class AuditVerdict:
 
     @classmethod
     def from_json(cls, data: object, where: str = "audit.json") -> AuditVerdict:
-        f = _Fields.of(data, where)
+        f = Fields.of(data, where)
         return cls(
             findings=AuditFindings.from_json(data, where) if "ops_seen" in f.data else None,
             refused=f.bool_("refused"),
@@ -439,26 +332,3 @@ class AuditVerdict:
             refused_ops=f.strs("refused_ops"),
             seconds=f.opt_number("seconds"),
         )
-
-
-# -- files ------------------------------------------------------------------------------------------------
-class _Document(Protocol):
-    def to_json(self) -> JsonObject: ...
-
-
-D = TypeVar("D")
-
-
-def read(path: Path, parse: Callable[[object, str], D]) -> D:
-    """The document in ``path`` parsed by ``parse`` (a ``from_json``); ContractError when the file
-    is not JSON or not of the contract's shape, OSError when it cannot be read."""
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ContractError(f"{path}: not a JSON document ({type(exc).__name__})") from None
-    return parse(data, str(path))
-
-
-def write(path: Path, doc: _Document) -> None:
-    """``doc`` as indented JSON (values JSON cannot hold, as their text)."""
-    path.write_text(json.dumps(doc.to_json(), indent=2, sort_keys=True, default=str))

@@ -15,14 +15,13 @@ ran in and the user-code line that called it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core import layout, op_traces
+from runner.core import compare, json_types, layout, op_traces
 from runner.core.digests import sha256_bytes
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import records
@@ -81,12 +80,12 @@ def _divergence_step(original: records.RunRecord, rerun: Callable[[], Any], echo
     verdicts = sorted((original.dir / layout.REPLAYS_DIR).glob(f"*/{layout.VERDICT}"), key=os.path.getmtime)
     for path in reversed([p for p in verdicts if "-locate-" not in p.parent.name]):
         try:
-            div = json.loads(path.read_text()).get("divergence") or {}
-        except (OSError, ValueError, AttributeError):
+            div = json_types.read(path, compare.VerdictFile.from_json).verdict.divergence
+        except (OSError, json_types.ContractError):  # not a verdict this runner wrote: not a guide
             continue
-        if isinstance(div.get("step"), int) and div.get("field") != "steps":
-            echo(f"the replay in {path.parent} diverged at step {div['step']} ({div.get('field')})")
-            return div["step"]
+        if div is not None and div.field != "steps":
+            echo(f"the replay in {path.parent} diverged at step {div.step} ({div.field})")
+            return div.step
     echo("no replay of this run diverged yet: replaying it in full to find the step")
     outcome = rerun()
     div = outcome.verdict.divergence

@@ -112,13 +112,7 @@ def replay(
     verdict = _verdict(original, replayed, prepared.drift)
     _write_json(
         run_dir / layout.VERDICT,
-        {
-            "original": str(original.dir),
-            "replay": str(run_dir),
-            "image": prepared.how,
-            "failure": failure,
-            **verdict.to_json(),
-        },
+        compare.VerdictFile(str(original.dir), str(run_dir), prepared.how, failure, verdict).to_json(),
     )
     if edit_config is None and (
         note := attest.write_verdict(original.dir, run_dir, verdict.bit_identical, signer)

@@ -6,12 +6,13 @@ argument); the record read and the traces compared are real files."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from runner.core import layout, op_traces
+from runner.core import compare, layout, op_traces
 from runner.core.errors import RunnerError
 from runner.flows import locate
 from runner.host import records
@@ -62,12 +63,32 @@ def test_without_traces_or_replays_a_full_replay_finds_the_step_then_two_traced_
     assert found.line().startswith("first diverging operation at step 2: #1 aten::randn in net.1 (Noise)")
 
 
+def _verdict_file(original: Path, replay: Path, step: int) -> str:
+    """``verdict.json`` as a replay that diverged at ``step`` writes it."""
+    verdict = compare.Verdict(
+        bit_identical=False,
+        status="completed",
+        outputs_compared=1,
+        outputs=[],
+        fingerprints_identical=False,
+        divergence=compare.Divergence(step, "loss", 0.5, 0.25),
+        metrics=[],
+        environment=[],
+        packages=[],
+        drift=[],
+    )
+    return json.dumps(compare.VerdictFile(str(original), str(replay), "reused", None, verdict).to_json())
+
+
 def test_the_step_comes_from_the_latest_replay_that_diverged(tmp_path):
     original = _original(tmp_path)
-    for name, step in (("2026-01-01_00-00-00", 4), ("2026-01-02_00-00-00", 3)):
+    for name, step in (("2026-01-01_00-00-00", 4), ("2026-01-02_00-00-00", 3), ("2026-01-03_00-00-00", 9)):
         replay = original.dir / layout.REPLAYS_DIR / name
         replay.mkdir(parents=True)
-        (replay / layout.VERDICT).write_text(json.dumps({"divergence": {"step": step, "field": "loss"}}))
+        text = _verdict_file(original.dir, replay, step)
+        # the newest was cut off mid-write: not a verdict, so not a guide to the step
+        (replay / layout.VERDICT).write_text(text if step != 9 else text[: len(text) // 2])
+        time.sleep(0.01)  # the latest by modification time
     said: list[str] = []
     replays = Replays(original.dir, diverges_at=None)
     found = locate.locate(original, replays, echo=said.append)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.core import compare, fingerprints, locks
 from runner.core.compare import ABSENT, Change, Drift
 from runner.core.errors import RunnerError
+from runner.core.json_types import ContractError
 from runner.core.manifest import FileRecord, Manifest
 from tests.run_records import manifest_dict
 
@@ -298,3 +302,95 @@ def test_diff_runs_differs_on_outputs_fingerprints_or_result_metrics_not_on_spee
     d = compare.diff_runs(base, _manifest(fp_sha="e" * 64), _fp([1.0, 2.0]), _fp([1.0, 2.5]))
     assert d.differs and d.divergence.step == 2
     assert compare.diff_runs(base, _manifest(fp_sha="e" * 64), None, None).differs  # by hash alone
+
+
+# -- verdict.json -----------------------------------------------------------------------------------------
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+# one side may lack the key, never both
+_absent = st.just(ABSENT)
+_sides = st.tuples(_values, _values) | st.tuples(_absent, _values) | st.tuples(_values, _absent)
+_changes = st.lists(st.builds(lambda k, ab: Change(k, *ab), st.text(max_size=8), _sides), max_size=3)
+_drifts = st.lists(
+    st.builds(Drift, st.text(max_size=8), st.text(max_size=8), st.text(max_size=8)), max_size=2
+)
+_verdicts = st.builds(
+    compare.Verdict,
+    bit_identical=st.booleans(),
+    status=st.sampled_from(["completed", "failed", "interrupted"]),
+    outputs_compared=st.integers(min_value=0, max_value=10**6),
+    outputs=_changes,
+    fingerprints_identical=st.none() | st.booleans(),
+    divergence=st.none()
+    | st.builds(
+        lambda step, field, ab: compare.Divergence(step, field, *ab),
+        st.integers(min_value=0, max_value=10**6),
+        st.sampled_from(["loss", "steps"]),
+        _sides,
+    ),
+    metrics=_changes,
+    environment=_changes,
+    packages=_changes,
+    drift=_drifts,
+    notes=st.lists(st.text(max_size=20), max_size=3),
+    switches=_drifts,
+)
+_files = st.builds(
+    compare.VerdictFile,
+    st.text(max_size=10),
+    st.text(max_size=10),
+    st.text(max_size=10),
+    st.none() | st.text(max_size=10),
+    _verdicts,
+)
+
+
+@given(_files)
+@settings(max_examples=150, deadline=None)
+def test_a_verdict_file_reads_back_as_it_was_written_absent_sides_included(doc):
+    assert compare.VerdictFile.from_json(json.loads(json.dumps(doc.to_json()))) == doc
+
+
+@given(doc=_files, data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_a_verdict_file_with_any_field_changed_is_read_or_refused_in_one_line(doc, data):
+    text = doc.to_json()
+    key = data.draw(st.sampled_from(sorted(text)))
+    text[key] = data.draw(_values)
+    try:
+        compare.VerdictFile.from_json(text)
+    except ContractError as exc:
+        assert str(exc).startswith("verdict.json") and "\n" not in str(exc)
+
+
+def test_a_verdict_file_written_before_sides_were_marked_is_read():
+    old = {
+        "original": "/runs/a",
+        "replay": "/runs/a/replays/1",
+        "image": "reused",
+        "failure": None,
+        "bit_identical": False,
+        "status": "completed",
+        "outputs_compared": 1,
+        "outputs": [{"key": "model.pt", "a": "a" * 64, "b": "b" * 64, "only_in": None}],
+        "fingerprints_identical": False,
+        "divergence": {"step": 7, "field": "loss", "a": 0.5, "b": 0.25},
+        "metrics": [],
+        "environment": [],
+        "packages": [],
+        "drift": [],
+        "notes": [],
+        "headline": "outputs differ: model.pt; training diverges at step 7 (loss)",
+    }  # no switches, no only_in on the divergence
+    v = compare.VerdictFile.from_json(old).verdict
+    assert v.divergence == compare.Divergence(7, "loss", 0.5, 0.25) and v.switches == []
+    assert v.headline() == old["headline"]
+    with pytest.raises(ContractError, match=r"^verdict.json: divergence: step must be an integer >= 0"):
+        compare.VerdictFile.from_json({**old, "divergence": {"step": "7", "field": "loss"}})

@@ -171,7 +171,10 @@ def test_a_request_missing_a_required_field_names_it(key):
             {"experiment": {"script": "b.py", "launcher": "mpirun"}},
             r"launcher must be one of python, torchrun",
         ),
-        ({"experiment": {"module": "m", "nproc_per_node": 0}}, r"nproc_per_node must be a positive integer"),
+        (
+            {"experiment": {"module": "m", "nproc_per_node": 0}},
+            r"nproc_per_node must be an integer >= 1, got a number 0",
+        ),
         ({"config": None}, r"job.json: config must be an object, got null"),
     ],
 )
