@@ -5,6 +5,7 @@
     runner diff RUN_A RUN_B [--json]
     runner summary SWEEP_DIR …
     runner verify RUN_DIR [--key PUB | --allowed-signers FILE]
+    runner export mlflow PATH… [--tracking-uri URI]   # runs and sweeps into MLflow
     runner ls [DIR] [--json]                   # the runs under DIR (default runs/)
     runner audit experiment=mnist_ddp …        # the determinism audit alone, one step
     runner export RUN_DIR -o FILE [--format docker-archive|oci|squashfs] · runner import FILE [--engine NAME]
@@ -90,6 +91,10 @@ def _audit(args: list[str]) -> None:
 
 
 def _export(args: list[str]) -> int | None:
+    if args[:1] == ["mlflow"]:  # `runner export mlflow PATH…`; a run dir named mlflow: ./mlflow
+        from runner.flows.export_mlflow import main as mlflow_main
+
+        return mlflow_main(args[1:])
     from runner.flows.export import main_export
 
     return main_export(args)

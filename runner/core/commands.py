@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "keygen": "write an Ed25519 key pair to sign runs with",
     "ls": "the runs under a directory: status, seed, metrics, replay verdicts, digest",
     "audit": "the determinism audit alone: one step, naming nondeterministic operations",
-    "export": "a run's image as one reproducible file (docker-archive, oci or squashfs) and its sha256",
+    "export": "a run's image as one reproducible file (docker-archive, oci or squashfs) and its sha256; "
+    "`export mlflow PATH…`: runs into MLflow",
     "import": "load an image file (docker-archive or oci) into the engine; print the image id it holds",
 }

@@ -51,15 +51,18 @@ class RunRow:
 
     def replays_cell(self) -> str:
         """``2 same, 1 differ``: replays bit-identical or not (``1 unreadable``: a verdict not read)."""
-        if not self.replays:
-            return "—"
-        counts = {"same": 0, "differ": 0, "unreadable": 0}
-        for r in self.replays:
-            counts["unreadable" if r.bit_identical is None else "same" if r.bit_identical else "differ"] += 1
-        return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        return replays_summary(self.replays) or "—"
 
     def metrics_cell(self) -> str:
         return "\n".join(f"{k}={numbers.human(v, k)}" for k, v in key_metrics(self.metrics).items()) or "—"
+
+
+def replays_summary(replays: list[ReplayVerdict]) -> str:
+    """``2 same, 1 differ`` (``1 unreadable``: a verdict that could not be read); "" for none."""
+    counts = {"same": 0, "differ": 0, "unreadable": 0}
+    for r in replays:
+        counts["unreadable" if r.bit_identical is None else "same" if r.bit_identical else "differ"] += 1
+    return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
 def key_metrics(metrics: Mapping[str, Any], limit: int = KEY_METRICS) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The run dirs under a directory, and what each one's files say: the reading side of ``runner ls``.
 
 A run dir is a dir with a ``manifest.json`` or a runner's claim (``.runner.claim``); the walk does
-not go into one (its replays are read as its verdicts), nor into hidden dirs (``.hydra``). Each
+not go into one (its replays are read as its verdicts), nor into hidden dirs (``.hydra``) or an
+MLflow store's artifact dirs (``mlartifacts``, ``mlruns``: copies of manifests). Each
 manifest is read as JSON and its digest checked, nothing more, so that a thousand runs list in
 well under a second (bench/ls.py). A record that cannot be read is a row that says so, never an
 error that hides the other rows.
@@ -9,6 +10,7 @@ error that hides the other rows.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 from runner.core import layout, manifest, run_list
 from runner.core.digests import check_digest
 from runner.core.run_list import ReplayVerdict, RunRow
+
+_TRACKER_DIRS = ("mlartifacts", "mlruns")  # MLflow's copies of manifests are not runs
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -26,7 +30,7 @@ def find_run_dirs(root: Path) -> list[Path]:
             found.append(Path(here))
             dirs[:] = []
         else:
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _TRACKER_DIRS)
     return sorted(found)
 
 
@@ -73,3 +77,16 @@ def rows(root: Path) -> list[RunRow]:
     """Every run under ``root``, oldest first (runs without a start time last, by path)."""
     found = [read_row(d) for d in find_run_dirs(root)]
     return sorted(found, key=lambda r: (r.started is None, r.started or 0.0, r.dir))
+
+
+def logged_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows the experiment logged with Lightning's CSV logger (``metrics/**/metrics.csv``:
+    a ``step`` column and one per metric), in file order; none when it logged none."""
+    rows: list[dict[str, str]] = []
+    for path in sorted((run_dir / layout.METRICS_DIR).rglob("metrics.csv")):
+        try:
+            with open(path, newline="") as f:
+                rows.extend(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue  # a torn or unreadable log: the fingerprints' loss is still exported
+    return rows

@@ -59,3 +59,11 @@ def test_each_commands_help_starts_with_its_line(name):
 def test_runner_run_help_is_the_same_page(hydra_help):
     proc = run_runner("run", "--help", module="runner.cli", env={"DOCKER_HOST": "unix:///nonexistent"})
     assert proc.returncode == 0 and proc.stdout == hydra_help
+
+
+def test_export_mlflow_has_its_own_help():
+    """``runner export`` writes a run's image; ``runner export mlflow`` is its own command."""
+    proc = run_runner("export", "mlflow", "--help", module="runner.cli")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: runner export mlflow [-h]")
+    assert "--tracking-uri URI" in proc.stdout and "runner[mlflow]" in proc.stdout
+    assert "mlflow PATH" in " ".join(COMMANDS["export"].split())

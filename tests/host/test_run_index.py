@@ -62,6 +62,9 @@ def _tree(root: Path) -> dict[str, Path]:
     runs["other"] = other
     (root / "sweep" / ".hydra").mkdir()
     (root / "sweep" / ".hydra" / layout.MANIFEST).write_text("{}")  # hidden: not a run
+    copied = root / "mlartifacts" / "mnist" / "abc" / "artifacts"  # runner export mlflow's copy
+    copied.mkdir(parents=True)
+    (copied / layout.MANIFEST).write_text("{}")
     return runs
 
 
