@@ -336,3 +336,21 @@ def test_a_worker_handed_a_malformed_job_file_says_so_in_one_line_and_exits_2(tm
     assert done.stderr.strip().splitlines() == [
         f'runner.worker: cannot read the job file: {where} must be an integer >= 1, got a string "two"'
     ]
+
+
+# -- the host's side --------------------------------------------------------------------------------------
+def test_the_host_reads_the_audits_verdict_or_says_in_one_line_why_it_cannot(tmp_path):
+    from runner.core import audit_rules
+    from runner.core.errors import RunnerError
+    from runner.host import records
+
+    assert records.read_audit(tmp_path) is None  # no audit ran
+    path = tmp_path / audit_rules.DIR / audit_rules.FILE
+    path.parent.mkdir()
+    verdict = audit_rules.not_completed(137)
+    worker_io.write(path, verdict)
+    assert records.read_audit(tmp_path) == verdict
+    path.write_text(path.read_text()[:40])  # cut off mid-write
+    with pytest.raises(RunnerError, match=r"^not an audit verdict: .*audit.json: not a JSON document") as err:
+        records.read_audit(tmp_path)
+    assert "\n" not in err.value.message
