@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from runner.core import layout, manifest, run_list
+from runner.core import compare, json_types, layout, manifest, run_list
 from runner.core.digests import check_digest
 from runner.core.run_list import ReplayVerdict, RunRow
 
@@ -63,13 +63,16 @@ def replay_verdicts(run_dir: Path) -> list[ReplayVerdict]:
     for entry in entries:
         if not entry.is_dir() or "-locate-" in entry.name:
             continue
+        identical: bool | None
         try:
-            identical = json.loads(Path(entry.path, layout.VERDICT).read_bytes()).get("bit_identical")
+            identical = json_types.read(
+                Path(entry.path, layout.VERDICT), compare.VerdictFile.from_json
+            ).verdict.bit_identical
         except FileNotFoundError:
             continue  # a replay that ended before its verdict (or is running): no verdict to show
-        except (OSError, ValueError, AttributeError):
+        except (OSError, json_types.ContractError):  # torn, or not a verdict a runner wrote
             identical = None
-        verdicts.append(ReplayVerdict(entry.path, identical if isinstance(identical, bool) else None))
+        verdicts.append(ReplayVerdict(entry.path, identical))
     return verdicts
 
 

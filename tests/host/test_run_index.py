@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner.core import layout, run_list
+from runner.core import compare, layout, run_list
 from runner.host import run_index
 from tests.conftest import run_runner
 from tests.run_records import manifest_dict, resealed
@@ -29,10 +29,16 @@ def _record(run_dir: Path, *, started: float, seed: int = 0, sealed: bool = True
 
 
 def _replay(run_dir: Path, name: str, identical: bool | str) -> None:
+    """A replay's dir with its ``verdict.json`` as a replay writes it (``identical`` text: as is)."""
     d = run_dir / layout.REPLAYS_DIR / name
     d.mkdir(parents=True)
-    text = identical if isinstance(identical, str) else json.dumps({"bit_identical": identical})
-    (d / layout.VERDICT).write_text(text)
+    if isinstance(identical, str):
+        (d / layout.VERDICT).write_text(identical)
+        return
+    verdict = compare.Verdict(identical, "completed", 1, [], identical, None, [], [], [], [])
+    (d / layout.VERDICT).write_text(
+        json.dumps(compare.VerdictFile(str(run_dir), str(d), "reused", None, verdict).to_json())
+    )
 
 
 def _tree(root: Path) -> dict[str, Path]:
