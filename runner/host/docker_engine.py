@@ -416,7 +416,7 @@ class PodmanEngine(DockerEngine):
     def describe(self) -> EngineInfo:
         """Podman's own account of itself (``/libpod/info``): rootless, and its cgroup version."""
         if self._info is None:
-            api = self.client.api
+            api = self.client.api  # docker-py's own request helpers, for an endpoint it has no method for
             host = api._result(api._get(api._url("/libpod/info")), json=True)["host"]
             rootless = bool(host.get("security", {}).get("rootless"))
             cgroup_v1 = str(host.get("cgroupVersion")) == "v1"
