@@ -15,7 +15,9 @@ SCHEMA_VERSION = 1
 SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
 REDACTED = "<redacted>"
 
-Status = Literal["completed", "failed", "interrupted"]
+# "running": the provisional record written when a run takes its dir, replaced by how it ended; a run
+# still reading "running" whose runner is gone reads "abandoned" (runner.core.record.status_read)
+Status = Literal["completed", "failed", "interrupted", "running"]
 
 
 class _Model(BaseModel):

@@ -20,6 +20,33 @@ from runner.core.run_input import Resume, RunInput
 from runner.core.spec import RunPlan, fingerprint_every
 from runner.core.worker_io import AuditVerdict, WorkerResult
 
+RUNNING = "running"
+ABANDONED = "abandoned"
+
+
+def status_read(recorded: str, runner_alive: bool) -> str:
+    """How a run reads: its recorded status, except that a record still saying ``running`` whose
+    runner is gone (``runner_alive`` False: no runner holds the run dir's claim, see
+    :func:`runner.host.rundir.runner_alive`) reads ``abandoned``: it was killed without a word
+    (SIGKILL, the machine lost) and continues with ``+resume=RUN_DIR``."""
+    return ABANDONED if recorded == RUNNING and not runner_alive else recorded
+
+
+def provisional(plan: RunPlan, run: RunInput, got: Gathered, now: float) -> manifest.Manifest:
+    """The record a run writes as it takes its dir and again once its image is known: status
+    ``running`` with what it has so far (config, code, image), so that a run killed outright
+    still leaves one that reads, and resumes."""
+    out = RunOutcome(
+        ending=Ending("running", 0, None),
+        exit_code=0,
+        log_tail=[],
+        result=None,
+        outputs={},
+        fingerprints=None,
+        finished=now,
+    )
+    return build(plan, run, got, out)
+
 
 @dataclass
 class Gathered:
@@ -112,7 +139,7 @@ def why_failed(
 def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[dict[str, Any]]:
     """The ``resumes`` of a run resumed from the attempt ``prior`` records, this resume last."""
     ended = {
-        "status": prior.status,
+        "status": status_read(prior.status, runner_alive=False),  # the resume holds the claim now
         "exit_code": prior.exit_code,
         "error": prior.error,
         "container": prior.launch.get("container"),

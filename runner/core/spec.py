@@ -121,7 +121,8 @@ class RunPlan:
         req_gpus = None
         if self.accelerator == "gpu":
             req_gpus = -1 if gpus == "all" else (list(gpus) if isinstance(gpus, (list, tuple)) else int(gpus))
-        env = self.container_env()
+        # tied to the runner (a lifeline): however the runner dies, SIGKILL included, the container stops
+        env = {**self.container_env(), cluster.LIFELINE_ENV: "stdin"}
         if rendezvous is not None:
             env.update(rendezvous.environment())
         return ContainerRequest(
@@ -142,6 +143,7 @@ class RunPlan:
             mem_limit=self.launch.get("mem_limit"),
             labels={RUN_ID_LABEL: self.run_id, "org.runner.run-dir": str(self.run_dir)},
             network="host" if rendezvous is not None else "none",
+            lifeline=True,
         )
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.core import commands, compare, fingerprints, numbers
+from runner.core import commands, compare, fingerprints, numbers, record
 from runner.core.errors import EXIT_FAILED, EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
-from runner.host import records
+from runner.host import records, rundir
 
 
 def diff(path_a: str, path_b: str) -> compare.RunDiff:
@@ -37,6 +37,10 @@ def compare_records(a: records.RunRecord, b: records.RunRecord) -> compare.RunDi
             d.notes.append(f"{label}: {rec.digest_note}")
         if rec.fingerprints_note:
             d.notes.append(f"{label}: {rec.fingerprints_note}")
+        if rundir.run_status(rec.dir, rec.manifest.status) == record.ABANDONED:
+            d.notes.append(
+                f"{label}: abandoned: its runner was killed mid-run (+resume={rec.dir} continues it)"
+            )
     from runner.flows.locate import recorded_differences
 
     d.notes += recorded_differences(a, b)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
-from runner.host import records, snapshot
+from runner.host import records, rundir, snapshot
 from runner.host.sweep_records import SKIP_COMPLETED
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
     echo(
-        f"resuming {prior.run_id} ({prior.status}) from "
+        f"resuming {prior.run_id} ({rundir.run_status(run_dir, prior.status)}) from "
         + (
             f"step {step} ({layout.CHECKPOINT_DIR}/{checkpoint})"
             if checkpoint

@@ -4,9 +4,10 @@ A new run, a replay and a resume are this one pipeline, told apart only by their
 :class:`~runner.core.run_input.RunInput` (where the code, the image and the variables come from,
 and whether an earlier attempt is continued). Each step lives in its own module; this one
 orchestrates and owns the run dir's lifecycle: it refuses a run dir that already holds a manifest
-(a resume needs one that reads interrupted or failed), and once it has taken the run dir, every
-way out — success, a training failure, a build failure, Ctrl-C, a bug — ends in a whole manifest
-with the matching status, built by :func:`runner.core.record.build`.
+(a resume needs one that reads interrupted, failed or abandoned); once it has taken the run dir it
+writes a provisional record (status ``running``: a runner killed outright leaves a run that reads
+``abandoned`` and resumes), and every way out — success, a training failure, a build failure,
+Ctrl-C, a bug — ends in a whole manifest with the matching status, built by :func:`runner.core.record.build`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
     if r.signer is None:
         echo(attest.unsigned_line())
     try:
+        _provisional(r)  # a record from the start: a runner killed outright leaves a run that reads
         ran = _carry_out(r, echo, engine)
     except KeyboardInterrupt:
         _record_early_end(r, record.Ending("interrupted", EXIT_INTERRUPTED, "interrupted before training"))
@@ -208,6 +210,7 @@ def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
     train, paths = _executor(r, snap_dir, data_root, echo, engine)
     r.got.image_seconds = time.time() - t_image
     _write_job(r, paths)
+    _provisional(r)  # now with the code and the image: what a resume of an abandoned run needs
     plan = r.plan
     exp = plan.experiment
     what = exp.get("target") or exp.get("script") or f"-m {exp.get('module')}"
@@ -329,6 +332,13 @@ def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:
 
 
 # -- the record -------------------------------------------------------------------------------------------
+def _provisional(r: _Run) -> None:
+    """The run's record so far, status ``running``, written whole (a kill mid-write leaves the one
+    before); :func:`_finish` replaces it with how the run ended."""
+    with deferred():
+        records.write_manifest(r.dir, record.provisional(r.plan, r.input, r.got, time.time()))
+
+
 def _record_early_end(r: _Run, end: record.Ending, log_tail: list[str] | None = None) -> None:
     """Write the manifest of a run that stopped before training ended, and give the run dir back.
     A second Ctrl-C meanwhile is dropped: the record still lands whole."""

@@ -320,7 +320,8 @@ class DockerEngine:
     def wait(self, container: Container) -> ContainerExit:
         lifeline = self._lifelines.pop(container.id, None)
         if lifeline is not None:  # removed as it ended: its status is what the waiter saw
-            return ContainerExit(exit_code=lifeline.exit_code(), oom_killed=False)
+            code = lifeline.exit_code()
+            return ContainerExit(exit_code=code, oom_killed=self._oom_seen(container.id, lifeline.since))
         try:
             result = self.client.api.wait(container.id)
             state = self.client.api.inspect_container(container.id).get("State", {})
@@ -331,6 +332,20 @@ class DockerEngine:
         return ContainerExit(
             exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled"))
         )
+
+    def _oom_seen(self, container_id: str, since: float) -> bool:
+        """Whether the engine reported an OOM kill in the container since ``since`` (an auto-removed
+        container cannot be inspected for it after; its ``oom`` event stays in the engine's log)."""
+        try:
+            events = self.client.api.events(
+                since=int(since) - 1,
+                until=int(time.time()) + 1,
+                filters={"container": container_id, "event": "oom"},
+                decode=True,
+            )
+            return any(e.get("status", e.get("Action")) == "oom" for e in events)
+        except docker.errors.DockerException:  # the engine's log unread: no OOM is claimed
+            return False
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
         with contextlib.suppress(docker.errors.DockerException):
@@ -518,6 +533,7 @@ class _Lifeline:
 
     def __init__(self, api: Any, container_id: str, condition: str = "removed"):
         self.api, self.id, self.condition = api, container_id, condition
+        self.since = time.time()
         self._status: dict[str, Any] = {}
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM on the host: hold them off while cleanup that must finish runs.
+"""Ctrl-C, SIGTERM and SIGHUP on the host: hold them off while cleanup that must finish runs.
 
 Every command-line edge (``python -m runner``, ``runner.replay``, a sweep's job processes) calls
 :func:`sigterm_as_interrupt` first, so both signals reach Python as the same exception. Code that
@@ -15,14 +15,15 @@ import signal
 import threading
 from typing import Any, Literal
 
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def sigterm_as_interrupt() -> None:
-    """From now on SIGTERM raises :class:`KeyboardInterrupt`, as Ctrl-C does: a ``kill`` or a
-    scheduler's notice (Slurm's, say) then stops the run and records it as interrupted, the same
-    way. Main thread only (where Python handles signals)."""
+    """From now on SIGTERM and SIGHUP raise :class:`KeyboardInterrupt`, as Ctrl-C does: a ``kill``,
+    a scheduler's notice (Slurm's, say) or a closed terminal (an ssh session dropped) then stops the
+    run and records it as interrupted, the same way. Main thread only (where Python handles signals)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -7,11 +7,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.core import layout
+from runner.core import layout, record
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.host import records
 
-RESUMABLE = ("interrupted", "failed")
+RESUMABLE = ("interrupted", "failed", record.ABANDONED)
 
 
 def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
@@ -73,9 +73,16 @@ def discard_if_unused(run_dir: Path, job_log: str) -> bool:
     return True
 
 
-def refuse_held(run_dir: Path) -> None:
-    """Run dirs are never overwritten: refuse one that already holds a manifest."""
+def refuse_held(run_dir: Path, claimed: bool = False) -> None:
+    """Run dirs are never overwritten: refuse one that already holds a manifest (``claimed``: this
+    process holds the dir's claim, so no other runner is alive in it)."""
     if (run_dir / layout.MANIFEST).exists():
+        if _reads(run_dir, claimed) == record.ABANDONED:
+            raise RunnerError(
+                f"{run_dir} holds an abandoned run (its runner was killed): run dirs are never "
+                f"overwritten; continue it from its last checkpoint with +resume={run_dir}",
+                EXIT_USAGE,
+            )
         raise RunnerError(
             f"{run_dir} already holds a manifest: run dirs are never overwritten "
             f"(an interrupted or failed run continues with +resume={run_dir})",
@@ -85,16 +92,50 @@ def refuse_held(run_dir: Path) -> None:
 
 def _check_claimable(run_dir: Path, resumable: bool) -> None:
     if not resumable:
-        refuse_held(run_dir)
+        refuse_held(run_dir, claimed=True)
         return
     held = run_dir / layout.MANIFEST
     if not held.exists():
         raise RunnerError(f"{run_dir} holds no manifest: there is no run to resume", EXIT_USAGE)
-    status = records.read_manifest(held).status
+    status = record.status_read(records.read_manifest(held).status, runner_alive=False)  # the claim is ours
     if status not in RESUMABLE:
         raise RunnerError(
-            f"{run_dir} reads {status}: only an interrupted or failed run can be resumed", EXIT_USAGE
+            f"{run_dir} reads {status}: only an interrupted, failed or abandoned run can be resumed",
+            EXIT_USAGE,
         )
+
+
+def runner_alive(run_dir: Path) -> bool:
+    """Whether a runner holds ``run_dir``'s claim now (the kernel drops a dead runner's ``flock``).
+    Looking takes a shared lock for an instant: a runner claiming the dir in that instant is told
+    it is in use, and may start again."""
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / layout.CLAIM, os.O_RDONLY)
+    except OSError:  # no claim file: no runner holds it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def run_status(run_dir: Path, recorded: str) -> str:
+    """How the run in ``run_dir``, whose manifest records ``recorded``, reads now: ``abandoned``
+    for one still ``running`` that no runner holds (:func:`runner.core.record.status_read`)."""
+    return record.status_read(recorded, runner_alive(run_dir))
+
+
+def _reads(run_dir: Path, claimed: bool) -> str | None:
+    try:
+        recorded = records.read_manifest(run_dir).status
+    except RunnerError:
+        return None
+    return record.status_read(recorded, runner_alive=False) if claimed else run_status(run_dir, recorded)
 
 
 def make_writable_for(run_dir: Path, user: str) -> None:

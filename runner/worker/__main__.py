@@ -336,8 +336,9 @@ class _FactsCollector(threading.Thread):
 
 
 def _watch_lifeline() -> None:
-    """Stop (as on SIGTERM) once standard input closes: the container of a multi-node run is tied
-    to its node agent, and the engine closes its stdin when that agent is gone, however it went."""
+    """Stop (as on SIGTERM) once standard input closes: every container is tied to the process that
+    started it (the runner, or a multi-node run's node agent), and the engine closes its stdin when
+    that process is gone, however it went (SIGKILL included)."""
     while os.read(0, 65536):
         pass
     os.kill(os.getpid(), signal.SIGTERM)

@@ -87,22 +87,53 @@ def test_claim_is_exclusive_and_survives_a_killed_holder(tmp_path):
     rundir.release(run_dir, rundir.claim_run_dir(run_dir))
 
 
-def test_only_an_interrupted_or_failed_run_is_resumable(tmp_path):
+def test_only_an_interrupted_failed_or_abandoned_run_is_resumable(tmp_path):
     from runner.host import records
     from tests.run_records import make_run
 
-    for status, ok in (("interrupted", True), ("failed", True), ("completed", False)):
+    for status, ok in (("interrupted", True), ("failed", True), ("running", True), ("completed", False)):
         run_dir = make_run(tmp_path / status, status=status, exit_code=0 if status == "completed" else 1)
         with pytest.raises(RunnerError, match="never overwritten"):
             rundir.claim_run_dir(run_dir)
         if ok:
             rundir.release(run_dir, rundir.claim_run_dir(run_dir, resumable=True))
         else:
-            with pytest.raises(RunnerError, match="only an interrupted or failed run"):
+            with pytest.raises(RunnerError, match="only an interrupted, failed or abandoned run"):
                 rundir.claim_run_dir(run_dir, resumable=True)
         assert records.read_manifest(run_dir).status == status and not (run_dir / layout.CLAIM).exists()
     with pytest.raises(RunnerError, match="no manifest"):
         rundir.claim_run_dir(tmp_path / "empty", resumable=True)
+
+
+_HOLD = (  # a runner that holds the run dir's claim (as a resume does) until it is killed
+    "import sys, time; from pathlib import Path; from runner.host import rundir; "
+    "rundir.claim_run_dir(Path(sys.argv[1]), resumable=True); print('held', flush=True); time.sleep(60)"
+)
+
+
+def test_a_running_record_whose_runner_is_gone_reads_abandoned_and_is_never_taken(tmp_path):
+    """A record that still says running reads running while a runner holds the dir's claim, and
+    abandoned once that runner is gone (SIGKILL: the kernel drops its lock, the claim file stays).
+    A new run is refused with the hint to resume; a resume takes it."""
+    from runner.host import records
+    from tests.run_records import make_run
+
+    run_dir = make_run(tmp_path / "run", status="running", exit_code=0)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert rundir.runner_alive(run_dir) and rundir.run_status(run_dir, "running") == "running"
+    with pytest.raises(RunnerError, match="in use"):
+        rundir.claim_run_dir(run_dir, resumable=True)
+    holder.kill()
+    holder.wait()
+    assert (run_dir / layout.CLAIM).exists() and not rundir.runner_alive(run_dir)
+    assert rundir.run_status(run_dir, records.read_manifest(run_dir).status) == "abandoned"
+    assert rundir.run_status(run_dir, "failed") == "failed"
+    with pytest.raises(RunnerError, match=rf"abandoned run .* \+resume={run_dir}$"):
+        rundir.refuse_held(run_dir)
+    with pytest.raises(RunnerError, match=rf"abandoned run .* \+resume={run_dir}$"):
+        rundir.claim_run_dir(run_dir)
+    rundir.release(run_dir, rundir.claim_run_dir(run_dir, resumable=True))
 
 
 def _hydra_started(run_dir, log="app.log"):

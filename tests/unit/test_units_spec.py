@@ -52,7 +52,9 @@ def test_default_plan(base_cfg):
 
 def test_a_single_node_container_has_no_network(base_cfg):
     req = plan(base_cfg).container_request("runner:cpu-x", Path("/snap"), Path("/data"))
-    assert req.network == "none" and not req.lifeline and req.environment["GLOO_SOCKET_IFNAME"] == "lo"
+    assert req.network == "none" and req.environment["GLOO_SOCKET_IFNAME"] == "lo"
+    # tied to the runner: however it dies, the container stops (its worker watches stdin)
+    assert req.lifeline and req.environment["RUNNER_LIFELINE"] == "stdin"
     assert plan(base_cfg).nodes == 1 and plan(base_cfg).job_document("/j", "/c", "/d", {}).nodes == 1
 
 
