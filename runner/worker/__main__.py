@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -87,21 +88,31 @@ class Supervisor:
 
     def wait(self) -> int:
         """Wait for all children. When one fails the others are stopped; stragglers past the grace
-        period are killed. Returns a shell-style status (128 + N when signal N stopped this process)."""
+        period are killed. Returns a shell-style status (128 + N when signal N stopped this process).
+
+        The run's status is the failed child seen to end first: this process wakes as soon as a
+        child ends (a pidfd each), and of children seen ended in the same look (this process was
+        not scheduled in between), the likeliest cause comes first (see ``_cause_first``)."""
         code = 0
-        while any(c.poll() is None for c in self.children):
-            failed = [c for c in self.children if c.poll() not in (None, 0)]
-            if failed and not code and not self.stopping:
-                code = shell_status(failed[0].returncode)
-                self.stop_children(signal.SIGTERM)
-            if self.kill_at is not None and time.monotonic() > self.kill_at:
-                for c in self.children:
-                    if c.poll() is None:
-                        c.kill()
-            time.sleep(0.1)
+        ended: list[subprocess.Popen] = []  # in the order their ends were seen
+        with _ChildExits(self.children) as exits:
+            while True:
+                seen = [c for c in self.children if c not in ended and c.poll() is not None]
+                ended += sorted(seen, key=_cause_first)
+                if len(ended) == len(self.children):
+                    break
+                failed = next((c for c in ended if c.returncode), None)
+                if failed is not None and not code and not self.stopping:
+                    code = shell_status(failed.returncode)
+                    self.stop_children(signal.SIGTERM)
+                if self.kill_at is not None and time.monotonic() > self.kill_at:
+                    for c in self.children:
+                        if c.poll() is None:
+                            c.kill()
+                exits.wait(0.1)
         if self.stopping:
             return 128 + self.stopping
-        return code or next((shell_status(c.returncode) for c in self.children if c.returncode != 0), 0)
+        return code or next((shell_status(c.returncode) for c in ended if c.returncode), 0)
 
     def run_child(self, argv: list[str], env: Mapping[str, str]) -> int:
         """Run one child process to its end under supervision (signals forwarded)."""
@@ -114,6 +125,49 @@ class Supervisor:
     def interrupted(self) -> int:
         """The status of a process a signal stopped (SIGINT's when none is known)."""
         return 128 + (self.stopping or signal.SIGINT)
+
+
+def _cause_first(child: subprocess.Popen) -> int:
+    """Order of blame among children seen ended in one look: a child a signal ended (a segfault,
+    the OOM killer) before one that exited with its own status, and status 1 (an uncaught Python
+    exception: what a DDP rank raises when its peer goes away) last; otherwise start order."""
+    code = child.returncode
+    return 0 if code < 0 else 2 if code == 1 else 1
+
+
+class _ChildExits:
+    """Sleep until a child ends (or a timeout): a pidfd per child, readable once it has ended.
+    Where pidfds are refused (an old kernel, a seccomp profile without pidfd_open) it just sleeps."""
+
+    def __init__(self, children: list[subprocess.Popen]) -> None:
+        self.children = children
+        self.fds: dict[int, int] = {}  # pid -> pidfd
+        self.usable = True
+
+    def __enter__(self) -> _ChildExits:
+        try:
+            for child in self.children:
+                if child.poll() is None:
+                    self.fds[child.pid] = os.pidfd_open(child.pid)
+        except (OSError, AttributeError):
+            self.close()
+            self.usable = False
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def wait(self, timeout: float) -> None:
+        live = [self.fds[c.pid] for c in self.children if c.returncode is None and c.pid in self.fds]
+        if live and self.usable:
+            select.select(live, [], [], timeout)
+        else:
+            time.sleep(timeout)
 
 
 def _free_port() -> int:

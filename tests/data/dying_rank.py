@@ -1,8 +1,9 @@
 """A DDP experiment one of whose training processes dies mid-training (``os._exit``, as a segfault
 or the OOM killer would end it: no exception, no cleanup), for the runner's tests of what a run
 does when it loses one rank. ``model.die_rank`` dies after step ``model.die_step`` with status
-``model.die_code``; the other ranks linger there for ``model.linger`` seconds first (so the rank
-that died is the one seen to fail first), then would wait in a collective for it."""
+``model.die_code``; the other ranks linger there for ``model.linger`` seconds first (0: they go on
+to their next collective at once, and fail there, their peer gone), then would wait in a
+collective for it."""
 
 from __future__ import annotations
 

@@ -89,3 +89,15 @@ def test_one_ddp_rank_dying_stops_the_others_and_fails_the_run(tmp_path, engine)
     assert "rank 0 lingered" not in log
     assert m["fingerprints"]["steps"] < 200  # rank 0 did not train on alone
     assert not containers_of(engine, run_dir) and not (run_dir / layout.CLAIM).exists()
+
+
+def test_a_rank_failing_because_its_peer_died_is_not_the_runs_status(tmp_path, engine):
+    """Rank 0 does not linger: it goes on to its next collective and fails there (status 1,
+    its peer gone) at about the time rank 1's end is seen; the run's status is still rank 1's."""
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *DYING_RANK[:-1], "+model.linger=0", timeout=300)
+    assert p.returncode == 1, p.stderr[-3000:]
+    m = manifest(run_dir)
+    assert m["status"] == "failed" and m["exit_code"] == 7, m["error"]
+    assert "rank 1 dies at step 3" in (run_dir / "logs" / "train.log").read_text()
+    assert not containers_of(engine, run_dir) and not (run_dir / layout.CLAIM).exists()

@@ -82,3 +82,27 @@ def test_what_the_trainer_reports_is_read_back_in_the_context_that_trained():
     flags = contextvars.copy_context().run(train)
     assert flags["lightning_precision"] == "bf16-mixed" and flags["sigterm_broadcast_per_step"] is False
     assert "lightning_precision" not in determinism.flags_in_force()  # another context: nothing leaks
+
+
+def _dies(signum: int, after: float = 0.0) -> list[str]:
+    return [PY, "-c", f"import os, time; time.sleep({after}); os.kill(os.getpid(), {signum})"]
+
+
+def test_of_children_seen_ended_together_the_one_a_signal_killed_is_the_runs_status():
+    """Rank 0 raised (status 1: its peer went away) after rank 1 was killed (as a segfault or the
+    OOM killer ends it); both had ended before the supervisor looked: rank 1's end is the status."""
+    sup = Supervisor()
+    first = sup.start(_sleeper(0.3, exit_code=1), os.environ)
+    second = sup.start(_dies(signal.SIGKILL), os.environ)
+    os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)  # both ended, neither reaped
+    os.waitid(os.P_PID, second.pid, os.WEXITED | os.WNOWAIT)
+    assert sup.wait() == 128 + signal.SIGKILL
+
+
+def test_of_children_seen_ended_together_status_1_is_the_collateral_one():
+    sup = Supervisor()
+    first = sup.start(_sleeper(0.3, exit_code=1), os.environ)
+    second = sup.start(_sleeper(0, exit_code=7), os.environ)
+    os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)
+    os.waitid(os.P_PID, second.pid, os.WEXITED | os.WNOWAIT)
+    assert sup.wait() == 7
