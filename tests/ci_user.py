@@ -26,14 +26,16 @@ def account() -> pwd.struct_passwd:
 
 
 def env() -> dict[str, str]:
-    """A login-like environment of the user's own: no variable of the test process reaches it. Git
-    may read this checkout although root owns it (safe.directory), as the code snapshot does."""
+    """A login-like environment of the user's own: no variable of the test process reaches it (its
+    runtime dir is where a login has it: rootless Podman keeps its socket there). Git may read this
+    checkout although root owns it (safe.directory), as the code snapshot does."""
     user = account()
     return {
         "HOME": user.pw_dir,
         "USER": user.pw_name,
         "LOGNAME": user.pw_name,
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "XDG_RUNTIME_DIR": f"/run/user/{user.pw_uid}",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": "safe.directory",

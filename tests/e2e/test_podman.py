@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +25,13 @@ import pytest
 
 from runner.core import layout
 from runner.core.layout import latest_checkpoint
+from tests import ci_user
 from tests.conftest import ROOT, manifest, run_runner
 from tests.live_runs import PROBE, finish, last_step, probe_args, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.podman]
 
-USER = "runner-ci"
+USER = ci_user.CI_USER
 PYTHON = ROOT / ".venv" / "bin" / "python"
 ZERO_CAPS = "0000000000000000"
 # short but real: 2 DDP ranks, dropout on (torch's RNG matters), 16 steps an epoch, a checkpoint
@@ -61,37 +59,21 @@ class User:
 
     @property
     def env(self) -> dict[str, str]:
-        """A login's environment, nothing of root's (the repository is root's: git is told it is safe)."""
-        return {
-            "HOME": self.home,
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "XDG_RUNTIME_DIR": f"/run/user/{self.uid}",
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8",
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "safe.directory",
-            "GIT_CONFIG_VALUE_0": str(ROOT),
-        }
+        return ci_user.env()
 
     def argv(self, *args: str) -> list[str]:
-        """``args`` as this user (setpriv execs: the process started is the command's own)."""
-        ids = [f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
-        return ["setpriv", *ids, "--", *args]
+        return ci_user.argv(*args)
 
     def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.argv(*args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        return ci_user.run_as(*args, timeout=timeout)
 
     def runner(self, *args: str, module: str = "runner") -> subprocess.CompletedProcess:
         return self.run(str(PYTHON), "-m", module, *args)
 
     def start(self, *args: str) -> subprocess.Popen:
-        argv = self.argv(str(PYTHON), "-m", "runner", *args)
-        return subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        proc = ci_user.popen_as(str(PYTHON), "-m", "runner", *args)
+        self.started.append(proc)  # stopped after the test if it is still running
+        return proc
 
     def podman(self, *args: str) -> str:
         out = self.run("podman", "--runtime", "runc", *args)
@@ -103,11 +85,10 @@ class User:
 def user() -> Iterator[User]:
     """``runner-ci``, able to run the project's Python and its own Podman; its run dirs removed after."""
     try:
-        pw = pwd.getpwnam(USER)
+        pw = ci_user.account()
     except KeyError:
         pytest.fail(f"no user {USER}: run `make podman` (scripts/ensure-podman.sh) first")
-    work = Path(tempfile.mkdtemp(prefix="runner-podman-"))
-    os.chown(work, pw.pw_uid, pw.pw_gid)
+    work = ci_user.scratch("podman")
     u = User(USER, pw.pw_uid, pw.pw_gid, pw.pw_dir, work)
     can = u.run(str(PYTHON), "-c", "import runner, docker")
     assert can.returncode == 0, f"{USER} cannot run {PYTHON}: `make podman` fixes that ({can.stderr[-300:]})"
