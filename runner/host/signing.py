@@ -28,6 +28,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -220,8 +221,9 @@ def trust_allowed_signers(path: str | os.PathLike) -> Trust:
 
 def _for_runs(options: str) -> bool:
     """Whether an ``allowed_signers`` line's options let its key sign runs: no ``cert-authority``,
-    and a ``namespaces`` pattern-list (if any) that takes ``runner``."""
-    if "cert-authority" in options.lower():
+    now within its ``valid-after``/``valid-before`` (if any), and a ``namespaces`` pattern-list (if
+    any) that takes ``runner``."""
+    if "cert-authority" in options.lower() or not _valid_now(options):
         return False
     found = re.search(r'namespaces="([^"]*)"', options, re.IGNORECASE)
     if found is None:
@@ -230,6 +232,33 @@ def _for_runs(options: str) -> bool:
     if any(p.startswith("!") and fnmatch.fnmatchcase(NAMESPACE, p[1:]) for p in patterns):
         return False
     return any(fnmatch.fnmatchcase(NAMESPACE, p) for p in patterns if not p.startswith("!"))
+
+
+def _valid_now(options: str) -> bool:
+    """Whether now is inside the line's ``valid-after``/``valid-before`` window, as ``ssh-keygen -Y
+    verify`` holds it (an expired or not yet valid key signs nothing; a time it cannot read: neither)."""
+    now = datetime.now(UTC)
+    for name, expired in (("valid-after", lambda at: now < at), ("valid-before", lambda at: now > at)):
+        found = re.search(rf'(?:^|,){name}="?([^",]*)"?', options, re.IGNORECASE)
+        if found is None:
+            continue
+        at = _ssh_time(found.group(1))
+        if at is None or expired(at):
+            return False
+    return True
+
+
+def _ssh_time(text: str) -> datetime | None:
+    """An ``allowed_signers`` time: YYYYMMDD[HHMM[SS]], UTC with a trailing Z, else local time."""
+    digits = text[:-1] if text.upper().endswith("Z") else text
+    formats = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+    if not digits.isdigit() or len(digits) not in formats:
+        return None
+    try:
+        at = datetime.strptime(digits, formats[len(digits)])
+    except ValueError:
+        return None
+    return at.replace(tzinfo=UTC) if digits != text else at.astimezone()
 
 
 def _read(p: Path, what: str) -> bytes:

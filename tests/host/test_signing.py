@@ -423,6 +423,11 @@ def test_an_interrupted_unsigned_run_still_writes_its_provenance_and_says_it_is_
         ('namespaces="runner-old"', False),
         ('namespaces="*,!runner"', False),
         ("cert-authority", False),
+        ('valid-before="20000101"', False),  # expired: ssh-keygen -Y verify refuses it too
+        ('valid-after="29990101123000Z"', False),  # not yet valid
+        ('valid-after="20000101",valid-before="29990101Z",namespaces="runner"', True),
+        ('valid-before="yesterday"', False),  # a time no one can read
+        ('namespaces="runner",valid-before="200001010000"', False),
     ],
 )
 def test_an_allowed_signers_line_signs_runs_only_where_its_namespaces_say(options, ok):
