@@ -95,9 +95,8 @@ def export(paths: list[Path], store, copy_outputs: bool = False, echo=console.ec
     """Export each PATH (run, sweep or dir of runs) into ``store``
     (:class:`runner.host.mlflow_tracking.MlflowStore`)."""
     done: list[Exported] = []
+    _check_paths(paths)
     for path in paths:
-        if not path.is_dir() and not path.is_file():
-            raise RunnerError(f"no run dir or sweep dir at {path}", EXIT_USAGE)
         if (path / layout.MANIFEST).is_file() or path.is_file():
             done.append(_one(store, path, tracked(path, copy_outputs), None, echo))
             continue
@@ -113,6 +112,13 @@ def export(paths: list[Path], store, copy_outputs: bool = False, echo=console.ec
         parent_id = None if parent is None else parent.mlflow_run_id
         done += [_one(store, d, r, parent_id, echo) for d, r in runs]
     return done
+
+
+def _check_paths(paths: list[Path]) -> None:
+    """Refuse a path that is nothing before anything is written (a new store included)."""
+    for path in paths:
+        if not path.is_dir() and not path.is_file():
+            raise RunnerError(f"no run dir or sweep dir at {path}", EXIT_USAGE)
 
 
 def _one(
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_tracking.default_uri(Path.cwd())
     )
     try:
+        _check_paths([Path(p) for p in args.paths])
         store = mlflow_tracking.MlflowStore(uri, artifact_root=mlflow_tracking.artifacts_beside(uri))
         done = export([Path(p) for p in args.paths], store, args.copy_outputs)
     except RunnerError as exc:

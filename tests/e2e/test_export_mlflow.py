@@ -170,6 +170,7 @@ def test_bad_paths_and_uris_are_one_line(tmp_path):
         proc.returncode == 2
         and proc.stderr == f"runner: error: no run dir or sweep dir at {tmp_path / 'nope'}\n"
     )
+    assert not (tmp_path / "x.db").exists()  # a path that is nothing makes no store
     (tmp_path / "empty").mkdir()
     proc = _export(str(tmp_path / "empty"), "--tracking-uri", f"sqlite:///{tmp_path}/x.db")
     assert proc.returncode == 2 and "holds no run dirs" in proc.stderr and proc.stderr.count("\n") == 1
