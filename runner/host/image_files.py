@@ -281,9 +281,12 @@ def _apply(layer: tarfile.TarFile, member: tarfile.TarInfo, root: Path, dir_time
     if parts[0] == "dev" and len(parts) > 1:
         return  # enroot mounts its own /dev
     parent = root.joinpath(*parts[:-1])
-    for i in range(1, len(parts)):
-        if root.joinpath(*parts[:i]).is_symlink():
-            raise RunnerError(f"a layer entry goes through a link: {member.name!r}", EXIT_ENVIRONMENT)
+    _inside(root, parts[:-1], member.name)
+    if member.islnk():  # a hard link's target is a path in the tree too, and is followed
+        target_parts = os.path.normpath(member.linkname.lstrip("/")).split("/")
+        if ".." in target_parts:
+            raise RunnerError(f"a layer's link leaves the image's tree: {member.name!r}", EXIT_ENVIRONMENT)
+        _inside(root, target_parts, member.name)
     base = parts[-1]
     if base == ".wh..wh..opq":  # an opaque directory: nothing below it from lower layers
         for child in list(parent.iterdir()) if parent.is_dir() else []:
@@ -305,6 +308,13 @@ def _apply(layer: tarfile.TarFile, member: tarfile.TarInfo, root: Path, dir_time
     dir_times.pop(name, None)
     if member.issym():  # tarfile dates files, not links
         os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+
+
+def _inside(root: Path, parts: list[str], name: str) -> None:
+    """Refuse a path in the tree whose way goes through a link (it would lead out of the tree)."""
+    for i in range(1, len(parts) + 1):
+        if root.joinpath(*parts[:i]).is_symlink():
+            raise RunnerError(f"a layer entry goes through a link: {name!r}", EXIT_ENVIRONMENT)
 
 
 def _remove(path: Path) -> None:

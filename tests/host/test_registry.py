@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import urllib.request
@@ -313,6 +314,23 @@ def test_a_layer_that_leaves_the_tree_is_refused(tmp_path, bad):
         image_files.unpack([bad], root)
     assert err.value.exit_code == EXIT_ENVIRONMENT and "\n" not in err.value.message
     assert sorted(p.name for p in tmp_path.rglob("*")) in (["root"], ["l", "root"])
+
+
+def test_a_hard_link_out_of_the_tree_is_refused(tmp_path):
+    """A hard link names its target by path, and extracting it links that file: one that leaves the
+    tree (by .. or through a link) would put a file of this machine into the image."""
+    (tmp_path / "secret").write_text("not the image's")
+    for bad in (
+        _layer(("h", "../secret", tarfile.LNKTYPE)),
+        _layer(("l", str(tmp_path), tarfile.SYMTYPE), ("h", "l/secret", tarfile.LNKTYPE)),
+    ):
+        root = tmp_path / "root"
+        root.mkdir()
+        with pytest.raises(RunnerError) as err:
+            image_files.unpack([bad], root)
+        assert err.value.exit_code == EXIT_ENVIRONMENT and "\n" not in err.value.message
+        assert not (root / "h").exists() and os.stat(tmp_path / "secret").st_nlink == 1
+        shutil.rmtree(root)
 
 
 def test_a_slurm_node_without_the_image_pulls_it_by_the_recorded_digest(engine, registry, small_image):
