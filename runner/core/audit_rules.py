@@ -1,12 +1,15 @@
 """The determinism audit's rules: which findings stop a strict run, and the one line that says so.
 Pure, standard library only (the worker imports it inside the image).
 
-The audit (:mod:`runner.worker.audit_gate`) runs one real training step with every operation watched and
-reports ``findings``: each operation that has no deterministic implementation, with the user-code
-frame that called it, and each determinism switch whose value in force after the step is not the
-one the profile set (user code turning cuDNN autotuning back on, say). An operation is allowed
-when the profile's ``allow_nondeterministic_ops`` names it (``aten::index_add_`` or
-``index_add_``); any other stops a run whose profile asks for the audit.
+The audit (:mod:`runner.worker.audit_step`) runs in each training process before it trains: the first
+step, watched, twice from the same state, and the first batch drawn twice. It reports ``findings``:
+each operation that has no deterministic implementation, with the user-code frame that called it;
+the first operation whose output differed between the twin steps (randomness the user brings: a
+generator seeded from the clock, an unseeded ``random``); whether the first batch differed (op
+``dataloader``); and each determinism switch whose value in force after the step is not the one the
+profile set. An operation is allowed when the profile's ``allow_nondeterministic_ops`` names it
+(``aten::index_add_`` or ``index_add_``; ``dataloader`` for the data); any other stops a run whose
+profile asks for the audit.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp, SwitchedFlag
+from runner.core.worker_io import (
+    AuditFindings,
+    AuditVerdict,
+    NondeterministicOp,
+    SwitchedFlag,
+    TwinDifference,
+)
 
-DIR = "audit"  # in the run dir: the audit step's own run dir
+DIR = "audit"  # in the run dir: where the audit's record goes
 FILE = "audit.json"  # in DIR: what the audit found, and whether the run was stopped
-ENV = "RUNNER_AUDIT"  # set for the audit's training process: RunContext runs one step into DIR
+ENV = "RUNNER_AUDIT"  # no longer set: the audit ran as a process of its own before it ran in-process
+DATA_OP = "dataloader"  # the name the data check's difference goes by (and is allowed by)
 EXIT_REFUSED = 3  # the worker's exit status when the audit stops the run
 
 # profile key → the flag read back from torch that must hold the profile's value
@@ -67,13 +77,32 @@ def judge(findings: AuditFindings, profile: Mapping[str, Any], seconds: float | 
     (``seconds``: how long the audit took, recorded with it)."""
     allow = tuple(str(a) for a in profile.get("allow_nondeterministic_ops") or [])
     refused = [o for o in findings.nondeterministic_ops if not allowed(o.op, allow)]
+    twins = [d for d in (findings.data, findings.twin) if d is not None and not allowed(d.op, allow)]
+    message = refusal(refused) if refused else twin_refusal(twins[0], findings.rank) if twins else None
     return AuditVerdict(
         findings=findings,
-        refused=bool(refused),
-        message=refusal(refused) if refused else None,
+        refused=bool(refused or twins),
+        message=message,
         allowed_ops=allow,
-        refused_ops=tuple(o.op for o in refused),
+        refused_ops=tuple(sorted({o.op for o in refused} | {d.op for d in twins})),
         seconds=seconds,
+    )
+
+
+def twin_refusal(d: TwinDifference, rank: int = 0) -> str:
+    """One line naming the first operation (or the data) that came out otherwise the second time."""
+    on = f" on rank {rank}" if rank else ""
+    if d.op == DATA_OP:
+        what = f"the first batch drawn twice from fresh iterators with the same seed differed{on} ({d.where})"
+    else:
+        place = ", ".join(p for p in (d.module and f"in {d.module}", d.where or "no user frame") if p)
+        backward = " in backward" if d.in_backward else ""
+        what = f"the step run twice from the same state{on} first differed at {d.op}{backward} ({place})"
+    return (
+        f"determinism audit: {what}: randomness the runner does not seed (a generator seeded from the "
+        "clock or os.urandom, an unseeded random/numpy, workers seeded from the clock) — seed it from "
+        f"the run's seed, or list it in determinism.allow_nondeterministic_ops=[{d.op}] to run anyway "
+        "(recorded), or determinism.audit=false"
     )
 
 

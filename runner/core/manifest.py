@@ -94,6 +94,8 @@ class Timings(_Model):
     image_seconds: float | None = None
     train_seconds: float | None = None
     container_seconds: float | None = None
+    # the determinism audit's own time (its twin step and data check, in the training process)
+    audit_seconds: float | None = None
     total_seconds: float
 
 

@@ -188,6 +188,7 @@ def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manif
         "train_seconds": result.train_seconds,
         "image_seconds": got.image_seconds,
         "container_seconds": got.container_seconds,
+        "audit_seconds": None if out.audit is None else out.audit.seconds,
     }
     return manifest.Manifest.model_validate(
         {

@@ -36,6 +36,7 @@ __all__ = [
     "JsonObject",
     "NondeterministicOp",
     "SwitchedFlag",
+    "TwinDifference",
     "WorkerPaths",
     "WorkerRequest",
     "WorkerResult",
@@ -263,6 +264,39 @@ class SwitchedFlag:
 
 
 @dataclass(frozen=True)
+class TwinDifference:
+    """Where the audited step, run twice from the same state, first came out otherwise: the
+    operation (``op`` is ``dataloader`` when the first batch drawn twice differed), the module it
+    ran in, and the user-code frame that called it."""
+
+    op: str
+    where: str | None
+    module: str | None = None
+    in_backward: bool = False
+    index: int = 0  # the operation's number in the step (0 for the data check)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "op": self.op,
+            "where": self.where,
+            "module": self.module,
+            "in_backward": self.in_backward,
+            "index": self.index,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "twin") -> TwinDifference:
+        f = Fields.of(data, where)
+        return cls(
+            f.str_("op"),
+            f.opt_str("where"),
+            f.opt_str("module"),
+            f.bool_("in_backward", False),
+            f.int_("index", 0),
+        )
+
+
+@dataclass(frozen=True)
 class AuditFindings:
     """What the audit's one watched training step saw: every operation without a deterministic
     implementation, and the switches user code left unlike the profile's."""
@@ -272,6 +306,13 @@ class AuditFindings:
     switched: tuple[SwitchedFlag, ...] = ()
     flags_after_step: Mapping[str, Json] = field(default_factory=dict)
     device: str = "?"
+    # the twin: the step run twice from the same state, and the first batch drawn twice
+    twin: TwinDifference | None = None  # the first operation whose output differed; None: none did
+    data: TwinDifference | None = (
+        None  # op "dataloader": the first batch differed; None: same (or not checked)
+    )
+    data_checked: bool = False
+    rank: int = 0  # the rank whose findings these are (DDP: each rank checks its own twin)
 
     def to_json(self) -> JsonObject:
         return {
@@ -280,6 +321,10 @@ class AuditFindings:
             "switched": [s.to_json() for s in self.switched],
             "flags_after_step": dict(self.flags_after_step),
             "device": self.device,
+            "twin": None if self.twin is None else self.twin.to_json(),
+            "data": None if self.data is None else self.data.to_json(),
+            "data_checked": self.data_checked,
+            "rank": self.rank,
         }
 
     @classmethod
@@ -293,7 +338,15 @@ class AuditFindings:
             switched=tuple(SwitchedFlag.from_json(s.data, s.where) for s in f.items("switched")),
             flags_after_step=f.obj("flags_after_step", {}),
             device=f.str_("device", "?"),
+            twin=_opt_twin(f.data.get("twin"), f"{where}: twin"),
+            data=_opt_twin(f.data.get("data"), f"{where}: data"),
+            data_checked=f.bool_("data_checked", False),
+            rank=f.int_("rank", 0),
         )
+
+
+def _opt_twin(data: object, where: str) -> TwinDifference | None:
+    return None if data is None else TwinDifference.from_json(data, where)
 
 
 @dataclass(frozen=True)
@@ -307,7 +360,7 @@ class AuditVerdict:
     message: str | None = None
     allowed_ops: tuple[str, ...] = ()  # the profile's allow_nondeterministic_ops
     refused_ops: tuple[str, ...] = ()
-    seconds: float | None = None  # the audit process's wall time
+    seconds: float | None = None  # the audit's wall time (the twin step and the data check)
 
     def to_json(self) -> JsonObject:
         """One object, the findings' keys beside the verdict's (the shape manifests record)."""

@@ -1,9 +1,10 @@
 """``python -m runner.audit experiment=… [overrides]``: the determinism audit alone, no training.
 
 The audit runs as a run of its own (same image, same environment, same data as the run those
-overrides describe, with ``determinism.audit=only``): one watched training step, whose findings
-are printed and recorded in that run's manifest under ``audit``. A strict run audits itself the
-same way before it trains (``determinism.audit=true``, the strict profile's default).
+overrides describe, with ``determinism.audit=only``): each training process draws its first batch
+twice and runs its first step twice from the same state, watched, then ends; the findings are
+printed and recorded in that run's manifest under ``audit``. A strict run audits itself the same
+way in its own processes before it trains (``determinism.audit=true``, the strict profile's default).
 """
 
 from __future__ import annotations
@@ -79,7 +80,18 @@ def render(run_dir: Path, found: AuditVerdict, out: Console) -> None:
         out.print(
             f"[yellow]switch:[/] {s.switch} is {s.in_force} after the step (the profile sets {s.profile})"
         )
-    out.print(f"{findings.ops_seen} operations seen on {findings.device}; record: {run_dir}")
+    for name, d in (("step twin", findings.twin), ("data twin", findings.data)):
+        if d is not None:
+            allowed = "allowed" if rules.allowed(d.op, found.allowed_ops) else "[red]not allowed[/]"
+            place = f"{d.module or '—'}, {d.where or '—'}"
+            out.print(f"[yellow]{name}:[/] first differed at {d.op} ({place}): {allowed}")
+    data = (
+        "the first batch drawn twice was the same" if findings.data_checked and findings.data is None else ""
+    )
+    out.print(
+        f"{findings.ops_seen} operations seen on {findings.device}, twice"
+        f"{'; ' + data if data else ''}; record: {run_dir}"
+    )
     if found.refused:
         out.print(found.message, style="bold red", markup=False, soft_wrap=True)
     else:

@@ -9,7 +9,7 @@ imported. Then:
   ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set (Lightning sees an externally
   launched DDP job), forwarding SIGTERM/SIGINT and failing fast when one rank dies; on node K
   of a multi-node run (``NODE_RANK``, set by the runner's node agent) it starts that node's
-  share of the ranks, and only the first node audits;
+  share of the ranks (each training process audits its own first step, when the profile asks);
 * a ``script`` or ``module`` experiment is run as a plain program with its arguments, in the
   run's ``outputs/`` (it may start its own processes, e.g. ``torch.multiprocessing.spawn``), or
   under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``.
@@ -37,7 +37,7 @@ from types import FrameType
 from runner.core import cluster, layout, worker_io
 from runner.core.errors import shell_status
 from runner.core.worker_io import ContractError, Experiment, Json, JsonObject, WorkerResult
-from runner.worker import audit_gate, facts
+from runner.worker import facts
 from runner.worker.context import RunContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
@@ -416,15 +416,9 @@ def main() -> int:
 
 
 def _run(ctx: RunContext, supervisor: Supervisor) -> int:
-    """The audit first when the profile asks for it (on the first node), then training."""
+    """Training (each training process audits its first step itself when the profile asks for
+    it: :class:`runner.worker.audit_step.AuditStep`), or the program."""
     request = ctx.request
-    wanted = "off" if ctx.auditing or "RANK" in os.environ else audit_gate.wanted(request)
-    if wanted == "only" and ctx.node_rank > 0:  # the first node audits alone; nothing trains
-        return 0
-    if wanted != "off" and ctx.node_rank == 0:
-        code = audit_gate.run_before(request, ctx.run_dir, supervisor.run_child)
-        if code or wanted == "only":
-            return code
     if request.experiment.program:
         return run_script(ctx, supervisor)
     if ctx.world_size > 1 and "RANK" not in os.environ:

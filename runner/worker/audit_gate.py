@@ -1,28 +1,23 @@
-"""Before a strict run trains: the determinism audit, in a process of its own, and its verdict.
+"""The determinism audit's verdict, in the training process, before it trains.
 
-:func:`run_before` starts ``python -m runner.worker`` once more with :data:`runner.core.audit_rules.ENV`
-set and a world of one process on the run's device kind. That process runs the experiment for one
-step under :class:`runner.worker.audit_step.AuditStep` into ``<run dir>/audit``. Here the findings
-are judged against the profile's allow-list and written back with the verdict; a refusal is one
-line on stderr and exit status :data:`runner.core.audit_rules.EXIT_REFUSED`, before any training.
+:class:`runner.worker.audit_step.AuditStep` gathers a rank's findings at its first batch; here they
+are judged against the profile's allow-list, every rank of a DDP run learns whether any rank's
+findings refuse the run (each checks its own twin; one refusal stops all), and the first rank
+writes the verdict to ``<run dir>/audit/audit.json``. A refusal is one line on stderr and exit
+status :data:`runner.core.audit_rules.EXIT_REFUSED`, before any training step.
 Standard library only at module level (the worker's launcher process never imports torch).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from runner.core import audit_rules as rules
 from runner.core import worker_io
-from runner.core.worker_io import AuditFindings, AuditVerdict, ContractError, WorkerRequest
-
-# How the worker runs the audit's process to its end: ``start(argv, env)`` → its shell-style status.
-Start = Callable[[list[str], Mapping[str, str]], int]
+from runner.core.worker_io import AuditFindings, AuditVerdict, Json, WorkerRequest
 
 
 def wanted(request: WorkerRequest) -> str:
@@ -33,43 +28,38 @@ def wanted(request: WorkerRequest) -> str:
     return rules.mode(request.determinism)
 
 
-def run_before(request: WorkerRequest, run_dir: Path, start: Start) -> int:
-    """Audit one step and judge it; 0 when training may start. ``start(argv, env)`` runs the audit
-    process to its end (the worker's own, so signals reach it) and returns its shell-style status."""
-    out = run_dir / rules.DIR
-    shutil.rmtree(out, ignore_errors=True)  # a resumed run audits again: nothing stale is read
-    out.mkdir(parents=True)
-    started = time.monotonic()
-    code = start([sys.executable, "-m", "runner.worker"], _audit_env(os.environ))
-    seconds = round(time.monotonic() - started, 3)
-    path = out / rules.FILE
-    findings = _findings(path)
-    _tidy(out)
-    if code != 0 or findings is None:
-        verdict = rules.not_completed(code)
-        worker_io.write(path, verdict)
-        print(f"runner.worker: {verdict.message}", file=sys.stderr)
-        return code or rules.EXIT_REFUSED
-    verdict = rules.judge(findings, request.determinism, seconds)
-    worker_io.write(path, verdict)
-    _report(verdict)
+def settle(findings: AuditFindings, profile: Mapping[str, Json], seconds: float, out: Path, rank: int) -> int:
+    """Judge this rank's ``findings``, agree with the other ranks, write the verdict (rank 0) and
+    report it; 0 when training may start, else :data:`~runner.core.audit_rules.EXIT_REFUSED`."""
+    verdict = agreed(rules.judge(findings, profile, seconds))
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        worker_io.write(out, verdict)
+        _report(verdict)
     return rules.EXIT_REFUSED if verdict.refused else 0
 
 
-def _audit_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The audit process's environment: the worker's, as one process of a world of one."""
-    ranks = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
-    env = {k: v for k, v in base.items() if k not in ranks}
-    env.update({rules.ENV: "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
-    return env
+def agreed(mine: AuditVerdict) -> AuditVerdict:
+    """In a DDP run, the verdict every rank goes by: rank 0's, unless another rank's refuses (then
+    the first refusing rank's, with rank 0's time). Alone: ``mine``."""
+    import torch.distributed as dist
 
-
-def _findings(path: Path) -> AuditFindings | None:
-    """What the audit step wrote; None when it wrote nothing whole (it died, or was stopped)."""
-    try:
-        return worker_io.read(path, AuditFindings.from_json)
-    except (OSError, ContractError):
-        return None
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mine
+    every: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine.to_json())
+    verdicts = [AuditVerdict.from_json(v, f"rank {r}'s audit") for r, v in enumerate(every)]
+    refusing = next((v for v in verdicts if v.refused), None)
+    if refusing is None:
+        return verdicts[0]
+    return AuditVerdict(
+        findings=refusing.findings,
+        refused=True,
+        message=refusing.message,
+        allowed_ops=refusing.allowed_ops,
+        refused_ops=refusing.refused_ops,
+        seconds=verdicts[0].seconds,
+    )
 
 
 def _report(verdict: AuditVerdict) -> None:
@@ -84,8 +74,9 @@ def _report(verdict: AuditVerdict) -> None:
         print(f"runner.worker: {verdict.message}", file=sys.stderr)
 
 
-def _tidy(out: Path) -> None:
-    """Keep the findings only: the audit step's outputs, weights and logs are not the run's."""
-    for p in out.iterdir():
-        if p.name != rules.FILE:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+def end_process(code: int) -> None:
+    """End this training process now, with ``code``: the audit refused the run, or it was the run's
+    only work (``runner audit``). What the experiment would do after training is not the audit's."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,62 +1,44 @@
-"""The determinism audit: one real training step (forward, backward, optimizer step on a real
-batch) with every operation watched, before a strict run trains.
+"""The determinism audit, in the training process itself, before it trains.
 
-The worker starts the audit as a process of its own (:func:`runner.worker.audit_gate.run_before`): the
-experiment runs unchanged, except that :class:`~runner.worker.context.RunContext` points it at ``<run
-dir>/audit`` and limits its Trainer to one step with :class:`AuditStep` as its only runner callback.
-During that step a dispatch mode sees every ATen operation; each is run with PyTorch's deterministic
-algorithms switched on, so one that has no deterministic implementation raises, is recorded with the
-user-code frame that called it (for a backward operation, the frame of the forward call that made
-it, from autograd's anomaly mode) and runs again with the user's own setting. After the step the
-determinism switches in force are read back and held to the profile. The findings go to
-``audit/audit.json``; the run is stopped when an operation is not in the profile's allow-list. The
-training run itself never runs under the mode: its overhead is the audit step's process only.
+:class:`AuditStep` is one more callback on the run's own Trainer (the same process, model, data and
+step: nothing is imported or loaded twice). When training starts it draws the first batch twice,
+from two fresh iterators of the training DataLoader with the same RNG states, and compares them.
+At the first training batch, before Lightning runs the step, it runs that step itself twice from
+the same state (weights, optimizer, every global RNG state: torch's CPU and CUDA generators,
+Python's ``random``, numpy's; the same batch), with every ATen operation watched:
+
+* each is run with PyTorch's deterministic algorithms switched on, so one that has no
+  deterministic implementation raises, is recorded with the user-code frame that called it (for a
+  backward operation, the frame of the forward call that made it, from autograd's anomaly mode)
+  and runs again with the user's own setting;
+* each output is hashed (:mod:`runner.worker.op_trace`), and the first operation whose output
+  differs between the two runs is named, with its module and frame: randomness the runner does not
+  seed (a generator of the user's own seeded from the clock, an unseeded ``random``) shows there.
+
+Then everything is put back as it was (generators found on the model included), the determinism
+switches in force are read back and held to the profile, and the findings are judged
+(:mod:`runner.worker.audit_gate`). Lightning then runs the first step as it would have without the
+audit. A generator of the user's own is not rewound between the twins, so a draw from it is
+named even when it is seeded from the run's seed (draw from torch's default generator, which the
+runner seeds, or allow the operation).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import sys
-import traceback
+import copy
+import time
 from collections.abc import Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from runner.core import audit_rules as rules
-from runner.core import worker_io
-from runner.core.worker_io import AuditFindings, Json, NondeterministicOp
+from runner.core.worker_io import AuditFindings, Json, NondeterministicOp, TwinDifference
+from runner.worker.frames import node_frames, stack_frames, user_frame
+
+__all__ = ["AuditStep", "OpWatch", "node_frames", "stack_frames", "user_frame"]
 
 _ALERT = "does not have a deterministic implementation"
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-
-
-def user_frame(code_dir: Path, frames: list[tuple[str, int]]) -> str | None:
-    """The innermost frame in the user's code (under ``code_dir``, outside the runner's own
-    package) as ``path:line`` relative to the code dir; None when no frame is the user's."""
-    root = str(code_dir.resolve()) + os.sep
-    own = root + "runner" + os.sep
-    for filename, line in reversed(frames):
-        full = os.path.realpath(filename)
-        if full.startswith(root) and not full.startswith(own):
-            return f"{full[len(root) :]}:{line}"
-    return None
-
-
-def stack_frames() -> list[tuple[str, int]]:
-    return [(f.filename, f.lineno or 0) for f in traceback.extract_stack()]
-
-
-def node_frames() -> list[tuple[str, int]]:
-    """In backward: the forward call stack anomaly mode kept on the autograd node being run."""
-    import torch
-
-    node = torch._C._current_autograd_node()
-    # torch's stubs declare Node.metadata a method; it is a dict-valued property
-    metadata: dict[str, Any] = node.metadata if node is not None else {}  # type: ignore[assignment]
-    text = "".join(metadata.get("traceback_") or [])
-    return [(f, int(n)) for f, n in _FRAME.findall(text)]
 
 
 def _dispatch_mode_base():
@@ -115,45 +97,230 @@ def _callback_base():
 
 
 class AuditStep(_callback_base()):  # type: ignore[misc]
-    """Watches the first training step (forward, backward, optimizer step), then stops the Trainer
-    and writes the findings and the switches in force to ``out``."""
+    """The audit of this training process (see the module's docstring); ``only``: no training
+    after it (``runner audit``), ``check_data``: draw the first batch twice."""
 
-    def __init__(self, out: Path, code_dir: Path, profile: Mapping[str, Json]):
-        self.out, self.profile = out, profile
-        self.watch = OpWatch(code_dir)
-        self._entered = contextlib.ExitStack()  # anomaly mode, then the watch: left in reverse
+    def __init__(
+        self,
+        out: Path,
+        code_dir: Path,
+        profile: Mapping[str, Json],
+        only: bool = False,
+        check_data: bool = True,
+    ):
+        self.out, self.code_dir, self.profile, self.only = out, code_dir, profile, only
+        self.check_data = check_data
+        self.data: TwinDifference | None = None
+        self.data_checked = False
+        self.seconds = 0.0
         self._done = False
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.check_data:
+            started = time.monotonic()
+            self.data_checked, self.data = data_twin(trainer, self.code_dir)
+            self.seconds += time.monotonic() - started
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        import warnings
+        from runner.worker import audit_gate
+        from runner.worker.determinism import flags_in_force
 
-        import torch
-
-        if self._done:
-            return
-        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")  # asked for, one step
-        # keeps each forward call's stack on its autograd node: backward findings name the forward frame
-        self._entered.enter_context(torch.autograd.detect_anomaly(check_nan=False))
-        self._entered.enter_context(self.watch)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._done:
             return
         self._done = True
-        self._entered.close()
-        from runner.worker.determinism import flags_in_force
-
+        started = time.monotonic()
+        watch, twin = step_twin(trainer, pl_module, batch, batch_idx, self.code_dir)
         flags = flags_in_force()
         findings = AuditFindings(
-            ops_seen=self.watch.ops,
-            nondeterministic_ops=self.watch.findings(),
+            ops_seen=watch.ops,
+            nondeterministic_ops=watch.findings(),
             switched=tuple(rules.switched(self.profile, flags)),
             flags_after_step=flags,
             device=str(pl_module.device),
+            twin=twin,
+            data=self.data,
+            data_checked=self.data_checked,
+            rank=trainer.global_rank,
         )
-        worker_io.write(self.out, findings)
-        # the audit's process has done its work: what the experiment does after training (evaluate,
-        # save weights) is not audited, and would only cost the run time
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        seconds = round(self.seconds + time.monotonic() - started, 3)
+        code = audit_gate.settle(findings, self.profile, seconds, self.out, trainer.global_rank)
+        if code or self.only:  # refused, or nothing to train: every rank ends here alike
+            audit_gate.end_process(code)
+
+
+def _no_log(*_args: Any, **_kwargs: Any) -> None:
+    """``LightningModule.log`` during the twin steps: what they compute is not the run's."""
+
+
+def _step(trainer, module, batch, batch_idx: int) -> None:
+    """One training step as Lightning's automatic optimization runs it (forward under the precision
+    plugin's context, backward, each optimizer's step), on the module itself: no DDP collective.
+    A module with manual optimization steps its optimizers itself."""
+    with trainer.precision_plugin.train_step_context():
+        out = module.training_step(batch, batch_idx)
+    if not module.automatic_optimization:
+        return
+    loss = out.get("loss") if isinstance(out, Mapping) else out
+    if loss is not None:
+        loss.backward()
+    for opt in trainer.optimizers:
+        opt.step()
+
+
+def step_twin(
+    trainer, module, batch, batch_idx: int, code_dir: Path
+) -> tuple[OpWatch, TwinDifference | None]:
+    """The step run twice from one state, watched; everything put back after. Returns the first
+    run's watch (its operations without a deterministic implementation) and the first difference."""
+    from runner.worker.op_trace import tracing
+
+    state = TrainingState.take(trainer, module)
+    watches, rows = [], []
+    module.log, module.log_dict = _no_log, _no_log
+    try:
+        for _ in range(2):
+            watch = OpWatch(code_dir)
+            with tracing(module, code_dir) as trace, watch:
+                _step(trainer, module, batch, batch_idx)
+            watches.append(watch)
+            rows.append(trace.rows)
+            state.restore(rewind_own=False)
+    finally:
+        del module.log, module.log_dict
+        state.restore(rewind_own=True)
+    return watches[0], first_difference(rows[0], rows[1])
+
+
+def first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> TwinDifference | None:
+    """The first operation of trace ``a`` whose output the same operation in trace ``b`` did not
+    repeat; None when every operation both ran gave the same output. The traces are aligned by
+    operation first: work only one of them did (a cache the first step filled, a lazily built
+    layer) is not a difference, what it computed is compared where the other trace uses it."""
+    from difflib import SequenceMatcher
+
+    match = SequenceMatcher(None, [r["op"] for r in a], [r["op"] for r in b], autojunk=False)
+    for i, j, n in match.get_matching_blocks():
+        for k in range(n):
+            if a[i + k]["out"] != b[j + k]["out"]:
+                return _difference(a[i + k], i + k)
+    return None
+
+
+def _difference(row: Mapping[str, Any], i: int) -> TwinDifference:
+    backward = "node" in row
+    return TwinDifference(
+        op=row["op"],
+        where=row.get("where"),
+        module=row.get("node") if backward else row.get("module"),
+        in_backward=backward,
+        index=i,
+    )
+
+
+class TrainingState:
+    """What a training step changes, copied: parameters, buffers and gradients, each optimizer's
+    state, every global RNG state; and the generators of the user's own found on the model."""
+
+    def __init__(self, trainer, module):
+        import torch
+        from lightning_fabric.utilities.seed import _collect_rng_states
+
+        self.module, self.optimizers = module, list(trainer.optimizers)
+        self.tensors = dict(chain(module.named_parameters(), module.named_buffers()))
+        self.values = {k: t.detach().clone() for k, t in self.tensors.items()}
+        self.grads = {k: None if p.grad is None else p.grad.clone() for k, p in module.named_parameters()}
+        self.opt_states = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        self.rng = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        self.own = [(g, g.get_state()) for g in own_generators(module)]
+
+    @classmethod
+    def take(cls, trainer, module) -> TrainingState:
+        return cls(trainer, module)
+
+    def restore(self, rewind_own: bool) -> None:
+        """Everything back as it was taken; the user's own generators only when ``rewind_own``."""
+        import torch
+        from lightning_fabric.utilities.seed import _set_rng_states
+
+        with torch.no_grad():
+            for k, t in self.tensors.items():
+                t.copy_(self.values[k])
+        for k, p in self.module.named_parameters():
+            p.grad = None if self.grads.get(k) is None else self.grads[k].clone()
+        for o, saved in zip(self.optimizers, self.opt_states, strict=True):
+            o.load_state_dict(copy.deepcopy(saved))
+        _set_rng_states(self.rng)
+        if rewind_own:
+            for g, s in self.own:
+                g.set_state(s)
+
+
+def own_generators(*objects: Any) -> list[Any]:
+    """``torch.Generator`` objects held as attributes by ``objects`` or, for modules, their
+    submodules (a layer's own noise source, say)."""
+    import torch
+
+    found: dict[int, Any] = {}
+    for obj in objects:
+        parts = obj.modules() if isinstance(obj, torch.nn.Module) else [obj]
+        for part in parts:
+            for v in vars(part).values():
+                if isinstance(v, torch.Generator):
+                    found[id(v)] = v
+    return list(found.values())
+
+
+def data_twin(trainer, code_dir: Path) -> tuple[bool, TwinDifference | None]:
+    """The first batch of the training DataLoader drawn twice, from fresh iterators with the same
+    RNG states (global, and the loader's and its sampler's generators); everything put back after.
+    Returns whether the check ran (not for several loaders, persistent workers or a resumed run's
+    sampler) and the difference, if any."""
+    import torch
+    from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+    from torch.utils.data import DataLoader
+
+    loader = trainer.train_dataloader
+    if not isinstance(loader, DataLoader) or loader.persistent_workers or trainer.ckpt_path:
+        return False, None
+    rng = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    own = [(g, g.get_state()) for g in own_generators(loader, loader.sampler, loader.batch_sampler or loader)]
+    hashes = []
+    try:
+        for _ in range(2):
+            _set_rng_states(rng)
+            for g, s in own:
+                g.set_state(s)
+            hashes.append(batch_sha256(next(iter(loader))))
+    finally:
+        _set_rng_states(rng)
+        for g, s in own:
+            g.set_state(s)
+    return True, None if hashes[0] == hashes[1] else loader_difference(loader, code_dir)
+
+
+def batch_sha256(batch: Any) -> str:
+    """A batch's hash: its tensors' bytes, and any other leaf's repr."""
+    import hashlib
+
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    from runner.worker.op_trace import tensor_sha256
+
+    parts = [tensor_sha256(x) if isinstance(x, torch.Tensor) else repr(x) for x in tree_leaves(batch)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def loader_difference(loader, code_dir: Path) -> TwinDifference:
+    """The data check's finding: where the loader's randomness may come from (its worker_init_fn,
+    its dataset's ``__getitem__``), as user-code frames."""
+    places = []
+    for fn in (loader.worker_init_fn, getattr(type(loader.dataset), "__getitem__", None)):
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            places.append(user_frame(code_dir, [(code.co_filename, code.co_firstlineno)]))
+    where = ", ".join(p for p in places if p) or None
+    dataset = type(loader.dataset).__name__
+    return TwinDifference(
+        op=rules.DATA_OP, where=where, module=f"{dataset}, {loader.num_workers} worker(s)", index=0
+    )

@@ -44,8 +44,7 @@ class RunContext:
         request = worker_io.read(Path(path), WorkerRequest.from_json)
         run_dir = Path(request.paths.run_dir)
         return cls(
-            # the determinism audit's one step writes into a run dir of its own
-            run_dir=run_dir / audit_rules.DIR if os.environ.get(audit_rules.ENV) else run_dir,
+            run_dir=run_dir,
             code_dir=Path(request.paths.code_dir),
             data_dir=Path(request.paths.data_dir),
             request=request,
@@ -81,17 +80,25 @@ class RunContext:
 
     @property
     def auditing(self) -> bool:
-        """True in the determinism audit's process: one step, watched (:mod:`runner.worker.audit_gate`)."""
-        return bool(os.environ.get(audit_rules.ENV))
+        """True when this run is the determinism audit alone (``runner audit``): its processes end
+        after the audit, before training (:mod:`runner.worker.audit_step`)."""
+        return self._audit == "only"
+
+    @property
+    def _audit(self) -> str:
+        """``on``, ``only`` or ``off``: whether the training processes audit their first step."""
+        from runner.worker.audit_gate import wanted
+
+        return wanted(self.request)
 
     @property
     def nodes(self) -> int:
-        """Nodes the run spans (1 in the audit's process, which runs alone)."""
-        return 1 if self.auditing else self.request.nodes
+        """Nodes the run spans."""
+        return self.request.nodes
 
     @property
     def node_rank(self) -> int:
-        return 0 if self.auditing else int(os.environ.get("NODE_RANK", 0))
+        return int(os.environ.get("NODE_RANK", 0))
 
     @property
     def seed(self) -> int:
@@ -197,19 +204,26 @@ class RunContext:
         return "warn" if on and self.determinism.get("allow_nondeterministic_ops") else on
 
     def _watching(self, kw: dict[str, Any]) -> list[Callback]:
-        """The runner's own callbacks that watch training: fingerprints (and the operation traces of
-        ``fingerprints.trace_steps``), or in the audit's process the audit step alone, with the
-        Trainer limited to that one step."""
-        if self.auditing:
+        """The runner's own callbacks that watch training: the determinism audit first, when the
+        profile asks for it (its twin step runs before any other callback sees the first batch),
+        then fingerprints and the operation traces of ``fingerprints.trace_steps``; the audit
+        alone, with no validation, when the run is the audit only."""
+        watching: list[Callback] = []
+        audit = self._audit
+        if audit != "off":
             from runner.worker.audit_step import AuditStep
 
-            kw.update(max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)
-            return [AuditStep(self.run_dir / audit_rules.FILE, self.code_dir, self.determinism)]
+            out = self.run_dir / audit_rules.DIR / audit_rules.FILE
+            check_data = self.resume_checkpoint is None  # a resumed sampler starts mid-epoch, once
+            watching.append(AuditStep(out, self.code_dir, self.determinism, audit == "only", check_data))
+        if audit == "only":
+            kw.update(limit_val_batches=0, num_sanity_val_steps=0)
+            return watching
         from runner.worker.fingerprint_callback import FingerprintWriter
 
-        watching: list[Callback] = [
+        watching.append(
             FingerprintWriter(self.run_dir / layout.FINGERPRINTS, every_k=self.request.fingerprint_every)
-        ]
+        )
         steps = op_traces.trace_steps(self.request.config)
         if steps:
             from runner.worker.op_trace import OpTrace

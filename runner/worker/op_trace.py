@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning import Callback
 
 from runner.core import op_traces
-from runner.worker.audit_step import node_frames, stack_frames, user_frame
+from runner.worker.frames import node_frames, stack_frames, user_frame
 
 
 def tensor_sha256(t) -> str:
@@ -102,45 +103,52 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
         return out
 
 
+@contextlib.contextmanager
+def tracing(module: Any, code_dir: Path) -> Iterator[TraceMode]:
+    """Every operation run inside hashed into the :class:`TraceMode` it yields, each forward one
+    named by the module it ran in (``module``'s names), each backward one by its forward frame."""
+    import warnings
+
+    import torch
+
+    names = {id(m): name or type(m).__name__ for name, m in module.named_modules()}
+    stack: list[str] = []
+
+    def enter(m, _inputs) -> None:
+        stack.append(f"{names.get(id(m), type(m).__name__)} ({type(m).__name__})")
+
+    def leave(m, _inputs, _output) -> None:  # returns None: the module's output stays its own
+        if stack:
+            stack.pop()
+
+    hooks = [
+        torch.nn.modules.module.register_module_forward_pre_hook(enter),
+        torch.nn.modules.module.register_module_forward_hook(leave),
+    ]
+    try:
+        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
+        with torch.autograd.detect_anomaly(check_nan=False), TraceMode(code_dir, stack) as mode:
+            yield mode
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 class OpTrace(Callback):
     def __init__(self, run_dir: Path, code_dir: Path, steps: list[int]):
         self.run_dir, self.code_dir, self.steps = run_dir, code_dir, set(steps)
         self._mode: TraceMode | None = None  # set during a traced step
-        self._entered = contextlib.ExitStack()  # anomaly mode, then the trace mode: left in reverse
-        self._hooks: list = []
+        self._entered = contextlib.ExitStack()  # the hooks, anomaly mode and the trace mode
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        import warnings
-
-        import torch
-
         if not trainer.is_global_zero or trainer.global_step + 1 not in self.steps:
             return
-        names = {id(m): name or type(m).__name__ for name, m in pl_module.named_modules()}
-        stack: list[str] = []
-
-        def enter(m, _inputs) -> None:
-            stack.append(f"{names.get(id(m), type(m).__name__)} ({type(m).__name__})")
-
-        def leave(m, _inputs, _output) -> None:  # returns None: the module's output stays its own
-            if stack:
-                stack.pop()
-
-        self._hooks = [
-            torch.nn.modules.module.register_module_forward_pre_hook(enter),
-            torch.nn.modules.module.register_module_forward_hook(leave),
-        ]
-        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
-        self._entered.enter_context(torch.autograd.detect_anomaly(check_nan=False))
-        self._mode = TraceMode(self.code_dir, stack)
-        self._entered.enter_context(self._mode)
+        self._mode = self._entered.enter_context(tracing(pl_module, self.code_dir))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._mode is None:
             return
         mode, self._mode = self._mode, None
         self._entered.close()
-        for h in self._hooks:
-            h.remove()
         path = self.run_dir / op_traces.file_name(trainer.global_step)
         path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in mode.rows))
