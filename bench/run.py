@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    audit_cost,
     container_vs_host,
     determinism_cost,
     hash_speed,
@@ -80,6 +81,8 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
         figures += script_overhead.measure(str(cfg["dataset"]["root"]), sizes.reps, work, _log)
         _log("bench: 5. strict against fast determinism")
         figures += determinism_cost.measure(sizes.overrides(), sizes.reps, work, _log)
+        _log("bench: 6. what the determinism audit costs: the default run, strict against fast")
+        figures += audit_cost.measure(sizes.overrides(), sizes.reps, work, _log)
     except BaseException:
         _log(f"bench: stopped; run dirs kept in {work} for inspection")
         raise
@@ -95,6 +98,8 @@ def run_suite(sizes: Sizes, out_dir: Path, quick: bool) -> dict:
         "hash_cache_hit_ms",
         "train_throughput_ratio",
         "strict_vs_fast_throughput",
+        "audit_wall_ratio",
+        "audit_seconds",
     ]
     figures.sort(key=lambda f: order.index(f.id) if f.id in order else len(order))
     info["load_average_end"] = results.load_average()

@@ -93,7 +93,8 @@ def twin_refusal(d: TwinDifference, rank: int = 0) -> str:
     """One line naming the first operation (or the data) that came out otherwise the second time."""
     on = f" on rank {rank}" if rank else ""
     if d.op == DATA_OP:
-        what = f"the first batch drawn twice from fresh iterators with the same seed differed{on} ({d.where})"
+        source = ": ".join(p for p in (d.module, d.where) if p)
+        what = f"the first batch drawn twice from fresh iterators with the same seed differed{on} ({source})"
     else:
         place = ", ".join(p for p in (d.module and f"in {d.module}", d.where or "no user frame") if p)
         backward = " in backward" if d.in_backward else ""

@@ -24,7 +24,9 @@ def noisy_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("noisy")
     out = {}
     for name in ("a", "b"):
-        proc = run_runner(*NOISY, "fingerprints.trace_steps=[1]", f"hydra.run.dir={root / name}")
+        # the audit's twin step names the noise before training: allowed, so that the runs train
+        allow = "determinism.allow_nondeterministic_ops=[aten::randn]"
+        proc = run_runner(*NOISY, allow, "fingerprints.trace_steps=[1]", f"hydra.run.dir={root / name}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[name] = root / name
     return out
@@ -33,7 +35,13 @@ def noisy_runs(tmp_path_factory):
 def test_two_noisy_runs_diverge_and_diff_names_the_step_and_the_operation(noisy_runs):
     a, b = manifest(noisy_runs["a"]), manifest(noisy_runs["b"])
     assert a["outputs"]["model.pt"]["sha256"] != b["outputs"]["model.pt"]["sha256"]
-    assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []  # randn is not flagged
+    assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []  # torch flags no op
+    twin = a["audit"]["twin"]  # the twin step found the noise, allowed
+    assert (
+        twin["op"] == "aten::randn"
+        and twin["module"] == "net.1 (Noise)"
+        and twin["where"].startswith("experiments/noisy.py:")
+    )
     assert list(a["op_traces"]) == ["op-trace-step-00000001.jsonl"]
     proc = run_runner(str(noisy_runs["a"]), str(noisy_runs["b"]), "--json", module="runner.diff")
     assert proc.returncode == 1, proc.stderr  # they differ: 1, as diff(1) says
@@ -114,7 +122,7 @@ def test_edited_manifest_and_one_whose_replay_would_set_another_value_are_refuse
 def test_audit_finds_nothing_to_refuse_in_mnist_ddp():
     proc = run_runner("launch.processes=1", "model.train_samples=1024", module="runner.audit")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "nothing to refuse" in proc.stdout and "operations seen on cpu" in proc.stdout
+    assert "nothing to refuse" in proc.stdout and "operations seen on cpu, twice" in proc.stdout
 
 
 def test_strict_run_stops_on_an_op_without_deterministic_implementation_unless_allowed(tmp_path):
