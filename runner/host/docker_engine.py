@@ -368,9 +368,11 @@ class PodmanEngine(DockerEngine):
 
     ``base_url``: the service's socket (None: the user's own, ``$XDG_RUNTIME_DIR/podman/podman.sock``).
     When nothing answers there and ``start_service`` is true, the runner starts the user's
-    ``podman --runtime RUNTIME system service`` on it (in a session of its own, so a Ctrl-C meant
-    for the run does not stop the engine under it) and stops what it started on :meth:`close` or
-    when this process ends; a runner killed outright leaves it to stop after ``idle_s`` idle seconds.
+    ``podman --runtime RUNTIME system service`` on a socket of its own beside it (so that runs side
+    by side, each with its own, never stop one another's; in a session of its own, so a Ctrl-C
+    meant for the run does not stop the engine under it) and stops what it started on
+    :meth:`close` or when this process ends; a runner killed outright leaves it to stop after
+    ``idle_s`` idle seconds.
     ``runtime``: ``runc`` (``crun`` fails on hybrid cgroups: "cgroups in hybrid mode not supported").
 
     Rootless, the container keeps the user's uid (user namespace ``keep-id``), so what it writes
@@ -407,6 +409,7 @@ class PodmanEngine(DockerEngine):
             ):
                 raise self._unreachable(exc) from None
         self._service = _Service.start(self.base_url or "", self.runtime, self.idle_s)
+        self.base_url = self._service.url
         try:
             self._client = self._service.wait_for(self._open)
         except (docker.errors.DockerException, RunnerError) as exc:
@@ -475,14 +478,13 @@ class _Service:
         atexit.register(self.stop)
 
     @classmethod
-    def start(cls, url: str, runtime: str, idle_s: int) -> _Service:
-        sock = Path(url[len("unix://") :])
-        log = sock.parent / "runner-podman-service.log"
+    def start(cls, beside: str, runtime: str, idle_s: int) -> _Service:
+        """A service on a socket of this process's own, in the directory of ``beside``'s."""
+        sock = Path(beside[len("unix://") :]).with_name(f"runner-{os.getpid()}-{time.monotonic_ns()}.sock")
+        url, log = f"unix://{sock}", sock.with_suffix(".log")
         argv = ["podman", "--runtime", runtime, "system", "service", f"--time={idle_s}", url]
         try:
             sock.parent.mkdir(parents=True, exist_ok=True)
-            if sock.is_socket():  # nothing answered on it: a dead service's leftover
-                sock.unlink()
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -522,6 +524,8 @@ class _Service:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.unlink(missing_ok=True)  # a service that ended well leaves nothing behind
+        Path(self.url[len("unix://") :]).unlink(missing_ok=True)
 
 
 class _Lifeline:

@@ -141,9 +141,10 @@ def podman_run(user: User, image: str) -> Path:
 
 
 def _service_is_gone(user: User) -> None:
-    """The runner stopped the service it started: nothing listens on the user's socket."""
-    sock = Path(user.env["XDG_RUNTIME_DIR"]) / "podman" / "podman.sock"
-    assert not sock.exists(), f"{sock} is still there: the runner left its podman service running"
+    """The runner stopped the service it started (on a socket of its own, beside the user's):
+    no socket and no log of one is left, and no `podman system service` of the user runs."""
+    left = sorted(p.name for p in (Path(user.env["XDG_RUNTIME_DIR"]) / "podman").glob("*.sock"))
+    assert left == [], f"{left}: the runner left its podman service running"
 
 
 def _containers(user: User, run_dir: Path) -> list[str]:
@@ -338,16 +339,30 @@ def test_a_service_that_already_answers_is_used_and_left_running(user, image):
     _service_is_gone(user)
 
 
+def test_runs_side_by_side_each_stop_only_their_own_service(user, image):
+    """The first run to end stops the service it started; the other, still running, is not hurt."""
+    dirs = [user.work / "side-a", user.work / "side-b"]
+    procs = [
+        user.start("engine=podman", f"hydra.run.dir={d}", *PROBE, probe_args("report", "--wait", "go"))
+        for d in dirs
+    ]
+    for d, proc in zip(dirs, procs, strict=True):
+        wait_for(lambda d=d: _containers(user, d), proc=proc)
+    for d, proc in zip(dirs, procs, strict=True):
+        (d / "go").touch()
+        code, _, err = finish(proc)
+        assert code == 0, err[-3000:]
+        assert _containers(user, d) == [] and manifest(d)["status"] == "completed"
+    _service_is_gone(user)
+
+
 def test_a_podman_service_that_cannot_start_is_one_line_and_leaves_a_whole_record(user):
     run_dir = user.work / "no-podman"
     nowhere = "unix:///proc/no-such-dir/podman.sock"  # nothing answers there, and no service can listen
     p = user.runner("engine=podman", f"launch.engine.base_url={nowhere}", f"hydra.run.dir={run_dir}", *PROBE)
     assert p.returncode == 3, p.stderr[-2000:]
-    assert (
-        p.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            "runner: error: cannot start podman system service on unix:///proc/no-such-dir/podman.sock: "
-        )
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "runner: error: cannot start podman system service on unix:///proc/no-such-dir/runner-"
     )
     assert manifest(run_dir)["status"] == "failed" and "Traceback" not in p.stderr
