@@ -131,6 +131,8 @@ def main_import(argv: list[str]) -> int:
         import_file(args.file, args.engine)
     except RunnerError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        fail(RunnerError("interrupted: the engine may hold the image's layers loaded so far, no image", 130))
     return 0
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,32 @@ def test_run_loads_hydra_but_not_the_comparison_code():
     proc, names = _imported_by("run", "--help")
     assert proc.returncode == 0 and "hydra" in names and FLOWS["run"] in names, proc.stderr[-2000:]
     assert not names & {"runner.core.compare", "runner.flows.diff", "runner.flows.summary", "matplotlib"}
+
+
+def test_ctrl_c_while_an_image_loads_is_one_line(tmp_path):
+    """`runner import` interrupted while the engine takes the file: status 130 and one line (an
+    engine socket that takes the request and never answers holds it there)."""
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    sock = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock))
+        server.listen()
+        server.settimeout(60)
+        proc = subprocess.Popen(
+            [str(SCRIPT), "import", str(archive)],
+            cwd=ROOT,
+            env={**os.environ, "DOCKER_HOST": f"unix://{sock}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        conn, _ = server.accept()  # the runner is waiting for the engine
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        conn.close()
+    assert proc.returncode == 130 and err.startswith("runner: error: interrupted"), err[-2000:]
+    assert err.count("\n") == 1
