@@ -20,7 +20,7 @@ from typing import Any
 from pytorch_lightning import Callback
 
 from runner.core import op_traces
-from runner.worker.frames import node_frames, stack_frames, user_frame
+from runner.worker.frames import Callers, node_frames
 
 
 def tensor_sha256(t) -> str:
@@ -76,6 +76,7 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
     def __init__(self, code_dir: Path, modules: list[str]):
         super().__init__()
         self.code_dir, self.modules = code_dir, modules
+        self.callers = Callers(code_dir)
         self.rows: list[dict[str, Any]] = []
 
     def __torch_dispatch__(
@@ -95,10 +96,10 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
         }
         if node is not None:
             row["node"] = node.name()
-            row["where"] = user_frame(self.code_dir, node_frames())
+            row["where"] = self.callers.first(reversed(node_frames()))
         else:
             row["module"] = self.modules[-1] if self.modules else None
-            row["where"] = user_frame(self.code_dir, stack_frames())
+            row["where"] = self.callers.here()
         self.rows.append(row)
         return out
 
