@@ -165,6 +165,10 @@ class ImageStore:
             )
             shutil.rmtree(scratch / "oci")
             final = self._dir(image_id)
+            if final.exists():  # an entry left without its image.json (cut short): no image, replaced
+                stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=self.root))
+                final.rename(stale / "entry")
+                shutil.rmtree(stale, ignore_errors=True)
             scratch.rename(final)
             return final / ROOTFS
         except BaseException:

@@ -1,10 +1,14 @@
-"""Charliecloud's image cache and command line, without unpacking or running anything: which
-unpacked image a name finds, how a base is known by the images built on it, and what ch-run is
-asked to do for a request (the real runs are in test_charliecloud.py and e2e/test_charliecloud.py)."""
+"""Charliecloud's image cache and command line, without running anything: which unpacked image a
+name finds, how a base is known by the images built on it, what ch-run is asked to do for a
+request, and an entry an unpack left half-written (a tiny image file, unpacked by skopeo and umoci;
+the real runs are in test_charliecloud_engine.py and e2e/test_charliecloud.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +54,50 @@ def test_a_half_written_or_foreign_entry_is_no_image(tmp_path):
     (store.root / "junk" / "image.json").write_text('{"id": "../../etc"}')
     (store.root / "junk" / "rootfs").mkdir()
     assert [img.id for img in store.all()] == [A]
+
+
+def _tiny_archive(path: Path) -> str:
+    """A docker-archive of one layer holding hello.txt; returns its image id."""
+
+    def tar(entries: dict[str, bytes], fileobj) -> None:
+        with tarfile.open(fileobj=fileobj, mode="w") as t:
+            for name, data in entries.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+
+    layer = io.BytesIO()
+    tar({"hello.txt": b"hi\n"}, layer)
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    ).encode()
+    image_id = hashlib.sha256(config).hexdigest()
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": ["tiny:1"], "Layers": ["l/layer.tar"]}]
+    with path.open("wb") as f:
+        tar(
+            {
+                f"{image_id}.json": config,
+                "l/layer.tar": layer.getvalue(),
+                "manifest.json": json.dumps(manifest).encode(),
+            },
+            f,
+        )
+    return "sha256:" + image_id
+
+
+def test_an_entry_an_unpack_left_without_its_record_is_replaced(tmp_path):
+    """A runner stopped between moving an unpacked tree into place and writing its image.json
+    leaves an entry that is no image; loading the image again replaces it (it was a traceback)."""
+    image_id = _tiny_archive(tmp_path / "tiny.tar")
+    store = ImageStore(tmp_path / "images")
+    left = store.root / image_id.removeprefix("sha256:") / "rootfs"
+    left.mkdir(parents=True)
+    (left / "stale").write_text("from the attempt cut short")
+    img = store.load_file(tmp_path / "tiny.tar")
+    assert img.id == image_id and sorted(p.name for p in img.root.iterdir()) == ["hello.txt"]
+    assert store.find("tiny:1").id == image_id
+    assert sorted(p.name for p in store.root.iterdir() if not p.name.endswith(".lock")) == [image_id[7:]]
 
 
 def test_a_base_is_known_by_the_images_built_on_it_unless_they_disagree(tmp_path):
