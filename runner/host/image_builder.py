@@ -143,7 +143,7 @@ def exact(
     if image_file is not None:
         from runner.host import image_files
 
-        ids = image_files.load(engine, image_file)
+        ids = image_files.load(engine, image_file, expect=recorded.id)  # another image is not loaded
         if recorded.id not in ids:
             raise RunnerError(
                 f"{image_file} holds image {', '.join(ids) or 'none'}, not the recorded {recorded.id} "

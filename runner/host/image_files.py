@@ -392,9 +392,11 @@ def sniff(path: Path) -> str:
     raise RunnerError(f"{path} is a tar archive but no image (no manifest.json, no oci-layout)", EXIT_USAGE)
 
 
-def load(engine: Engine, path: Path) -> list[str]:
+def load(engine: Engine, path: Path, expect: str | None = None) -> list[str]:
     """Load the image file into ``engine``; the ids of the images it held. An OCI file goes through
-    skopeo into a docker-archive first (its config unchanged: the same id)."""
+    skopeo into a docker-archive first (its config unchanged: the same id). With ``expect`` (an
+    image id), a file that does not hold that image is not loaded at all (its names would move
+    tags in the engine): the ids it holds are returned for the caller to refuse."""
     fmt = sniff(path)
     if fmt == SQUASHFS:
         raise RunnerError(
@@ -402,7 +404,7 @@ def load(engine: Engine, path: Path) -> list[str]:
             EXIT_USAGE,
         )
     if fmt == DOCKER_ARCHIVE:
-        return engine.load(path)
+        return _load_archive(engine, path, expect)
     if shutil.which("skopeo") is None:
         raise RunnerError(
             f"loading the OCI file {path} needs skopeo: `make registry` installs it", EXIT_ENVIRONMENT
@@ -418,7 +420,25 @@ def load(engine: Engine, path: Path) -> list[str]:
         if done.returncode != 0:
             why = " ".join(done.stderr.split())[-300:]
             raise RunnerError(f"cannot read the OCI file {path}: {why}", EXIT_USAGE)
-        return engine.load(archive)
+        return _load_archive(engine, archive, expect, shown=path)
+
+
+def _load_archive(engine: Engine, archive: Path, expect: str | None, shown: Path | None = None) -> list[str]:
+    if expect is not None:
+        held = archive_ids(archive, shown or archive)
+        if expect not in held:
+            return held
+    return engine.load(archive)
+
+
+def archive_ids(archive: Path, shown: Path) -> list[str]:
+    """The ids of the images a docker-archive holds (its configs' sha256), read without loading it."""
+    try:
+        with tarfile.open(archive) as tar:
+            entries = json.load(_member(tar, "manifest.json"))
+            return ["sha256:" + _sha256_stream(_member(tar, str(e["Config"])))[0] for e in entries]
+    except (KeyError, IndexError, TypeError, ValueError, tarfile.TarError) as exc:
+        raise RunnerError(f"{shown} is not an image file the runner reads: {exc}", EXIT_USAGE) from None
 
 
 def _oci_name(path: Path) -> str | None:

@@ -136,12 +136,16 @@ def test_an_image_file_must_hold_the_recorded_image(engine, small_image, tmp_pat
     assert exact.image is not None and engine.image_id(tag) == image_id
     assert exact.how == f"loaded {tag} from {saved} (the recorded image id)"
 
+    _gone(engine, image_id)
     with pytest.raises(RunnerError) as err:
         image_builder.exact(engine, _record("sha256:" + "3" * 64, tag), saved, lambda line: None)
     assert err.value.exit_code == EXIT_ENVIRONMENT
     assert err.value.message == (
         f"{saved} holds image {image_id}, not the recorded {'sha256:' + '3' * 64} — nothing was run"
     )
+    assert (
+        engine.image_id(image_id) is None and engine.image_id(tag) is None
+    )  # refused unloaded: no tag moved
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("hello")
     with pytest.raises(RunnerError) as err:
