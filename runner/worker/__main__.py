@@ -165,7 +165,10 @@ class _ChildExits:
     def wait(self, timeout: float) -> None:
         live = [self.fds[c.pid] for c in self.children if c.returncode is None and c.pid in self.fds]
         if live and self.usable:
-            select.select(live, [], [], timeout)
+            poller = select.poll()  # not select(): a pidfd may be numbered past FD_SETSIZE
+            for fd in live:
+                poller.register(fd, select.POLLIN)
+            poller.poll(timeout * 1000)
         else:
             time.sleep(timeout)
 
