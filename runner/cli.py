@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from runner.core.commands import COMMANDS as COMMAND_LINES
-from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 
 USAGE = "\n".join(
@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command(args[1:]) or 0)
     except RunnerError as exc:
         fail(exc)
+    except KeyboardInterrupt:  # a command that had nothing of its own to say about a Ctrl-C
+        fail(RunnerError("interrupted", EXIT_INTERRUPTED))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,31 @@ def test_ctrl_c_while_an_image_loads_is_one_line(tmp_path):
         conn.close()
     assert proc.returncode == 130 and err.startswith("runner: error: interrupted"), err[-2000:]
     assert err.count("\n") == 1
+
+
+def test_ctrl_c_in_any_command_is_one_line(tmp_path):
+    """`runner verify` interrupted while it reads the key (a pipe that never ends): 130, one line."""
+    (tmp_path / "run").mkdir()
+    fifo = tmp_path / "key.pub"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [str(SCRIPT), "verify", str(tmp_path / "run"), "--key", str(fifo)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:  # the write end opens once the runner has the read end open: it is reading
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 130 and err == "runner: error: interrupted\n", err[-2000:]
