@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "parameter fingerprints differ",
     )
     p.add_argument(
-        "--plot-size", metavar="WxH", default="1000x600", type=_size, help="the PNG's size in pixels"
+        "--plot-size",
+        metavar="WxH",
+        type=_size,
+        help="with --plot: the PNG's size in pixels (default 1000x600)",
     )
     return p
 
@@ -144,12 +147,15 @@ def draw(a: records.RunRecord, b: records.RunRecord, d: compare.RunDiff, path: s
 
 def main(argv: list[str] | None = None) -> int:
     """Print the comparison; 1 when the runs differ (as diff(1) and ``git diff --exit-code``), else 0."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.plot_size and not args.plot:
+        parser.error("--plot-size needs --plot FILE.png")
     try:
         a, b = records.load(args.a), records.load(args.b)
         d = compare_records(a, b)
         if args.plot:
-            draw(a, b, d, args.plot, args.plot_size)
+            draw(a, b, d, args.plot, args.plot_size or (1000, 600))
     except RunnerError as exc:
         fail(exc)
     if args.json:

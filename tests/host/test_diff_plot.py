@@ -88,3 +88,5 @@ def test_plot_refuses_a_run_without_fingerprints_and_a_bad_size_in_one_line(tmp_
     assert not (tmp_path / "x.png").exists()
     proc = run_runner(str(a), str(a), "--plot", "x.png", "--plot-size", "big", module="runner.diff")
     assert proc.returncode == 2 and "is not WIDTHxHEIGHT" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_runner(str(a), str(a), "--plot-size", "800x500", module="runner.diff")  # a size, no plot
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("error: --plot-size needs --plot FILE.png")
