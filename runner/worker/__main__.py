@@ -127,12 +127,18 @@ class Supervisor:
         return 128 + (self.stopping or signal.SIGINT)
 
 
+# How a process ends when it is the cause (it crashed, or the OOM killer took it) ...
+_CRASHES = (signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+# ... and how a DDP rank ends when a peer went away: an uncaught Python exception (status 1), or
+# c10d's watchdog aborting it (SIGABRT)
+_COLLATERAL = (1, -signal.SIGABRT)
+
+
 def _cause_first(child: subprocess.Popen) -> int:
-    """Order of blame among children seen ended in one look: a child a signal ended (a segfault,
-    the OOM killer) before one that exited with its own status, and status 1 (an uncaught Python
-    exception: what a DDP rank raises when its peer goes away) last; otherwise start order."""
+    """Order of blame among children seen ended in one look: a crash first, then any other status
+    of a child's own, then what a rank whose peer went away ends with; start order within each."""
     code = child.returncode
-    return 0 if code < 0 else 2 if code == 1 else 1
+    return 0 if -code in _CRASHES else 2 if code in _COLLATERAL else 1
 
 
 class _ChildExits:

@@ -106,3 +106,13 @@ def test_of_children_seen_ended_together_status_1_is_the_collateral_one():
     os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)
     os.waitid(os.P_PID, second.pid, os.WEXITED | os.WNOWAIT)
     assert sup.wait() == 7
+
+
+def test_a_rank_that_c10d_aborted_is_collateral_too():
+    """NCCL's watchdog aborts a rank whose peer failed (SIGABRT): the peer's own status is the run's."""
+    sup = Supervisor()
+    first = sup.start(_dies(signal.SIGABRT, after=0.3), os.environ)
+    second = sup.start(_sleeper(0, exit_code=7), os.environ)
+    os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)
+    os.waitid(os.P_PID, second.pid, os.WEXITED | os.WNOWAIT)
+    assert sup.wait() == 7
