@@ -4,8 +4,8 @@ Slurm tells a job where it runs through environment variables (``SLURM_JOB_ID``,
 ``SLURM_JOB_NODELIST``, …) and, for the cores on each node, through ``scontrol show job -d``.
 This module turns those into
 
-* the manifest's ``cluster`` record (:func:`record`): job id, array index, node list,
-  partition, the cores and GPUs the job was given — a replay elsewhere does not need it,
+* the manifest's ``cluster`` record (:func:`record`): job id, the user it ran as, array index,
+  node list, partition, the cores and GPUs the job was given — a replay elsewhere does not need it,
   it says where the bits were made;
 * the job's :class:`~runner.core.slots.Slot` (:func:`slot`): the container is pinned to the
   allocation's cores and handed the allocation's GPUs, exactly as a local sweep slot is, so
@@ -75,6 +75,7 @@ def record(env: Mapping[str, str], cpu_ids: Sequence[int] | None) -> dict[str, A
         "scheduler": "slurm",
         "cluster": env.get("SLURM_CLUSTER_NAME"),
         "job_id": env.get("SLURM_JOB_ID"),
+        "user": env.get("SLURM_JOB_USER"),  # whom Slurm ran the job as
         "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
         "array_task_id": _int(env.get("SLURM_ARRAY_TASK_ID")),
         "restart_count": _int(env.get("SLURM_RESTART_COUNT")) or 0,

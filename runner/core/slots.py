@@ -28,6 +28,7 @@ class Slot:
     cpus: tuple[int, ...]
     gpus: tuple[int, ...] = ()
     mem_mb: int | None = None  # the memory the slot may use (a Slurm allocation's); None: no limit
+    image: str | None = None  # the image id the sweep resolved: the job runs that very image, not a tag
 
     @property
     def cpuset(self) -> str | None:
@@ -188,6 +189,10 @@ def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
     if slot.mem_mb and not launch.get("mem_limit"):
         out["mem_limit"] = f"{slot.mem_mb}m"
         requested["mem_limit"] = launch.get("mem_limit")
+    if slot.image:
+        out["image_id"] = slot.image
+        if "image_id" in launch:
+            requested["image_id"] = launch["image_id"]
     out["slot"] = {"index": slot.index, "cpus": slot.cpuset, "gpus": list(slot.gpus), "requested": requested}
     return out
 
@@ -212,5 +217,9 @@ def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, 
         launch["mem_limit"] = requested["mem_limit"]
     slot_gpus = slot.get("gpus") or []
     launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
+    if "image_id" in requested:
+        launch["image_id"] = requested["image_id"]
+    else:
+        launch.pop("image_id", None)
     cfg["launch"] = launch
     return cfg

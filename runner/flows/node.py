@@ -62,7 +62,7 @@ def start(doc_path: Path, sha256: str) -> int:
     log = Path(doc["log_dir"]) / layout.NODE_LOG.format(node=node)
     with Tee(log, lambda line: print(line, flush=True)) as tee:
         where = place.describe() if place else "no allocation"
-        tee(f"runner: node {node} ({here}): container {request.name}, {where}")
+        tee(f"runner: node {node} ({here}): container {request.name}, {where}, image {request.image}")
         code = DockerBackend(engine).run_request(request, tee).exit_code
         return code if code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say how it ended
 

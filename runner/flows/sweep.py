@@ -107,6 +107,7 @@ class SweepJob:
     config: dict[str, Any] | None  # resolved as its task sees it; None when it does not resolve
     task: JobTask
     name: str = ""  # its overrides as the log shows them
+    image: str | None = None  # the id of the image resolved for it before any job started
 
     def __str__(self) -> str:
         return f"#{self.idx} {self.name}"
@@ -185,13 +186,15 @@ def set_aside(sweep_dir: Path, run_dir: Path) -> Path:
 
 # -- before the jobs start --------------------------------------------------------------------------------
 def resolve_images(jobs: Sequence[SweepJob]) -> None:
-    """Find or build each distinct image the jobs need, once, before any job starts."""
+    """Find or build each distinct image the jobs need, once, before any job starts; each job
+    is told its image's id (``job.image``)."""
     from runner.core import spec
     from runner.host import engine as engines
     from runner.host import image_builder
 
     root = snapshot.project_root()
     wanted: dict[str, spec.RunPlan] = {}
+    keys: dict[int, str] = {}
     for job in jobs:
         if job.config is None:
             continue
@@ -205,15 +208,19 @@ def resolve_images(jobs: Sequence[SweepJob]) -> None:
         variant = (p.config.get("image") or {}).get("variants", {}).get(p.image_kind, {})
         key = json.dumps([p.launch.get("engine"), p.image_kind, variant], sort_keys=True, default=str)
         wanted.setdefault(key, p)
-    for p in wanted.values():
+        keys[job.idx] = key
+    ids = {}
+    for key, p in wanted.items():
         engine = engines.connect(p.launch.get("engine"))  # the user's own config chose it
         try:
             resolved = image_builder.resolve_image(engine, p, root, log.info)
-            log.info(
-                f"image {resolved.tag}: {'built' if resolved.record['built_now'] else 'found'} for this sweep"
-            )
+            ids[key] = resolved.record["id"]
+            how = "built" if resolved.record["built_now"] else "found"
+            log.info(f"image {resolved.tag}: {how} for this sweep ({ids[key]})")
         finally:
             engine.close()  # the jobs are forked: they open their own connections
+    for job in jobs:
+        job.image = ids.get(keys.get(job.idx, ""))
 
 
 def plan_slots(jobs: Sequence[SweepJob], settings: SlotSettings) -> list[slots_mod.Slot]:

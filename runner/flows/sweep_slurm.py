@@ -9,8 +9,10 @@ The sweep of :mod:`runner.flows.sweep` with Slurm in place of this machine's slo
   cores and GPUs (or the launcher's ``cpus_per_task`` / ``gpus_per_node``). A job over several
   nodes (``launch.nodes``) runs the runner on its first node, which starts one container per
   node (:mod:`runner.host.nodes`).
-* **On the node** (:func:`on_node`). A job pins its container to its allocation's cores and hands
-  it the GPUs Slurm gave it (:mod:`runner.core.cluster`); the manifest's ``cluster`` records the
+* **On the node** (:func:`on_node`). A job runs the image the sweep resolved before submitting,
+  by its id (``launch.image_id``), never by a tag its node's engine could hold for another image;
+  it pins its container to its allocation's cores and hands it the GPUs Slurm gave it
+  (:mod:`runner.core.cluster`); the manifest's ``cluster`` records the
   job id, array index, node list, partition and allocation. Its terminal output is ``console.log``
   in its run dir; Slurm's own log of it is under ``<sweep dir>/.slurm``.
 * **Preemption and requeue.** SIGTERM (``scancel``, a preemption, ``scontrol requeue``) stops the
@@ -23,6 +25,7 @@ The sweep of :mod:`runner.flows.sweep` with Slurm in place of this machine's slo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import signal
@@ -224,6 +227,8 @@ def on_node(job: SweepJob) -> JobEnd:
         missing_ok=True
     )  # this attempt's outcome is recorded anew
     record, slot = slurm.current()
+    if slot is not None and job.image:  # the image the sweep resolved, by its id: never a tag here
+        slot = dataclasses.replace(slot, image=job.image)
     where = slot.describe() if slot else "no allocation"
     print(
         f"runner: Slurm job {(record or {}).get('job_id')} on {(record or {}).get('node')}, {where}",

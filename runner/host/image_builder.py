@@ -30,6 +30,7 @@ __all__ = [
     "exact",
     "find_or_build",
     "image_record",
+    "pinned_image",
     "publish",
     "resolve_image",
     "reuse",
@@ -55,7 +56,11 @@ def resolve_image(
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
-    image = find_or_build(engine, iplan, root, echo, build_log=build_log)
+    pinned = plan.launch.get("image_id")
+    if pinned:
+        image = pinned_image(engine, iplan, str(pinned))
+    else:
+        image = find_or_build(engine, iplan, root, echo, build_log=build_log)
     return publish(engine, image, registry, echo) if registry else image
 
 
@@ -65,11 +70,25 @@ def publish(
     """Push the image to ``registry`` (``HOST[:PORT]/REPOSITORY``) under its content-hash tag, and
     record where it is by digest: a replay, a resume or another node pulls exactly that. A push of
     what the registry already holds sends no layer and takes about a second."""
-    target = images.registry_target(registry, image.tag)
+    target = images.registry_target(registry, image.record["tag"])  # image.tag: an id, when pinned
     started = time.time()
     ref = images.by_digest(target, engine.push(image.tag, target))
     echo(f"pushed {target} as {ref} ({time.time() - started:.1f} s)")
     return ResolvedImage(record={**image.record, "registry_ref": ref}, tag=image.tag)
+
+
+def pinned_image(engine: Engine, iplan: images.ImagePlan, image_id: str) -> ResolvedImage:
+    """The image a sweep resolved for its jobs (``launch.image_id``, a Slurm node's slot), run by
+    its id: never a tag, which this node's engine could hold for another image, and never built
+    here. One line when this node's engine lacks it."""
+    if engine.image_id(image_id) != image_id:
+        raise RunnerError(
+            f"image {image_id} (the one this sweep resolved for {iplan.tag}) is not on this node's engine: "
+            "every node needs it under that id (a registry the nodes pull it from by digest, or an image "
+            "cache on the shared file system, e.g. engine=charliecloud's cache_dir)",
+            EXIT_ENVIRONMENT,
+        )
+    return ResolvedImage(record=image_record(iplan, image_id, False, None, engine), tag=image_id)
 
 
 def find_or_build(

@@ -10,7 +10,9 @@ SIGTERM or SIGUSR1 (the runner's request through srun). Where srun kills the age
 removes itself (:func:`runner.core.cluster.node_request`).
 
 The run dir, the code snapshot and the data must be on a file system every node sees (as a
-cluster's home or scratch is), and the image must be on every node's engine.
+cluster's home or scratch is). Every node runs the image by its id, never by a tag: it must be on
+every node's engine under that id (a Charliecloud image cache on the shared file system, keyed by
+image id, serves them all).
 """
 
 from __future__ import annotations
@@ -126,7 +128,12 @@ class NodesBackend:
     def run(
         self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
     ) -> Exit:
-        request = plan.container_request(image, code_dir, data_root, self.meet)
+        # every node runs the image by its id (its config's digest), never by a tag, which each
+        # node's engine could hold for another image
+        image_id = self.engine.image_id(image)
+        if image_id is None:
+            raise RunnerError(f"image {image} is not on this node's engine", EXIT_ENVIRONMENT)
+        request = plan.container_request(image_id, code_dir, data_root, self.meet)
         path = plan.run_dir / layout.NODE_REQUEST
         doc = {
             "request": request.to_dict(),

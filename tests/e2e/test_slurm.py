@@ -2,7 +2,9 @@
 each) and the real Docker engine: `hydra/launcher=slurm` runs each job as a Slurm job whose
 container is pinned to its allocation; the bits equal the same seeds run locally; a job stopped
 by SIGTERM keeps its checkpoint, and requeued, resumes to the bits of an uninterrupted run; a
-run made on the cluster replays without it; a bad cluster setting is one line."""
+run made on the cluster replays without it; a bad cluster setting is one line. An unprivileged
+user (``runner-ci``) submits a sweep and a two-node run under Charliecloud: the same bits, each job
+on the image the sweep resolved, by its id."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.core.layout import latest_checkpoint
 from runner.core.spec import RUN_ID_LABEL
+from runner.host.charliecloud_engine import CharliecloudEngine
+from tests import ci_user
 from tests.conftest import FAST, ROOT, manifest, run_runner
 from tests.live_runs import wait_for
 
@@ -351,6 +356,7 @@ def test_a_two_node_run_has_the_bits_of_one_container_with_two_processes(
             f"runner: node {node} ({name}): container {m['launch']['container']}-node{node}"
         )
         assert "2000 MB" in first, first  # the allocation's memory (DefMemPerCPU × one core) limits it
+        assert first.endswith(f"image {m['image']['id']}"), first  # by its id, never a tag
     assert engine.containers_labelled(RUN_ID_LABEL, m["run_id"]) == []
 
 
@@ -431,3 +437,86 @@ def test_a_multi_node_run_outside_an_allocation_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert "launch.nodes=2 runs one container per node of a Slurm allocation" in _one_error_line(proc)
     assert not (tmp_path / "r" / "manifest.json").exists()
+
+
+# -- as an unprivileged user, under Charliecloud ---------------------------------------------------------
+# ``runner-ci`` (made by `make charliecloud`) submits from its own directory, with a login's environment
+# and nothing of root's; Slurm runs the jobs as that user; ch-run runs each container unprivileged, from
+# the CPU image the user's Charliecloud cache holds by image id (unpacked once from Docker's image file).
+CHARLIECLOUD = ["engine=charliecloud"]
+
+
+@pytest.fixture(scope="module")
+def user_dir(charliecloud_image) -> Iterator[Path]:
+    """A directory the unprivileged user owns, for its sweeps."""
+    path = ci_user.scratch("slurm")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_user_on_slurm(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    _slurm_up()
+    proc = ci_user.python_as(
+        "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *CHARLIECLOUD, *args
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def _ran_as_the_user(m: dict, run_dir: Path) -> None:
+    """Slurm ran the job as the user, ch-run ran its container unprivileged as the user, and
+    everything in the run dir is the user's."""
+    user = ci_user.account()
+    assert m["cluster"]["user"] == ci_user.CI_USER and m["launch"]["user"] == f"{user.pw_uid}:{user.pw_gid}"
+    assert m["engine"]["name"] == "charliecloud" and m["engine"]["rootless"] is True
+    assert {p.stat().st_uid for p in [run_dir, *run_dir.rglob("*")]} == {user.pw_uid}
+    cache = Path(user.pw_dir) / ".cache/runner/charliecloud"
+    assert CharliecloudEngine(cache_dir=str(cache)).containers_labelled(RUN_ID_LABEL, m["run_id"]) == []
+
+
+def test_an_unprivileged_users_slurm_sweep_under_charliecloud_has_dockers_bits(
+    user_dir, local_seeds, charliecloud_image
+):
+    """Seeds 0 and 1, submitted by the user: each job's weights and fingerprints are those Docker
+    gave the same seed on this machine (as root), from the very image (its id)."""
+    sweep_dir = user_dir / "seeds"
+    _as_user_on_slurm(sweep_dir, *ONE_CORE, "seed=0,1")
+    ms = {
+        m["determinism"]["seed"]: (m, p.parent)
+        for p in sweep_dir.glob("*/manifest.json")
+        if (m := manifest(p.parent))
+    }
+    assert sorted(ms) == [0, 1]
+    for seed, (m, run_dir) in ms.items():
+        ref = local_seeds[seed]
+        assert m["status"] == "completed" and ref["engine"]["name"] == "docker"
+        assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"], f"seed {seed}"
+        assert m["fingerprints"]["sha256"] == ref["fingerprints"]["sha256"], f"seed {seed}"
+        assert m["image"]["id"] == ref["image"]["id"] == charliecloud_image[1]
+        assert m["config"]["launch"]["image_id"] == m["image"]["id"]  # the sweep's image, by its id
+        assert m["cluster"]["node"] in ("n1", "n2") and m["cluster"]["array_job_id"]
+        _ran_as_the_user(m, run_dir)
+
+
+def test_an_unprivileged_users_two_node_run_under_charliecloud_has_dockers_bits(
+    user_dir, one_container_of_two
+):
+    """One run over both nodes, submitted by the user: each node's agent ran its container by the
+    image's id (never a tag), and the bits are those of one Docker container with two processes."""
+    sweep_dir = user_dir / "nodes"
+    _as_user_on_slurm(sweep_dir, "seed=0", *LONGER, *TWO_NODES)
+    run_dir = sweep_dir / "0"
+    m, ref = manifest(run_dir), one_container_of_two
+    assert m["status"] == "completed" and m["launch"]["nodes"] == 2 and m["launch"]["world_size"] == 2
+    assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
+    assert m["fingerprints"]["sha256"] == ref["fingerprints"]["sha256"]
+    assert m["cluster"]["num_nodes"] == 2 and m["cluster"]["rendezvous"]["network"] == "host"
+    assert json.loads((run_dir / "nodes.json").read_text())["request"]["image"] == m["image"]["id"]
+    for node, name in ((0, "n1"), (1, "n2")):
+        first = (run_dir / "logs" / f"node-{node}.log").read_text().splitlines()[0]
+        assert first.startswith(
+            f"runner: node {node} ({name}): container {m['launch']['container']}-node{node}"
+        )
+        assert first.endswith(f"image {m['image']['id']}"), first
+    _ran_as_the_user(m, run_dir)

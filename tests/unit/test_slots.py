@@ -127,6 +127,19 @@ def test_a_slot_with_memory_limits_the_container_unless_the_job_set_its_own_limi
     assert unplaced(placed)["launch"]["mem_limit"] is None  # a replay does not inherit the allocation
 
 
+def test_a_slot_with_the_sweeps_image_pins_it_by_id_and_a_replay_forgets_it():
+    """A Slurm job runs the image its sweep resolved, by id (``launch.image_id``); a replay and a
+    skip-completed check see the config as the job asked for it."""
+    image = "sha256:" + "ab" * 32
+    asked = {"cpuset_cpus": None, "gpus": 0}
+    p = placement(Slot(0, (0,), image=image), asked)
+    assert p["image_id"] == image and "image_id" not in p["slot"]["requested"]
+    config = {"seed": 0, "launch": {"backend": "docker", **asked}}
+    placed = {**config, "launch": {**config["launch"], **p}}
+    assert unplaced(placed) == config and unplaced(placed, as_asked=True) == config
+    assert "image_id" not in placement(Slot(0, (0,)), asked)  # no image resolved: nothing pinned
+
+
 @pytest.mark.parametrize(
     ("slot", "asked", "gpus", "cpuset"),
     [

@@ -23,6 +23,7 @@ JOB = {
     "SLURM_CPUS_ON_NODE": "4",
     "SLURM_JOB_GPUS": "2,3",
     "SLURM_RESTART_COUNT": "1",
+    "SLURM_JOB_USER": "ada",
 }
 
 
@@ -35,6 +36,7 @@ def test_the_record_names_job_array_nodes_partition_and_allocation():
     assert (r["job_id"], r["array_job_id"], r["array_task_id"], r["restart_count"]) == ("42", "40", 2, 1)
     assert (r["partition"], r["nodelist"], r["node"], r["num_nodes"]) == ("gpu", "n[1-2]", "n2", 2)
     assert r["allocation"]["cpu_ids"] == [4, 5, 6, 7] and r["allocation"]["gpus"] == [2, 3]
+    assert r["user"] == "ada"  # whom Slurm ran the job as
 
 
 def test_a_bound_job_keeps_its_affinity_an_unbound_one_takes_slurms_cpu_ids():
