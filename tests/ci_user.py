@@ -111,3 +111,17 @@ def charliecloud_image(engine) -> tuple[str, str, float | None]:
         return tag, image_id, time.monotonic() - started
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+def podman_image(engine) -> tuple[str, str]:
+    """The CPU image and its base in the user's own Podman store, loaded from Docker's (``docker
+    save | podman load``: the same ids) unless the very same ids are there. Returns tag and id."""
+    tag, image_id = cpu_image(engine)
+    base = "runner-base:bookworm"
+    want = [i.removeprefix("sha256:") for i in (image_id, engine.image_id(base) or "")]
+    have = run_as("podman", "image", "inspect", "--format", "{{.Id}}", tag, base)
+    if have.returncode != 0 or have.stdout.split() != want:
+        save = subprocess.Popen(["docker", "save", tag, base], stdout=subprocess.PIPE)
+        load = subprocess.run(argv("podman", "load"), stdin=save.stdout, env=env(), capture_output=True)
+        assert save.wait() == 0 and load.returncode == 0, load.stderr[-2000:]
+    return tag, image_id

@@ -306,7 +306,9 @@ def _engine_record(engine: Engine, req: ContainerRequest, echo: Echo) -> manifes
 def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
     """One container per node of the Slurm allocation (``launch.nodes``), meeting on the interface
     :func:`runner.host.nodes.rendezvous` picks; where they met is recorded with the cluster. The
-    agents use the engine a new run's config names, and the default one for a replay or resume."""
+    agents use the engine a new run's config names; for a replay or resume, the option of the
+    user's ``engine`` group this run's engine is (by name, never a recorded ``_target_``)."""
+    from runner.flows.cli_common import engine_spec
     from runner.flows.node import agent_command
     from runner.host import nodes
 
@@ -316,7 +318,8 @@ def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
     fresh = r.input.code is None and r.input.resume is None
     image = r.got.image
     pull = {"ref": image.registry_ref, "id": image.id} if image and image.registry_ref else None
-    return nodes.NodesBackend(engine, meet, plan.launch.get("engine") if fresh else None, agent_command, pull)
+    chosen = plan.launch.get("engine") if fresh else engine_spec(engine.describe().name)
+    return nodes.NodesBackend(engine, meet, chosen, agent_command, pull)
 
 
 def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:

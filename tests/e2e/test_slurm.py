@@ -456,9 +456,7 @@ def user_dir(charliecloud_image) -> Iterator[Path]:
 
 def _as_user_on_slurm(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
     _slurm_up()
-    proc = ci_user.python_as(
-        "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *CHARLIECLOUD, *args
-    )
+    proc = ci_user.python_as("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *args)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "Traceback" not in proc.stderr
     return proc
@@ -481,7 +479,7 @@ def test_an_unprivileged_users_slurm_sweep_under_charliecloud_has_dockers_bits(
     """Seeds 0 and 1, submitted by the user: each job's weights and fingerprints are those Docker
     gave the same seed on this machine (as root), from the very image (its id)."""
     sweep_dir = user_dir / "seeds"
-    _as_user_on_slurm(sweep_dir, *ONE_CORE, "seed=0,1")
+    _as_user_on_slurm(sweep_dir, *CHARLIECLOUD, *ONE_CORE, "seed=0,1")
     ms = {
         m["determinism"]["seed"]: (m, p.parent)
         for p in sweep_dir.glob("*/manifest.json")
@@ -499,14 +497,20 @@ def test_an_unprivileged_users_slurm_sweep_under_charliecloud_has_dockers_bits(
         _ran_as_the_user(m, run_dir)
 
 
-def test_an_unprivileged_users_two_node_run_under_charliecloud_has_dockers_bits(
-    user_dir, one_container_of_two
-):
-    """One run over both nodes, submitted by the user: each node's agent ran its container by the
-    image's id (never a tag), and the bits are those of one Docker container with two processes."""
+@pytest.fixture(scope="module")
+def user_two_nodes(user_dir) -> Path:
+    """One run over both nodes, submitted by the user under Charliecloud."""
     sweep_dir = user_dir / "nodes"
-    _as_user_on_slurm(sweep_dir, "seed=0", *LONGER, *TWO_NODES)
-    run_dir = sweep_dir / "0"
+    _as_user_on_slurm(sweep_dir, *CHARLIECLOUD, "seed=0", *LONGER, *TWO_NODES)
+    return sweep_dir / "0"
+
+
+def test_an_unprivileged_users_two_node_run_under_charliecloud_has_dockers_bits(
+    user_two_nodes, one_container_of_two
+):
+    """Each node's agent ran its container by the image's id (never a tag), and the bits are those
+    of one Docker container with two processes."""
+    run_dir = user_two_nodes
     m, ref = manifest(run_dir), one_container_of_two
     assert m["status"] == "completed" and m["launch"]["nodes"] == 2 and m["launch"]["world_size"] == 2
     assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
@@ -520,3 +524,42 @@ def test_an_unprivileged_users_two_node_run_under_charliecloud_has_dockers_bits(
         )
         assert first.endswith(f"image {m['image']['id']}"), first
     _ran_as_the_user(m, run_dir)
+
+
+def test_an_unprivileged_users_two_node_run_replays_across_two_nodes_under_charliecloud(
+    user_two_nodes, user_dir
+):
+    """Back on the cluster inside an allocation of two nodes, the user replays the two-node run:
+    each node agent runs on the record's engine (chosen by name, as the replay's own), not Docker's."""
+    run_dir, out = user_two_nodes, user_dir / "replay"
+    proc = ci_user.run_as(
+        "salloc", "-N", "2", "--quiet", "srun", "-N", "1", "-n", "1",
+        sys.executable, "-m", "runner.replay", str(run_dir), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    r = manifest(out)
+    assert (
+        r["launch"]["nodes"] == 2 and r["cluster"]["num_nodes"] == 2 and r["engine"]["name"] == "charliecloud"
+    )
+    assert r["outputs"] == manifest(run_dir)["outputs"]
+    assert (out / "logs" / "node-1.log").read_text().splitlines()[0].endswith(f"image {r['image']['id']}")
+    _ran_as_the_user(r, out)
+
+
+def test_an_unprivileged_users_slurm_sweep_under_rootless_podman_has_dockers_bits(
+    user_dir, local_seeds, engine
+):
+    """The same sweep under rootless Podman: each job's runner starts the user's own Podman service
+    on its node (and stops it), and runs the sweep's image by id."""
+    _, image_id = ci_user.podman_image(engine)
+    sweep_dir = user_dir / "podman"
+    _as_user_on_slurm(sweep_dir, *ONE_CORE, "engine=podman", "seed=0,1")
+    for p in sorted(sweep_dir.glob("*/manifest.json")):
+        m = manifest(p.parent)
+        ref = local_seeds[m["determinism"]["seed"]]
+        assert m["status"] == "completed" and m["engine"]["name"] == "podman" and m["engine"]["rootless"]
+        assert m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
+        assert m["fingerprints"]["sha256"] == ref["fingerprints"]["sha256"]
+        assert m["image"]["id"] == m["config"]["launch"]["image_id"] == image_id
+        assert m["cluster"]["user"] == ci_user.CI_USER
+    assert len(list(sweep_dir.glob("*/manifest.json"))) == 2
