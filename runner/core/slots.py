@@ -29,6 +29,7 @@ class Slot:
     gpus: tuple[int, ...] = ()
     mem_mb: int | None = None  # the memory the slot may use (a Slurm allocation's); None: no limit
     image: str | None = None  # the image id the sweep resolved: the job runs that very image, not a tag
+    image_ref: str | None = None  # where a registry holds it by digest (REPOSITORY@sha256:…), if pushed
 
     @property
     def cpuset(self) -> str | None:
@@ -189,10 +190,11 @@ def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
     if slot.mem_mb and not launch.get("mem_limit"):
         out["mem_limit"] = f"{slot.mem_mb}m"
         requested["mem_limit"] = launch.get("mem_limit")
-    if slot.image:
-        out["image_id"] = slot.image
-        if "image_id" in launch:
-            requested["image_id"] = launch["image_id"]
+    for key, value in (("image_id", slot.image), ("image_ref", slot.image_ref)):
+        if value:
+            out[key] = value
+            if key in launch:
+                requested[key] = launch[key]
     out["slot"] = {"index": slot.index, "cpus": slot.cpuset, "gpus": list(slot.gpus), "requested": requested}
     return out
 
@@ -217,9 +219,10 @@ def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, 
         launch["mem_limit"] = requested["mem_limit"]
     slot_gpus = slot.get("gpus") or []
     launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
-    if "image_id" in requested:
-        launch["image_id"] = requested["image_id"]
-    else:
-        launch.pop("image_id", None)
+    for key in ("image_id", "image_ref"):
+        if key in requested:
+            launch[key] = requested[key]
+        else:
+            launch.pop(key, None)
     cfg["launch"] = launch
     return cfg

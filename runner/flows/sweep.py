@@ -108,6 +108,7 @@ class SweepJob:
     task: JobTask
     name: str = ""  # its overrides as the log shows them
     image: str | None = None  # the id of the image resolved for it before any job started
+    image_ref: str | None = None  # and where a registry holds it by digest, when image.registry pushed it
 
     def __str__(self) -> str:
         return f"#{self.idx} {self.name}"
@@ -209,18 +210,18 @@ def resolve_images(jobs: Sequence[SweepJob]) -> None:
         key = json.dumps([p.launch.get("engine"), p.image_kind, variant], sort_keys=True, default=str)
         wanted.setdefault(key, p)
         keys[job.idx] = key
-    ids = {}
+    ids: dict[str, tuple[str, str | None]] = {}
     for key, p in wanted.items():
         engine = engines.connect(p.launch.get("engine"))  # the user's own config chose it
         try:
             resolved = image_builder.resolve_image(engine, p, root, log.info)
-            ids[key] = resolved.record["id"]
+            ids[key] = (resolved.record["id"], resolved.record.get("registry_ref"))
             how = "built" if resolved.record["built_now"] else "found"
-            log.info(f"image {resolved.tag}: {how} for this sweep ({ids[key]})")
+            log.info(f"image {resolved.tag}: {how} for this sweep ({ids[key][0]})")
         finally:
             engine.close()  # the jobs are forked: they open their own connections
     for job in jobs:
-        job.image = ids.get(keys.get(job.idx, ""))
+        job.image, job.image_ref = ids.get(keys.get(job.idx, ""), (None, None))
 
 
 def plan_slots(jobs: Sequence[SweepJob], settings: SlotSettings) -> list[slots_mod.Slot]:

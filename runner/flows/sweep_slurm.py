@@ -10,7 +10,8 @@ The sweep of :mod:`runner.flows.sweep` with Slurm in place of this machine's slo
   nodes (``launch.nodes``) runs the runner on its first node, which starts one container per
   node (:mod:`runner.host.nodes`).
 * **On the node** (:func:`on_node`). A job runs the image the sweep resolved before submitting,
-  by its id (``launch.image_id``), never by a tag its node's engine could hold for another image;
+  by its id (``launch.image_id``), never by a tag its node's engine could hold for another image
+  (a node without it pulls it by the digest ``image.registry`` recorded, ``launch.image_ref``);
   it pins its container to its allocation's cores and hands it the GPUs Slurm gave it
   (:mod:`runner.core.cluster`); the manifest's ``cluster`` records the
   job id, array index, node list, partition and allocation. Its terminal output is ``console.log``
@@ -228,7 +229,7 @@ def on_node(job: SweepJob) -> JobEnd:
     )  # this attempt's outcome is recorded anew
     record, slot = slurm.current()
     if slot is not None and job.image:  # the image the sweep resolved, by its id: never a tag here
-        slot = dataclasses.replace(slot, image=job.image)
+        slot = dataclasses.replace(slot, image=job.image, image_ref=job.image_ref)
     where = slot.describe() if slot else "no allocation"
     print(
         f"runner: Slurm job {(record or {}).get('job_id')} on {(record or {}).get('node')}, {where}",

@@ -58,7 +58,7 @@ def resolve_image(
     iplan = images.plan(variant, plan.image_kind, root, base_id)
     pinned = plan.launch.get("image_id")
     if pinned:
-        image = pinned_image(engine, iplan, str(pinned))
+        image = pinned_image(engine, iplan, str(pinned), plan.launch.get("image_ref"), echo)
     else:
         image = find_or_build(engine, iplan, root, echo, build_log=build_log)
     return publish(engine, image, registry, echo) if registry else image
@@ -77,15 +77,24 @@ def publish(
     return ResolvedImage(record={**image.record, "registry_ref": ref}, tag=image.tag)
 
 
-def pinned_image(engine: Engine, iplan: images.ImagePlan, image_id: str) -> ResolvedImage:
+def pinned_image(
+    engine: Engine, iplan: images.ImagePlan, image_id: str, ref: str | None, echo: Callable[[str], None]
+) -> ResolvedImage:
     """The image a sweep resolved for its jobs (``launch.image_id``, a Slurm node's slot), run by
     its id: never a tag, which this node's engine could hold for another image, and never built
-    here. One line when this node's engine lacks it."""
+    here. A node without it pulls it by the digest the sweep recorded (``ref``: ``launch.image_ref``)
+    and refuses any other id; without either, one line."""
+    if engine.image_id(image_id) != image_id and ref:
+        echo(f"pulling {ref} (the sweep's image {image_id}, by digest)")
+        got = engine.pull(ref)
+        if got is not None and got != image_id:
+            raise RunnerError(f"{ref} is image {got}, not the sweep's {image_id}: refused", EXIT_ENVIRONMENT)
     if engine.image_id(image_id) != image_id:
+        tried = f", and {ref} could not be pulled" if ref else ""
         raise RunnerError(
-            f"image {image_id} (the one this sweep resolved for {iplan.tag}) is not on this node's engine: "
-            "every node needs it under that id (a registry the nodes pull it from by digest, or an image "
-            "cache on the shared file system, e.g. engine=charliecloud's cache_dir)",
+            f"image {image_id} (the one this sweep resolved for {iplan.tag}) is not on this node's engine"
+            f"{tried}: every node needs it under that id (image.registry, which the nodes pull it from by "
+            "digest, or an image cache on the shared file system, e.g. engine=charliecloud's cache_dir)",
             EXIT_ENVIRONMENT,
         )
     return ResolvedImage(record=image_record(iplan, image_id, False, None, engine), tag=image_id)

@@ -138,6 +138,10 @@ def test_a_slot_with_the_sweeps_image_pins_it_by_id_and_a_replay_forgets_it():
     placed = {**config, "launch": {**config["launch"], **p}}
     assert unplaced(placed) == config and unplaced(placed, as_asked=True) == config
     assert "image_id" not in placement(Slot(0, (0,)), asked)  # no image resolved: nothing pinned
+    ref = "127.0.0.1:5000/runner@sha256:" + "cd" * 32  # where image.registry put it, by digest
+    p = placement(Slot(0, (0,), image=image, image_ref=ref), asked)
+    assert (p["image_id"], p["image_ref"]) == (image, ref)
+    assert unplaced({**config, "launch": {**config["launch"], **p}}) == config
 
 
 @pytest.mark.parametrize(
