@@ -22,6 +22,8 @@ FIGURES = {
     "hash_cache_hit_ms",
     "train_throughput_ratio",
     "strict_vs_fast_throughput",
+    "audit_wall_ratio",
+    "audit_seconds",
 }
 FIGURE_KEYS = {
     "id",
