@@ -81,7 +81,7 @@ def _decide(plan: spec.RunPlan, root: Path) -> tuple[float, dict]:
 def measure(cfg: dict, padding_bytes: int, reps: int, work: Path, log) -> list[Figure]:
     load = load_average()
     root = snapshot.project_root()
-    plan = spec.plan_run(cfg, work / "image-check", root, os.environ, os.getuid(), os.getgid())
+    plan = spec.plan_run(cfg, work / "image-check", root, spec.Host(os.environ, os.getuid(), os.getgid()))
     _, warm = _decide(plan, root)  # builds the image once, untimed, on a machine that lacks it
     built_in_warmup = bool(warm["built_now"])
     CountingEngine.builds = 0

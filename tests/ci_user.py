@@ -82,7 +82,9 @@ def cpu_image(engine) -> tuple[str, str]:
     from runner.host import image_builder
 
     cfg = OmegaConf.to_container(compose(["image=cpu"]), resolve=True)
-    plan = spec.plan_run(cfg, Path(tempfile.gettempdir()), ROOT, os.environ, os.getuid(), os.getgid())
+    plan = spec.plan_run(
+        cfg, Path(tempfile.gettempdir()), ROOT, spec.Host(os.environ, os.getuid(), os.getgid())
+    )
     resolved = image_builder.resolve_image(engine, plan, ROOT, echo=lambda line: None)
     return resolved.tag, resolved.record["id"]
 

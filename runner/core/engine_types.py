@@ -18,10 +18,10 @@ class ContainerRequest:
     user: str
     mounts: list[tuple[str, str, bool]]  # (host path, container path, read_only)
     working_dir: str = "/code"
-    gpus: list[str] | int | None = None  # None: no GPU; -1: all; [ids]
-    shm_size: str | None = "1g"
+    gpus: list[int] | list[str] | int | None = None  # None: no GPU; -1: all; [ids]
+    shm_size: str | int | None = "1g"
     cpuset_cpus: str | None = None
-    mem_limit: str | None = None
+    mem_limit: str | int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "none"  # "none": loopback only; "host": the host's network (a multi-node run alone)
     # tied to the process that started it: when that process dies, even by SIGKILL, the container's

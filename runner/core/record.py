@@ -17,7 +17,7 @@ from runner.core import fingerprints, layout, manifest
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, signal_name
 from runner.core.manifest import Status
 from runner.core.run_input import Resume, RunInput
-from runner.core.spec import RunPlan, fingerprint_every
+from runner.core.spec import RunPlan
 from runner.core.worker_io import AuditVerdict, WorkerResult
 
 RUNNING = "running"
@@ -53,8 +53,8 @@ class Gathered:
     """What a run has had so far; each step of the pipeline fills in its part."""
 
     started: float
-    host: dict[str, Any]
-    resumes: list[dict[str, Any]] = field(default_factory=list)
+    host: Mapping[str, Any]
+    resumes: list[Mapping[str, Any]] = field(default_factory=list)
     code: manifest.Code | None = None
     data: manifest.Data | None = None
     image: manifest.Image | None = None
@@ -62,7 +62,7 @@ class Gathered:
     environment: dict[str, str] = field(
         default_factory=dict
     )  # as the training process gets it (redacted by build)
-    cluster: dict[str, Any] | None = None  # the Slurm job the runner ran in; None outside one
+    cluster: Mapping[str, Any] | None = None  # the Slurm job the runner ran in; None outside one
     image_seconds: float | None = None
     container_seconds: float | None = None
 
@@ -111,14 +111,10 @@ def ending(
     """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
     determinism audit before training found, when one ran)."""
     if interrupted:
-        stopped = (
-            "container stopped and removed" if plan.backend == "docker" else "training processes stopped"
-        )
+        stopped = "container stopped and removed" if plan.containerized else "training processes stopped"
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")
     if exit_code != 0:
-        return Ending(
-            "failed", EXIT_FAILED, why_failed(exit_code, oom_killed, plan.launch.get("mem_limit"), audit)
-        )
+        return Ending("failed", EXIT_FAILED, why_failed(exit_code, oom_killed, plan.launch.mem_limit, audit))
     return Ending("completed", 0, None)
 
 
@@ -136,7 +132,7 @@ def why_failed(
     return f"training exited with status {exit_code}"
 
 
-def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[dict[str, Any]]:
+def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[Mapping[str, Any]]:
     """The ``resumes`` of a run resumed from the attempt ``prior`` records, this resume last."""
     ended = {
         "status": status_read(prior.status, runner_alive=False),  # the resume holds the claim now
@@ -150,30 +146,30 @@ def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[di
     return [*prior.resumes, {**resume.entry(), "container": container, "previous": ended}]
 
 
-def launch_section(plan: RunPlan) -> dict[str, Any]:
+def launch_section(plan: RunPlan) -> Mapping[str, Any]:
     """The manifest's ``launch``: how the run was started."""
-    docker = plan.backend == "docker"
+    gpus = plan.gpus
     return {
-        "backend": plan.backend,
+        "backend": str(plan.backend),
         "user": plan.user,
-        "gpus": plan.gpus,
+        "gpus": list(gpus) if isinstance(gpus, tuple) else gpus,
         "world_size": plan.world_size,
         "nodes": plan.nodes,
         "accelerator": plan.accelerator,
-        "container": plan.container_name if docker else None,
-        "cpuset_cpus": plan.launch.get("cpuset_cpus"),
-        "mem_limit": plan.launch.get("mem_limit"),
+        "container": plan.container_name if plan.containerized else None,
+        "cpuset_cpus": plan.launch.cpuset_cpus,
+        "mem_limit": plan.launch.mem_limit,
     }
 
 
-def fingerprint_section(plan: RunPlan, found: FingerprintFile | None) -> dict[str, Any] | None:
+def fingerprint_section(plan: RunPlan, found: FingerprintFile | None) -> Mapping[str, Any] | None:
     """The manifest's ``fingerprints``: the file, its hash, and the last step it reaches."""
     if found is None:
         return None
     return {
         "file": layout.FINGERPRINTS,
         "sha256": found.sha256,
-        "every_k_steps": fingerprint_every(plan.config),
+        "every_k_steps": plan.config.fingerprint_every,
         "steps": fingerprints.last_step(found.rows),
     }
 
@@ -200,15 +196,15 @@ def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manif
             "log_tail": out.log_tail,
             "command": run.command,
             "overrides": run.overrides,
-            "config": plan.config,
-            "experiment": plan.experiment,
+            "config": dict(plan.config.raw),
+            "experiment": dict(plan.experiment.section),
             "code": got.code,
-            "containerized": plan.backend == "docker",
+            "containerized": plan.containerized,
             "image": got.image,
             "engine": got.engine,
             "launch": launch_section(plan),
             "environment": manifest.redact(got.environment),
-            "determinism": {"profile": plan.profile, "seed": plan.seed, "flags": result.flags},
+            "determinism": {"profile": dict(plan.profile), "seed": plan.seed, "flags": result.flags},
             "host": got.host,
             "process": result.process,
             "packages": list(result.packages),

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from runner.core.manifest import Manifest
 
 Kind = Literal["new", "replay", "resume"]
 
@@ -22,7 +25,7 @@ class ResolvedImage:
     """An image a run can start: ``tag`` is what the engine is given, ``record`` the manifest's
     ``image`` section (:class:`runner.core.manifest.Image` fields)."""
 
-    record: dict[str, Any]
+    record: Mapping[str, Any]
     tag: str
 
 
@@ -49,7 +52,7 @@ class Resume:
     command: list[str]
     started: float
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> Mapping[str, Any]:
         """This resume as the manifest's ``resumes`` lists it (before the container and the attempt
         it ends)."""
         return {
@@ -72,7 +75,7 @@ class RunInput:
     code: RecordedCode | None = None  # None: take a snapshot of the project as it is now
     image: ResolvedImage | None = None  # None: resolve (or build) the image the plan names
     environment: Mapping[str, str] | None = None  # None: the variables the plan gives
-    replay_of: dict[str, Any] | None = None
+    replay_of: Mapping[str, Any] | None = None
     resume: Resume | None = None
 
     @property
@@ -94,24 +97,26 @@ class RunInput:
         overrides: list[str],
         *,
         code: RecordedCode,
-        image: ResolvedImage | None,
-        environment: Mapping[str, str],
-        replay_of: dict[str, Any],
+        replay_of: Mapping[str, Any],
     ) -> RunInput:
-        """A recorded run again, into a run dir of its own: recorded code, image and variables."""
-        return cls(config, list(command), list(overrides), code, image, dict(environment), dict(replay_of))
+        """A recorded run again, into a run dir of its own, from its recorded code; the recorded
+        image and variables join it once the replay has had them
+        (:meth:`runner.flows.run.Prepared.recorded`)."""
+        return cls(config, list(command), list(overrides), code, replay_of=dict(replay_of))
 
     @classmethod
     def resumed(
-        cls,
-        config: Mapping[str, Any],
-        command: list[str],
-        overrides: list[str],
-        *,
-        code: RecordedCode,
-        image: ResolvedImage | None,
-        replay_of: dict[str, Any] | None,
-        resume: Resume,
+        cls, prior: Manifest, *, code: RecordedCode, image: ResolvedImage | None, resume: Resume
     ) -> RunInput:
-        """The recorded run, continued in place: its config, command, code and image as recorded."""
-        return cls(config, list(command), list(overrides), code, image, None, replay_of, resume)
+        """The run ``prior`` records, continued in place: its config, command, code and image as
+        recorded."""
+        return cls(
+            prior.config,
+            list(prior.command),
+            list(prior.overrides),
+            code,
+            image,
+            None,
+            dict(prior.replay_of) if prior.replay_of is not None else None,
+            resume,
+        )

@@ -13,7 +13,6 @@ from runner.core import numbers
 from runner.core.errors import RunnerError
 from runner.flows.cli_common import fail, project_conf_dir, resolved
 from runner.host import console
-from runner.host import engine as engines
 
 
 def run_composed(cfg: DictConfig) -> float:
@@ -24,7 +23,7 @@ def run_composed(cfg: DictConfig) -> float:
     from runner.flows import run
 
     inp = RunInput.new(container, [sys.executable, "-m", "runner", *sys.argv[1:]], list(hc.overrides.task))
-    m = run.run(inp, run_dir, echo=console.echo, engine=engines.for_run(container))
+    m = run.run(inp, run_dir, echo=console.echo)  # on the engine the config names (launch.engine)
     metrics = ", ".join(f"{k}={numbers.human(v, k)}" for k, v in m.metrics.items())
     console.stderr.print(f"[bold green]completed[/] {run_dir}  {metrics}", soft_wrap=True)
     objective = cfg.get("sweep_objective")

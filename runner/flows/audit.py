@@ -21,7 +21,6 @@ from runner.core import audit_rules as rules
 from runner.core import commands
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import AuditFindings, AuditVerdict
-from runner.host import engine as engines
 from runner.host import records
 from runner.host.console import stderr as console
 
@@ -47,7 +46,6 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, AuditVerdict 
             RunInput.new(cfg, [sys.executable, "-m", "runner.audit", *overrides], overrides),
             run_dir,
             echo=lambda line: echo(line, markup=False, soft_wrap=True),
-            engine=engines.for_run(cfg),
         )
     except RunnerError as exc:
         try:

@@ -16,7 +16,7 @@ ran in and the user-code line that called it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,10 @@ def _trace(run_dir: Path, step: int, sha256: str | None = None) -> list[dict[str
         raise RunnerError(f"{path} is not an operation trace: {exc}", EXIT_USAGE) from None
 
 
-def _traced_to(steps: list[int]) -> Callable[[dict], dict]:
+def _traced_to(steps: list[int]) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
     """A config edit: train to the last of ``steps``, tracing each."""
 
-    def edit(config: dict) -> dict:
+    def edit(config: Mapping[str, Any]) -> Mapping[str, Any]:
         return {
             **config,
             "trainer": {**(config.get("trainer") or {}), "max_steps": max(steps)},
@@ -99,7 +99,7 @@ def _divergence_step(original: records.RunRecord, rerun: Callable[[], Any], echo
 # How a locate replays the run: (suffix of the replay's run dir, an edit of the recorded config)
 # → the replay's outcome (its ``run_dir`` and ``verdict``). The replay flow passes one in, so this
 # module never imports it (replay's command line imports this one).
-Rerun = Callable[[str, Callable[[dict], dict] | None], Any]
+Rerun = Callable[[str, Callable[[Mapping[str, Any]], Mapping[str, Any]] | None], Any]
 
 
 def locate(original: records.RunRecord, rerun: Rerun, *, step: int | None = None, echo=print) -> Located:

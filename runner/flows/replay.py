@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -28,12 +28,13 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.core import cluster, commands, compare, layout, numbers, settings, slots, spec
+from runner.core import config as config_mod
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.json_types import JsonObject
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
 from runner.flows.cli_common import engine_for, fail
-from runner.host import atomic, attest, console, rebuild, records, rundir, snapshot
+from runner.host import atomic, attest, console, rebuild, records, rundir
 from runner.host.console import echo as _echo  # replay()'s printer unless told otherwise
 from runner.host.interrupts import sigterm_as_interrupt
 
@@ -77,7 +78,7 @@ def replay(
     allow_env_drift: bool = False,
     echo: Callable[[str], None] = _echo,
     command: list[str] | None = None,
-    edit_config: Callable[[dict], dict] | None = None,
+    edit_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     engine: str | None = None,
     image_file: str | os.PathLike | None = None,
 ) -> ReplayOutcome:
@@ -99,11 +100,11 @@ def replay(
         _engine_spec(original.manifest, engine),
         Path(image_file) if image_file else None,
     )
-    inp, prepared, on = _prepare(original, run_dir, asked, echo)
+    ready, prepared = _prepare(original, run_dir, asked, echo)
     echo(f"replaying {original.manifest.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     failure = None
     try:
-        run.run(inp, run_dir, echo, on)
+        run.execute(ready, echo)
     except RunnerError as exc:
         if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
             raise
@@ -128,8 +129,8 @@ class _Asked:
 
     command: list[str]
     allow_env_drift: bool
-    edit_config: Callable[[dict], dict] | None
-    engine: dict[str, Any] | None  # launch.engine of the engine chosen by name; None: the host backend
+    edit_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+    engine: Mapping[str, Any] | None  # launch.engine of the engine chosen by name; None: the host backend
     image_file: Path | None = None  # --image FILE: the recorded image, from a file
 
 
@@ -141,11 +142,21 @@ def _engine_spec(m: Manifest, name: str | None) -> dict[str, Any] | None:
     return engine_for(m.engine.name if m.engine else None, name, "--engine NAME")
 
 
+def _engine(asked: _Asked) -> Engine | None:
+    """The engine asked for by name (not connected yet); None for a run recorded on the host."""
+    if asked.engine is None:
+        return None
+    from runner.host import engine as engines
+
+    return engines.make(asked.engine)
+
+
 def _prepare(
     original: records.RunRecord, run_dir: Path, asked: _Asked, echo: Callable[[str], None]
-) -> tuple[RunInput, rebuild.Prepared, Engine | None]:
-    """The replay's input — recorded code, config, image and variables — checked against the record
-    before anything runs; raises RunnerError (EnvironmentDrift for drift) when it cannot be had."""
+) -> tuple[run.Prepared, rebuild.Prepared]:
+    """The replay, prepared — recorded code (unpacked and hash-checked once), config, image and
+    variables — and checked against the record before anything runs; raises RunnerError
+    (EnvironmentDrift for drift) when it cannot be had."""
     allow_env_drift, edit_config = asked.allow_env_drift, asked.edit_config
     m = original.manifest
     if m.code is None:
@@ -153,37 +164,29 @@ def _prepare(
     archive = records.member(original.dir, m.code.snapshot, "code.snapshot")
     rundir.refuse_held(run_dir)  # here, before any build; the claim checks again
     _check_writable(run_dir)
-    snap_dir = snapshot.extract(archive, m.code.snapshot_sha256)  # hash first, then every entry confined
-    config = slots.unplaced(m.config)  # a sweep job's cores and GPU ids were that machine's, not the run's
+    config: Mapping[str, Any] = slots.unplaced(
+        m.config
+    )  # a sweep job's cores and GPU ids were that machine's, not the run's
     config = _on_this_machine(config, echo)
     config = edit_config(config) if edit_config else config
-    plan = run.replan(config, run_dir, snap_dir)
-    env_drift = _env_drift(m, plan, snap_dir)
-    if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
-        raise rebuild.EnvironmentDrift(env_drift)
-    engine = None
-    if asked.engine is not None:
-        from runner.host import engine as engines
-
-        engine = engines.connect(asked.engine)
-    if asked.image_file is not None:  # loaded now, refused unless it holds the recorded image
-        _load_image(engine, m, asked.image_file, echo)
-    prepared = rebuild.prepare(engine, m, snap_dir, plan, allow_drift=allow_env_drift, echo=echo)
-    prepared.drift[:0] = env_drift
     code = RecordedCode(
         archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files
     )
     replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
-    inp = RunInput.replay(
-        config,
-        asked.command,
-        list(m.overrides),
-        code=code,
-        image=prepared.image,
-        environment=prepared.environment,
-        replay_of=replay_of,
+    inp = RunInput.replay(config, asked.command, list(m.overrides), code=code, replay_of=replay_of)
+    ready = run.prepare(inp, run_dir, _engine(asked))
+    env_drift = _env_drift(m, ready.plan, ready.root)
+    if env_drift and not allow_env_drift:  # before any build: the record disagrees with its own config
+        raise rebuild.EnvironmentDrift(env_drift)
+    if ready.engine is not None:
+        ready.engine.connect()
+    if asked.image_file is not None:  # loaded now, refused unless it holds the recorded image
+        _load_image(ready.engine, m, asked.image_file, echo)
+    prepared = rebuild.prepare(
+        ready.engine, m, ready.root, ready.plan, allow_drift=allow_env_drift, echo=echo
     )
-    return inp, prepared, engine
+    prepared.drift[:0] = env_drift
+    return ready.recorded(prepared.image, prepared.environment), prepared
 
 
 def _load_image(engine: Engine | None, m: Manifest, image_file: Path, echo: Callable[[str], None]) -> None:
@@ -195,7 +198,7 @@ def _load_image(engine: Engine | None, m: Manifest, image_file: Path, echo: Call
     echo(image_builder.exact(engine, m.image, image_file, echo).how)
 
 
-def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:
+def _on_this_machine(config: Mapping[str, Any], echo: Callable[[str], None]) -> Mapping[str, Any]:
     """A multi-node run replays across nodes inside a Slurm allocation that has them, else in one
     container with the same world size. Over gloo (CPU) the bits depend on the ranks, not on where
     they run (tests/e2e/test_slurm.py shows it); NCCL may build its rings differently within one
@@ -206,8 +209,8 @@ def _on_this_machine(config: dict, echo: Callable[[str], None]) -> dict:
         return config
     if cluster.allocation_problem(nodes, os.environ) is None:
         return config
-    launch = folded["launch"]
-    world = launch["gpus"] if launch.get("gpus") else launch["processes"]
+    launch = config_mod.launch_of(folded)
+    world = launch.gpu_count or launch.processes
     echo(f"a {nodes}-node run, replayed in one container with the same world size ({world})")
     return folded
 
@@ -235,8 +238,8 @@ def _verdict(
 def _env_drift(m, plan: spec.RunPlan, snap_dir: Path) -> list[compare.Drift]:
     """Every variable the replay would set against the recorded one (variables passed through from
     the host are set from the record, so they cannot differ)."""
-    planned = plan.container_env() if plan.backend == "docker" else plan.host_env(os.environ, snap_dir)
-    passthrough = [str(n) for n in (plan.launch.get("env_passthrough") or [])]
+    planned = plan.worker_env(os.environ, snap_dir)
+    passthrough = plan.launch.env_passthrough
     return settings.env_drift(m.environment, planned, ignore=(*settings.RUN_PATHS, *passthrough))
 
 
@@ -410,7 +413,7 @@ def _fail(exc: RunnerError | KeyboardInterrupt) -> NoReturn:
 def _locate(args: argparse.Namespace) -> None:
     from runner.flows import locate
 
-    def rerun(suffix: str, edit: Callable[[dict], dict] | None) -> ReplayOutcome:
+    def rerun(suffix: str, edit: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None) -> ReplayOutcome:
         """A replay of the run into ``<base><suffix>``: every replay of one locate shares a base."""
         out = base.with_name(base.name + suffix)
         return replay(

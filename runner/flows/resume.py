@@ -17,6 +17,7 @@ due yet, or ``launch.checkpoint_every_n_steps`` is 0) it starts over, which is i
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +27,11 @@ from typing import TYPE_CHECKING
 from runner.core import layout, manifest
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import RecordedCode, ResolvedImage, Resume, RunInput
-from runner.host import records, rundir, snapshot
+from runner.host import records, rundir
 from runner.host.sweep_records import SKIP_COMPLETED
 
 if TYPE_CHECKING:
+    from runner.flows.run import Prepared
     from runner.host.engine import Engine
 
 _KEYS = ("resume", "+resume", "++resume")
@@ -78,10 +80,16 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
     run_dir = run_dir.expanduser().resolve()
     if not run_dir.is_dir():
         raise RunnerError(f"+resume={run_dir}: no such run dir", EXIT_USAGE)
-    prior = _resumable(run_dir, echo)
+    prior = _resumable(run_dir)
     engine, image = _recorded_image(prior, run_dir, engine_name, echo)
-    found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
-    step, checkpoint = (found[0], found[1].name) if found else (0, None)
+    inp = _input(prior, run_dir, image, command=[sys.executable, "-m", "runner", *argv])
+    from runner.flows import run  # here: every `python -m runner` imports this module, for `requested`
+
+    # the snapshot first (hash, then every entry confined), then whether the recorded config still
+    # plans: a record is data, and one that no runner would have written stops here, in one line
+    ready = _same_data(run.prepare(inp, run_dir, engine), prior, echo)
+    assert inp.resume is not None
+    step, checkpoint = inp.resume.from_step, inp.resume.checkpoint
     echo(
         f"resuming {prior.run_id} ({rundir.run_status(run_dir, prior.status)}) from "
         + (
@@ -90,7 +98,17 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
             else "the start: no checkpoint was written"
         )
     )
+    return run.execute(ready, echo)
+
+
+def _input(
+    prior: manifest.Manifest, run_dir: Path, image: ResolvedImage | None, command: list[str]
+) -> RunInput:
+    """The run ``prior`` records, to be continued from its newest checkpoint (from the start
+    when it has none)."""
     assert prior.code is not None
+    found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
+    step, checkpoint = (found[0], found[1].name) if found else (0, None)
     code = RecordedCode(
         run_dir / layout.CODE_ARCHIVE,
         prior.code.snapshot_sha256,
@@ -99,29 +117,14 @@ def resume(run_dir: Path, argv: list[str], echo: Callable[[str], None] = print) 
         files=prior.code.files,
     )
     entry = Resume(
-        run_id=prior.run_id,
-        checkpoint=checkpoint,
-        from_step=step,
-        started=time.time(),
-        command=[sys.executable, "-m", "runner", *argv],
+        run_id=prior.run_id, checkpoint=checkpoint, from_step=step, started=time.time(), command=command
     )
-    inp = RunInput.resumed(
-        prior.config,
-        prior.command,
-        prior.overrides,
-        code=code,
-        image=image,
-        replay_of=prior.replay_of,
-        resume=entry,
-    )
-    from runner.flows import run  # here: every `python -m runner` imports this module, for `requested`
-
-    return run.run(inp, run_dir, echo, engine)
+    return RunInput.resumed(prior, code=code, image=image, resume=entry)
 
 
-def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
+def _resumable(run_dir: Path) -> manifest.Manifest:
     """The run dir's record, when it can be continued *as recorded*: not completed, its snapshot
-    whole, its config still plannable and its data the very files it trained on."""
+    the run dir's own."""
     prior = records.read_manifest(run_dir)
     if prior.status == "completed":
         raise RunnerError(f"{run_dir} reads completed: there is nothing to resume", EXIT_USAGE)
@@ -136,23 +139,22 @@ def _resumable(run_dir: Path, echo: Callable[[str], None]) -> manifest.Manifest:
             f"{layout.CODE_ARCHIVE!r}",
             EXIT_USAGE,
         )
-    # the snapshot first (hash, then every entry confined), then whether the recorded config still
-    # plans: a record is data, and one that no runner would have written stops here, in one line
-    snap_root = snapshot.extract(run_dir / layout.CODE_ARCHIVE, prior.code.snapshot_sha256)
-    from runner.flows import run
-    from runner.host import datasets
-    from runner.host.hashing import HashCache
+    return prior
 
-    run.replan(prior.config, run_dir, snap_root, run_id=prior.run_id)
+
+def _same_data(ready: Prepared, prior: manifest.Manifest, echo: Callable[[str], None]) -> Prepared:
+    """``ready`` with its data set, when it holds the very files the run trained on."""
+    from runner.flows import run
+
     with run.recorded_config():
-        _, files = datasets.prepare(prior.config["dataset"], HashCache(), log=echo)
-    if prior.data and files != {k: v.model_dump() for k, v in prior.data.files.items()}:
+        data = run.prepare_data(ready.plan, echo)
+    if prior.data and data.files != prior.data.files:
         raise RunnerError(
-            f"the data set {prior.data.name} is not the one {run_dir} trained on (file hashes "
+            f"the data set {prior.data.name} is not the one {ready.plan.run_dir} trained on (file hashes "
             "differ): a resume would not continue the same run",
             EXIT_USAGE,
         )
-    return prior
+    return dataclasses.replace(ready, data=data)
 
 
 def _recorded_image(

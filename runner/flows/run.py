@@ -2,7 +2,10 @@
 
 A new run, a replay and a resume are this one pipeline, told apart only by their
 :class:`~runner.core.run_input.RunInput` (where the code, the image and the variables come from,
-and whether an earlier attempt is continued). Each step lives in its own module; this one
+and whether an earlier attempt is continued). :func:`prepare` checks and plans a run before
+anything is run or written; :func:`execute` carries it out. A replay and a resume prepare theirs,
+check it against their record and hand it in, so nothing is unpacked, hashed or planned twice.
+Each step lives in its own module; this one
 orchestrates and owns the run dir's lifecycle: it refuses a run dir that already holds a manifest
 (a resume needs one that reads interrupted, failed or abandoned); once it has taken the run dir it
 writes a provisional record (status ``running``: a runner killed outright leaves a run that reads
@@ -14,25 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from runner.core import images, layout, manifest, record, spec, worker_io
+from runner.core import layout, manifest, record, spec, worker_io
+from runner.core.config import parse as parse_config
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
-from runner.core.run_input import RunInput
+from runner.core.run_input import ResolvedImage, RunInput
 from runner.core.worker_io import AuditVerdict, ContractError, WorkerResult
 from runner.host import (
     attest,
+    backends,
     console,
     datasets,
     facts,
-    image_builder,
     params,
     records,
     rundir,
@@ -40,29 +43,56 @@ from runner.host import (
     snapshot,
     trainer_keys,
 )
+from runner.host.engine import Workload
 from runner.host.hashing import HashCache, hash_tree, sha256_file
 from runner.host.interrupts import deferred
 
 if TYPE_CHECKING:
     from runner.core.engine_types import ContainerRequest
-    from runner.host.engine import Engine
-    from runner.host.executors import Exit
-    from runner.host.nodes import NodesBackend
+    from runner.host.engine import Engine, Executor, Exit
 
 Echo = Callable[[str], None]
 
 
-@dataclasses.dataclass
-class _Run:
-    """One run under way: its input and plan, the run dir it holds, and what it has gathered."""
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A run checked and planned, its run dir not yet taken: what :func:`execute` carries out.
+
+    :func:`prepare` makes it; a replay and a resume prepare theirs, check them against the record
+    (the snapshot is unpacked and hashed once, the config planned once, a resume's data had once)
+    and hand them to :func:`execute`.
+    """
 
     input: RunInput
     plan: spec.RunPlan
-    root: Path  # the project the run is planned against: today's tree, or the recorded snapshot
+    root: Path  # the project planned against: today's tree, or the recorded snapshot unpacked
+    engine: Engine | None  # the container engine (not connected yet); None: no container runs
+    data: manifest.Data | None = None  # the data set, when it was had before (a resume checks its hashes)
+    signer: attest.signing.Signer | None = None  # signs provenance.intoto.jsonl; None: unsigned
+
+    def recorded(self, image: ResolvedImage | None, environment: Mapping[str, str]) -> Prepared:
+        """This run with a record's image and variables (a replay's, once it has checked them)."""
+        inp = dataclasses.replace(self.input, image=image, environment=dict(environment))
+        plan = self.plan.with_recorded_env(environment, os.environ, self.root)
+        return dataclasses.replace(self, input=inp, plan=plan)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run under way: what was prepared, the run dir it holds, and what it has gathered."""
+
+    prepared: Prepared
     claim_fd: int
     got: record.Gathered
     cache: HashCache = dataclasses.field(default_factory=HashCache)
-    signer: attest.signing.Signer | None = None  # signs provenance.intoto.jsonl; None: unsigned
+
+    @property
+    def input(self) -> RunInput:
+        return self.prepared.input
+
+    @property
+    def plan(self) -> spec.RunPlan:
+        return self.prepared.plan
 
     @property
     def dir(self) -> Path:
@@ -70,17 +100,21 @@ class _Run:
 
 
 def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None = None) -> manifest.Manifest:
-    """Run once and return the manifest written for it (whatever its status).
+    """Prepare and execute one run (:func:`prepare`, :func:`execute`); its manifest, whatever its status."""
+    return execute(prepare(inp, run_dir, engine), echo)
 
-    Bad input is refused before the run dir is taken. Raises RunnerError for a failed or
-    interrupted run *after* its manifest is written.
+
+def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
+    """Take the run dir, run, and return the manifest written for the run (whatever its status).
+
+    Raises RunnerError for a failed or interrupted run *after* its manifest is written.
     """
-    r = _start(inp, run_dir.resolve())
-    if r.signer is None:
+    r = _claim(p)
+    if p.signer is None:
         echo(attest.unsigned_line())
     try:
         _provisional(r)  # a record from the start: a runner killed outright leaves a run that reads
-        ran = _carry_out(r, echo, engine)
+        ran = _carry_out(r, echo)
     except KeyboardInterrupt:
         _record_early_end(r, record.Ending("interrupted", EXIT_INTERRUPTED, "interrupted before training"))
         raise RunnerError(
@@ -96,9 +130,12 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
             r, record.Ending("failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}")
         )
         raise
+    return _record_end(r, ran)
 
-    # The run is over; what is left is its record. A Ctrl-C from here on waits for the record
-    # (and is dropped: there is nothing left to interrupt).
+
+def _record_end(r: _Run, ran: Exit) -> manifest.Manifest:
+    """The run is over; what is left is its record. A Ctrl-C from here on waits for the record (and
+    is dropped: there is nothing left to interrupt). Raises RunnerError when it did not complete."""
     with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
         audit = _audit(r.dir)
         end = record.ending(
@@ -113,40 +150,34 @@ def run(inp: RunInput, run_dir: Path, echo: Echo = print, engine: Engine | None 
 
 
 # -- before the run dir is taken ------------------------------------------------------------------------
-def _start(inp: RunInput, run_dir: Path) -> _Run:
-    """Plan and check the run, then take its run dir (and, for a resume, read the attempt it continues)."""
+def prepare(inp: RunInput, run_dir: Path, engine: Engine | None = None) -> Prepared:
+    """Unpack the recorded code (hash-checked, once), plan the run and check it: bad input is
+    refused here, in one line, before anything is built or run and before the run dir is taken.
+
+    ``engine`` runs the container; None: the one a new run's config names (``launch.engine``), or
+    the default engine for a recorded run (a record does not choose code to run)."""
     root = snapshot.extract(inp.code.archive, inp.code.sha256) if inp.code else snapshot.project_root()
-    plan = _plan(inp, run_dir, root)
+    plan = plan_for(inp, run_dir.resolve(), root)
     _check(inp, plan, root)
     if plan.nodes > 1:  # before the run dir is taken: no allocation, one line and nothing written
         slurm.check_span(plan.nodes)
     signer = attest.signer_for(inp.config, fresh=inp.kind == "new")  # a bad key: refused before the run dir
-    got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
-    claim_fd = rundir.claim_run_dir(run_dir, resumable=inp.resume is not None)
-    if inp.resume:
-        try:
-            got.resumes = record.resumes(records.read_manifest(run_dir), inp.resume, plan.container_name)
-            (run_dir / layout.RESULT).unlink(missing_ok=True)  # the attempt before left none, or a stale one
-        except BaseException:
-            rundir.release(run_dir, claim_fd)
-            raise
-    return _Run(inp, plan, root, claim_fd, got, signer=signer)
+    if plan.containerized and engine is None:
+        from runner.host import engine as engines
+
+        engine = engines.make(plan.launch.engine if inp.kind == "new" else None)
+    return Prepared(inp, plan, root, engine if plan.containerized else None, signer=signer)
 
 
-def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
-    """The run's plan: a resume keeps the run's id (in a container of its own name); recorded
-    variables, when given, take the place of the plan's."""
-    facts.check_gpus(inp.config)  # GPUs asked for but not here: refused before anything is fetched or built
-    plan = spec.plan_run(
-        inp.config,
-        run_dir,
-        root,
-        os.environ,
-        os.getuid(),
-        os.getgid(),
-        detected_gpus=facts.detected_gpus(inp.config),
-        run_id=inp.resume.run_id if inp.resume else None,
-    )
+def plan_for(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
+    """The run's plan, against ``root``: a resume keeps the run's id (in a container of its own
+    name); recorded variables, when given, take the place of the plan's. A recorded config (a
+    replay's, a resume's) that no runner would have written is refused in one line."""
+    with _reading(inp):
+        config = parse_config(inp.config)
+        facts.check_gpus(config.launch)  # GPUs asked for but not here: refused before anything is had
+        host = spec.Host(os.environ, os.getuid(), os.getgid(), gpus=facts.detected_gpus(config.launch))
+        plan = spec.plan_run(config, run_dir, root, host, run_id=inp.resume.run_id if inp.resume else None)
     if inp.resume:  # same run, new container: a name of its own, so nothing can collide with the last one
         plan = dataclasses.replace(plan, container_name=f"runner-{plan.run_id}-resume-{uuid.uuid4().hex[:6]}")
     if inp.environment is not None:
@@ -154,39 +185,26 @@ def _plan(inp: RunInput, run_dir: Path, root: Path) -> spec.RunPlan:
     return plan
 
 
-def _check(inp: RunInput, plan: spec.RunPlan, root: Path) -> None:
-    """Refuse, before anything is built or run, what would only fail inside the training process."""
-    images.check_registry((plan.config.get("image") or {}).get("registry"))
-    if plan.experiment.get("target"):  # a misspelt Trainer argument fails here, not after the launch
-        variant = (plan.config.get("image") or {}).get("variants", {}).get(plan.image_kind) or {}
-        lock = root / str(variant["lock"]) if plan.backend == "docker" and variant.get("lock") else None
-        trainer_keys.check(plan.config.get("trainer"), lock)
-    if inp.code is None:  # a recorded config passed once; a snapshot's code is not imported on the host
-        params.check(plan.config, plan.experiment.get("schemas"), root)
-
-
-def replan(
-    config: Mapping[str, Any], run_dir: Path, snap_dir: Path, run_id: str | None = None
-) -> spec.RunPlan:
-    """Plan a recorded config against its restored snapshot before anything runs (a replay, a
-    resume): a record whose config no runner would have written is refused here, in one line."""
+@contextlib.contextmanager
+def _reading(inp: RunInput) -> Iterator[None]:
+    """A recorded config's refusal says so; a new run's is the config's own."""
+    if inp.code is None:
+        yield
+        return
     with recorded_config():
         try:
-            facts.check_gpus(
-                config
-            )  # a GPU run replayed where there are none: refused before the image is had
-            return spec.plan_run(
-                config,
-                run_dir,
-                snap_dir,
-                os.environ,
-                os.getuid(),
-                os.getgid(),
-                run_id=run_id,
-                detected_gpus=facts.detected_gpus(config),
-            )
+            yield
         except RunnerError as exc:
             raise RunnerError(f"the recorded config cannot be run: {exc.message}", exc.exit_code) from None
+
+
+def _check(inp: RunInput, plan: spec.RunPlan, root: Path) -> None:
+    """Refuse, before anything is built or run, what would only fail inside the training process."""
+    if not plan.experiment.program:  # a misspelt Trainer argument fails here, not after the launch
+        lock = plan.config.image.variant(plan.image_kind).get("lock")
+        trainer_keys.check(plan.config.trainer, root / str(lock) if plan.containerized and lock else None)
+    if inp.code is None:  # a recorded config passed once; a snapshot's code is not imported on the host
+        params.check(plan.config.raw, plan.experiment.schemas, root)
 
 
 @contextlib.contextmanager
@@ -201,36 +219,66 @@ def recorded_config() -> Iterator[None]:
         ) from None
 
 
+def prepare_data(plan: spec.RunPlan, echo: Echo, cache: HashCache | None = None) -> manifest.Data:
+    """The data set the plan names, downloaded when missing, every file hashed."""
+    dataset = plan.config.dataset
+    root, files = datasets.prepare(dataset, cache or HashCache(), log=echo)
+    return manifest.Data.model_validate({"name": dataset["name"], "root": str(root), "files": files})
+
+
+def _claim(p: Prepared) -> _Run:
+    """Take the run dir (and, for a resume, read the attempt it continues)."""
+    run_dir = p.plan.run_dir
+    got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
+    claim_fd = rundir.claim_run_dir(run_dir, resumable=p.input.resume is not None)
+    if p.input.resume:
+        try:
+            got.resumes = record.resumes(
+                records.read_manifest(run_dir), p.input.resume, p.plan.container_name
+            )
+            (run_dir / layout.RESULT).unlink(missing_ok=True)  # the attempt before left none, or a stale one
+        except BaseException:
+            rundir.release(run_dir, claim_fd)
+            raise
+    return _Run(p, claim_fd, got)
+
+
 # -- the run ----------------------------------------------------------------------------------------------
-def _carry_out(r: _Run, echo: Echo, engine: Engine | None) -> Exit:
+def _carry_out(r: _Run, echo: Echo) -> Exit:
     """Code, data, image, job file, training; each step records what it got in ``r.got``."""
-    snap_dir = _code(r)
+    plan = r.plan
+    code_dir = _code(r)
     data_root = _data(r, echo)
     t_image = time.time()
-    train, paths = _executor(r, snap_dir, data_root, echo, engine)
+    executor = _executor(r)
+    image = r.input.image or executor.image(
+        plan, r.prepared.root, echo, r.dir / layout.LOGS_DIR / layout.BUILD_LOG
+    )
+    if image is not None:
+        r.got.image = manifest.Image.model_validate(image.record)
     r.got.image_seconds = time.time() - t_image
-    _write_job(r, paths)
+    work = Workload(plan, code_dir, data_root, image)
+    r.got.engine = _engine_record(
+        executor, plan.container_request(image.tag if image else "", code_dir, data_root), echo
+    )
+    r.got.environment = plan.worker_env(os.environ, code_dir)
+    _write_job(r, plan.worker_paths(code_dir, data_root))
     _provisional(r)  # now with the code and the image: what a resume of an abandoned run needs
-    plan = r.plan
-    exp = plan.experiment
-    what = exp.get("target") or exp.get("script") or f"-m {exp.get('module')}"
-    if exp.get("launcher") == "torchrun":
-        what = f"torchrun {what}"
     echo(
-        f"run {plan.run_id}: {what} "
+        f"run {plan.run_id}: {plan.experiment.describe()} "
         f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}"
     )
-    ran = train()
+    ran = executor.run(work, echo)
     r.got.container_seconds = ran.seconds
     return ran
 
 
 def _code(r: _Run) -> Path:
-    """The run's code in its run dir — a snapshot of the tree as it is now, or the recorded one —
-    unpacked (hash-checked) for the run; returns where."""
+    """The run's code in its run dir — a snapshot of the tree as it is now, or the recorded one
+    (unpacked, hash-checked, by :func:`prepare`) — and where it is unpacked for the run."""
     code, archive = r.input.code, r.dir / layout.CODE_ARCHIVE
     if code is None:
-        info = snapshot.take(r.root, r.dir)
+        info = snapshot.take(r.prepared.root, r.dir)
         r.got.code = manifest.Code(
             commit=info.commit,
             dirty=info.dirty,
@@ -238,7 +286,7 @@ def _code(r: _Run) -> Path:
             snapshot_sha256=info.sha256,
             files=info.files,
         )
-        return snapshot.extract(r.dir / info.archive, info.sha256)
+        return snapshot.extract(r.dir / info.archive, info.sha256, hashed=True)
     if code.archive.resolve() != archive:
         shutil.copyfile(code.archive, archive)
     r.got.code = manifest.Code(
@@ -248,49 +296,43 @@ def _code(r: _Run) -> Path:
         snapshot=layout.CODE_ARCHIVE,
         snapshot_sha256=code.sha256,
     )
-    return snapshot.extract(archive, code.sha256)
+    return r.prepared.root
 
 
 def _data(r: _Run, echo: Echo) -> Path:
-    """The data set, downloaded when missing, every file hashed; returns its root."""
-    dataset = r.plan.config["dataset"]
-    root, files = datasets.prepare(dataset, r.cache, log=echo)
-    r.got.data = manifest.Data.model_validate({"name": dataset["name"], "root": str(root), "files": files})
-    return root
+    """The data set (as prepared before, or now), recorded; returns its root."""
+    r.got.data = r.prepared.data or prepare_data(r.plan, echo, r.cache)
+    return Path(r.got.data.root)
 
 
-def _executor(
-    r: _Run, snap_dir: Path, data_root: Path, echo: Echo, engine: Engine | None
-) -> tuple[Callable[[], Exit], tuple[str, str, str]]:
-    """The training, ready to start where the worker runs (in the run's image, or on the host), and
-    the run dir, code and data paths as the worker sees them."""
+def _executor(r: _Run) -> Executor:
+    """Where the worker runs (:func:`runner.host.backends.choose`). A run across nodes meets on the
+    interface :func:`runner.host.nodes.rendezvous` picks, recorded with the cluster; its node agents
+    use the engine a new run's config names, and the default one for a replay or resume."""
     plan = r.plan
-    if plan.backend != "docker":
-        from runner.host.executors import HostBackend
+    if plan.nodes == 1:
+        return backends.choose(plan, r.prepared.engine)
+    from runner.flows.cli_common import engine_spec
+    from runner.flows.node import agent_command
+    from runner.host import nodes
 
-        r.got.environment = plan.host_env(os.environ, snap_dir)
-        train = functools.partial(HostBackend().run, plan, None, snap_dir, data_root, echo)
-        return train, (str(r.dir), str(snap_dir), str(data_root))
-    from runner.host import engine as engines
-    from runner.host.executors import DockerBackend
-
-    engine = engine or engines.connect()
-    build_log = r.dir / layout.LOGS_DIR / layout.BUILD_LOG
-    image = r.input.image or image_builder.resolve_image(engine, plan, r.root, echo, build_log=build_log)
-    r.got.image = manifest.Image.model_validate(image.record)
-    r.got.engine = _engine_record(engine, plan.container_request(image.tag, snap_dir, data_root), echo)
-    r.got.environment = plan.container_env()
-    backend: DockerBackend | NodesBackend = (
-        DockerBackend(engine) if plan.nodes == 1 else _nodes_backend(r, engine)
-    )
-    train = functools.partial(backend.run, plan, image.tag, snap_dir, data_root, echo)
-    return train, (spec.JOB, spec.CODE, spec.DATA)
+    meet = nodes.rendezvous(plan.nodes, plan.launch.network_interface)
+    r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
+    engine = r.prepared.engine
+    assert engine is not None, "a run across nodes runs containers"
+    # the engine a new run's config names; for a replay or resume, the option of the user's
+    # engine group this run's engine is (by name, never a recorded _target_)
+    agents = plan.launch.engine if r.input.kind == "new" else engine_spec(engine.describe().name)
+    return backends.choose(plan, engine, nodes.Agents(meet, agents, agent_command))
 
 
-def _engine_record(engine: Engine, req: ContainerRequest, echo: Echo) -> manifest.Engine:
-    """The engine for the record; a limit or lock of ``req`` it cannot enforce is said in one line
-    (the engine leaves it out) and recorded, never dropped silently."""
-    info = engine.describe()
+def _engine_record(source: Executor | Engine, req: ContainerRequest, echo: Echo) -> manifest.Engine | None:
+    """The engine ``source`` says it runs on, for the record (None: the worker runs in no container);
+    a limit or lock of ``req`` it cannot enforce is said in one line (the engine leaves it out) and
+    recorded, never dropped silently."""
+    info = source.describe()
+    if info is None:
+        return None
     unenforced = info.unenforced(req)
     if unenforced:
         how = f"{info.name} {info.version or ''}".strip() + (" (rootless)" if info.rootless else "")
@@ -303,35 +345,14 @@ def _engine_record(engine: Engine, req: ContainerRequest, echo: Echo) -> manifes
     )
 
 
-def _nodes_backend(r: _Run, engine: Engine) -> NodesBackend:
-    """One container per node of the Slurm allocation (``launch.nodes``), meeting on the interface
-    :func:`runner.host.nodes.rendezvous` picks; where they met is recorded with the cluster. The
-    agents use the engine a new run's config names; for a replay or resume, the option of the
-    user's ``engine`` group this run's engine is (by name, never a recorded ``_target_``)."""
-    from runner.flows.cli_common import engine_spec
-    from runner.flows.node import agent_command
-    from runner.host import nodes
-
-    plan = r.plan
-    meet = nodes.rendezvous(plan.nodes, plan.launch.get("network_interface"))
-    r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
-    fresh = r.input.code is None and r.input.resume is None
-    image = r.got.image
-    pull = {"ref": image.registry_ref, "id": image.id} if image and image.registry_ref else None
-    chosen = plan.launch.get("engine") if fresh else engine_spec(engine.describe().name)
-    return nodes.NodesBackend(engine, meet, chosen, agent_command, pull)
-
-
 def _write_job(r: _Run, paths: tuple[str, str, str]) -> None:
     """``job.json`` for the worker (naming the checkpoint a resume continues from)."""
     plan = r.plan
-    job = plan.job_document(*paths, dataset_files=plan.config["dataset"]["files"])
+    job = plan.job_document(*paths, dataset_files=plan.config.dataset["files"])
     resume = r.input.resume
     if resume and resume.checkpoint:
         job = dataclasses.replace(job, resume=f"{paths[0]}/{layout.CHECKPOINT_DIR}/{resume.checkpoint}")
     worker_io.write(r.dir / layout.WORKER_REQUEST, job)
-    if plan.backend == "docker":
-        rundir.make_writable_for(r.dir, plan.user)
 
 
 # -- the record -------------------------------------------------------------------------------------------
@@ -378,7 +399,7 @@ def _finish(
     )
     m = record.build(r.plan, r.input, r.got, outcome)
     records.write_manifest(r.dir, m)
-    note = attest.write_provenance(r.dir, m, r.signer)
+    note = attest.write_provenance(r.dir, m, r.prepared.signer)
     if note:
         console.echo(note)
     return m

@@ -200,19 +200,19 @@ def resolve_images(jobs: Sequence[SweepJob]) -> None:
         if job.config is None:
             continue
         try:
-            p = spec.plan_run(job.config, job.run_dir, root, os.environ, os.getuid(), os.getgid())
-            facts.check_gpus(p.config)  # nothing is built for a job that asks for GPUs this host lacks
+            p = spec.plan_run(job.config, job.run_dir, root, spec.Host(os.environ, os.getuid(), os.getgid()))
+            facts.check_gpus(p.launch)  # nothing is built for a job that asks for GPUs this host lacks
         except RunnerError:
             continue  # this job fails on its own, with its own record
-        if p.backend != "docker":
+        if not p.containerized:
             continue
-        variant = (p.config.get("image") or {}).get("variants", {}).get(p.image_kind, {})
-        key = json.dumps([p.launch.get("engine"), p.image_kind, variant], sort_keys=True, default=str)
+        variant = p.config.image.variant(p.image_kind)
+        key = json.dumps([p.launch.engine, p.image_kind, variant], sort_keys=True, default=str)
         wanted.setdefault(key, p)
         keys[job.idx] = key
     ids: dict[str, tuple[str, str | None]] = {}
     for key, p in wanted.items():
-        engine = engines.connect(p.launch.get("engine"))  # the user's own config chose it
+        engine = engines.connect(p.launch.engine)  # the user's own config chose it
         try:
             resolved = image_builder.resolve_image(engine, p, root, log.info)
             ids[key] = (resolved.record["id"], resolved.record.get("registry_ref"))

@@ -560,7 +560,7 @@ def _why(exc: docker.errors.DockerException) -> str:
     return " ".join(str(text).split())
 
 
-def _device_requests(gpus: list[str] | int | None) -> list[DeviceRequest] | None:
+def _device_requests(gpus: list[int] | list[str] | int | None) -> list[DeviceRequest] | None:
     """``ContainerRequest.gpus`` as Docker's device requests: None, all (-1), a count, or ids."""
     if gpus is None:
         return None

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from runner.core.config import Launch
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.run_input import ResolvedImage
+from runner.core.spec import RunPlan
 
 DEFAULT_ENGINE: Mapping[str, Any] = {"_target_": "runner.host.docker_engine.DockerEngine"}
 
@@ -138,6 +141,57 @@ class Engine(Protocol):
         """Containers, running or not, carrying label ``key`` (with ``value``, when given)."""
 
 
+# -- where the worker runs -------------------------------------------------------------------------------
+@dataclass
+class Exit:
+    """How the worker ended, as every executor reports it."""
+
+    exit_code: int
+    oom_killed: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What an executor is handed: the plan, where the run's unpacked code and its data are on this
+    host, and the image the run has (the executor's :meth:`Executor.image`, or the record's; None:
+    it runs in no image)."""
+
+    plan: RunPlan
+    code_dir: Path
+    data_root: Path
+    image: ResolvedImage | None = None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where the worker runs: in a container of an :class:`Engine`, across the nodes of a Slurm
+    allocation, or as a process of this Python. One is chosen by
+    :func:`runner.host.backends.choose`; the run flow speaks to this protocol only.
+
+    What the worker sees (its paths and environment) is the plan's
+    (:meth:`runner.core.spec.RunPlan.worker_paths`, :meth:`~runner.core.spec.RunPlan.worker_env`).
+    """
+
+    name: str  # what the run's first line names
+
+    def image(
+        self, plan: RunPlan, root: Path, echo: Callable[[str], None], build_log: Path | None
+    ) -> ResolvedImage | None:
+        """The image the worker runs in, found or built from ``root``'s Dockerfile and lock (a
+        build's whole output to ``build_log``); None where the worker runs in no image."""
+
+    def describe(self) -> EngineInfo | None:
+        """The engine the worker's container runs on, for the record (None: no container)."""
+
+    def run(self, work: Workload, echo: Callable[[str], None]) -> Exit:
+        """Run the worker to its end, its log streamed to ``echo`` and the run dir's
+        ``logs/train.log``. Ctrl-C or SIGTERM stops it (an :class:`Exit` with ``interrupted``);
+        nothing of it is left running, whichever way it ends."""
+
+
 def make(spec: Mapping[str, Any] | None = None) -> Engine:
     """The engine ``spec`` names (a ``_target_`` node; None: :data:`DEFAULT_ENGINE`), not yet
     connected: it connects on first use, so a run that cannot reach it still leaves its record.
@@ -161,13 +215,15 @@ def make(spec: Mapping[str, Any] | None = None) -> Engine:
     return engine
 
 
-def for_run(cfg: Mapping[str, Any]) -> Engine | None:
-    """The engine a new run's own config names (``launch.engine``), not yet connected; None for
-    ``launch.backend=host``. Only for a config the user composed now, never a recorded one."""
-    launch = cfg.get("launch") or {}
-    if launch.get("backend", "docker") != "docker":
-        return None
-    return make(launch.get("engine"))
+def for_run(launch: Launch | Mapping[str, Any]) -> Engine | None:
+    """The engine a new run's own launch section names (``launch.engine``), not yet connected; None
+    for ``launch.backend=host``. Only for a config the user composed now, never a recorded one.
+    (Given a whole config, it reads its ``launch``.)"""
+    if not isinstance(launch, Launch):
+        from runner.core.config import launch_of
+
+        launch = launch_of(launch)
+    return make(launch.engine) if launch.containerized else None
 
 
 def connect(spec: Mapping[str, Any] | None = None) -> Engine:

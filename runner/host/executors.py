@@ -1,13 +1,14 @@
-"""Where the worker runs: a locked-down container (docker) or a process on the host (host).
+"""Where the worker runs: a locked-down container of an engine, or a process on the host.
 
-Both take the same plan and return the same :class:`Exit`; both stream the training log to
-the terminal and to the run dir's ``logs/train.log``, and both stop their child on Ctrl-C or
-SIGTERM before the interrupt propagates, so nothing is left running.
+Each implements :class:`runner.host.engine.Executor`: it takes a :class:`Workload` and returns
+an :class:`Exit`; each streams the training log to the terminal and to the run dir's
+``logs/train.log``, and stops its child on Ctrl-C or SIGTERM before the interrupt propagates, so
+nothing is left running. :func:`runner.host.backends.choose` is the one place an executor is
+picked for a plan (a run across nodes is :class:`runner.host.nodes.NodesBackend`'s).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
@@ -15,72 +16,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.core import layout, logtext
-from runner.core.engine_types import ContainerRequest
+from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import shell_status
+from runner.core.run_input import ResolvedImage
 from runner.core.spec import RunPlan
-from runner.host.engine import Container, Engine
+from runner.host import rundir
+from runner.host.engine import Container, Engine, Exit, Workload
 from runner.host.interrupts import deferred
+from runner.host.logs import LOG_TAIL, TRAIN_LOG, Tee
 
-LOG_TAIL = 40
-TRAIN_LOG = f"{layout.LOGS_DIR}/{layout.TRAIN_LOG}"  # under the run dir
-
-
-@dataclass
-class Exit:
-    """How the worker ended, as both executors report it."""
-
-    exit_code: int
-    oom_killed: bool = False
-    interrupted: bool = False
-    seconds: float = 0.0
-    log_tail: list[str] = field(default_factory=list)
-
-
-class Tee:
-    """``echo``, also appending each line to ``path`` and keeping the last ``LOG_TAIL`` lines in
-    ``tail``; the file is closed by :meth:`close` or at the end of a ``with`` block. A line redrawn
-    with carriage returns (a progress bar) is kept in its last state; terminal noise
-    (:func:`runner.core.logtext.is_terminal_noise`) goes to the file only."""
-
-    def __init__(self, path: Path, echo: Callable[[str], None]):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
-        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-        self.echo = echo
-
-    def __call__(self, line: str) -> None:
-        if self.file.closed:  # a last line from a log stream that outlived the run
-            return
-        line = logtext.last_redraw(line)
-        self.file.write(line + "\n")
-        self.tail.append(line)
-        if not logtext.is_terminal_noise(line):
-            self.echo(line)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def quiet(self) -> None:
-        """From now on, lines go to the log file only. On an interrupt, what the stopping
-        processes print (a peer's collective failing as its partner goes, say) is shutdown noise
-        for the terminal; the file keeps every line."""
-        if self.echo is not _silent:
-            self.echo(f"stopping… (the rest of the training log goes to {TRAIN_LOG} only)")
-            self.echo = _silent
-
-    def __enter__(self) -> Tee:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _silent(_line: str) -> None:
-    pass
+__all__ = ["LOG_TAIL", "TRAIN_LOG", "DockerBackend", "Exit", "HostBackend", "Tee", "Workload", "run_process"]
 
 
 class DockerBackend:
@@ -91,11 +38,25 @@ class DockerBackend:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def run(
-        self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
-    ) -> Exit:
+    def image(
+        self, plan: RunPlan, root: Path, echo: Callable[[str], None], build_log: Path | None
+    ) -> ResolvedImage:
+        """The image the plan names, found on the engine by content hash or built."""
+        from runner.host import image_builder
+
+        return image_builder.resolve_image(self.engine, plan, root, echo, build_log=build_log)
+
+    def describe(self) -> EngineInfo:
+        return self.engine.describe()
+
+    def run(self, work: Workload, echo: Callable[[str], None]) -> Exit:
+        plan = work.plan
+        assert work.image is not None, "a container runs an image"
+        rundir.make_writable_for(plan.run_dir, plan.user)
         with Tee(plan.run_dir / TRAIN_LOG, echo) as tee:
-            return self.run_request(plan.container_request(image, code_dir, data_root), tee)
+            return self.run_request(
+                plan.container_request(work.image.tag, work.code_dir, work.data_root), tee
+            )
 
     def run_request(self, request: ContainerRequest, tee: Tee) -> Exit:
         """Start the container, stream its log into ``tee`` until it ends, and remove it — also on
@@ -140,12 +101,18 @@ class HostBackend:
 
     name = "host"
 
-    def run(
-        self, plan: RunPlan, image: str | None, code_dir: Path, data_root: Path, echo: Callable[[str], None]
-    ) -> Exit:
-        env = plan.host_env(os.environ, code_dir)
+    def image(self, plan: RunPlan, root: Path, echo: Callable[[str], None], build_log: Path | None) -> None:
+        """None: the worker runs in this Python, whose packages the worker records."""
+        return None
+
+    def describe(self) -> None:
+        return None
+
+    def run(self, work: Workload, echo: Callable[[str], None]) -> Exit:
+        plan = work.plan
+        env = plan.host_env(os.environ, work.code_dir)
         argv = [sys.executable, "-m", "runner.worker"]
-        return run_process(argv, env, code_dir, plan.run_dir / TRAIN_LOG, echo)
+        return run_process(argv, env, work.code_dir, plan.run_dir / TRAIN_LOG, echo)
 
 
 def run_process(

@@ -9,6 +9,7 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
+from runner.core.config import Launch
 from runner.core.devices import VisibleGpus, asks_for_gpus, gpu_refusal
 from runner.core.errors import EXIT_USAGE, RunnerError
 
@@ -90,11 +91,10 @@ def visible_gpus() -> VisibleGpus:
     return VisibleGpus(tuple(ids), why)
 
 
-def check_gpus(cfg: Mapping[str, Any]) -> None:
-    """Refuse, before anything is fetched, built or started, a config asking for GPUs this host does
+def check_gpus(launch: Launch) -> None:
+    """Refuse, before anything is fetched, built or started, a launch asking for GPUs this host does
     not show (``launch.gpus``: N, [ids] or all). The driver is asked only when GPUs are asked for."""
-    launch = cfg.get("launch") or {}
-    asked = launch.get("gpus") if isinstance(launch, Mapping) else None
+    asked = launch.gpus
     if not asks_for_gpus(asked):
         return
     message = gpu_refusal(asked, visible_gpus())
@@ -124,7 +124,6 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> list[int]:
         return list(range(gpu_count()))  # the driver's own count, as a launch reads it
 
 
-def detected_gpus(cfg: Mapping[str, Any]) -> int:
-    """The host's GPU count when the config asks for ``launch.gpus=all`` (it is not probed otherwise)."""
-    launch = cfg.get("launch") or {}
-    return gpu_count() if isinstance(launch, Mapping) and launch.get("gpus") == "all" else 0
+def detected_gpus(launch: Launch) -> int:
+    """The host's GPU count when the launch asks for ``launch.gpus=all`` (it is not probed otherwise)."""
+    return gpu_count() if launch.gpus == "all" else 0

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.core import images, manifest, spec
-from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.run_input import ResolvedImage
 from runner.host import wheelhouse
 from runner.host.engine import Engine
-from runner.host.executors import Tee
+from runner.host.logs import Tee
 from runner.host.progress import BuildProgress
 
 __all__ = [
@@ -45,8 +45,10 @@ def resolve_image(
     A build's output goes to ``build_log`` when given (a failed build's run dir then keeps the
     whole log, not only the tail in the error); the terminal shows its step and elapsed time.
     """
-    variant = plan.config["image"]["variants"][plan.image_kind]
-    registry = images.check_registry(plan.config["image"].get("registry"))  # before any build
+    variant = plan.config.image.variant(plan.image_kind)
+    if not variant:
+        raise RunnerError(f"image.variants.{plan.image_kind}: the config names no such image", EXIT_USAGE)
+    registry = images.check_registry(plan.config.image.registry)  # before any build
     base = variant["base"]
     base_id = engine.image_id(base["ref"]) or engine.pull(base["ref"])
     if not base_id:
@@ -56,9 +58,9 @@ def resolve_image(
             EXIT_ENVIRONMENT,
         )
     iplan = images.plan(variant, plan.image_kind, root, base_id)
-    pinned = plan.launch.get("image_id")
+    pinned = plan.launch.image_id
     if pinned:
-        image = pinned_image(engine, iplan, str(pinned), plan.launch.get("image_ref"), echo)
+        image = pinned_image(engine, iplan, str(pinned), plan.launch.image_ref, echo)
     else:
         image = find_or_build(engine, iplan, root, echo, build_log=build_log)
     return publish(engine, image, registry, echo) if registry else image
@@ -203,7 +205,7 @@ def exact(
 
 def image_record(
     iplan: images.ImagePlan, image_id: str, built: bool, build_seconds: float | None, engine: Engine
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """The manifest's ``image`` section for an image planned by ``iplan`` and found or built."""
     return {
         **{k: v for k, v in iplan.to_dict().items() if k in manifest.Image.model_fields},

@@ -26,16 +26,17 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.core import cluster, layout
 from runner.core.digests import sha256_bytes
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
-from runner.core.spec import RUN_ID_LABEL, RunPlan
-from runner.host import atomic
-from runner.host.engine import Engine
-from runner.host.executors import TRAIN_LOG, Exit, run_process
+from runner.core.spec import RUN_ID_LABEL
+from runner.host import atomic, rundir
+from runner.host.engine import Engine, Exit, Workload
+from runner.host.executors import TRAIN_LOG, DockerBackend, run_process
 
 SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 # Seconds srun gets, once asked to stop, for each agent to stop its container, and then the seconds
@@ -103,50 +104,30 @@ def rendezvous(nodes: int, interface: str | None, env: Mapping[str, str] | None 
     return cluster.Rendezvous(nodes=nodes, interface=interface, address=have[interface], port=port)
 
 
-class NodesBackend:
-    """The worker in one container per node, started by ``srun`` through the node agents."""
+@dataclass(frozen=True)
+class Agents:
+    """How a run across nodes starts its node agents: where the nodes meet, the engine each agent
+    connects (a ``_target_`` node; None: the default engine), and the agent's command line for the
+    request file and its sha256 (:func:`runner.flows.node.agent_command`)."""
 
-    name = "docker"
+    meet: cluster.Rendezvous
+    engine: Mapping[str, Any] | None
+    command: Callable[[Path, str], list[str]]
 
-    def __init__(
-        self,
-        engine: Engine,
-        meet: cluster.Rendezvous,
-        engine_spec: Mapping[str, Any] | None,
-        agent: Callable[[Path, str], list[str]],
-        pull: Mapping[str, str] | None = None,
-    ):
-        """``agent``: the node agent's command line for the request file and its sha256
-        (:func:`runner.flows.node.agent_command`); ``pull``: where a node without the image gets
-        it (``ref``: the recorded ``REPOSITORY@sha256:…``, ``id``: the image id it must give)."""
-        self.agent = agent
-        self.pull = dict(pull) if pull else None
-        self.engine = engine
-        self.meet = meet
-        self.engine_spec = dict(engine_spec) if engine_spec else None
 
-    def run(
-        self, plan: RunPlan, image: str, code_dir: Path, data_root: Path, echo: Callable[[str], None]
-    ) -> Exit:
-        # every node runs the image by its id (its config's digest), never by a tag, which each
-        # node's engine could hold for another image
-        image_id = self.engine.image_id(image)
-        if image_id is None:
-            raise RunnerError(f"image {image} is not on this node's engine", EXIT_ENVIRONMENT)
-        request = plan.container_request(image_id, code_dir, data_root, self.meet)
-        path = plan.run_dir / layout.NODE_REQUEST
-        doc = {
-            "request": request.to_dict(),
-            "engine": self.engine_spec,
-            "pull": self.pull,
-            "first_node": os.environ.get("SLURMD_NODENAME"),
-            "log_dir": str(plan.run_dir / layout.LOGS_DIR),
-        }
-        text = json.dumps(doc, indent=2, sort_keys=True)
-        atomic.write_text(path, text)
-        # the run dir is writable from the container: each agent checks the file is the one written here
-        digest = sha256_bytes(text.encode())
-        argv = cluster.srun_command(plan.nodes, plan.container_name, self.agent(path, digest))
+class NodesBackend(DockerBackend):
+    """The worker in one container per node, started by ``srun`` through the node agents; the image
+    is resolved on this node's engine, as :class:`~runner.host.executors.DockerBackend` does."""
+
+    def __init__(self, engine: Engine, agents: Agents):
+        super().__init__(engine)
+        self.agents = agents
+
+    def run(self, work: Workload, echo: Callable[[str], None]) -> Exit:
+        plan = work.plan
+        rundir.make_writable_for(plan.run_dir, plan.user)
+        path, digest = self._write_request(work)
+        argv = cluster.srun_command(plan.nodes, plan.container_name, self.agents.command(path, digest))
         # srun kills its tasks outright on SIGTERM, but hands SIGUSR1 on: each agent then stops its container
         ended = run_process(
             argv,
@@ -159,6 +140,32 @@ class NodesBackend:
         )
         self._wait_gone(plan.run_id)
         return ended
+
+    def _write_request(self, work: Workload) -> tuple[Path, str]:
+        """``nodes.json``: the first node's container request, the engine the agents connect, and
+        where a node without the image pulls it (the recorded ``REPOSITORY@sha256:…``, and the id it
+        must give); returns the file and its sha256."""
+        plan, image = work.plan, work.image
+        assert image is not None, "every node's container runs the run's image"
+        # every node runs the image by its id (its config's digest), never by a tag, which each
+        # node's engine could hold for another image
+        image_id = self.engine.image_id(image.tag)
+        if image_id is None:
+            raise RunnerError(f"image {image.tag} is not on this node's engine", EXIT_ENVIRONMENT)
+        request = plan.container_request(image_id, work.code_dir, work.data_root, self.agents.meet)
+        ref = image.record.get("registry_ref")
+        doc = {
+            "request": request.to_dict(),
+            "engine": dict(self.agents.engine) if self.agents.engine else None,
+            "pull": {"ref": ref, "id": image.record["id"]} if ref else None,
+            "first_node": os.environ.get("SLURMD_NODENAME"),
+            "log_dir": str(plan.run_dir / layout.LOGS_DIR),
+        }
+        text = json.dumps(doc, indent=2, sort_keys=True)
+        path = plan.run_dir / layout.NODE_REQUEST
+        atomic.write_text(path, text)
+        # the run dir is writable from the container: each agent checks the file is the one written here
+        return path, sha256_bytes(text.encode())
 
     def _wait_gone(self, run_id: str, timeout: float = GONE_WAIT) -> None:
         """Until this node's container of the run is gone (a killed agent's container stops and

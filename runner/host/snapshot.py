@@ -118,9 +118,12 @@ def verify(archive: Path, expected_sha256: str) -> None:
         )
 
 
-def extract(archive: Path, expected_sha256: str) -> Path:
-    """Unpack a verified snapshot into the cache (once per hash) and return its directory."""
-    verify(archive, expected_sha256)
+def extract(archive: Path, expected_sha256: str, *, hashed: bool = False) -> Path:
+    """Unpack a verified snapshot into the cache (once per hash) and return its directory.
+    ``hashed``: ``expected_sha256`` was just computed from this very file (:func:`take`'s), so it
+    is not hashed again."""
+    if not hashed:
+        verify(archive, expected_sha256)
 
     def unpack(into: Path) -> None:
         try:

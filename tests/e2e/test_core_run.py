@@ -167,7 +167,7 @@ def test_an_existing_image_is_used_without_a_build(twice, engine, tmp_path):
             raise AssertionError("a build was started although the image exists")
 
     cfg = OmegaConf.to_container(compose(list(FAST)), resolve=True)
-    plan = spec.plan_run(cfg, tmp_path, ROOT, os.environ, os.getuid(), os.getgid())
+    plan = spec.plan_run(cfg, tmp_path, ROOT, spec.Host(os.environ, os.getuid(), os.getgid()))
     started = time.perf_counter()
     resolved = image_builder.resolve_image(NoBuild(), plan, ROOT, echo=lambda line: None)
     seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ from runner.core import fingerprints, layout, spec, worker_io
 from runner.core.layout import latest_checkpoint
 from runner.flows.cli_common import compose
 from runner.host import records
-from runner.host.executors import HostBackend
+from runner.host.executors import HostBackend, Workload
 from runner.host.interrupts import deferred
 from tests.conftest import ROOT
 
@@ -45,12 +45,12 @@ def _worker(run_dir: Path, max_steps: int = MAX_STEPS, resume: Path | None = Non
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(compose([*OVERRIDES, f"trainer.max_steps={max_steps}"]), resolve=True)
-    plan = spec.plan_run(cfg, run_dir, ROOT, os.environ, os.getuid(), os.getgid())
+    plan = spec.plan_run(cfg, run_dir, ROOT, spec.Host(os.environ, os.getuid(), os.getgid()))
     job = plan.job_document(str(run_dir), str(ROOT), str(DATA), dataset_files=cfg["dataset"]["files"])
     job = dataclasses.replace(job, resume=str(resume) if resume else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     worker_io.write(run_dir / layout.WORKER_REQUEST, job)
-    done = HostBackend().run(plan, None, ROOT, DATA, echo=lambda line: None)
+    done = HostBackend().run(Workload(plan, ROOT, DATA), echo=lambda line: None)
     assert done.exit_code == 0, "\n".join(done.log_tail)
     return done.log_tail
 

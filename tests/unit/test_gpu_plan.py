@@ -25,7 +25,7 @@ def plan_with(base: dict, gpus, kind: str = "auto", detected: int = 0) -> spec.R
     cfg["launch"]["gpus"] = gpus
     cfg["image"]["kind"] = kind
     return spec.plan_run(
-        cfg, Path("/tmp/gpu/run"), ROOT, {"PATH": "/bin"}, 1000, 1000, detected_gpus=detected
+        cfg, Path("/tmp/gpu/run"), ROOT, spec.Host({"PATH": "/bin"}, 1000, 1000, gpus=detected)
     )
 
 

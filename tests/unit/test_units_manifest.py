@@ -98,7 +98,7 @@ def test_secrets_are_redacted():
 def _plan(tmp_path, backend: str = "docker", **launch):
     cfg = OmegaConf.to_container(compose([f"launch.backend={backend}"]), resolve=True)
     cfg["launch"].update(launch)
-    return spec.plan_run(cfg, tmp_path / "run", ROOT, {}, 1000, 1000)
+    return spec.plan_run(cfg, tmp_path / "run", ROOT, spec.Host({}, 1000, 1000))
 
 
 def _outcome(status="completed", code=0, **over):
@@ -143,7 +143,7 @@ def test_a_completed_run_is_recorded_from_its_plan_input_and_outcome(tmp_path):
         None,
         False,
     )
-    assert m.command == inp.command and m.overrides == ["seed=0"] and m.config == plan.config
+    assert m.command == inp.command and m.overrides == ["seed=0"] and m.config == plan.config.raw
     assert m.containerized and m.launch["container"] == plan.container_name and m.launch["mem_limit"] == "2g"
     assert m.environment == {"A": "1", "HF_TOKEN": manifest.REDACTED}  # secrets never reach the record
     assert (
@@ -220,6 +220,7 @@ def test_a_resume_lists_the_attempt_it_continues(tmp_path):
     assert last["previous"]["status"] == "interrupted" and last["previous"]["container"] == "runner-r-1"
     assert last["previous"]["log_tail"] == [str(i) for i in range(20, 30)]
     code = RecordedCode(tmp_path / "code.tar", "d" * 64)
-    inp = RunInput.resumed({}, ["c"], [], code=code, image=None, replay_of=None, resume=entry)
+    inp = RunInput.resumed(prior, code=code, image=None, resume=entry)
     assert inp.kind == "resume" and RunInput.new({}, [], []).kind == "new"
-    assert RunInput.replay({}, [], [], code=code, image=None, environment={}, replay_of={}).kind == "replay"
+    assert (inp.config, inp.command, inp.replay_of) == (prior.config, prior.command, prior.replay_of)
+    assert RunInput.replay({}, [], [], code=code, replay_of={}).kind == "replay"

@@ -26,7 +26,7 @@ def script_cfg() -> dict:
 
 def plan(cfg: dict, **experiment) -> spec.RunPlan:
     cfg = {**cfg, "experiment": {**cfg["experiment"], **experiment}}
-    return spec.plan_run(cfg, Path("/tmp/x/run"), ROOT, {}, 1000, 1000)
+    return spec.plan_run(cfg, Path("/tmp/x/run"), ROOT, spec.Host({}, 1000, 1000))
 
 
 def _requested(p: spec.RunPlan) -> Experiment:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import cluster, spec
+from runner.core import cluster, config, spec
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import compose
 from tests.conftest import ROOT
@@ -19,8 +19,11 @@ def base_cfg() -> dict:
     return OmegaConf.to_container(compose([]), resolve=True)
 
 
-def plan(cfg: dict, uid: int = 0, gid: int = 0, env: dict | None = None, **kw) -> spec.RunPlan:
-    return spec.plan_run(cfg, Path("/tmp/core-x/run"), ROOT, env or {}, uid, gid, **kw)
+def plan(
+    cfg: dict, uid: int = 0, gid: int = 0, env: dict | None = None, detected_gpus: int = 0, **kw
+) -> spec.RunPlan:
+    host = spec.Host(env or {}, uid, gid, gpus=detected_gpus)
+    return spec.plan_run(cfg, Path("/tmp/core-x/run"), ROOT, host, **kw)
 
 
 def with_(base: dict, **sections) -> dict:
@@ -43,7 +46,8 @@ def refused(cfg: dict, match: str, **kw) -> None:
 def test_default_plan(base_cfg):
     p = plan(base_cfg)
     assert (p.backend, p.accelerator, p.world_size, p.image_kind, p.seed) == ("docker", "cpu", 2, "cpu", 0)
-    assert p.experiment["target"] == "experiments.mnist:train"
+    assert p.experiment.entry == config.Target("experiments.mnist:train")
+    assert p.experiment.section["target"] == "experiments.mnist:train"  # as recorded
     assert p.env["ATEN_CPU_CAPABILITY"] == "avx2"
     req = p.container_request("runner:cpu-x", Path("/snap"), Path("/data"))
     assert ("/snap", spec.CODE, True) in req.mounts and ("/data", spec.DATA, True) in req.mounts
@@ -112,7 +116,8 @@ def test_experiment_names_exactly_one_of_target_and_script(base_cfg):
         experiment__script="experiments/plain_script/train.py",
         experiment__args=["--steps", 3],
     )
-    assert plan(ok).experiment["args"] == ["--steps", "3"]
+    assert plan(ok).experiment.entry == config.Script("experiments/plain_script/train.py", ("--steps", "3"))
+    assert plan(ok).experiment.section["args"] == ["--steps", "3"]  # as recorded and handed to the worker
 
 
 def test_unknown_backend_is_refused(base_cfg):
