@@ -71,35 +71,40 @@ def _check_writable(run_dir: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How a replay runs besides the record: its command line (to record; default: ``runner.replay
+    TARGET``), a change to the recorded config before it runs (``--locate`` trains to a step and
+    traces it; its verdict is not signed), the engine by name (an option of the ``engine`` group;
+    default: the one the record names), and an image file (``runner export``'s; loaded, and it must
+    hold the recorded image)."""
+
+    command: list[str] | None = None
+    edit_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    engine: str | None = None
+    image_file: str | os.PathLike | None = None
+
+
 def replay(
     target: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
     allow_env_drift: bool = False,
     echo: Callable[[str], None] = _echo,
-    command: list[str] | None = None,
-    edit_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
-    engine: str | None = None,
-    image_file: str | os.PathLike | None = None,
+    options: ReplayOptions | None = None,
 ) -> ReplayOutcome:
     """Replay the run at ``target``. Bad input and environment drift raise RunnerError before
-    anything is run or written; a replay that runs always ends in a verdict. ``edit_config`` changes
-    the recorded config before it runs (``--locate`` trains to a step and traces it); ``engine``
-    names the engine (an option of the ``engine`` group; default: the one the record names);
-    ``image_file`` (``runner export``'s) is loaded and must hold the recorded image."""
+    anything is run or written; a replay that runs always ends in a verdict."""
+    options = options or ReplayOptions()
     original = records.load(target)
     if original.edited:
         raise RunnerError(f"cannot replay: {original.digest_note} — nothing was run", EXIT_USAGE)
     signer = attest.signer_for({}, fresh=False)  # whoever replays signs the verdict; a bad key: refused here
     run_dir = Path(out).resolve() if out else default_out(original.dir)
-    command = command or [sys.executable, "-m", "runner.replay", str(target)]
-    asked = _Asked(
-        command,
-        allow_env_drift,
-        edit_config,
-        _engine_spec(original.manifest, engine),
-        Path(image_file) if image_file else None,
-    )
+    command = options.command or [sys.executable, "-m", "runner.replay", str(target)]
+    engine = _engine_spec(original.manifest, options.engine)
+    image_file = Path(options.image_file) if options.image_file else None
+    asked = _Asked(command, allow_env_drift, options.edit_config, engine, image_file)
     ready, prepared = _prepare(original, run_dir, asked, echo)
     echo(f"replaying {original.manifest.run_id} from {original.dir} into {run_dir} — image: {prepared.how}")
     failure = None
@@ -109,16 +114,24 @@ def replay(
         if exc.exit_code == EXIT_INTERRUPTED or not (run_dir / layout.MANIFEST).is_file():
             raise
         failure = exc.message  # the replay ran and failed: still a verdict (not identical)
+    outcome = _conclude(original, run_dir, prepared, failure)
+    if options.edit_config is None and (
+        note := attest.write_verdict(original.dir, run_dir, outcome.verdict.bit_identical, signer)
+    ):
+        echo(note)  # a faithful replay's verdict is signed, about the original run; this: it could not be
+    return outcome
+
+
+def _conclude(
+    original: records.RunRecord, run_dir: Path, prepared: rebuild.Prepared, failure: str | None
+) -> ReplayOutcome:
+    """The replay's verdict against the original, written to its run dir's ``verdict.json``."""
     replayed = records.load(run_dir)
     verdict = _verdict(original, replayed, prepared.drift)
     _write_json(
         run_dir / layout.VERDICT,
         compare.VerdictFile(str(original.dir), str(run_dir), prepared.how, failure, verdict).to_json(),
     )
-    if edit_config is None and (
-        note := attest.write_verdict(original.dir, run_dir, verdict.bit_identical, signer)
-    ):
-        echo(note)  # a faithful replay's verdict is signed, about the original run; this: it could not be
     return ReplayOutcome(verdict, run_dir, original, prepared.how, failure)
 
 
@@ -134,7 +147,7 @@ class _Asked:
     image_file: Path | None = None  # --image FILE: the recorded image, from a file
 
 
-def _engine_spec(m: Manifest, name: str | None) -> dict[str, Any] | None:
+def _engine_spec(m: Manifest, name: str | None) -> Mapping[str, Any] | None:
     """The engine named ``name``, else the one the record names (by name: a record does not choose
     code to run), as the user's ``engine`` group gives it; None for a run recorded on the host."""
     if not m.containerized:
@@ -386,9 +399,11 @@ def main(argv: list[str] | None = None) -> None:
             args.run,
             args.out,
             allow_env_drift=args.allow_env_drift,
-            command=[sys.executable, "-m", "runner.replay", *argv],
-            engine=args.engine,
-            image_file=args.image,
+            options=ReplayOptions(
+                command=[sys.executable, "-m", "runner.replay", *argv],
+                engine=args.engine,
+                image_file=args.image,
+            ),
         )
     except (RunnerError, KeyboardInterrupt) as exc:
         _fail(exc)
@@ -421,8 +436,7 @@ def _locate(args: argparse.Namespace) -> None:
             out,
             allow_env_drift=args.allow_env_drift,
             echo=_echo,
-            edit_config=edit,
-            engine=args.engine,
+            options=ReplayOptions(edit_config=edit, engine=args.engine),
         )
 
     try:

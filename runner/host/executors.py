@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
@@ -27,7 +28,17 @@ from runner.host.engine import Container, Engine, Exit, Workload
 from runner.host.interrupts import deferred
 from runner.host.logs import LOG_TAIL, TRAIN_LOG, Tee
 
-__all__ = ["LOG_TAIL", "TRAIN_LOG", "DockerBackend", "Exit", "HostBackend", "Tee", "Workload", "run_process"]
+__all__ = [
+    "LOG_TAIL",
+    "TRAIN_LOG",
+    "DockerBackend",
+    "Exit",
+    "HostBackend",
+    "Tee",
+    "Workload",
+    "Stop",
+    "run_process",
+]
 
 
 class DockerBackend:
@@ -115,17 +126,25 @@ class HostBackend:
         return run_process(argv, env, work.code_dir, plan.run_dir / TRAIN_LOG, echo)
 
 
+@dataclass(frozen=True)
+class Stop:
+    """How a process run by :func:`run_process` is stopped: ``signal``, then SIGKILL after
+    ``grace`` seconds."""
+
+    signal: int = signal.SIGTERM
+    grace: float = 10.0
+
+
 def run_process(
     argv: list[str],
     env: Mapping[str, str],
     cwd: Path,
     log: Path,
     echo: Callable[[str], None],
-    grace: float = 10.0,
-    stop: int = signal.SIGTERM,
+    stop: Stop = Stop(),
 ) -> Exit:
     """Run ``argv`` in a session of its own (so that it can be stopped whole), its output teed to
-    ``log``; Ctrl-C or SIGTERM stops it (``stop``, then SIGKILL after ``grace`` seconds)."""
+    ``log``; Ctrl-C or SIGTERM stops it as ``stop`` says."""
     tee = Tee(log, echo)
     started = time.time()
     proc = subprocess.Popen(
@@ -146,11 +165,11 @@ def run_process(
     except KeyboardInterrupt:
         tee.quiet()
         with deferred(redeliver=False):
-            _terminate(proc, grace, stop)
+            _terminate(proc, stop.grace, stop.signal)
         return Exit(130, interrupted=True, seconds=time.time() - started, log_tail=list(tee.tail))
     finally:
         if proc.poll() is None:
-            _terminate(proc, grace, stop)
+            _terminate(proc, stop.grace, stop.signal)
         tee.close()
 
 

@@ -36,7 +36,7 @@ from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.spec import RUN_ID_LABEL
 from runner.host import atomic, rundir
 from runner.host.engine import Engine, Exit, Workload
-from runner.host.executors import TRAIN_LOG, DockerBackend, run_process
+from runner.host.executors import TRAIN_LOG, DockerBackend, Stop, run_process
 
 SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 # Seconds srun gets, once asked to stop, for each agent to stop its container, and then the seconds
@@ -135,8 +135,7 @@ class NodesBackend(DockerBackend):
             Path.cwd(),
             plan.run_dir / TRAIN_LOG,
             echo,
-            grace=SRUN_GRACE,
-            stop=signal.SIGUSR1,
+            Stop(signal.SIGUSR1, SRUN_GRACE),
         )
         self._wait_gone(plan.run_id)
         return ended
