@@ -10,6 +10,7 @@ import pytest
 
 from runner.core import cluster, spec
 from runner.core.config import Backend
+from runner.core.run_input import ResolvedImage
 from runner.flows.cli_common import compose, resolved
 from runner.host import backends
 from runner.host.engine import Executor, Workload
@@ -53,7 +54,8 @@ def test_a_container_runs_the_plan_on_its_engine_and_leaves_nothing(tmp_path):
     plan.run_dir.mkdir()
     lines: list[str] = []
     ended = backends.choose(plan, engine).run(
-        Workload(plan, ROOT, tmp_path, image="runner:cpu-x"), lines.append
+        Workload(plan, ROOT, tmp_path, ResolvedImage({"id": "sha256:" + "1" * 64}, "runner:cpu-x")),
+        lines.append,
     )
     assert (ended.exit_code, ended.interrupted, ended.log_tail) == (3, False, ["hello from the worker"])
     assert lines == ["hello from the worker"] and engine.running == {}
