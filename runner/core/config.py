@@ -106,6 +106,7 @@ class Launch:
     mem_limit: str | int | None = None
     env_passthrough: tuple[str, ...] = ()
     checkpoint_every_n_steps: int = 0
+    keep_checkpoints: int = 2  # the newest checkpoints kept
     nodes: int = 1
     network_interface: str | None = None
     image_id: str | None = None  # a Slurm sweep's job: the image the sweep resolved, run by its id
@@ -145,6 +146,7 @@ class Launch:
             mem_limit=launch.get("mem_limit"),
             env_passthrough=_names(launch.get("env_passthrough")),
             checkpoint_every_n_steps=every,
+            keep_checkpoints=_positive("launch.keep_checkpoints", launch.get("keep_checkpoints"), 2),
             nodes=_positive("launch.nodes", launch.get("nodes"), 1),
             network_interface=_optional_str(launch.get("network_interface")),
             image_id=_optional_str(launch.get("image_id")),

@@ -28,6 +28,18 @@ class RunnerError(Exception):
         return self.message
 
 
+# A training process that found its disk full (errno ENOSPC) exits with this status, having printed
+# :func:`no_space` as its last line; the runner records the run failed, reason "no space".
+EXIT_NO_SPACE = 28
+NO_SPACE = "no space left on device"
+
+
+def no_space(path: object, free: int | None) -> str:
+    """One line for a full disk: the path that could not be written and the space left there."""
+    left = "unknown" if free is None else f"{free:,} bytes"
+    return f"{NO_SPACE} writing {path} ({left} free)"
+
+
 def shell_status(returncode: int) -> int:
     """A child's return code as a shell reports it: killed by signal N → 128 + N."""
     return 128 - returncode if returncode < 0 else returncode

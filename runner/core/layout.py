@@ -20,6 +20,7 @@
       nodes.json           NODE_REQUEST      a multi-node run's container, for each node's agent
       logs/node-K.log      NODE_LOG          what node K's container printed (a multi-node run)
       .runner.claim        CLAIM             held (flock) while a runner owns the dir
+      .runner.reserve      RESERVE           space kept for the final record while the run lasts
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ VERIFICATION = "verification.intoto.jsonl"
 NODE_REQUEST = "nodes.json"
 NODE_LOG = "node-{node}.log"  # under LOGS_DIR
 CLAIM = ".runner.claim"
+RESERVE = ".runner.reserve"
 # The dirs the container's unprivileged user writes into (the run dir itself too).
 WRITABLE_DIRS = (OUTPUTS_DIR, LOGS_DIR, METRICS_DIR, CHECKPOINT_DIR)
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})\.ckpt$")  # CHECKPOINT_TEMPLATE + ".ckpt"
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
-    """The newest checkpoint in ``checkpoint_dir`` as (global step, path), or None when there is none.
+def latest_checkpoint(checkpoint_dir: Path, at_most: int | None = None) -> tuple[int, Path] | None:
+    """The newest checkpoint in ``checkpoint_dir`` (of a step ``at_most``, when given) as (global
+    step, path), or None when there is none.
     Reads the directory, writes nothing: the worker (resuming) and the host (``+resume``) both ask.
 
     Lightning writes each one atomically (temp file, then rename), so a matching name is a whole file.
@@ -63,6 +66,6 @@ def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
     if checkpoint_dir.is_dir():
         for p in checkpoint_dir.iterdir():
             m = _CHECKPOINT_NAME.match(p.name)
-            if m and p.is_file() and not p.is_symlink():
+            if m and p.is_file() and not p.is_symlink() and (at_most is None or int(m.group(1)) <= at_most):
                 found.append((int(m.group(1)), p))
     return max(found) if found else None

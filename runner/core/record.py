@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.core import fingerprints, layout, manifest
-from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, signal_name
+from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, NO_SPACE, signal_name
 from runner.core.manifest import Status
 from runner.core.run_input import Resume, RunInput
-from runner.core.spec import RunPlan
+from runner.core.spec import JOB, RunPlan
 from runner.core.worker_io import AuditVerdict, WorkerResult
 
 RUNNING = "running"
@@ -107,9 +107,19 @@ def ending(
     interrupted: bool,
     plan: RunPlan,
     audit: AuditVerdict | None = None,
+    log_tail: list[str] | None = None,
 ) -> Ending:
     """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
-    determinism audit before training found, when one ran)."""
+    determinism audit before training found, when one ran; ``log_tail``: the log's last lines, where
+    a training process that found its disk full said where)."""
+    said = [x for x in log_tail or [] if NO_SPACE in x]
+    if said and exit_code != 0 and not interrupted:
+        line = said[-1][said[-1].index(NO_SPACE) :]
+        if plan.containerized:  # the path as the host sees it
+            line = line.replace(f" {JOB}/", f" {plan.run_dir}/")
+        return Ending(
+            "failed", EXIT_FAILED, f"{line}; once space is freed, +resume={plan.run_dir} continues it"
+        )
     if interrupted:
         stopped = "container stopped and removed" if plan.containerized else "training processes stopped"
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")

@@ -115,6 +115,7 @@ class RunPlan:
             dataset_files=dict(dataset_files),
             fingerprint_every=self.config.fingerprint_every,
             checkpoint_every=self.launch.checkpoint_every_n_steps,
+            keep_checkpoints=self.launch.keep_checkpoints,
         )
 
     def container_env(self) -> dict[str, str]:

@@ -147,6 +147,7 @@ class WorkerRequest:
     fingerprint_every: int = 10  # optimizer steps between parameter hashes
     checkpoint_every: int = 0  # steps between checkpoints; 0: none
     resume: str | None = None  # the checkpoint a resumed run continues from, as the worker sees it
+    keep_checkpoints: int = 2  # the newest checkpoints kept (launch.keep_checkpoints)
 
     def to_json(self) -> JsonObject:
         return {
@@ -164,6 +165,7 @@ class WorkerRequest:
             "fingerprint_every": self.fingerprint_every,
             "checkpoint_every": self.checkpoint_every,
             "resume": self.resume,
+            "keep_checkpoints": self.keep_checkpoints,
         }
 
     @classmethod
@@ -190,6 +192,7 @@ class WorkerRequest:
             fingerprint_every=f.int_("fingerprint_every", 10, low=1),
             checkpoint_every=f.int_("checkpoint_every", 0),
             resume=f.opt_str("resume"),
+            keep_checkpoints=f.int_("keep_checkpoints", 2, low=1),
         )
 
 

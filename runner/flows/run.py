@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from runner.core import layout, manifest, record, spec, worker_io
 from runner.core.config import parse as parse_config
-from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_SPACE, EXIT_USAGE, RunnerError, no_space
 from runner.core.run_input import ResolvedImage, RunInput
 from runner.core.worker_io import AuditVerdict, ContractError, WorkerResult
 from runner.host import (
@@ -120,6 +121,14 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
         raise RunnerError(
             f"interrupted; partial record in {r.dir / layout.MANIFEST}", EXIT_INTERRUPTED
         ) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # a full disk under the runner's own writing (the code snapshot, the job file, a record)
+        where = exc.filename or r.dir
+        line = f"{no_space(where, _free(r.dir))}; once space is freed, +resume={r.dir} continues it"
+        _record_early_end(r, record.Ending("failed", EXIT_FAILED, line))
+        raise RunnerError(f"run failed: {line}", EXIT_FAILED) from None
     except RunnerError as exc:
         # a failed build: its last lines are the record's log tail
         tail = _tail(r.dir / layout.LOGS_DIR / layout.BUILD_LOG) if r.got.image is None else []
@@ -139,7 +148,12 @@ def _record_end(r: _Run, ran: Exit) -> manifest.Manifest:
     with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
         audit = _audit(r.dir)
         end = record.ending(
-            ran.exit_code, oom_killed=ran.oom_killed, interrupted=ran.interrupted, plan=r.plan, audit=audit
+            ran.exit_code,
+            oom_killed=ran.oom_killed,
+            interrupted=ran.interrupted,
+            plan=r.plan,
+            audit=audit,
+            log_tail=_no_space_said(r, ran),
         )
         log_tail = ran.log_tail if end.status != "completed" else []
         m = _finish(r, end, log_tail, audit, container_exit=ran.exit_code)
@@ -231,15 +245,17 @@ def _claim(p: Prepared) -> _Run:
     run_dir = p.plan.run_dir
     got = record.Gathered(started=time.time(), host=facts.host(), cluster=slurm.record())
     claim_fd = rundir.claim_run_dir(run_dir, resumable=p.input.resume is not None)
-    if p.input.resume:
-        try:
+    try:
+        rundir.reserve(run_dir)  # a disk that fills up mid-run still takes the record
+        if p.input.resume:
             got.resumes = record.resumes(
                 records.read_manifest(run_dir), p.input.resume, p.plan.container_name
             )
             (run_dir / layout.RESULT).unlink(missing_ok=True)  # the attempt before left none, or a stale one
-        except BaseException:
-            rundir.release(run_dir, claim_fd)
-            raise
+    except BaseException:
+        rundir.unreserve(run_dir)
+        rundir.release(run_dir, claim_fd)
+        raise
     return _Run(p, claim_fd, got)
 
 
@@ -380,6 +396,7 @@ def _finish(
     """Collect what the run left and write its manifest (``audit``: the audit's verdict, when one
     ran). Never raises for missing pieces: a failed
     run's record is still whole, with whatever the run left behind."""
+    rundir.unreserve(r.dir)  # the space kept for this record since the start
     fp = r.dir / layout.FINGERPRINTS
     prints = (
         record.FingerprintFile(sha256_file(fp), records.read_fingerprints(r.dir)) if fp.is_file() else None
@@ -403,6 +420,23 @@ def _finish(
     if note:
         console.echo(note)
     return m
+
+
+def _no_space_said(r: _Run, ran: Exit) -> list[str]:
+    """The lines that say where a full disk stopped the run: the runner's own, or the training
+    process's (in its log, maybe well before the last lines: the other ranks' ends follow it)."""
+    if ran.no_space:
+        return [ran.no_space]
+    if ran.exit_code == EXIT_NO_SPACE:
+        return _tail(r.dir / layout.LOGS_DIR / layout.TRAIN_LOG, 2000)
+    return ran.log_tail
+
+
+def _free(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def _audit(run_dir: Path) -> AuditVerdict | None:

@@ -151,6 +151,7 @@ class Exit:
     interrupted: bool = False
     seconds: float = 0.0
     log_tail: list[str] = field(default_factory=list)
+    no_space: str | None = None  # the run stopped on a full disk: the line that says where
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
-from runner.core.errors import shell_status
+from runner.core.errors import EXIT_NO_SPACE, shell_status
 from runner.core.run_input import ResolvedImage
 from runner.core.spec import RunPlan
 from runner.host import rundir
@@ -83,8 +83,15 @@ class DockerBackend:
                 target=_pump, args=(self.engine.stream_logs(container), tee), daemon=True
             )
             reader.start()
-            while reader.is_alive():  # join with a timeout keeps the main thread responsive to signals
+            while reader.is_alive() and tee.no_space is None:  # a timeout keeps signals answered
                 reader.join(0.2)
+            if tee.no_space is not None:  # the log's disk is full: the run stops, its record says why
+                return Exit(
+                    EXIT_NO_SPACE,
+                    seconds=time.time() - started,
+                    log_tail=list(tee.tail),
+                    no_space=tee.no_space,
+                )
             ended = self.engine.wait(container)
             return Exit(
                 ended.exit_code,
@@ -160,6 +167,14 @@ def run_process(
     try:
         for line in proc.stdout:
             tee(line.rstrip("\n"))
+            if tee.no_space is not None:  # the log's disk is full: the run stops, its record says why
+                _terminate(proc, stop.grace, stop.signal)
+                return Exit(
+                    EXIT_NO_SPACE,
+                    seconds=time.time() - started,
+                    log_tail=list(tee.tail),
+                    no_space=tee.no_space,
+                )
         code = proc.wait()
         return Exit(shell_status(code), seconds=time.time() - started, log_tail=list(tee.tail))
     except KeyboardInterrupt:
@@ -174,8 +189,13 @@ def run_process(
 
 
 def _pump(lines: Iterator[str], tee: Tee) -> None:
-    for line in lines:
-        tee(line)
+    """The log stream into ``tee``; a stream the engine drops (it went away mid-run) ends the log
+    with one line saying so, not a thread's traceback: how the container ended is asked next."""
+    try:
+        for line in lines:
+            tee(line)
+    except Exception as exc:  # noqa: BLE001 - any engine's connection error alike
+        tee(f"runner: the container's log stream broke off: {type(exc).__name__}: {exc}"[:300])
 
 
 def _terminate(proc: subprocess.Popen, grace: float = 10.0, stop: int = signal.SIGTERM) -> None:

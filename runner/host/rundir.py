@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from runner.core import layout, record
-from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError, no_space
 from runner.host import records
 
 RESUMABLE = ("interrupted", "failed", record.ABANDONED)
@@ -77,7 +79,10 @@ def refuse_held(run_dir: Path, claimed: bool = False) -> None:
     """Run dirs are never overwritten: refuse one that already holds a manifest (``claimed``: this
     process holds the dir's claim, so no other runner is alive in it)."""
     if (run_dir / layout.MANIFEST).exists():
-        if _reads(run_dir, claimed) == record.ABANDONED:
+        reads = _reads(run_dir, claimed)
+        if reads == record.RUNNING:  # its runner is alive: the provisional record of a run under way
+            raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE)
+        if reads == record.ABANDONED:
             raise RunnerError(
                 f"{run_dir} holds an abandoned run (its runner was killed): run dirs are never "
                 f"overwritten; continue it from its last checkpoint with +resume={run_dir}",
@@ -136,6 +141,35 @@ def _reads(run_dir: Path, claimed: bool) -> str | None:
     except RunnerError:
         return None
     return record.status_read(recorded, runner_alive=False) if claimed else run_status(run_dir, recorded)
+
+
+RESERVE_BYTES = 1 << 20  # room kept for the run's final record (manifest, provenance, their temp copies)
+
+
+def reserve(run_dir: Path, nbytes: int = RESERVE_BYTES) -> None:
+    """Set space aside for the run's final record (``.runner.reserve``, really allocated): a disk
+    that fills up mid-run still takes the record once :func:`unreserve` frees it. A disk without
+    that much room refuses the run, in one line."""
+    path = run_dir / layout.RESERVE
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(run_dir).free
+        raise RunnerError(
+            f"{no_space(run_dir, free)}: a run needs {nbytes:,} bytes kept for its record", EXIT_ENVIRONMENT
+        ) from None
+
+
+def unreserve(run_dir: Path) -> None:
+    """Free the space :func:`reserve` kept, just before the final record is written."""
+    (run_dir / layout.RESERVE).unlink(missing_ok=True)
 
 
 def make_writable_for(run_dir: Path, user: str) -> None:

@@ -20,10 +20,12 @@ the determinism flags in force, installed packages. Standard library only at mod
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from runner.core import cluster, layout, worker_io
-from runner.core.errors import shell_status
+from runner.core.errors import EXIT_NO_SPACE, no_space, shell_status
 from runner.core.worker_io import ContractError, Experiment, Json, JsonObject, WorkerResult
 from runner.worker import facts
 from runner.worker.context import RunContext
@@ -422,6 +424,38 @@ def main() -> int:
         return _run(ctx, supervisor)
     except KeyboardInterrupt:
         return supervisor.interrupted()
+    except Exception as exc:  # a full disk (a checkpoint, an output): one line, the runner records it
+        where = _full_disk(ctx.run_dir, exc)
+        if where is None:
+            raise
+        print(f"runner.worker: {no_space(where, _free_bytes(where))}", file=sys.stderr, flush=True)
+        return EXIT_NO_SPACE
+
+
+FULL_BELOW = 64 << 10  # bytes free under which a failed write's disk counts as full
+
+
+def _full_disk(run_dir: Path, exc: BaseException) -> object | None:
+    """Where a disk filled up, when that is why ``exc`` ended training: the path an ENOSPC names,
+    else the first writable part of the run dir left (nearly) without space (torch.save, say,
+    reports a failed write without its cause); None for any other failure."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return exc.filename or run_dir
+    for where in (*(run_dir / name for name in layout.WRITABLE_DIRS), run_dir):
+        free = _free_bytes(where)
+        if free is not None and free < FULL_BELOW:
+            return where
+    return None
+
+
+def _free_bytes(path: object) -> int | None:
+    p = Path(str(path))
+    for candidate in (p, *p.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
 
 
 def _run(ctx: RunContext, supervisor: Supervisor) -> int:

@@ -1,8 +1,11 @@
 """Periodic checkpoints, and everything a resume needs besides the weights to be bit-identical.
 
 Lightning's ``ModelCheckpoint`` saves the module, optimizer and loop state every
-``launch.checkpoint_every_n_steps`` steps into ``<run dir>/checkpoints/step-NNNNNNNN.ckpt``
-(written atomically; the newest one is kept). :class:`ResumeState` adds the rest:
+``launch.checkpoint_every_n_steps`` steps into ``<run dir>/checkpoints/step-NNNNNNNN.ckpt``, each
+written whole or not at all (:class:`AtomicCheckpointIO`: a kill or a full disk mid-write leaves
+the checkpoints before it), the newest ``launch.keep_checkpoints`` kept (2 by default: a long run
+does not fill its disk; a resumed run also keeps the one it started from, as Lightning does).
+:class:`ResumeState` adds the rest:
 
 * the RNG states of python, numpy, torch (and CUDA) of *every* rank, gathered to rank 0 which
   writes the file, and put back on each rank at the point of the step sequence where they were
@@ -19,9 +22,12 @@ finds checkpoints with :func:`runner.core.layout.latest_checkpoint`.
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback
 
 from runner.core import layout
@@ -130,8 +136,36 @@ class ResumeState(Callback):
             self._rng_to_restore = None
 
 
-def callbacks(checkpoint_dir: Path, every_n_steps: int, samplers: list | tuple = ()) -> list:
-    """[ResumeState, ModelCheckpoint] for checkpointing every N optimizer steps (N > 0)."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written under a temporary name in their own directory, synced, then renamed into
+    place: a name :func:`runner.core.layout.latest_checkpoint` finds is always a whole file. (Lightning's
+    own save stages the file elsewhere and copies it over, which a kill or ENOSPC can tear.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk names the checkpoint it could not write
+            tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def callbacks(checkpoint_dir: Path, every_n_steps: int, samplers: list | tuple = (), keep: int = 2) -> list:
+    """[ResumeState, ModelCheckpoint] for checkpointing every N optimizer steps (N > 0), keeping
+    the newest ``keep`` (``launch.keep_checkpoints``; a resumed run keeps counting those before it)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(
@@ -139,7 +173,9 @@ def callbacks(checkpoint_dir: Path, every_n_steps: int, samplers: list | tuple =
         filename=layout.CHECKPOINT_TEMPLATE,
         auto_insert_metric_name=False,
         every_n_train_steps=int(every_n_steps),
-        save_top_k=1,
+        monitor="step",  # the newest are the "best": the last `keep` steps
+        mode="max",
+        save_top_k=max(1, int(keep)),
         save_last=False,
         enable_version_counter=False,
     )

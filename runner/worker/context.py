@@ -158,7 +158,7 @@ class RunContext:
         kw.update(
             # the worker launched these processes: no SLURM/MPI/LSF auto-detection (probing MPI
             # initialises it, and a cluster's variables must not reshape the job)
-            plugins=[*(kw.pop("plugins", None) or []), LightningEnvironment()],
+            plugins=[*(kw.pop("plugins", None) or []), LightningEnvironment(), *self._checkpoint_io(every)],
             accelerator=self.accelerator,
             devices=self.world_size // self.nodes if self.world_size > 1 else 1,
             num_nodes=self.nodes,
@@ -173,12 +173,22 @@ class RunContext:
         )
         return kw
 
+    @staticmethod
+    def _checkpoint_io(every: int) -> list:
+        """Checkpoints written whole or not at all (when the run checkpoints)."""
+        if every <= 0:
+            return []
+        from runner.worker.checkpointing import AtomicCheckpointIO
+
+        return [AtomicCheckpointIO()]
+
     def _checkpointing(self, callbacks: list[Callback], every: int, samplers: list | tuple) -> list[Callback]:
         """``callbacks`` with a checkpoint every ``every`` steps, and the RNG states restored on a
         resume before any other hook runs."""
         from runner.worker.checkpointing import callbacks as checkpoint_callbacks
 
-        resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers)
+        keep = self.request.keep_checkpoints
+        resume_state, model_checkpoint = checkpoint_callbacks(self.checkpoint_dir, every, samplers, keep)
         if samplers:  # Lightning cannot see that the registered samplers resume mid-epoch
             warnings.filterwarnings(
                 "ignore", message=".*resuming from a checkpoint that ended before the epoch"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,6 +105,8 @@ class FingerprintWriter(Callback):
         """Training stopped (an interrupt, an error): the rows already flushed are written before
         the process ends, as a checkpoint's resume expects them; the error in hand stays the one raised."""
         if self._file is not None:
+            with contextlib.suppress(Exception):  # the steps trained since the last flush, too
+                self._flush()
             self._drain(raise_errors=False)
             self._file.close()
             self._file = None

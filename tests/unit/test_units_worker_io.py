@@ -249,8 +249,9 @@ def test_a_job_file_of_the_earlier_shape_is_read_and_written_back_with_the_keys_
     )
     assert request.experiment.args == ("--steps", "30") and request.experiment.launcher == "torchrun"
     again = request.to_json()
-    assert set(again) == set(RECORDED_JOB)  # what a recorded worker (in a replayed snapshot) reads
-    assert {k: v for k, v in again.items() if k != "experiment"} == {
+    # what a recorded worker (in a replayed snapshot) reads, and fields added since at their defaults
+    assert set(again) == set(RECORDED_JOB) | {"keep_checkpoints"} and again["keep_checkpoints"] == 2
+    assert {k: v for k, v in again.items() if k not in ("experiment", "keep_checkpoints")} == {
         k: v for k, v in RECORDED_JOB.items() if k != "experiment"
     }
     exp = again["experiment"]

@@ -1,0 +1,302 @@
+"""No run lost, however it dies: real signals, a real engine, a real full file system.
+
+Each test kills or starves a real run and checks what a user relies on afterwards: no container of
+the run is left, its record reads (``manifest.json`` whole, the status saying what happened), no
+completed checkpoint or output is lost, and where a checkpoint existed, ``+resume=RUN_DIR`` ends
+bit-identical (weights and every fingerprint) to the same run never interrupted.
+
+Runs are short (one process, 1024 samples, 24 steps, a checkpoint every 5 steps); a full disk is a
+small tmpfs mounted in the run dir (root, as CI runs). Not here: an engine (dockerd) restarted
+mid-run — the machine's dockerd is shared, and a private one was not set up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.core import layout
+from runner.core.layout import latest_checkpoint
+from runner.host import records, rundir
+from tests.conftest import ROOT, manifest, run_runner
+from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
+
+pytestmark = pytest.mark.docker
+
+RUN = [
+    "model.train_samples=1024",
+    "trainer.max_steps=24",
+    "trainer.max_epochs=-1",
+    "fingerprints.every_k_steps=4",
+    "launch.checkpoint_every_n_steps=5",
+    "model.dropout=0.25",
+    "launch.processes=1",
+]
+DDP = [*RUN[:-1], "launch.processes=2"]
+
+
+def _reference(tmp_path_factory, overrides: list[str]) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *overrides)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The same run, never interrupted: what every resume must end as, bit for bit."""
+    return _reference(tmp_path_factory, RUN)
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory) -> Path:
+    return _reference(tmp_path_factory, DDP)
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str):
+    """A small file system of its own at ``where``: a disk that fills up."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _grow(where: Path, size: str = "64m") -> None:
+    """Space freed: the file system grows."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(where)], check=True)
+
+
+def _fill(where: Path) -> Path:
+    """Take every free byte of ``where``'s file system; returns the ballast file."""
+    ballast = where / ".ballast"
+    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def _whole(run_dir: Path, engine) -> dict:
+    """Nothing of the run left running, and a whole record that reads: returns it."""
+    assert containers_of(engine, run_dir) == [], "a container of the run is still there"
+    assert not list(run_dir.glob(".manifest.json.*")), "a temporary manifest was left behind"
+    assert not list((run_dir / layout.CHECKPOINT_DIR).glob(".*.part")), "a half-written checkpoint"
+    records.read_manifest(run_dir)  # the schema and the digest accept it
+    return manifest(run_dir)
+
+
+def _running(engine, run_dir: Path) -> list:
+    """The run's containers still running (one being removed has stopped)."""
+    running = []
+    for c in containers_of(engine, run_dir):
+        with contextlib.suppress(Exception):  # removed meanwhile
+            c.reload()
+            if c.status == "running":
+                running.append(c)
+    return running
+
+
+def _checkpoints(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / layout.CHECKPOINT_DIR).glob("step-*.ckpt"))
+
+
+def _one_error_line(stderr: str, training_traceback: bool = False) -> str:
+    """The runner's one line of error (and no traceback, unless training printed one: the peer of
+    a killed rank does, and it is training's log, echoed)."""
+    lines = [x for x in stderr.strip().splitlines() if x.startswith("runner: error:")]
+    assert len(lines) == 1, stderr[-3000:]
+    assert training_traceback or "Traceback (most recent call last)" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def _resume_identical(run_dir: Path, reference: Path, engine, checkpoint: bool = True) -> dict:
+    """``+resume`` from the newest checkpoint (or from the start, where none was written) ends as
+    the uninterrupted run did, bit for bit."""
+    kept = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
+    assert (kept is not None) == checkpoint, kept
+    p = run_runner(f"+resume={run_dir}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = _whole(run_dir, engine)
+    ref = manifest(reference)
+    assert m["status"] == "completed" and m["resumes"][-1]["from_step"] == (kept[0] if kept else 0)
+    assert m["outputs"]["model.pt"]["sha256"] == ref["outputs"]["model.pt"]["sha256"]
+    assert (run_dir / "fingerprints.jsonl").read_bytes() == (reference / "fingerprints.jsonl").read_bytes()
+    # launch.keep_checkpoints=2: the newest two, and the one the resume started from (Lightning never
+    # deletes that one)
+    started = {kept[1].name} if kept else set()
+    assert set(_checkpoints(run_dir)) <= {"step-00000015.ckpt", "step-00000020.ckpt", *started}
+    return m
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_to_the_runner_interrupts_and_resumes(tmp_path, engine, reference, sig):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *RUN)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    proc.send_signal(sig)
+    code, _, err = finish(proc)
+    assert code == 130 and "interrupted" in _one_error_line(err)
+    m = _whole(run_dir, engine)
+    assert m["status"] == "interrupted" and not (run_dir / layout.CLAIM).exists()
+    assert "step-00000005.ckpt" in _checkpoints(run_dir)
+    _resume_identical(run_dir, reference, engine)
+
+
+def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(tmp_path, engine, reference):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *RUN)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    # two runners on one dir: the second is refused while the first holds it, and takes nothing
+    second = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+    assert second.returncode == 2 and "in use by another run" in _one_error_line(second.stderr)
+    assert manifest(run_dir)["status"] == "running"  # the provisional record, from the start
+    proc.kill()
+    proc.communicate()
+    killed = time.monotonic()
+    wait_for(lambda: not _running(engine, run_dir), timeout=10, every=0.2)
+    stopped_after = time.monotonic() - killed
+    assert stopped_after < 10, f"the container ran on {stopped_after:.1f} s after its runner died"
+    wait_for(lambda: containers_of(engine, run_dir) == [], timeout=60, every=0.5)  # and is removed
+    m = _whole(run_dir, engine)
+    assert m["config"]["seed"] == 0 and m["image"]["id"] and m["code"]["snapshot_sha256"]
+    assert rundir.run_status(run_dir, m["status"]) == "abandoned"
+    kept = _checkpoints(run_dir)
+    again = run_runner(f"hydra.run.dir={run_dir}", "trainer.max_steps=10")  # never taken over
+    assert again.returncode == 2 and f"+resume={run_dir}" in _one_error_line(again.stderr)
+    assert _checkpoints(run_dir) == kept and manifest(run_dir)["status"] == "running"
+    resumed = _resume_identical(run_dir, reference, engine)
+    assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
+
+
+def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_reference):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *DDP)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    (container,) = containers_of(engine, run_dir)
+    top = container.top(ps_args="-o pid,ppid,args")
+    rows = [r for r in top["Processes"] if "runner.worker" in r[-1]]
+    worker = min(rows, key=lambda r: int(r[0]))  # PID 1 of the container: its children are the ranks
+    ranks = [int(r[0]) for r in rows if r[1] == worker[0]]
+    assert len(ranks) == 2, top
+    os.kill(ranks[1], signal.SIGKILL)
+    code, _, err = finish(proc)
+    assert code == 1 and "run failed" in _one_error_line(err, training_traceback=True)
+    m = _whole(run_dir, engine)
+    assert m["status"] == "failed" and "SIGKILL" in m["error"], m["error"]
+    _resume_identical(run_dir, ddp_reference, engine)
+
+
+def test_a_container_out_of_memory_is_reported_as_such(tmp_path, engine):
+    run_dir = tmp_path / "run"
+    p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, "launch.mem_limit=96m", probe_args("hog", "1024"))
+    assert p.returncode == 1 and "out of memory" in _one_error_line(p.stderr)
+    m = _whole(run_dir, engine)
+    assert m["status"] == "failed" and "out of memory" in m["error"], m["error"]
+
+
+def _no_space(run_dir: Path, stderr: str, engine, where: str) -> dict:
+    line = _one_error_line(stderr)
+    assert "no space left on device writing" in line and where in line and "bytes free" in line, line
+    m = _whole(run_dir, engine)
+    assert m["status"] == "failed" and "no space" in m["error"] and f"+resume={run_dir}" in m["error"]
+    return m
+
+
+def test_a_full_disk_under_the_checkpoints(tmp_path, engine, reference):
+    run_dir = tmp_path / "run"
+    with tmpfs(run_dir / layout.CHECKPOINT_DIR, "1200k") as ckpts:  # room for one checkpoint, not two
+        p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        assert p.returncode == 1
+        _no_space(run_dir, p.stderr, engine, f"{ckpts}/step-00000010.ckpt")
+        assert _checkpoints(run_dir) == ["step-00000005.ckpt"]  # the last complete one, kept
+        _grow(ckpts)
+        _resume_identical(run_dir, reference, engine)
+
+
+def test_a_full_disk_under_the_outputs(tmp_path, engine, reference):
+    run_dir = tmp_path / "run"
+    with tmpfs(run_dir / layout.OUTPUTS_DIR, "64k") as outputs:  # the weights do not fit
+        p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        assert p.returncode == 1
+        _no_space(run_dir, p.stderr, engine, str(outputs))
+        assert _checkpoints(run_dir) == ["step-00000015.ckpt", "step-00000020.ckpt"]
+        _grow(outputs)
+        _resume_identical(run_dir, reference, engine)
+
+
+def test_a_full_disk_under_the_logs(tmp_path, engine, reference):
+    run_dir = tmp_path / "run"
+    with tmpfs(run_dir / layout.LOGS_DIR, "64k") as logs:  # full before the first line (lines after
+        ballast = _fill(logs)  # a fill mid-run may still fit the log's last page)
+        p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        assert p.returncode == 1
+        _no_space(run_dir, p.stderr, engine, f"{logs}/{layout.TRAIN_LOG}")
+        ballast.unlink()
+        _resume_identical(run_dir, reference, engine, checkpoint=False)
+
+
+def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, engine, reference):
+    """The disk fills up mid-run under everything (fingerprints, logs, checkpoints, the manifest):
+    the space kept from the start takes the final record."""
+    run_dir = tmp_path / "run"
+    with tmpfs(run_dir, "16m"):
+        proc = start(run_dir, *RUN)
+        wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+        ballast = _fill(run_dir)
+        code, _, err = finish(proc)
+        assert code == 1
+        _no_space(run_dir, err, engine, str(run_dir))
+        assert not (run_dir / layout.RESERVE).exists()
+        assert "step-00000005.ckpt" in _checkpoints(run_dir)
+        ballast.unlink()
+        _resume_identical(run_dir, reference, engine)
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from runner.host import records
+run_dir = Path(sys.argv[1])
+m = records.read_manifest(run_dir)
+print("writing", flush=True)
+i = 0
+while True:
+    i += 1
+    records.write_manifest(run_dir, m.model_copy(update={"exit_code": i % 7, "log_tail": ["x" * 4000] * 50}))
+"""
+
+
+def test_a_kill_during_the_manifest_write_leaves_the_old_record_or_the_new(tmp_path, reference):
+    """SIGKILL at random moments of a process rewriting a manifest over and over: every time, the
+    manifest reads whole (the old one or a new one, never torn)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in (layout.MANIFEST,):
+        (run_dir / name).write_bytes((reference / name).read_bytes())
+    for i in range(20):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout.readline().strip() == "writing"
+        time.sleep(0.01 * (i % 7))
+        writer.kill()
+        writer.wait()
+        m = records.read_manifest(run_dir)  # whole: the schema and the digest accept it
+        assert json.loads((run_dir / layout.MANIFEST).read_text())["run_id"] == m.run_id
+    for tmp in run_dir.glob(".manifest.json.*"):  # a killed writer's temp file: never read as the record
+        assert tmp.name != layout.MANIFEST
