@@ -11,13 +11,15 @@ error that hides the other rows.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
 
-from runner.core import compare, json_types, layout, manifest, run_list
+from runner.core import compare, json_types, layout, manifest, record, run_list
 from runner.core.digests import check_digest
 from runner.core.run_list import ReplayVerdict, RunRow
+from runner.host import rundir
 
 _TRACKER_DIRS = ("mlartifacts", "mlruns")  # MLflow's copies of manifests are not runs
 
@@ -50,7 +52,10 @@ def read_row(run_dir: Path) -> RunRow:
         return RunRow(dir=str(run_dir), status=run_list.UNREADABLE, note=note)
     edited, why = check_digest(raw)
     digest = "edited" if edited else "none" if why else "ok"
-    return run_list.row_from_record(str(run_dir), raw, digest, replay_verdicts(run_dir))
+    row = run_list.row_from_record(str(run_dir), raw, digest, replay_verdicts(run_dir))
+    if row.status == record.RUNNING:  # under way, or its runner is gone: the claim's lock tells
+        row = dataclasses.replace(row, status=rundir.run_status(run_dir, row.status))
+    return row
 
 
 def replay_verdicts(run_dir: Path) -> list[ReplayVerdict]:

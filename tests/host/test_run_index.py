@@ -135,3 +135,19 @@ def test_an_unreadable_manifest_is_a_row_not_an_error(tmp_path):
     rows = run_index.rows(tmp_path)
     assert [r.status for r in rows] == ["completed", "unreadable"]
     assert rows[1].note.startswith("manifest.json: ")
+
+
+def test_a_running_record_whose_runner_is_gone_lists_as_abandoned(tmp_path):
+    """A record still saying ``running`` reads ``running`` while a runner holds the dir's claim, and
+    ``abandoned`` once none does (the runner was killed outright: the kernel dropped its lock)."""
+    import fcntl
+    import os
+
+    run = _record(tmp_path / "r", started=1000.0, status="running")
+    fd = os.open(run / layout.CLAIM, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_index.read_row(run).status == "running"
+    finally:
+        os.close(fd)  # the lock goes with the descriptor, as with a killed runner
+    assert run_index.read_row(run).status == "abandoned"
