@@ -49,7 +49,7 @@ class Registry(Holding):
 
 def _plan(tmp_path: Path, *overrides: str) -> spec.RunPlan:
     cfg = OmegaConf.to_container(compose(["image=cpu", *overrides]), resolve=True)
-    return spec.plan_run(cfg, tmp_path / "run", ROOT, os.environ, os.getuid(), os.getgid())
+    return spec.plan_run(cfg, tmp_path / "run", ROOT, spec.Host(os.environ, os.getuid(), os.getgid()))
 
 
 def test_a_pinned_image_is_run_by_its_id_and_recorded_as_the_plans_image(tmp_path):

@@ -124,6 +124,7 @@ def test_a_replay_that_differs_signs_a_failed_verdict(keys, tmp_path):
     run_dir = tmp_path / "noisy"
     env = {signing.ENV_KEY: str(keys["alice"]).removesuffix(".pub")}
     noisy = ["experiment=noisy", "launch.processes=1", "launch.backend=host", "trainer.max_steps=3"]
+    noisy.append("determinism.allow_nondeterministic_ops=[aten::randn]")  # the audit's twin would refuse it
     proc = run_runner(f"hydra.run.dir={run_dir}", *noisy, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_runner(str(run_dir), module="runner.replay", env={signing.ENV_KEY: str(keys["mallory"])[:-4]})
