@@ -124,11 +124,12 @@ def _one_error_line(stderr: str, training_traceback: bool = False) -> str:
     return lines[0]
 
 
-def _resume_identical(run_dir: Path, reference: Path, engine, checkpoint: bool = True) -> dict:
+def _resume_identical(run_dir: Path, reference: Path, engine, checkpoint: bool | None = True) -> dict:
     """``+resume`` from the newest checkpoint (or from the start, where none was written) ends as
-    the uninterrupted run did, bit for bit."""
+    the uninterrupted run did, bit for bit. ``checkpoint``: whether one must (True) or must not
+    (False) be there; None where that depends on how far training got before the run stopped."""
     kept = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
-    assert (kept is not None) == checkpoint, kept
+    assert checkpoint is None or (kept is not None) == checkpoint, kept
     p = run_runner(f"+resume={run_dir}")
     assert p.returncode == 0, p.stderr[-3000:]
     m = _whole(run_dir, engine)
@@ -247,7 +248,9 @@ def test_a_full_disk_under_the_logs(tmp_path, engine, reference):
         assert p.returncode == 1
         _no_space(run_dir, p.stderr, engine, f"{logs}/{layout.TRAIN_LOG}")
         ballast.unlink()
-        _resume_identical(run_dir, reference, engine, checkpoint=False)
+        # the executor stops training once the runner's log writer met ENOSPC: the first
+        # checkpoint may or may not have been written by then
+        _resume_identical(run_dir, reference, engine, checkpoint=None)
 
 
 def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, engine, reference):
@@ -262,7 +265,7 @@ def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, en
         assert code == 1
         _no_space(run_dir, err, engine, str(run_dir))
         assert not (run_dir / layout.RESERVE).exists()
-        assert "step-00000005.ckpt" in _checkpoints(run_dir)
+        assert _checkpoints(run_dir), "the last whole checkpoint is kept"  # which: how far it got
         ballast.unlink()
         _resume_identical(run_dir, reference, engine)
 
