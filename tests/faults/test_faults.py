@@ -154,7 +154,7 @@ def test_a_signal_to_the_runner_interrupts_and_resumes(tmp_path, engine, referen
     assert code == 130 and "interrupted" in _one_error_line(err)
     m = _whole(run_dir, engine)
     assert m["status"] == "interrupted" and not (run_dir / layout.CLAIM).exists()
-    assert "step-00000005.ckpt" in _checkpoints(run_dir)
+    assert _checkpoints(run_dir), "its checkpoints are kept"  # which: how far it got before the signal
     _resume_identical(run_dir, reference, engine)
 
 
