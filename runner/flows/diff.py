@@ -20,6 +20,7 @@ from runner.core import commands, compare, fingerprints, numbers, record
 from runner.core.errors import EXIT_FAILED, EXIT_USAGE, RunnerError
 from runner.flows.cli_common import fail
 from runner.host import records, rundir
+from runner.host.diff_plot import FORMATS as PLOT_FORMATS
 
 
 def diff(path_a: str, path_b: str) -> compare.RunDiff:
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw both runs' loss per step, the first diverging step and the steps whose "
+        help="also draw (PNG, SVG or PDF, by the suffix) both runs' loss per step, the first diverging step and the steps whose "
         "parameter fingerprints differ",
     )
     p.add_argument(
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.plot_size and not args.plot:
         parser.error("--plot-size needs --plot FILE.png")
+    if args.plot and Path(args.plot).suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        parser.error(f"--plot {args.plot}: the picture is written as .png, .svg or .pdf (by its suffix)")
     try:
         a, b = records.load(args.a), records.load(args.b)
         d = compare_records(a, b)

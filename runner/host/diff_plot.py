@@ -18,6 +18,7 @@ from runner.core.compare import Divergence
 from runner.host import atomic
 
 DPI = 100
+FORMATS = ("png", "svg", "pdf")  # by the file's suffix; the PNG alone carries the text chunks below
 DIVERGENCE_COLOUR = "#d62728"
 PARAMS_COLOUR = "#9467bd"
 
@@ -36,7 +37,8 @@ class DiffPicture:
 
 
 def plot(picture: DiffPicture, path: Path, size: tuple[int, int]) -> Path:
-    """Draw ``picture`` into ``path`` (PNG, ``size`` = width × height in pixels), whole or not at all."""
+    """Draw ``picture`` into ``path`` (PNG, SVG or PDF by its suffix; ``size`` = width × height in
+    pixels at :data:`DPI`), whole or not at all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,8 +54,9 @@ def plot(picture: DiffPicture, path: Path, size: tuple[int, int]) -> Path:
         metadata = {"runner:x_axis": " ".join(repr(float(v)) for v in (x0, x1, box.x0, box.x1))}
         if picture.divergence is not None:
             metadata["runner:first_divergence_step"] = str(picture.divergence.step)
+        kind = Path(path).suffix.lower().lstrip(".")
         with atomic.replacing(Path(path)) as f:
-            fig.savefig(f, format="png", dpi=DPI, metadata=metadata)
+            fig.savefig(f, format=kind, dpi=DPI, metadata=metadata if kind == "png" else None)
     finally:
         plt.close(fig)
     return Path(path)

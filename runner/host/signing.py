@@ -142,20 +142,25 @@ def keygen(path: Path, comment: str) -> Path:
     (an OpenSSH line); returns the public key's path. Never overwrites a key."""
     pub = path.with_name(path.name + ".pub")
     for p in (path, pub):
-        if p.exists() or p.is_symlink():
+        if os.path.lexists(p):  # False for a name the filesystem refuses: the write below says why
             raise RunnerError(f"{p} already exists: a key is never overwritten", EXIT_USAGE)
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    written: list[Path] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new key dir: its owner's only
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        pub.write_bytes(public + f" {comment}\n".encode())
+        halves = ((path, private, 0o600), (pub, public + f" {comment}\n".encode(), 0o644))
+        for target, data, mode in halves:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(target)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
     except OSError as exc:
+        for done in written:  # a key without its public half (or half written) is no key: leave none
+            done.unlink(missing_ok=True)
         raise RunnerError(f"cannot write {exc.filename or path}: {exc.strerror}", EXIT_USAGE) from None
     return pub
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from runner.core.digests import sha256_bytes
@@ -90,3 +91,20 @@ def test_plot_refuses_a_run_without_fingerprints_and_a_bad_size_in_one_line(tmp_
     assert proc.returncode == 2 and "is not WIDTHxHEIGHT" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_runner(str(a), str(a), "--plot-size", "800x500", module="runner.diff")  # a size, no plot
     assert proc.returncode == 2 and proc.stderr.strip().endswith("error: --plot-size needs --plot FILE.png")
+
+
+@pytest.mark.parametrize("suffix", ["svg", "pdf"])
+def test_the_plot_is_written_in_the_format_its_suffix_names(tmp_path, suffix):
+    a, b = _run(tmp_path / "a", None), _run(tmp_path / "b", 6)
+    out = tmp_path / f"parted.{suffix}"
+    proc = run_runner(str(a), str(b), "--plot", str(out), module="runner.diff")
+    assert proc.returncode == 1, proc.stderr
+    head = out.read_bytes()[:200]
+    assert head.startswith(b"%PDF") if suffix == "pdf" else b"<svg" in out.read_bytes()[:2000], head
+
+
+def test_a_plot_in_another_format_is_refused_in_one_line(tmp_path):
+    a = _run(tmp_path / "a", None)
+    proc = run_runner(str(a), str(a), "--plot", str(tmp_path / "x.jpg"), module="runner.diff")
+    assert proc.returncode == 2 and "written as .png, .svg or .pdf" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.jpg").exists()

@@ -552,3 +552,12 @@ def test_fuzzed_envelopes_in_a_run_dir_are_reported_never_a_traceback(tmp_path, 
     report = verify.verify(run_dir, signing.trust_allowed_signers(allowed))
     assert not report.ok and report.problems
     assert all("\n" not in p for p in report.problems)
+
+
+def test_keygen_leaves_no_key_when_its_public_half_cannot_be_written(tmp_path):
+    """A name one byte short of the filesystem's limit: the private key fits, ``NAME.pub`` does not."""
+    path = tmp_path / ("k" * 252)
+    proc = run_runner("keygen", str(path), module="runner.cli")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
