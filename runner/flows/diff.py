@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw (PNG, SVG or PDF, by the suffix) both runs' loss per step, the first diverging step and the steps whose "
-        "parameter fingerprints differ",
+        help="also draw (PNG, SVG or PDF, by the suffix) both runs' loss per step, the first diverging "
+        "step and the steps whose parameter fingerprints differ",
     )
     p.add_argument(
         "--plot-size",
