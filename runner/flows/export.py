@@ -42,7 +42,7 @@ def export(target: str | os.PathLike, out: str | os.PathLike, fmt: str = "docker
         raise RunnerError(
             f"{original.dir} ran in no image (launch.backend=host): nothing to export", EXIT_USAGE
         )
-    path = _output(Path(out))
+    path = _output(Path(out), original.dir)
     engine = engines.connect()  # the default engine: a record does not choose code to run
     exact = image_builder.exact(engine, m.image, None, console.echo)
     if exact.image is None:
@@ -63,9 +63,12 @@ def export(target: str | os.PathLike, out: str | os.PathLike, fmt: str = "docker
     return sidecar
 
 
-def _output(path: Path) -> Path:
-    """Where the file goes: a new or replaced file in a writable directory, never a directory."""
+def _output(path: Path, run_dir: Path) -> Path:
+    """Where the file goes: a new or replaced file in a writable directory, never a directory, and
+    never inside the run dir (a file there would be one the record does not vouch for)."""
     path = path.resolve()
+    if path.is_relative_to(run_dir.resolve()):
+        raise RunnerError(f"-o {path}: inside the run dir {run_dir}; write it elsewhere", EXIT_USAGE)
     if path.is_dir():
         raise RunnerError(f"-o {path}: is a directory; name the file to write", EXIT_USAGE)
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):

@@ -147,6 +147,7 @@ def test_bad_input_is_one_line_and_writes_nothing(recorded, tmp_path):
         (["export", str(tmp_path / "none"), "-o", str(tmp_path / "x.tar")], "no manifest at"),
         (["export", str(run_dir), "-o", str(tmp_path)], "is a directory; name the file to write"),
         (["export", str(run_dir), "-o", str(tmp_path / "no" / "x.tar")], "is not a writable directory"),
+        (["export", str(run_dir), "-o", str(run_dir / "outputs" / "x.tar")], "inside the run dir"),
         (["import", str(run_dir / "manifest.json")], "is not an image file (a docker-archive or OCI tar)"),
         (["import", str(run_dir / "code.tar")], "is a tar archive but no image"),
         (["import", str(tmp_path / "none.tar")], "no such image file"),
