@@ -142,10 +142,7 @@ def _resumable(run_dir: Path) -> manifest.Manifest:
     if prior.status == "completed":
         raise RunnerError(f"{run_dir} reads completed: there is nothing to resume", EXIT_USAGE)
     if prior.code is None:
-        raise RunnerError(
-            f"{run_dir} was stopped before its code snapshot was taken: start it again instead of resuming",
-            EXIT_USAGE,
-        )
+        raise RunnerError(rundir.nothing_ran(run_dir), EXIT_USAGE)
     if prior.code.snapshot != layout.CODE_ARCHIVE:  # the manifest is data: it names no other file
         raise RunnerError(
             f"{run_dir}: manifest names code snapshot {prior.code.snapshot!r}, expected "
@@ -174,20 +171,18 @@ def _recorded_image(
     prior: manifest.Manifest, run_dir: Path, engine_name: str | None, echo: Callable[[str], None]
 ) -> tuple[Engine | None, ResolvedImage | None]:
     """The engine (``engine_name``, else the one the record names) and the very image the run ran
-    in, pulled by its recorded digest when it is gone (None, None on the host backend)."""
+    in, pulled by its recorded digest when it is gone (None, None on the host backend; no image
+    where the run was stopped before it chose one)."""
     if not prior.containerized:
         return None, None
+    from runner.flows.cli_common import engine_for
     from runner.host import engine as engines
     from runner.host import image_builder
 
-    if prior.image is None:
-        raise RunnerError(
-            f"{run_dir} was stopped before its image was chosen: start it again instead", EXIT_USAGE
-        )
-    from runner.flows.cli_common import engine_for
-
     recorded = prior.engine.name if prior.engine else None  # by name: a record does not choose code to run
     engine = engines.connect(engine_for(recorded, engine_name, "engine=NAME"))
+    if prior.image is None:  # stopped before its image was chosen (nothing trained): the resume
+        return engine, None  # chooses it from the recorded code, by content hash, as the run would have
     exact = image_builder.exact(engine, prior.image, None, echo)  # here, or pulled by its digest
     if exact.image is None:
         raise RunnerError(

@@ -7,9 +7,9 @@ anything is run or written; :func:`execute` carries it out. A replay and a resum
 check it against their record and hand it in, so nothing is unpacked, hashed or planned twice.
 Each step lives in its own module; this one
 orchestrates and owns the run dir's lifecycle: it refuses a run dir that already holds a manifest
-(a resume needs one that reads interrupted, failed or abandoned); once it has taken the run dir it
-writes a provisional record (status ``running``: a runner killed outright leaves a run that reads
-``abandoned`` and resumes), and every way out — success, a training failure, a build failure,
+(a resume needs one that reads interrupted, failed or abandoned); once it has taken the run dir and
+its code snapshot it writes a provisional record (status ``running``: a runner killed outright leaves
+a run that reads ``abandoned`` and resumes), and every way out — success, a training failure, a build failure,
 Ctrl-C, a bug — ends in a whole manifest with the matching status, built by :func:`runner.core.record.build`.
 """
 
@@ -114,7 +114,6 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
     if p.signer is None:
         echo(attest.unsigned_line())
     try:
-        _provisional(r)  # a record from the start: a runner killed outright leaves a run that reads
         ran = _carry_out(r, echo)
     except KeyboardInterrupt:
         _record_early_end(r, record.Ending("interrupted", EXIT_INTERRUPTED, "interrupted before training"))
@@ -264,6 +263,9 @@ def _carry_out(r: _Run, echo: Echo) -> Exit:
     """Code, data, image, job file, training; each step records what it got in ``r.got``."""
     plan = r.plan
     code_dir = _code(r)
+    # a record from the start, with the config and the code: a runner killed outright from here on
+    # leaves a run that reads `abandoned` and resumes (its image chosen again from that code)
+    _provisional(r)
     data_root = _data(r, echo)
     t_image = time.time()
     executor = _executor(r)
@@ -279,7 +281,7 @@ def _carry_out(r: _Run, echo: Echo) -> Exit:
     )
     r.got.environment = plan.worker_env(os.environ, code_dir)
     _write_job(r, plan.worker_paths(code_dir, data_root))
-    _provisional(r)  # now with the code and the image: what a resume of an abandoned run needs
+    _provisional(r)  # now with the image too: a resume of an abandoned run runs that very image
     echo(
         f"run {plan.run_id}: {plan.experiment.describe()} "
         f"seed={plan.seed} world={plan.world_size}×{plan.accelerator} backend={plan.backend}"

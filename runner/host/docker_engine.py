@@ -48,6 +48,7 @@ class DockerEngine:
         self._client: docker.DockerClient | None = None
         self._info: EngineInfo | None = None
         self._lifelines: dict[str, _Lifeline] = {}
+        self._outputs: dict[str, Any] = {}  # container id → its output, attached before it started
 
     def connect(self) -> None:
         if self._client is not None:
@@ -249,11 +250,15 @@ class DockerEngine:
         api = self.client.api
         cid = self._create(req, self._host_config(req))
         try:
+            # its output attached before it runs, as `docker run` does: a container that ends at
+            # once, removed as it ends (a lifeline's), still hands over every line it printed
+            self._outputs[cid] = api.attach(cid, stdout=True, stderr=True, stream=True)
             if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
                 self._lifelines[cid] = _Lifeline(api, cid, self.LIFELINE_WAIT)
             api.start(cid)
         except docker.errors.APIError as exc:
             self._lifelines.pop(cid, None)
+            self._detach(cid)
             with contextlib.suppress(docker.errors.DockerException):
                 api.remove_container(cid, force=True)
             raise RunnerError(
@@ -305,17 +310,30 @@ class DockerEngine:
         return str(created["Id"])
 
     def stream_logs(self, container: Container) -> Iterator[str]:
+        """Its output as attached when it started (else its log, followed): to its end."""
         buf = b""
+        attached = self._outputs.pop(container.id, None)
         try:
-            for chunk in self.client.api.logs(container.id, stream=True, follow=True):
+            chunks = attached or self.client.api.logs(container.id, stream=True, follow=True)
+            for chunk in chunks:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     yield line.decode(errors="replace")
         except docker.errors.NotFound:  # removed from outside: its log ends here
             pass
+        finally:
+            if attached is not None:
+                attached.close()
         if buf:
             yield buf.decode(errors="replace")
+
+    def _detach(self, container_id: str) -> None:
+        """Drop the output attached at the start whose log nobody read."""
+        attached = self._outputs.pop(container_id, None)
+        if attached is not None:
+            with contextlib.suppress(Exception):  # a connection already closed
+                attached.close()
 
     def wait(self, container: Container) -> ContainerExit:
         lifeline = self._lifelines.pop(container.id, None)
@@ -348,6 +366,7 @@ class DockerEngine:
             return False
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
+        self._detach(container.id)
         with contextlib.suppress(docker.errors.DockerException):
             self.client.api.stop(container.id, timeout=timeout)
         with contextlib.suppress(docker.errors.DockerException):

@@ -82,6 +82,8 @@ def refuse_held(run_dir: Path, claimed: bool = False) -> None:
         reads = _reads(run_dir, claimed)
         if reads == record.RUNNING:  # its runner is alive: the provisional record of a run under way
             raise RunnerError(f"{run_dir} is in use by another run", EXIT_USAGE)
+        if reads in RESUMABLE and _without_code(run_dir):
+            raise RunnerError(nothing_ran(run_dir), EXIT_USAGE)
         if reads == record.ABANDONED:
             raise RunnerError(
                 f"{run_dir} holds an abandoned run (its runner was killed): run dirs are never "
@@ -93,6 +95,23 @@ def refuse_held(run_dir: Path, claimed: bool = False) -> None:
             f"(an interrupted or failed run continues with +resume={run_dir})",
             EXIT_USAGE,
         )
+
+
+def nothing_ran(run_dir: Path) -> str:
+    """Why a run dir whose run stopped before its code snapshot was taken is neither resumed nor
+    taken over, and what to do instead."""
+    return (
+        f"{run_dir} holds a run stopped before its code snapshot was taken: nothing of it ran, so there "
+        "is nothing to resume, and run dirs are never overwritten; remove it, or run in another dir"
+    )
+
+
+def _without_code(run_dir: Path) -> bool:
+    """Whether the run dir's manifest records no code snapshot (one that does not read: False)."""
+    try:
+        return records.read_manifest(run_dir).code is None
+    except RunnerError:
+        return False
 
 
 def _check_claimable(run_dir: Path, resumable: bool) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ import pytest
 from runner.core import layout
 from runner.core.layout import latest_checkpoint
 from runner.host import records, rundir
+from runner.host.hashing import sha256_file
 from tests.conftest import ROOT, manifest, run_runner
 from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
 
@@ -182,6 +184,61 @@ def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(tmp_path
     assert _checkpoints(run_dir) == kept and manifest(run_dir)["status"] == "running"
     resumed = _resume_identical(run_dir, reference, engine)
     assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_sigkill_before_the_image_is_chosen_resumes_from_the_recorded_code(tmp_path, engine, reference):
+    """Killed after its first record (config and code) and before its second (image, engine): here
+    while it downloads its data from a mirror that never answers. ``+resume`` chooses the image
+    from the recorded code, as the run would have, and ends as the uninterrupted run did."""
+    data = tmp_path / "data"
+    files = sorted(p.name for p in FASHION.glob("*.gz"))
+    sums = ",".join(f"{name}:{sha256_file(FASHION / name)}" for name in files)
+    with socket.socket() as mirror:  # takes the request, never answers
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen()
+        mirror.settimeout(120)
+        url = f"http://127.0.0.1:{mirror.getsockname()[1]}/"
+        run_dir = tmp_path / "run"
+        proc = start(
+            run_dir,
+            *RUN,
+            f"dataset.root={data}",
+            f"dataset.download={{mirrors:[{url}],sha256:{{{sums}}},timeout_s:300}}",
+        )
+        asked, _ = mirror.accept()  # the runner is in its data step, its first record written
+        with asked:
+            m = manifest(run_dir)
+            assert m["status"] == "running" and m["code"]["snapshot_sha256"] and m["image"] is None, m
+            proc.kill()
+            proc.communicate()
+    m = _whole(run_dir, engine)
+    assert rundir.run_status(run_dir, m["status"]) == "abandoned" and m["image"] is None
+    for name in files:  # the data, had another way
+        (data / name).write_bytes((FASHION / name).read_bytes())
+    resumed = _resume_identical(run_dir, reference, engine, checkpoint=False)
+    assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
+    assert resumed["image"]["id"] == manifest(reference)["image"]["id"]
+
+
+def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_path, reference):
+    """A record without code (a run stopped while its snapshot was taken: Ctrl-C, a full disk):
+    nothing of it ran. ``+resume`` and a new run in the dir both refuse it in one line saying so."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    m = records.read_manifest(reference).model_copy(
+        update={"status": "running", "code": None, "image": None, "outputs": {}, "fingerprints": None}
+    )
+    records.write_manifest(run_dir, m)
+    held = (run_dir / layout.MANIFEST).read_bytes()
+    for p in (run_runner(f"+resume={run_dir}"), run_runner(f"hydra.run.dir={run_dir}", *RUN)):
+        assert p.returncode == 2
+        line = _one_error_line(p.stderr)
+        assert "stopped before its code snapshot was taken: nothing of it ran" in line, line
+        assert "remove it, or run in another dir" in line and "+resume" not in line, line
+    assert (run_dir / layout.MANIFEST).read_bytes() == held  # taken by neither
 
 
 def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_reference):

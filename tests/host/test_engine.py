@@ -7,6 +7,7 @@ takes an engine by name, an option of the user's ``engine`` group."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,6 +176,23 @@ def test_a_container_is_the_runners_handle_from_start_to_removal(engine, tmp_pat
         engine.stop_and_remove(handle, timeout=1)
     assert engine.containers_labelled(LABEL, req.name) == []
     engine.stop_and_remove(handle, timeout=1)  # already gone: nothing to do, nothing raised
+
+
+@pytest.mark.docker
+def test_a_container_that_ends_at_once_keeps_its_log(engine, tmp_path):
+    """Its output is attached before it starts (as ``docker run`` does): read only once the
+    container has ended and the engine has removed it (a lifeline's), every line is still there."""
+    req = _request("echo the user error line; exit 3", tmp_path, lifeline=True)
+    handle = engine.start(req)
+    try:
+        deadline = time.monotonic() + 60
+        while engine.containers_labelled(LABEL, req.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.containers_labelled(LABEL, req.name) == [], "it ended and was removed"
+        assert list(engine.stream_logs(handle)) == ["the user error line"]
+        assert engine.wait(handle).exit_code == 3
+    finally:
+        engine.stop_and_remove(handle, timeout=1)
 
 
 @pytest.mark.docker
