@@ -11,8 +11,9 @@ Python's ``random``, numpy's; the same batch), with every ATen operation watched
   deterministic implementation raises, is recorded with the user-code frame that called it (for a
   backward operation, the frame of the forward call that made it, from autograd's anomaly mode)
   and runs again with the user's own setting;
-* each output is hashed (:mod:`runner.worker.op_trace`), and the first operation whose output
-  differs between the two runs is named, with its module and frame: randomness the runner does not
+* each output is fingerprinted where it is (:mod:`runner.worker.output_digest`: on the GPU, read
+  back once per twin; sha256 on the CPU), and the first operation whose output differs between
+  the two runs is named, with its module and frame: randomness the runner does not
   seed (a generator of the user's own seeded from the clock, an unseeded ``random``) shows there.
 
 Then everything is put back as it was (generators found on the model included), the determinism
@@ -173,6 +174,7 @@ def step_twin(
     """The step run twice from one state, watched; everything put back after. Returns the first
     run's watch (its operations without a deterministic implementation) and the first difference."""
     from runner.worker.op_trace import tracing
+    from runner.worker.output_digest import DeviceFingerprints
 
     state = TrainingState.take(trainer, module)
     watches, rows = [], []
@@ -180,10 +182,10 @@ def step_twin(
     try:
         for _ in range(2):
             watch = OpWatch(code_dir)
-            with tracing(module, code_dir) as trace, watch:
+            with tracing(module, code_dir, DeviceFingerprints()) as trace, watch:
                 _step(trainer, module, batch, batch_idx)
             watches.append(watch)
-            rows.append(trace.rows)
+            rows.append(trace.settle())  # a device's fingerprints: one transfer per twin
             state.restore(rewind_own=False)
     finally:
         del module.log, module.log_dict

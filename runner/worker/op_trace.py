@@ -21,18 +21,9 @@ from pytorch_lightning import Callback
 
 from runner.core import op_traces
 from runner.worker.frames import Callers, node_frames
+from runner.worker.output_digest import Digests, tensor_sha256
 
-
-def tensor_sha256(t) -> str:
-    import torch
-
-    t = t.detach()
-    if t.layout != torch.strided or t.is_meta:
-        return f"{t.dtype}|{tuple(t.shape)}|{t.layout}"
-    c = t.cpu().contiguous()
-    h = hashlib.sha256(f"{c.dtype}|{tuple(c.shape)}|".encode())
-    h.update(c.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+__all__ = ["HostHashes", "OpTrace", "TraceMode", "outputs_sha256", "tensor_sha256", "tracing"]
 
 
 def outputs_sha256(out) -> str | None:
@@ -66,6 +57,18 @@ UNDEFINED_OUTPUT = frozenset(
 )
 
 
+class HostHashes:
+    """Each operation's output hashed with sha256 on the host as it is made: what a trace records,
+    comparable between machines. (The twin step compares on the machine itself, with
+    :class:`runner.worker.output_digest.DeviceFingerprints`: the same two methods.)"""
+
+    def of(self, out: Any) -> str | None:
+        return outputs_sha256(out)
+
+    def settle(self, digests: list[Any]) -> list[Any]:
+        return digests
+
+
 def _mode_base():
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -73,9 +76,14 @@ def _mode_base():
 
 
 class TraceMode(_mode_base()):  # type: ignore[misc]
-    def __init__(self, code_dir: Path, modules: list[str]):
+    """Every operation's output digested (``digests``: :class:`HostHashes` unless given) into
+    :attr:`rows`, with the module or the user-code frame it ran in. A digest that is read only after
+    the step (a device fingerprint) is final once :meth:`settle` has run."""
+
+    def __init__(self, code_dir: Path, modules: list[str], digests: Digests | None = None):
         super().__init__()
         self.code_dir, self.modules = code_dir, modules
+        self.digests: Digests = digests if digests is not None else HostHashes()
         self.callers = Callers(code_dir)
         self.rows: list[dict[str, Any]] = []
 
@@ -92,7 +100,7 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
         row: dict[str, Any] = {
             "i": len(self.rows),
             "op": name,
-            "out": None if name in UNDEFINED_OUTPUT else outputs_sha256(out),
+            "out": None if name in UNDEFINED_OUTPUT else self.digests.of(out),
         }
         if node is not None:
             row["node"] = node.name()
@@ -103,11 +111,18 @@ class TraceMode(_mode_base()):  # type: ignore[misc]
         self.rows.append(row)
         return out
 
+    def settle(self) -> list[dict[str, Any]]:
+        """:attr:`rows`, each output's digest read (call it after leaving the mode)."""
+        for row, out in zip(self.rows, self.digests.settle([r["out"] for r in self.rows]), strict=True):
+            row["out"] = out
+        return self.rows
+
 
 @contextlib.contextmanager
-def tracing(module: Any, code_dir: Path) -> Iterator[TraceMode]:
-    """Every operation run inside hashed into the :class:`TraceMode` it yields, each forward one
-    named by the module it ran in (``module``'s names), each backward one by its forward frame."""
+def tracing(module: Any, code_dir: Path, digests: Digests | None = None) -> Iterator[TraceMode]:
+    """Every operation run inside digested into the :class:`TraceMode` it yields (``digests``:
+    sha256 on the host unless given), each forward one named by the module it ran in
+    (``module``'s names), each backward one by its forward frame."""
     import warnings
 
     import torch
@@ -128,7 +143,7 @@ def tracing(module: Any, code_dir: Path) -> Iterator[TraceMode]:
     ]
     try:
         warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
-        with torch.autograd.detect_anomaly(check_nan=False), TraceMode(code_dir, stack) as mode:
+        with torch.autograd.detect_anomaly(check_nan=False), TraceMode(code_dir, stack, digests) as mode:
             yield mode
     finally:
         for h in hooks:
@@ -152,4 +167,4 @@ class OpTrace(Callback):
         mode, self._mode = self._mode, None
         self._entered.close()
         path = self.run_dir / op_traces.file_name(trainer.global_step)
-        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in mode.rows))
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in mode.settle()))
