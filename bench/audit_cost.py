@@ -40,6 +40,8 @@ def pairs(overrides: list[str], reps: int, work: Path, log) -> list[dict[str, di
                 "wall_seconds": wall,
                 "audit_seconds": m["timings"].get("audit_seconds"),
                 "train_seconds": timed.train_seconds,
+                "samples_per_s": timed.steady_samples_per_second,
+                "weights_sha256": (m["outputs"].get("model.pt") or {}).get("sha256"),
             }
             log(f"  rep {i + 1}/{reps} {profile}: {wall:.2f} s, audit {pair[profile]['audit_seconds']}")
         out.append(pair)
@@ -49,6 +51,11 @@ def pairs(overrides: list[str], reps: int, work: Path, log) -> list[dict[str, di
 def summary(got: list[dict[str, dict]], overrides: list[str], load: list[float]) -> dict:
     ratios = [p["strict"]["wall_seconds"] / p["fast"]["wall_seconds"] for p in got]
     audit = [p["strict"]["audit_seconds"] for p in got if p["strict"]["audit_seconds"] is not None]
+    speeds = {k: [p[k].get("samples_per_s") for p in got] for k in ("strict", "fast")}
+    steady = None  # the experiment's own steady-state speed, when it reports one (after the audit)
+    if all(speeds["strict"]) and all(speeds["fast"]):
+        r = [s / f for s, f in zip(speeds["strict"], speeds["fast"], strict=True)]
+        steady = {"median": median(r), "min": min(r), "max": max(r), "samples_per_s": speeds}
     return {
         "overrides": overrides,
         "wall_ratio_strict_over_fast": {"median": median(ratios), "min": min(ratios), "max": max(ratios)},
@@ -56,6 +63,8 @@ def summary(got: list[dict[str, dict]], overrides: list[str], load: list[float])
         "audit_seconds": {"median": median(audit), "min": min(audit), "max": max(audit)} if audit else None,
         "strict_wall_seconds": [p["strict"]["wall_seconds"] for p in got],
         "fast_wall_seconds": [p["fast"]["wall_seconds"] for p in got],
+        "steady_speed_ratio_strict_over_fast": steady,
+        "repeats_identical": {k: len({p[k]["weights_sha256"] for p in got}) == 1 for k in ("strict", "fast")},
         "load_average": load,
         "goals": GOALS,
     }

@@ -172,3 +172,20 @@ def test_a_trace_of_two_runs_names_the_op_whose_output_differed(tmp_path):
     with TraceMode(tmp_path, [], DeviceFingerprints(host=())) as mode:
         step(torch.Generator().manual_seed(1))
     assert first_difference(rows[0], mode.settle()) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_on_a_gpu_the_fingerprint_is_the_cpu_ones_and_is_read_back_once(dtype):
+    """Integer arithmetic is exact: the GPU's kernels, adding in their own order, give the value the
+    CPU's give. The fingerprints stay on the GPU until :meth:`settle` reads them all."""
+    xs = [sample(dtype, *s) for s in [(), (3,), (5, 7), (64, 33)]] + [sample(dtype, 6, 10)[:, ::3]]
+    for x in xs:
+        for chunk in (4, 1 << 22):
+            assert int(fingerprint(x.cuda(), chunk=chunk)) == fp(x, chunk=chunk), (dtype, x.shape)
+    d = DeviceFingerprints()
+    digests = [d.of(x.cuda()) for x in xs] + [d.of(one_bit_flipped(xs[-2], 100).cuda())]
+    assert all(p.is_cuda for p in d.pending) and len(d.pending) == len(xs) + 1
+    settled = d.settle(digests)
+    assert settled[-1] != settled[-3] and len(set(settled)) == len(settled)
