@@ -13,6 +13,7 @@ EXIT_FAILED = 1  # training (or a replay's comparison) failed
 EXIT_USAGE = 2  # bad input: config, override, arguments, manifest
 EXIT_ENVIRONMENT = 3  # Docker engine, base image, wheels, dataset unavailable
 EXIT_BUILD = 4  # image build failed
+EXIT_ENGINE_LOST = 5  # the container engine went away mid-run (dockerd stopped or restarted)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
@@ -38,6 +39,22 @@ def no_space(path: object, free: int | None) -> str:
     """One line for a full disk: the path that could not be written and the space left there."""
     left = "unknown" if free is None else f"{free:,} bytes"
     return f"{NO_SPACE} writing {path} ({left} free)"
+
+
+# A run whose container engine went away mid-run (its daemon stopped, restarted or died) is
+# recorded failed, reason ENGINE_LOST, its checkpoints kept; ``+resume=RUN_DIR`` continues it once
+# the engine is back.
+ENGINE_LOST = "engine lost"
+
+
+class EngineLost(RunnerError):
+    """The container engine stopped answering while a container of the run ran. ``engine`` names it
+    and where it was reached (``docker at unix:///var/run/docker.sock``); ``why`` says how it showed."""
+
+    def __init__(self, engine: str, why: str):
+        super().__init__(f"the container engine ({engine}) went away: {why}", EXIT_ENGINE_LOST)
+        self.engine = engine
+        self.why = why
 
 
 def shell_status(returncode: int) -> int:

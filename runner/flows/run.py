@@ -26,9 +26,19 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.core import layout, manifest, record, spec, worker_io
+from runner.core import fingerprints, layout, manifest, record, spec, worker_io
 from runner.core.config import parse as parse_config
-from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_SPACE, EXIT_USAGE, RunnerError, no_space
+from runner.core.errors import (
+    ENGINE_LOST,
+    EXIT_ENGINE_LOST,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_SPACE,
+    EXIT_USAGE,
+    EngineLost,
+    RunnerError,
+    no_space,
+)
 from runner.core.run_input import ResolvedImage, RunInput
 from runner.core.worker_io import AuditVerdict, ContractError, WorkerResult
 from runner.host import (
@@ -128,6 +138,8 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
         line = f"{no_space(where, _free(r.dir))}; once space is freed, +resume={r.dir} continues it"
         _record_early_end(r, record.Ending("failed", EXIT_FAILED, line))
         raise RunnerError(f"run failed: {line}", EXIT_FAILED) from None
+    except EngineLost as exc:  # dockerd stopped or restarted mid-run
+        raise _engine_lost(r, exc) from None
     except RunnerError as exc:
         # a failed build: its last lines are the record's log tail
         tail = _tail(r.dir / layout.LOGS_DIR / layout.BUILD_LOG) if r.got.image is None else []
@@ -422,6 +434,21 @@ def _finish(
     if note:
         console.echo(note)
     return m
+
+
+def _engine_lost(r: _Run, lost: EngineLost) -> RunnerError:
+    """The engine went away mid-run: record the run failed, saying how far training got and where a
+    resume starts (its checkpoints stay), give the run dir back; returns the one line to exit with."""
+    kept = layout.latest_checkpoint(r.dir / layout.CHECKPOINT_DIR)
+    step = max(fingerprints.last_step(records.read_fingerprints(r.dir)), kept[0] if kept else 0)
+    then = f"from {layout.CHECKPOINT_DIR}/{kept[1].name}" if kept else "from the start (no checkpoint yet)"
+    line = (
+        f"{ENGINE_LOST}: the container engine ({lost.engine}) went away at step {step}: {lost.why}; "
+        f"once it is back, +resume={r.dir} continues it {then}"
+    )
+    tail = _tail(r.dir / layout.LOGS_DIR / layout.TRAIN_LOG)
+    _record_early_end(r, record.Ending("failed", EXIT_ENGINE_LOST, line), tail)
+    return RunnerError(f"run failed: {line}", EXIT_ENGINE_LOST)
 
 
 def _no_space_said(r: _Run, ran: Exit) -> list[str]:

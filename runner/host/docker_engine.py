@@ -28,7 +28,7 @@ from docker.types import DeviceRequest, Mount
 from docker.utils import parse_repository_tag
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
-from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
 
@@ -58,17 +58,26 @@ class DockerEngine:
         except docker.errors.DockerException as exc:
             raise self._unreachable(exc) from None
 
-    def _open(self) -> docker.DockerClient:
-        """A client of the engine at ``base_url`` that answered a ping."""
+    def _open(self, timeout: int | None = None) -> docker.DockerClient:
+        """A client of the engine at ``base_url`` that answered a ping (each call of ``timeout``
+        seconds; None: the engine's own)."""
+        timeout = timeout or self.timeout
         if self.base_url:
-            client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+            client = docker.DockerClient(base_url=self.base_url, timeout=timeout)
         else:
-            client = docker.from_env(timeout=self.timeout)
-        client.ping()
+            client = docker.from_env(timeout=timeout)
+        try:
+            client.ping()
+        except BaseException:
+            client.close()
+            raise
         return client
 
+    def _address(self) -> str:
+        return self.base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
     def _unreachable(self, exc: Exception) -> RunnerError:
-        host = self.base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        host = self._address()
         return RunnerError(
             f"Docker engine not reachable at {host} — is dockerd running? (`make setup` starts it; "
             f"or use launch.backend=host) [{type(exc).__name__}]",
@@ -336,20 +345,45 @@ class DockerEngine:
                 attached.close()
 
     def wait(self, container: Container) -> ContainerExit:
+        """How the container ended; :class:`EngineLost` when the engine went away meanwhile."""
         lifeline = self._lifelines.pop(container.id, None)
         if lifeline is not None:  # removed as it ended: its status is what the waiter saw
             code = lifeline.exit_code()
+            self._still_here(lifeline.broke)
             return ContainerExit(exit_code=code, oom_killed=self._oom_seen(container.id, lifeline.since))
         try:
             result = self.client.api.wait(container.id)
             state = self.client.api.inspect_container(container.id).get("State", {})
         except docker.errors.NotFound:
+            self._still_here(None)  # gone with an engine that restarted, or removed from outside
             raise RunnerError(
                 f"container {container.name} was removed before it ended", EXIT_ENVIRONMENT
             ) from None
+        except OSError as exc:  # the connection broke (requests' errors are OSErrors)
+            self._still_here(_gone(exc))
+            raise
+        self._still_here(None)
         return ContainerExit(
             exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled"))
         )
+
+    def _still_here(self, broke: str | None) -> None:
+        """Raise :class:`EngineLost` unless the engine answers now, on a new connection, and the
+        connection the container's end was awaited on (``broke``: how it broke, or None) held.
+
+        A daemon that stops (a restart, ``systemctl stop``) closes its socket first, then stops its
+        containers (without live-restore), and the waiter sees an ordinary exit status: only a
+        question asked after the end tells it from training that ended by itself."""
+        try:
+            self._open(timeout=5).close()
+        except (docker.errors.DockerException, OSError) as exc:
+            raise EngineLost(self._named(), f"it stopped answering ({_gone(exc)})") from None
+        if broke is not None:
+            raise EngineLost(self._named(), f"the connection to it broke mid-run ({broke})")
+
+    def _named(self) -> str:
+        """The engine, as a line names it: ``docker at unix:///var/run/docker.sock``."""
+        return f"{self._info.name if self._info else 'docker'} at {self._address()}"
 
     def _oom_seen(self, container_id: str, since: float) -> bool:
         """Whether the engine reported an OOM kill in the container since ``since`` (an auto-removed
@@ -362,18 +396,20 @@ class DockerEngine:
                 decode=True,
             )
             return any(e.get("status", e.get("Action")) == "oom" for e in events)
-        except docker.errors.DockerException:  # the engine's log unread: no OOM is claimed
+        except (docker.errors.DockerException, OSError):  # the engine's log unread: no OOM is claimed
             return False
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
+        """Also when the engine went away: one that stops stops its containers itself (without
+        live-restore) and removes them (auto-removed) as it stops or starts again."""
         self._detach(container.id)
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(docker.errors.DockerException, OSError):
             self.client.api.stop(container.id, timeout=timeout)
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(docker.errors.DockerException, OSError):
             self.client.api.remove_container(container.id, force=True)
 
     def remove_named(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(docker.errors.DockerException, OSError):
             self.client.api.remove_container(name, force=True)
 
     def containers_labelled(self, key: str, value: str | None = None) -> list[Container]:
@@ -558,6 +594,7 @@ class _Lifeline:
         self.api, self.id, self.condition = api, container_id, condition
         self.since = time.time()
         self._status: dict[str, Any] = {}
+        self.broke: str | None = None  # how the wait's connection broke (the engine went away), if it did
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
         self._socket = api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
@@ -565,18 +602,44 @@ class _Lifeline:
     def _wait(self) -> None:
         try:
             self._status.update(self.api.wait(self.id, condition=self.condition))
-        except Exception:  # noqa: BLE001 - docker-py's or requests' errors alike: the status is unknown
+        except Exception as exc:  # noqa: BLE001 - docker-py's or requests' errors alike: the status is unknown
             self._status["StatusCode"] = -1
+            if isinstance(exc, OSError):  # the connection (requests' errors are OSErrors), not an answer
+                self.broke = _gone(exc)
 
     def exit_code(self) -> int:
         self._waiter.join()
         return int(self._status.get("StatusCode", -1))
 
 
-def _why(exc: docker.errors.DockerException) -> str:
+def _why(exc: BaseException) -> str:
     """docker-py's error in one line: the engine's own explanation where it gave one."""
     text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
+
+
+_GONE = (
+    (FileNotFoundError, "its socket is gone"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (TimeoutError, "no answer in time"),
+)
+
+
+def _gone(exc: BaseException) -> str:
+    """Why an engine does not answer, in a few words: the socket error under docker-py's and
+    requests' wrappers (they nest it in their arguments), else the error's own line."""
+    todo, seen = [exc], set()
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        for kind, words in _GONE:
+            if isinstance(err, kind):
+                return words
+        todo += [x for x in (*err.args, err.__cause__, err.__context__) if isinstance(x, BaseException)]
+    return _why(exc)[:200]
 
 
 def _device_requests(gpus: list[int] | list[str] | int | None) -> list[DeviceRequest] | None:

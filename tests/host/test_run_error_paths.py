@@ -1,5 +1,6 @@
 """The run pipeline's ways out that a real engine cannot be made to take on demand: a bug (an
-exception that is no RunnerError) and a Ctrl-C before training. Each leaves a whole manifest with
+exception that is no RunnerError), a Ctrl-C before training, and an engine that goes away while
+training runs (tests/faults stops a real, private dockerd for it). Each leaves a whole manifest with
 the matching status, nothing of the run in the engine, and the run dir free. Driven by an
 in-memory engine (this project's own protocol); the real-engine paths are in tests/e2e."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from runner.core import layout
-from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, RunnerError
+from runner.core.errors import EXIT_ENGINE_LOST, EXIT_FAILED, EXIT_INTERRUPTED, EngineLost, RunnerError
 from runner.core.run_input import RunInput
 from runner.flows import run
 from runner.flows.cli_common import compose, resolved
@@ -66,3 +67,21 @@ def test_a_run_dir_left_by_a_bug_is_never_overwritten(tmp_path):
     with pytest.raises(RunnerError, match="already holds a manifest: run dirs are never overwritten"):
         run.run(_input(), tmp_path / "run", echo=lambda _: None, engine=MemoryEngine())
     assert (tmp_path / "run" / layout.MANIFEST).read_bytes() == before
+
+
+def test_an_engine_gone_mid_run_is_one_line_a_failed_record_and_a_run_to_resume(tmp_path):
+    engine = MemoryEngine(
+        fail={"wait": EngineLost("memory at mem://here", "it stopped answering (connection refused)")}
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunnerError) as exc:
+        run.run(_input(), run_dir, echo=lambda _: None, engine=engine)
+    line = (
+        "engine lost: the container engine (memory at mem://here) went away at step 0: it stopped "
+        f"answering (connection refused); once it is back, +resume={run_dir} continues it from the start "
+        "(no checkpoint yet)"
+    )
+    assert exc.value.exit_code == EXIT_ENGINE_LOST == 5 and exc.value.message == f"run failed: {line}"
+    m = _left(run_dir).manifest
+    assert m.status == "failed" and m.exit_code == EXIT_ENGINE_LOST and m.error == line
+    assert engine.calls[-1] == "stop_and_remove" and engine.running == {}  # asked, whatever the engine can
