@@ -10,10 +10,17 @@ generator seeded from the clock, an unseeded ``random``); whether the first batc
 profile set. An operation is allowed when the profile's ``allow_nondeterministic_ops`` names it
 (``aten::index_add_`` or ``index_add_``; ``dataloader`` for the data); any other stops a run whose
 profile asks for the audit.
+
+A ``script`` or ``module`` experiment (torchrun included) has no step the runner can run twice: its
+processes run with deterministic algorithms on in warn-only mode (:mod:`runner.worker.script_audit`),
+and each alert torch raises is a finding named as torch names it (``put_``, ``index_add_cuda_``),
+judged by the same rules: a name with a device suffix is also allowed by its ATen operation's
+(``index_add_cuda_`` by ``aten::index_add_``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +37,11 @@ FILE = "audit.json"  # in DIR: what the audit found, and whether the run was sto
 ENV = "RUNNER_AUDIT"  # no longer set: the audit ran as a process of its own before it ran in-process
 DATA_OP = "dataloader"  # the name the data check's difference goes by (and is allowed by)
 EXIT_REFUSED = 3  # the worker's exit status when the audit stops the run
+SCRIPT_DIR = "script"  # in DIR: what each process of a script found (one file a process)
+# the words of torch's alert for an operation without a deterministic implementation
+ALERT = "does not have a deterministic implementation"
+# how torch's alerts name a kernel of one device: index_add_cuda_, scatter_add_cuda_kernel, …_out_cuda
+_DEVICE_SUFFIX = re.compile(r"(?:_out)?_(?:cuda|cpu|mps|xpu)(?:_kernel)?_?$")
 
 # profile key → the flag read back from torch that must hold the profile's value
 SWITCHES = {
@@ -54,8 +66,18 @@ def _name(op: str) -> str:
 
 def allowed(op: str, allow: Iterable[str]) -> bool:
     """``aten::index_add_`` is allowed by ``aten::index_add_``, ``index_add_`` or
-    ``aten::index_add_.default``."""
-    return any(_name(a) == _name(op) for a in allow)
+    ``aten::index_add_.default``; an alert's kernel name (``index_add_cuda_``) by itself and by
+    its ATen operation's, in place or not (``index_add_``, ``aten::index_add``)."""
+    name = _name(op)
+    kernel = _DEVICE_SUFFIX.sub("", name).rstrip("_") if _DEVICE_SUFFIX.search(name) else None
+    return any(_name(a) == name or _name(a).rstrip("_") == kernel for a in allow)
+
+
+def alert_op(message: str) -> str | None:
+    """The operation torch's alert names (``put_ does not have a deterministic implementation, …``);
+    None for any other warning."""
+    head, found, _ = message.partition(" " + ALERT)
+    return head.strip().split()[-1] if found and head.strip() else None
 
 
 def switched(profile: Mapping[str, Any], flags: Mapping[str, Any]) -> list[SwitchedFlag]:

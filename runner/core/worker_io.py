@@ -47,6 +47,7 @@ __all__ = [
 ExperimentKind = Literal["target", "script", "module"]
 Launcher = Literal["python", "torchrun"]
 Accelerator = Literal["cpu", "gpu"]
+AuditScope = Literal["step", "script"]
 KINDS: tuple[ExperimentKind, ...] = ("target", "script", "module")
 LAUNCHERS: tuple[Launcher, ...] = ("python", "torchrun")
 ACCELERATORS: tuple[Accelerator, ...] = ("cpu", "gpu")
@@ -316,9 +317,13 @@ class AuditFindings:
     )
     data_checked: bool = False
     rank: int = 0  # the rank whose findings these are (DDP: each rank checks its own twin)
+    # "step": a target experiment's first step, run twice; "script": a program's processes, watched
+    # while they ran (deterministic algorithms in warn-only mode: its alerts, no twin, no op count)
+    scope: AuditScope = "step"
 
     def to_json(self) -> JsonObject:
         return {
+            "scope": self.scope,
             "ops_seen": self.ops_seen,
             "nondeterministic_ops": [o.to_json() for o in self.nondeterministic_ops],
             "switched": [s.to_json() for s in self.switched],
@@ -345,6 +350,7 @@ class AuditFindings:
             data=_opt_twin(f.data.get("data"), f"{where}: data"),
             data_checked=f.bool_("data_checked", False),
             rank=f.int_("rank", 0),
+            scope="script" if f.str_("scope", "step") == "script" else "step",
         )
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from runner.core import audit_rules as rules
 from runner.core import commands
+from runner.core.config import Experiment
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import AuditFindings, AuditVerdict
 from runner.host import records
@@ -33,6 +34,12 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, AuditVerdict 
 
     validate_overrides(overrides)
     cfg = resolved(compose(overrides))
+    if Experiment.parse(cfg["experiment"]).program:
+        raise RunnerError(
+            "runner audit runs a target experiment's first step twice; a script or module has no step "
+            "the runner can run: a strict run watches its processes while it runs (README: Audit)",
+            EXIT_USAGE,
+        )
     cfg["determinism"]["audit"] = "only"
     name = cfg["experiment"].get("name") or "run"
     run_dir = (
@@ -124,8 +131,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         fail(RunnerError("interrupted", 130))
     if found is None:
-        fail(
-            RunnerError(f"the audit left no findings in {run_dir} (a plain script experiment is not audited)")
-        )
+        fail(RunnerError(f"the audit left no findings in {run_dir}"))
     render(run_dir, found, Console(highlight=False))
     sys.exit(rules.EXIT_REFUSED if found.refused else 0)

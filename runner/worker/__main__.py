@@ -12,7 +12,9 @@ imported. Then:
   share of the ranks (each training process audits its own first step, when the profile asks);
 * a ``script`` or ``module`` experiment is run as a plain program with its arguments, in the
   run's ``outputs/`` (it may start its own processes, e.g. ``torch.multiprocessing.spawn``), or
-  under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``.
+  under torchrun (``launcher: torchrun``), which sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``;
+  when the profile asks for the audit, each of its Python processes is watched
+  (:mod:`runner.worker.script_audit`), and an operation it refuses ends the run with status 3.
 
 Rank 0 (or the launcher, for scripts) writes ``result.json``: metrics, library and device facts,
 the determinism flags in force, installed packages. Standard library only at module level.
@@ -36,10 +38,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from runner.core import cluster, layout, worker_io
+from runner.core import audit_rules, cluster, layout, worker_io
 from runner.core.errors import EXIT_NO_SPACE, no_space, shell_status
 from runner.core.worker_io import ContractError, Experiment, Json, JsonObject, WorkerResult
-from runner.worker import facts
+from runner.worker import facts, script_audit
 from runner.worker.context import RunContext
 
 # Seconds children get after SIGTERM before SIGKILL. DDP ranks get little: Lightning's own SIGTERM
@@ -335,21 +337,32 @@ def run_script(ctx: RunContext, supervisor: Supervisor) -> int:
         RUNNER_SEED=str(ctx.seed),
         RUNNER_WORLD_SIZE=str(ctx.world_size),
     )
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(ctx.code_dir), *(p for p in paths if p != str(ctx.code_dir))])
+    env["PYTHONPATH"] = script_audit.pythonpath(ctx.request, ctx.code_dir, os.environ.get("PYTHONPATH", ""))
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     exp = ctx.request.experiment
     command = program_command(exp, ctx.code_dir, ctx.world_size, _free_port(), ctx.nodes, ctx.node_rank)
     supervisor.start(command, env, cwd=ctx.output_dir)
-    collector = _FactsCollector()
+    watched = script_audit.watched(ctx.request)
+    collector = _FactsCollector(ctx.determinism if watched else None)
     collector.start()  # importing torch here, while the program runs, costs the run no time
     code = supervisor.wait()
     ended = time.time()
+    if watched and _script_refused(ctx):
+        return audit_rules.EXIT_REFUSED
     if code == 0 and ctx.node_rank == 0:  # the first node reports for the run
         collector.join()
         _write_result(ctx, collector.result(_program_metrics(ctx.output_dir), ended - started))
     return code
+
+
+def _script_refused(ctx: RunContext) -> bool:
+    """What the program's processes met, judged (:mod:`runner.worker.script_audit`) and recorded by
+    the first node; True when an operation the profile does not allow stopped one of them."""
+    verdict = script_audit.verdict(ctx.run_dir, ctx.determinism, ctx.accelerator)
+    if ctx.node_rank == 0:
+        worker_io.write(ctx.run_dir / audit_rules.DIR / audit_rules.FILE, verdict)
+    return verdict.refused
 
 
 def _program_metrics(output_dir: Path) -> JsonObject:
@@ -370,10 +383,12 @@ def _program_metrics(output_dir: Path) -> JsonObject:
 
 class _FactsCollector(threading.Thread):
     """The flags, libraries and devices a program's processes start with (torch's defaults under
-    this environment), and the installed packages: read on a thread of their own while it runs."""
+    this environment, with the switches the audit sets when it watches them), and the installed
+    packages: read on a thread of their own while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, watched: Mapping[str, Json] | None = None) -> None:
         super().__init__(daemon=True)
+        self.watched = watched  # the profile whose switches the audit sets in the program's processes
         self.flags: JsonObject | None = None
         self.process: JsonObject | None = None
         self.packages: tuple[str, ...] = ()
@@ -381,6 +396,8 @@ class _FactsCollector(threading.Thread):
     def run(self) -> None:
         from runner.worker import determinism
 
+        if self.watched is not None:
+            determinism.switches(self.watched, warn_only=True)
         self.flags, self.process, self.packages = (
             determinism.flags_in_force(),
             facts.process(),

@@ -21,8 +21,8 @@ from runner.core.worker_io import AuditFindings, AuditVerdict, Json, WorkerReque
 
 
 def wanted(request: WorkerRequest) -> str:
-    """``on``, ``only`` or ``off`` for this job (a plain script or module has no Trainer to limit:
-    never audited)."""
+    """``on``, ``only`` or ``off`` for this job's step audit (a script or module has no step the
+    runner runs: its processes are watched instead, :mod:`runner.worker.script_audit`)."""
     if request.experiment.program:
         return "off"
     return rules.mode(request.determinism)

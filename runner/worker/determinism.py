@@ -31,10 +31,25 @@ def apply(profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | 
         # the unified `lightning` package, where an image has it instead (not installed here to type-check)
         seed_everything = importlib.import_module("lightning.pytorch").seed_everything
     seed_everything(seed, workers=True, verbose=False)
+    # ops the audit found and the profile allows would stop the run: they warn instead
+    switches(profile, warn_only=bool(profile.get("allow_nondeterministic_ops")))
+    if precision is not None:
+        torch.set_float32_matmul_precision(str(precision["float32_matmul_precision"]))
+        torch.backends.cudnn.allow_tf32 = bool(precision["cudnn_allow_tf32"])
+    elif profile.get("allow_tf32") is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(profile["allow_tf32"])
+        torch.backends.cudnn.allow_tf32 = bool(profile["allow_tf32"])
+        torch.set_float32_matmul_precision("medium" if profile["allow_tf32"] else "highest")
+    return flags_in_force()
+
+
+def switches(profile: Mapping[str, Any], warn_only: bool) -> None:
+    """The profile's determinism switches and thread count in this process (``warn_only``: an
+    operation without a deterministic implementation warns instead of raising)."""
+    import torch
 
     if profile.get("deterministic_algorithms"):
-        # ops the audit found and the profile allows would stop the run: they warn instead
-        torch.use_deterministic_algorithms(True, warn_only=bool(profile.get("allow_nondeterministic_ops")))
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
     if profile.get("cudnn_deterministic") is not None:
         torch.backends.cudnn.deterministic = bool(profile["cudnn_deterministic"])
     if profile.get("cudnn_benchmark") is not None:
@@ -44,17 +59,9 @@ def apply(profile: Mapping[str, Any], seed: int, precision: Mapping[str, Any] | 
         torch.utils.deterministic.fill_uninitialized_memory = bool(  # type: ignore[attr-defined]
             profile["fill_uninitialized_memory"]
         )
-    if precision is not None:
-        torch.set_float32_matmul_precision(str(precision["float32_matmul_precision"]))
-        torch.backends.cudnn.allow_tf32 = bool(precision["cudnn_allow_tf32"])
-    elif profile.get("allow_tf32") is not None:
-        torch.backends.cuda.matmul.allow_tf32 = bool(profile["allow_tf32"])
-        torch.backends.cudnn.allow_tf32 = bool(profile["allow_tf32"])
-        torch.set_float32_matmul_precision("medium" if profile["allow_tf32"] else "highest")
     threads = profile.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    return flags_in_force()
 
 
 # What only the running Trainer can tell (Lightning's precision as training saw it, how SIGTERM is

@@ -301,7 +301,8 @@ def test_results_and_audits_of_the_earlier_shapes_are_read():
         NondeterministicOp("aten::put_", "m.py:3", calls=2),
     )
     twin_keys = {"twin": None, "data": None, "data_checked": False, "rank": 0}  # added by the twin step
-    assert verdict.seconds is None and verdict.to_json() == {**judged, "seconds": None, **twin_keys}
+    scope = {"scope": "step"}  # added with the audit of scripts: an older record is a step's
+    assert verdict.seconds is None and verdict.to_json() == {**judged, "seconds": None, **twin_keys, **scope}
 
 
 # -- the worker's side ------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The determinism audit of scripts, against the real engine: a strict script's processes (torchrun's
+ranks included) run with deterministic algorithms in warn-only mode and the run's seeds; an
+operation without a deterministic implementation stops the run in one line naming its file:line
+(exit status 3) unless allow-listed, and then the record says so; a clean script passes and repeats
+bit-identically though it seeds nothing itself; the fast profile is untouched.
+The script: tests/data/script_audit/train.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, manifest, run_runner
+
+pytestmark = pytest.mark.docker
+
+SCRIPT = "tests/data/script_audit/train.py"
+LINE = next(n for n, text in enumerate((ROOT / SCRIPT).read_text().splitlines(), 1) if ".put_(" in text)
+WHERE = f"{SCRIPT}:{LINE}"
+PROGRAM = ["experiment=plain_script", f"experiment.script={SCRIPT}"]
+
+
+def _seeded_draws(seed: int) -> tuple[float, float]:
+    import random
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return torch.rand(()).item(), random.random()
+
+
+def test_a_torchrun_scripts_nondeterministic_op_stops_the_run_naming_its_line(tmp_path):
+    proc = run_runner(
+        *PROGRAM,
+        "experiment.args=[--put]",
+        "experiment.launcher=torchrun",
+        "launch.processes=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("runner: error: run failed: determinism audit: "), last
+    assert f"put_ ({WHERE})" in last and "allow_nondeterministic_ops=[put_]" in last, last
+    m = manifest(tmp_path)
+    assert m["status"] == "failed" and m["exit_code"] == 3
+    a = m["audit"]
+    assert a["scope"] == "script" and a["refused"] and a["refused_ops"] == ["put_"]
+    assert [o["where"] for o in a["nondeterministic_ops"]] == [WHERE]
+    assert "model.pt" not in m["outputs"]  # stopped at its first step
+
+
+def test_the_allow_list_lets_a_module_run_and_the_record_says_so(tmp_path):
+    proc = run_runner(
+        "experiment=plain_script",
+        "experiment.script=null",
+        "experiment.module=tests.data.script_audit.train",
+        "experiment.args=[--put,--steps,3]",
+        "determinism.allow_nondeterministic_ops=[aten::put_]",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = manifest(tmp_path)
+    a = m["audit"]
+    assert a["scope"] == "script" and a["refused"] is False and a["allowed_ops"] == ["aten::put_"]
+    assert a["nondeterministic_ops"] == [{"op": "put_", "where": WHERE, "in_backward": False, "calls": 3}]
+    assert a["flags_after_step"]["deterministic_algorithms"] is True  # read at the script's exit
+    flags = m["determinism"]["flags"]
+    assert flags["deterministic_algorithms"] is True and flags["deterministic_warn_only"] is True
+    assert m["metrics"]["deterministic"] == 1.0 and m["metrics"]["warn_only"] == 1.0  # what the script saw
+
+
+def test_a_clean_script_passes_and_repeats_on_the_runs_seeds(tmp_path):
+    for name in ("a", "b"):
+        proc = run_runner(*PROGRAM, "experiment.args=[]", "seed=5", f"hydra.run.dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = manifest(tmp_path / "a"), manifest(tmp_path / "b")
+    assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []
+    assert a["outputs"]["model.pt"] == b["outputs"]["model.pt"]
+    torch_draw, random_draw = _seeded_draws(5)
+    assert a["metrics"]["torch_draw"] == torch_draw and a["metrics"]["random_draw"] == random_draw
+
+
+def test_the_fast_profile_leaves_a_script_alone(tmp_path):
+    proc = run_runner(*PROGRAM, "experiment.args=[--put]", "determinism=fast", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = manifest(tmp_path)
+    assert m["audit"] is None and not (tmp_path / "audit").exists()
+    assert m["metrics"]["deterministic"] == 0.0
+    assert m["determinism"]["flags"]["deterministic_algorithms"] is False
+
+
+def test_runner_audit_says_in_one_line_that_a_script_is_audited_while_it_runs():
+    proc = run_runner(*PROGRAM, module="runner.audit")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert "a strict run watches its processes while it runs" in line, line

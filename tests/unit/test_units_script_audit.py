@@ -1,0 +1,133 @@
+"""The determinism audit of scripts, in a process of its own each (torch's real alerts, no engine):
+an alert is named as torch names it with the user's file:line, counted, and allowed by that name
+or its ATen operation's; any other ends the process in one line with exit status 3; the seeds and
+switches land when torch is imported, not before; the processes' records are judged together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runner.core import audit_rules
+from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp
+from runner.worker import script_audit
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    ("op", "allow", "ok"),
+    [
+        ("put_", ["put_"], True),
+        ("put_", ["aten::put_"], True),
+        ("put_", ["put"], False),  # an alert without a device suffix is named exactly
+        ("index_add_cuda_", ["aten::index_add_"], True),
+        ("index_add_cuda_", ["index_add"], True),
+        ("scatter_add_cuda_kernel", ["aten::scatter_add_"], True),
+        ("upsample_bilinear2d_backward_out_cuda", ["aten::upsample_bilinear2d_backward"], True),
+        ("index_add_cuda_", ["index_copy_"], False),
+        ("aten::index_add_", ["index_add"], False),  # the twin's ATen names keep their exact match
+    ],
+)
+def test_an_alert_is_allowed_by_its_own_name_or_its_aten_operations(op, allow, ok):
+    assert audit_rules.allowed(op, allow) is ok
+
+
+def test_the_operation_is_read_from_torchs_alert_and_only_from_it():
+    alert = (
+        "put_ does not have a deterministic implementation, but you set "
+        "'torch.use_deterministic_algorithms(True, warn_only=True)'. You can file an issue at …"
+    )
+    assert audit_rules.alert_op(alert) == "put_"
+    assert audit_rules.alert_op("TypedStorage is deprecated") is None
+
+
+WATCHED = """\
+import sys
+from pathlib import Path
+from runner.worker.script_audit import Watch, after_import, catch_alerts
+
+here = Path(sys.argv[1])
+watch = Watch(here / "records", here, {{"allow_nondeterministic_ops": {allow}}})
+after_import("torch", lambda torch: torch.use_deterministic_algorithms(True, warn_only=True))
+catch_alerts(watch)
+import torch
+for _ in range(3):
+    torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # line 11
+import warnings
+warnings.warn("a warning of the script's own")
+"""
+
+
+def _run(tmp_path: Path, allow: list[str]) -> subprocess.CompletedProcess:
+    (tmp_path / "user.py").write_text(WATCHED.format(allow=allow))
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "user.py"), str(tmp_path)], capture_output=True, text=True, env=env
+    )
+
+
+def test_an_allowed_alert_is_recorded_with_the_users_line_and_counted(tmp_path):
+    proc = _run(tmp_path, ["aten::put_"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("put_ has no deterministic implementation (user.py:11): allowed") == 1
+    assert "a warning of the script's own" in proc.stderr  # other warnings are shown as ever
+    (record,) = (tmp_path / "records").glob("*.json")
+    found = AuditFindings.from_json(json.loads(record.read_text()))
+    assert found.scope == "script"
+    assert found.nondeterministic_ops == (NondeterministicOp("put_", "user.py:11", calls=2),)  # 1, then 2
+
+
+def test_an_alert_not_allowed_ends_the_process_in_one_line_with_status_3(tmp_path):
+    proc = _run(tmp_path, [])
+    assert proc.returncode == audit_rules.EXIT_REFUSED and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("runner.worker: determinism audit: 1 operation(s) without a deterministic")
+    assert "put_ (user.py:11)" in line and "allow_nondeterministic_ops=[put_]" in line
+    assert "a warning of the script's own" not in proc.stderr  # it never got there
+
+
+def test_the_processes_records_are_judged_together(tmp_path):
+    out = tmp_path / audit_rules.DIR / audit_rules.SCRIPT_DIR
+    out.mkdir(parents=True)
+    for n, calls in enumerate((3, 4)):
+        part = AuditFindings(
+            ops_seen=0,
+            nondeterministic_ops=(NondeterministicOp("put_", "t.py:3", calls=calls),),
+            scope="script",
+        )
+        (out / f"h-{n}.json").write_text(json.dumps(part.to_json()))
+    v = script_audit.verdict(tmp_path, {"allow_nondeterministic_ops": []})
+    assert v.refused and v.refused_ops == ("put_",) and v.findings is not None
+    assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "t.py:3", calls=7),)
+    assert AuditVerdict.from_json(v.to_json()) == v
+    assert not script_audit.verdict(tmp_path, {"allow_nondeterministic_ops": ["put_"]}).refused
+    assert script_audit.verdict(tmp_path / "none", {}).findings == AuditFindings(
+        ops_seen=0, device="cpu", scope="script"
+    )
+
+
+def test_an_old_record_reads_as_a_steps_audit():
+    assert AuditFindings.from_json({"ops_seen": 5}).scope == "step"
+
+
+def test_the_hook_runs_after_the_import_and_the_import_is_not_moved_earlier():
+    code = textwrap.dedent(
+        """\
+        import sys
+        from runner.worker.script_audit import after_import
+        seen = []
+        after_import("json", lambda m: seen.append(("json", hasattr(m, "dumps"))))
+        assert "csv" not in sys.modules
+        after_import("csv", lambda m: seen.append(("csv", hasattr(m, "reader"))))
+        assert "csv" not in sys.modules and seen == [("json", True)]
+        import csv
+        print(seen)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[('json', True), ('csv', True)]"
