@@ -103,11 +103,13 @@ def last_step(run_dir: Path) -> int:
 
 def containers_of(engine: Engine, run_dir: Path) -> list[docker.models.containers.Container]:
     """Every container (running or exited) the runner started for ``run_dir``, found through the
-    engine's labels, as docker-py objects a test can inspect, stop or kill."""
+    engine's labels, as docker-py objects a test can inspect, stop or kill (asked of ``engine``'s
+    own client where it has one: a private dockerd's containers are not the machine's)."""
     found = []
+    client = getattr(engine, "client", None) or _docker()
     for handle in engine.containers_labelled("org.runner.run-dir", str(Path(run_dir).resolve())):
         with contextlib.suppress(docker.errors.NotFound):  # removed since it was listed
-            found.append(_docker().containers.get(handle.id))
+            found.append(client.containers.get(handle.id))
     return found
 
 

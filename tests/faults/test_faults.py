@@ -6,8 +6,8 @@ completed checkpoint or output is lost, and where a checkpoint existed, ``+resum
 bit-identical (weights and every fingerprint) to the same run never interrupted.
 
 Runs are short (one process, 1024 samples, 24 steps, a checkpoint every 5 steps); a full disk is a
-small tmpfs mounted in the run dir (root, as CI runs). Not here: an engine (dockerd) restarted
-mid-run — the machine's dockerd is shared, and a private one was not set up.
+small tmpfs mounted in the run dir (root, as CI runs). The engine going away mid-run stops a
+dockerd of the module's own (:class:`tests.private_engine.PrivateDockerd`), never the machine's.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from pathlib import Path
 import pytest
 
 from runner.core import layout
+from runner.core.errors import EXIT_ENGINE_LOST
 from runner.core.layout import latest_checkpoint
 from runner.host import records, rundir
+from runner.host.docker_engine import DockerEngine
 from runner.host.hashing import sha256_file
 from tests.conftest import ROOT, manifest, run_runner
 from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
+from tests.private_engine import PrivateDockerd
 
 pytestmark = pytest.mark.docker
 
@@ -126,13 +129,16 @@ def _one_error_line(stderr: str, training_traceback: bool = False) -> str:
     return lines[0]
 
 
-def _resume_identical(run_dir: Path, reference: Path, engine, checkpoint: bool | None = True) -> dict:
+def _resume_identical(
+    run_dir: Path, reference: Path, engine, checkpoint: bool | None = True, env: dict | None = None
+) -> dict:
     """``+resume`` from the newest checkpoint (or from the start, where none was written) ends as
     the uninterrupted run did, bit for bit. ``checkpoint``: whether one must (True) or must not
-    (False) be there; None where that depends on how far training got before the run stopped."""
+    (False) be there; None where that depends on how far training got before the run stopped.
+    ``env``: the resume's variables beside the test's (``DOCKER_HOST``: on another engine)."""
     kept = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     assert checkpoint is None or (kept is not None) == checkpoint, kept
-    p = run_runner(f"+resume={run_dir}")
+    p = run_runner(f"+resume={run_dir}", env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     m = _whole(run_dir, engine)
     ref = manifest(reference)
@@ -265,6 +271,49 @@ def test_a_container_out_of_memory_is_reported_as_such(tmp_path, engine):
     assert p.returncode == 1 and "out of memory" in _one_error_line(p.stderr)
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "out of memory" in m["error"], m["error"]
+
+
+@pytest.fixture(scope="module")
+def private_engine(reference):
+    """A dockerd of this module's own, holding the run's image and its base (copied from the
+    machine's engine, which the reference run found or built them on): one a test may stop."""
+    image = manifest(reference)["image"]
+    dockerd = PrivateDockerd()
+    try:
+        dockerd.start()
+        dockerd.load_from_shared(image["tag"], image["base_ref"])
+        yield dockerd
+    finally:
+        dockerd.close()
+
+
+def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(tmp_path, reference, private_engine):
+    """dockerd stopped mid-run (SIGTERM, as a restart stops it; a private one): the run ends in one
+    line naming the engine and the step, exit 5, its record failed (engine lost), its checkpoints
+    kept; once the engine is back no container of the run is there, and the resume is bit-identical."""
+    dockerd, env = private_engine, {"DOCKER_HOST": private_engine.url}
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *RUN, env=env)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    dockerd.stop()  # it closes its socket, then stops its containers (no live-restore), then exits
+    code, _, err = finish(proc)
+    line = _one_error_line(err)
+    went = f"engine lost: the container engine (docker at {dockerd.url}) went away at step "
+    assert code == EXIT_ENGINE_LOST == 5 and went in line, line
+    assert int(line.split(went)[1].split(":")[0]) >= 8, line
+    kept = _checkpoints(run_dir)
+    assert kept, "its checkpoints are kept"  # which: how far it got before the engine stopped
+    dockerd.start()  # the engine is back
+    engine = DockerEngine(base_url=dockerd.url)
+    try:
+        m = _whole(run_dir, engine)  # no container of the run, running or not; the record reads
+        assert m["status"] == "failed" and m["exit_code"] == EXIT_ENGINE_LOST and m["error"] in line
+        assert m["error"].endswith(f"+resume={run_dir} continues it from checkpoints/{kept[-1]}")
+        assert not (run_dir / layout.CLAIM).exists()
+        resumed = _resume_identical(run_dir, reference, engine, env=env)
+        assert resumed["resumes"][-1]["previous"]["status"] == "failed"
+    finally:
+        engine.close()
 
 
 def _no_space(run_dir: Path, stderr: str, engine, where: str) -> dict:
