@@ -4,8 +4,8 @@ The twin step (:mod:`runner.worker.audit_step`) needs to know whether the two ru
 every operation the same output bits, and which operation first did not. Hashing each output on
 the host would copy every output of both twins off the GPU (gigabytes a step at a large batch).
 Instead :func:`fingerprint` reduces a tensor's bytes, read as 64-bit integers, to one 64-bit
-integer on the tensor's own device: each word is mixed with a key of its position and through a
-non-linear integer mix, then the words are summed. Integer sums wrap exactly and do not depend on
+integer on the tensor's own device: each word is multiplied by an odd key of its position and put
+through a non-linear integer mix, then the words are summed. Integer sums wrap exactly and do not depend on
 the order the device adds in, so the fingerprint of the same bits is the same on every run, and a
 word that differs changes it (two or more that differ leave it unchanged with a chance of about
 one in 2**64). :class:`DeviceFingerprints` keeps the results on the device, without a sync, and
@@ -29,7 +29,7 @@ def _signed(c: int) -> int:
 
 # 64-bit odd constants (splitmix64's)
 _GOLDEN, _MIX1, _MIX2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-CHUNK_WORDS = 1 << 22  # words mixed at once: bounds the scratch memory to 2 × 32 MB on a device
+CHUNK_WORDS = 1 << 22  # words mixed at once: bounds the scratch memory to 32 MB on a device
 
 
 class Digests(Protocol):
@@ -64,25 +64,34 @@ def words(t: Any) -> Any:
 
 
 def position_keys(n: int, device: Any) -> Any:
-    """``n`` int64 keys, one per word position, from a mix of the position."""
+    """``n`` odd int64 keys, one per word position, from a mix of the position."""
     torch = _torch()
-    return _mix(torch.arange(n, dtype=torch.int64, device=device).mul_(_GOLDEN).add_(_MIX1))
+    keys = torch.arange(n, dtype=torch.int64, device=device).mul_(_GOLDEN).add_(_MIX1)
+    return _mix(_fold(keys).mul_(_MIX1)).bitwise_or_(1)
+
+
+def _fold(x: Any) -> Any:
+    """In place, ``x ^= x >> 32`` with a logical shift: each word's high 32 bits xored into its low
+    32 (an int32 view of the words, on a little-endian device: one pass over half the words; torch's
+    ``>>`` on int64 copies the sign bit and would need a mask and two more passes)."""
+    torch = _torch()
+    halves = x.view(torch.int32).view(-1, 2)
+    halves[:, 0].bitwise_xor_(halves[:, 1])
+    return x
 
 
 def _mix(x: Any) -> Any:
-    """In place, a bijection of int64 words: multiply by an odd constant, fold the high half down,
-    twice. The shifts are logical (torch's ``>>`` on int64 copies the sign bit: masked off), so
-    words that differ stay different (``x ^ (x >> s)`` with the sign copied maps ``x`` and ``~x``
-    alike)."""
-    x.mul_(_MIX1)
-    x.bitwise_xor_((x >> 32).bitwise_and_((1 << 32) - 1)).mul_(_MIX2)
-    return x.bitwise_xor_((x >> 29).bitwise_and_((1 << 35) - 1))
+    """In place, a bijection of int64 words: fold the high half down, multiply by an odd constant,
+    fold again (murmur3's finaliser, with shifts of 32)."""
+    return _fold(_fold(x).mul_(_MIX2))
 
 
 def fingerprint(t: Any, keys: Any | None = None, chunk: int = CHUNK_WORDS) -> Any:
     """A 0-dim int64 tensor on ``t``'s device: the wrapped sum over ``t``'s words of
-    mix(word ^ key(position)). ``keys``: :func:`position_keys` of at least ``min(len, chunk)``
-    on that device (made here when None). Same bits, same value; not read back here (no sync)."""
+    mix(word × key(position)), each key odd (so each word's product is a bijection of it and words
+    that differ stay different). ``keys``: :func:`position_keys` of at least ``min(len, chunk)`` on
+    that device (made here when None). Same bits, same value; not read back here (no sync).
+    Five passes over the words (multiply, fold, multiply, fold, sum), in chunks of ``chunk``."""
     torch = _torch()
     w = words(t)
     n = w.numel()
@@ -91,8 +100,8 @@ def fingerprint(t: Any, keys: Any | None = None, chunk: int = CHUNK_WORDS) -> An
     total = torch.zeros((), dtype=torch.int64, device=w.device)
     for c, start in enumerate(range(0, n, chunk)):
         part = w[start : start + chunk]
-        x = torch.bitwise_xor(part, keys[: part.numel()])
-        if c:  # a later chunk's positions: its keys shifted by the chunk's number
+        x = torch.mul(part, keys[: part.numel()])
+        if c:  # a later chunk's positions: its products shifted by the chunk's number
             x.add_(_signed(c * _GOLDEN))
         total.add_(_mix(x).sum())
     return total
