@@ -179,6 +179,9 @@ def step_twin(
     state = TrainingState.take(trainer, module)
     watches, rows = [], []
     module.log, module.log_dict = _no_log, _no_log
+    # manual_backward under DDP would ready the gradient all-reduce: the twin stays outside DDP, as
+    # automatic optimization's does (and DDP's buckets are not laid out by a step that is not the run's)
+    trainer.strategy.pre_backward = _no_log
     try:
         for _ in range(2):
             watch = OpWatch(code_dir)
@@ -188,7 +191,7 @@ def step_twin(
             rows.append(trace.settle())  # a device's fingerprints: one transfer per twin
             state.restore(rewind_own=False)
     finally:
-        del module.log, module.log_dict
+        del module.log, module.log_dict, trainer.strategy.pre_backward
         state.restore(rewind_own=True)
     return watches[0], first_difference(rows[0], rows[1])
 
@@ -221,7 +224,8 @@ def _difference(row: Mapping[str, Any], i: int) -> TwinDifference:
 
 class TrainingState:
     """What a training step changes, copied: parameters, buffers and gradients, each optimizer's
-    state, every global RNG state; and the generators of the user's own found on the model."""
+    and learning-rate scheduler's state (manual optimization steps schedulers in the step), every
+    global RNG state; and the generators of the user's own found on the model."""
 
     def __init__(self, trainer, module):
         import torch
@@ -232,6 +236,8 @@ class TrainingState:
         self.values = {k: t.detach().clone() for k, t in self.tensors.items()}
         self.grads = {k: None if p.grad is None else p.grad.clone() for k, p in module.named_parameters()}
         self.opt_states = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        self.schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+        self.scheduler_states = [copy.deepcopy(s.state_dict()) for s in self.schedulers]
         self.rng = _collect_rng_states(include_cuda=torch.cuda.is_available())
         self.own = [(g, g.get_state()) for g in own_generators(module)]
 
@@ -251,6 +257,8 @@ class TrainingState:
             p.grad = None if self.grads.get(k) is None else self.grads[k].clone()
         for o, saved in zip(self.optimizers, self.opt_states, strict=True):
             o.load_state_dict(copy.deepcopy(saved))
+        for sched, saved in zip(self.schedulers, self.scheduler_states, strict=True):
+            sched.load_state_dict(copy.deepcopy(saved))
         _set_rng_states(self.rng)
         if rewind_own:
             for g, s in self.own:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -82,7 +83,10 @@ class FingerprintWriter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._file is None:
             return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # manual optimization's training_step may return nothing, or a dict without a loss
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not hasattr(loss, "detach"):
+            loss = None
         step = trainer.global_step
         # losses stay on the device until a flush: reading one back every step would stall the GPU
         self._pending.append((step, loss.detach() if loss is not None else None))

@@ -52,6 +52,22 @@ def test_rows_hold_each_steps_loss_and_the_parameters_after_it(tmp_path):
     assert cb._file is None
 
 
+def test_a_step_that_returns_no_loss_is_a_row_without_one(tmp_path):
+    """Manual optimization: ``training_step`` may return nothing (Lightning hands the callback
+    ``{}``), a dict without a loss, or the loss itself."""
+    module = torch.nn.Linear(2, 1)
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0)
+    cb = FingerprintWriter(tmp_path / "fp.jsonl", every_k=1)
+    cb.on_train_start(trainer, module)
+    for step, out in enumerate(({}, None, {"acc": 0.5}, torch.tensor(0.25)), 1):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, out, step, step - 1)
+    cb.on_train_end(trainer, module)
+    rows = [json.loads(line) for line in (tmp_path / "fp.jsonl").read_text().splitlines()]
+    assert [r.get("loss") for r in rows[1:5]] == [None, None, None, 0.25]
+    assert [r["step"] for r in rows[1:5]] == [1, 2, 3, 4]
+
+
 def test_the_parameter_hash_does_not_depend_on_memory_format():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 8, 3)
