@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.core import slots as slots_mod
+from runner.core.config import Launch, launch_or_none
 from runner.core.errors import EXIT_INTERRUPTED, RunnerError
 from runner.flows.sweep import JobEnd, SweepJob, SweepSettings
 
@@ -81,9 +82,7 @@ class SweepLauncher(Launcher):
         run_dir = Path(os.path.abspath(os.path.join(str(sweep.dir), str(sweep.subdir))))
         config = resolved_task_config(cfg, run_dir)
         state = Singleton.get_state() if self.travels else None
-        task = HydraTask(
-            self.hydra_context, self.task_function, cfg, (config or {}).get("launch") or {}, state
-        )
+        task = HydraTask(self.hydra_context, self.task_function, cfg, launch_or_none(config), state)
         name = " ".join(filter_overrides(overrides))
         return SweepJob(int(cfg.hydra.job.num), overrides, run_dir, config, task, name)
 
@@ -97,20 +96,20 @@ class HydraTask:
         hydra_context: HydraContext,
         task_function: TaskFunction,
         cfg: DictConfig,
-        launch: dict[str, Any],
+        launch: Launch | None,
         singleton_state: Any = None,
     ) -> None:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.cfg = cfg
-        self.launch = launch  # as the job asked, resolved
+        self.launch = launch  # as the job asked, resolved; None: it does not parse (the job says so)
         self.singleton_state = singleton_state
 
     def __call__(self, slot: slots_mod.Slot | None) -> JobEnd:
         if self.singleton_state is not None:
             Singleton.set_state(self.singleton_state)
         cfg = copy.deepcopy(self.cfg)
-        if slot is not None:
+        if slot is not None and self.launch is not None:
             with read_write(cfg), open_dict(cfg):
                 for key, value in slots_mod.placement(slot, self.launch).items():
                     cfg.launch[key] = value

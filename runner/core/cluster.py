@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.core import slots
+from runner.core.config import launch_of, section, with_launch
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
-from runner.core.images import gpu_count_requested
+from runner.core.json_types import Json
 
 # states of a job that is still, or again, on its way (a requeued job passes through several)
 ACTIVE_STATES = frozenset(
@@ -132,10 +133,10 @@ def request(
 ) -> dict[str, int]:
     """What each job of a sweep asks Slurm for: the most demanding job's nodes, cores per node
     (processes × threads) and GPUs per node, unless the launcher's settings name them."""
-    needs = [slots.job_needs(c) for c in task_cfgs]
+    needs = [n for n in map(slots.job_needs, task_cfgs) if n is not None]  # a bad job fails alone
     cores = cpus_per_task or max((n.cores for n in needs), default=1)
     gpus = gpus_per_node if gpus_per_node is not None else max((max(n.gpus, 0) for n in needs), default=0)
-    nodes = max((nodes_requested(dict(c.get("launch") or {})) for c in task_cfgs), default=1)
+    nodes = max((n.nodes for n in needs), default=1)
     out = {"cpus_per_task": int(cores), "nodes": nodes}
     if gpus:
         out["gpus_per_node"] = int(gpus)
@@ -174,16 +175,6 @@ class Rendezvous:
 
 
 LIFELINE_ENV = "RUNNER_LIFELINE"  # "stdin": the worker stops when its standard input closes
-
-
-def nodes_requested(launch: Mapping[str, Any]) -> int:
-    """``launch.nodes``: how many nodes the run spans (1 unless asked)."""
-    nodes = launch.get("nodes", 1)
-    if nodes is None:
-        return 1
-    if type(nodes) is not int or nodes < 1:
-        raise RunnerError(f"launch.nodes={nodes!r} must be a positive integer", EXIT_USAGE)
-    return nodes
 
 
 def allocation_problem(nodes: int, env: Mapping[str, str]) -> str | None:
@@ -249,28 +240,23 @@ def node_request(base: ContainerRequest, node: int, place: slots.Slot | None) ->
     return dataclasses.replace(base, **changes)
 
 
-def folded(config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+def folded(config: Mapping[str, Any]) -> tuple[dict[str, Json], int]:
     """A multi-node run's config as one container with the same world size (its replay on one
     machine): ``nodes`` × per-node processes or GPUs on one node. Returns it with the node count
     it had (1: nothing to fold)."""
-    cfg = dict(config)
-    launch = dict(cfg.get("launch") or {})
-    nodes = nodes_requested(launch)
+    launch = launch_of(config)
+    nodes = launch.nodes
     if nodes == 1:
-        return cfg, 1
-    gpus = launch.get("gpus")
-    if gpus_count := gpu_count_requested(gpus):
-        if gpus_count < 0:
-            raise RunnerError(
-                "a multi-node run with launch.gpus=all cannot be folded onto one machine", EXIT_USAGE
-            )
-        launch["gpus"] = gpus_count * nodes
-    else:
-        launch["processes"] = int(launch.get("processes", 1)) * nodes
-        exp = dict(cfg.get("experiment") or {})
-        if exp.get("nproc_per_node"):  # torchrun's own count sets a CPU run's processes per node
-            exp["nproc_per_node"] = int(exp["nproc_per_node"]) * nodes
-            cfg["experiment"] = exp
-    launch["nodes"] = 1
-    cfg["launch"] = launch
+        return dict(config), 1
+    if launch.gpu_count < 0:
+        raise RunnerError(
+            "a multi-node run with launch.gpus=all cannot be folded onto one machine", EXIT_USAGE
+        )
+    if launch.gpu_count:
+        return with_launch(config, gpus=launch.gpu_count * nodes, nodes=1), nodes
+    cfg = with_launch(config, processes=launch.processes * nodes, nodes=1)
+    exp = dict(section(config, "experiment"))
+    if exp.get("nproc_per_node"):  # torchrun's own count sets a CPU run's processes per node
+        exp["nproc_per_node"] = int(exp["nproc_per_node"]) * nodes
+        cfg["experiment"] = exp
     return cfg, nodes

@@ -17,12 +17,13 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runner.core import worker_io
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import check_registry, gpu_count_requested
+from runner.core.json_types import Json, JsonObject
 
 LAUNCHERS = ("python", "torchrun")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -50,15 +51,27 @@ def section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return dict(value)
 
 
-def with_launch(cfg: Mapping[str, Any], **changes: Any) -> Mapping[str, Any]:
-    """A copy of ``cfg`` whose ``launch`` has ``changes``; a change to None drops nothing (it is
-    recorded as null, as Hydra would)."""
-    return {**cfg, "launch": {**section(cfg, "launch"), **changes}}
+def with_launch(cfg: Mapping[str, Any], drop: tuple[str, ...] = (), **changes: Any) -> dict[str, Json]:
+    """A copy of ``cfg`` whose ``launch`` has ``changes`` and lacks the keys in ``drop``; a change
+    to None drops nothing (it is recorded as null, as Hydra would)."""
+    launch = {k: v for k, v in {**section(cfg, "launch"), **changes}.items() if k not in drop}
+    return {**cfg, "launch": launch}
 
 
 def launch_of(cfg: Mapping[str, Any]) -> Launch:
     """``cfg``'s launch section, parsed."""
     return Launch.parse(section(cfg, "launch"))
+
+
+def launch_or_none(cfg: Mapping[str, Any] | None) -> Launch | None:
+    """``cfg``'s launch section parsed, or None when it does not parse: a sweep plans around such a
+    job, which then fails alone, with its own one-line error, when it runs."""
+    if cfg is None:
+        return None
+    try:
+        return launch_of(cfg)
+    except RunnerError:
+        return None
 
 
 def _positive(key: str, value: Any, default: int) -> int:
@@ -93,6 +106,40 @@ def _optional_str(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """``launch.slot``: the slot a sweep's launcher placed a job in (its index, cores and GPUs), and
+    the launch values the job asked for before (``requested``, as its config spelt them: what a
+    replay or a skip-completed check puts back, :func:`unplaced`)."""
+
+    index: int
+    cpus: str | None
+    gpus: tuple[int, ...]
+    requested: Mapping[str, Json]
+
+    def to_json(self) -> JsonObject:
+        return {
+            "index": self.index,
+            "cpus": self.cpus,
+            "gpus": list(self.gpus),
+            "requested": dict(self.requested),
+        }
+
+    @classmethod
+    def parse(cls, slot: object) -> Placement | None:
+        """The slot record; None when there is none, or it is not one a launcher wrote."""
+        if not isinstance(slot, Mapping):
+            return None
+        requested = slot.get("requested") or {}
+        gpus, index = slot.get("gpus") or [], slot.get("index")
+        return cls(
+            index=index if isinstance(index, int) else 0,
+            cpus=_optional_str(slot.get("cpus")),
+            gpus=tuple(g for g in gpus if type(g) is int) if isinstance(gpus, list) else (),
+            requested=dict(requested) if isinstance(requested, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
 class Launch:
     """How the worker is started (``launch``; ``conf/config.yaml`` documents each key)."""
 
@@ -111,6 +158,9 @@ class Launch:
     network_interface: str | None = None
     image_id: str | None = None  # a Slurm sweep's job: the image the sweep resolved, run by its id
     image_ref: str | None = None  # … and the REPOSITORY@sha256:… a node lacking it pulls
+    slot: Placement | None = None  # where a sweep's launcher placed the job; None: not placed
+    # the section as the config spelt it: only recorded (what a placed job had asked for)
+    section: Mapping[str, Json] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def containerized(self) -> bool:
@@ -121,9 +171,14 @@ class Launch:
         """GPUs asked for: 0, a count, or -1 for every GPU the host has."""
         return gpu_count_requested(self.gpus)
 
+    def asked(self, *keys: str) -> JsonObject:
+        """The values of ``keys`` as the config spelt them (an absent key left out): the record of
+        what a job asked for before a launcher placed it."""
+        return {k: self.section[k] for k in keys if k in self.section}
+
     @classmethod
     def parse(cls, launch: Mapping[str, Any]) -> Launch:
-        """The launch section, checked; unknown keys (a sweep's ``slot``) are left to the raw config."""
+        """The launch section, checked; unknown keys are left to the raw config."""
         backend = str(launch.get("backend", "docker"))
         if backend not in set(Backend):
             raise RunnerError(f"launch.backend={backend!r} must be docker or host", EXIT_USAGE)
@@ -151,6 +206,8 @@ class Launch:
             network_interface=_optional_str(launch.get("network_interface")),
             image_id=_optional_str(launch.get("image_id")),
             image_ref=_optional_str(launch.get("image_ref")),
+            slot=Placement.parse(launch.get("slot")),
+            section=dict(launch),
         )
 
 

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.core.config import Launch, Placement, launch_or_none, with_launch
 from runner.core.errors import EXIT_USAGE, RunnerError
-from runner.core.images import gpu_count_requested
+from runner.core.json_types import Json, JsonObject
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class JobNeeds:
 
     cores: int  # training processes × threads per process (a lower bound when threads are free)
     gpus: int  # 0: CPU job; -1: every GPU; N: N GPUs
+    nodes: int = 1  # the nodes it spans (``launch.nodes``)
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -85,17 +87,20 @@ def format_cpu_list(cpus: Sequence[int]) -> str:
     return ",".join(runs)
 
 
-def job_needs(cfg: Mapping[str, Any]) -> JobNeeds:
-    """Cores and GPUs one job uses: ``launch.processes`` × ``determinism.threads`` on CPU."""
-    launch = cfg.get("launch") or {}
-    gpus = gpu_count_requested(launch.get("gpus"))
+def job_needs(cfg: Mapping[str, Any]) -> JobNeeds | None:
+    """Cores and GPUs one job uses: ``launch.processes`` × ``determinism.threads`` on CPU. None for
+    a job whose launch does not parse: it is planned around, and fails alone when it runs."""
+    launch = launch_or_none(cfg)
+    if launch is None:
+        return None
+    gpus = launch.gpu_count
     threads = (cfg.get("determinism") or {}).get("threads") or 1
-    processes = launch.get("processes", 1) if not gpus else max(gpus, 1)
+    processes = launch.processes if not gpus else max(gpus, 1)
     try:
-        cores = max(int(processes), 1) * max(int(threads), 1)
+        cores = processes * max(int(threads), 1)
     except (TypeError, ValueError):
-        cores = 1  # the job itself reports the bad value
-    return JobNeeds(cores=cores, gpus=gpus)
+        cores = processes  # the job itself reports the bad value
+    return JobNeeds(cores=cores, gpus=gpus, nodes=launch.nodes)
 
 
 def plan_slots(
@@ -181,25 +186,24 @@ def _cpu_slots(
     return [Slot(i, tuple(cpus[i * cores : (i + 1) * cores])) for i in range(n)]
 
 
-def placement(slot: Slot, launch: Mapping[str, Any]) -> dict[str, Any]:
+def placement(slot: Slot, launch: Launch) -> JsonObject:
     """The ``launch`` keys a job gets from its slot (and what it asked for, kept for the record)."""
-    out: dict[str, Any] = {"cpuset_cpus": slot.cpuset}
+    out: JsonObject = {"cpuset_cpus": slot.cpuset}
     if slot.gpus:
         out["gpus"] = list(slot.gpus)
-    requested = {"cpuset_cpus": launch.get("cpuset_cpus"), "gpus": launch.get("gpus")}
-    if slot.mem_mb and not launch.get("mem_limit"):
+    requested: JsonObject = {"cpuset_cpus": None, "gpus": None, **launch.asked("cpuset_cpus", "gpus")}
+    if slot.mem_mb and not launch.mem_limit:
         out["mem_limit"] = f"{slot.mem_mb}m"
-        requested["mem_limit"] = launch.get("mem_limit")
+        requested["mem_limit"] = launch.mem_limit
     for key, value in (("image_id", slot.image), ("image_ref", slot.image_ref)):
         if value:
             out[key] = value
-            if key in launch:
-                requested[key] = launch[key]
-    out["slot"] = {"index": slot.index, "cpus": slot.cpuset, "gpus": list(slot.gpus), "requested": requested}
+            requested.update(launch.asked(key))
+    out["slot"] = Placement(slot.index, slot.cpuset, slot.gpus, requested).to_json()
     return out
 
 
-def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, Any]:
+def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, Json]:
     """A sweep job's config with its slot undone: what it ran with, not where on that machine.
 
     A replay (months later, maybe on a smaller machine) must not ask for the cores and GPU ids
@@ -208,21 +212,14 @@ def unplaced(config: Mapping[str, Any], *, as_asked: bool = False) -> dict[str, 
     ``as_asked`` gives back ``launch.gpus`` exactly as the job asked for it (``all``, say), the
     form a config has before a launcher places it. A config no launcher placed comes back as it is.
     """
-    cfg = dict(config)
-    launch = dict(cfg.get("launch") or {})
-    slot = launch.pop("slot", None)
-    if not isinstance(slot, Mapping):
-        return cfg
-    requested = slot.get("requested") or {}
-    launch["cpuset_cpus"] = requested.get("cpuset_cpus")
+    launch = launch_or_none(config)
+    if launch is None or launch.slot is None:
+        return dict(config)
+    slot, requested = launch.slot, launch.slot.requested
+    changes: JsonObject = {"cpuset_cpus": requested.get("cpuset_cpus")}
     if "mem_limit" in requested:
-        launch["mem_limit"] = requested["mem_limit"]
-    slot_gpus = slot.get("gpus") or []
-    launch["gpus"] = len(slot_gpus) if slot_gpus and not as_asked else requested.get("gpus")
-    for key in ("image_id", "image_ref"):
-        if key in requested:
-            launch[key] = requested[key]
-        else:
-            launch.pop(key, None)
-    cfg["launch"] = launch
-    return cfg
+        changes["mem_limit"] = requested["mem_limit"]
+    changes["gpus"] = len(slot.gpus) if slot.gpus and not as_asked else requested.get("gpus")
+    images = ("image_id", "image_ref")
+    changes.update({k: requested[k] for k in images if k in requested})
+    return with_launch(config, drop=("slot", *(k for k in images if k not in requested)), **changes)

@@ -226,7 +226,8 @@ def resolve_images(jobs: Sequence[SweepJob]) -> None:
 
 def plan_slots(jobs: Sequence[SweepJob], settings: SlotSettings) -> list[slots_mod.Slot]:
     """This machine cut into slots for these jobs (cores this process may use, GPUs it shows)."""
-    needs = [slots_mod.job_needs(j.config) for j in jobs if j.config is not None]
+    # a job whose launch does not parse is planned around: it fails alone, in its slot, when it runs
+    needs = [n for j in jobs if j.config is not None and (n := slots_mod.job_needs(j.config)) is not None]
     usable = facts.detect_cpus()
     cpus = slots_mod.parse_cpu_list(settings.cpus) if settings.cpus else usable
     if not set(cpus) <= set(usable):

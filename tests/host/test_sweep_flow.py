@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from runner.core.config import Launch
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from runner.core.slots import Slot
 from runner.flows import sweep
@@ -209,18 +210,20 @@ def test_a_hydra_task_runs_in_its_slot_and_travels_by_name(hydra_job):
 
     context, cfg = hydra_job
     fn = _where_it_ran.__wrapped__
-    task = pickle.loads(pickle.dumps(HydraTask(context, fn, cfg, {"cpuset_cpus": None})))
+    task = pickle.loads(pickle.dumps(HydraTask(context, fn, cfg, Launch.parse({"cpuset_cpus": None}))))
     assert task.task_function is fn  # by name, as it reaches a Slurm node
     end = task(Slot(0, (2, 3)))
     assert end.exit_code == 0 and end.error is None and end.payload.return_value == "2-3"
     assert task(None).payload.return_value is None  # no slot: where the job asked to run
+    # a job whose launch does not parse is not placed: its run refuses it, in its one line
+    assert HydraTask(context, fn, cfg, None)(Slot(0, (2, 3))).payload.return_value is None
 
 
 def test_a_bug_in_a_sweep_job_keeps_its_traceback_and_is_its_error(hydra_job, capsys):
     from hydra_plugins.runner_launcher.sweep_launcher import HydraTask, job_return
 
     context, cfg = hydra_job
-    end = HydraTask(context, _buggy, cfg, {})(None)
+    end = HydraTask(context, _buggy, cfg, None)(None)
     assert (end.exit_code, end.error) == (EXIT_FAILED, "ValueError: a bug")
     err = capsys.readouterr().err
     assert "Traceback" in err and 'raise ValueError("a bug")' in err

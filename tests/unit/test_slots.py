@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from runner.core.config import Launch
 from runner.core.errors import RunnerError
 from runner.core.slots import (
     JobNeeds,
@@ -47,6 +48,16 @@ def test_job_needs_from_config():
     assert job_needs({"launch": {"processes": 2}, "determinism": {"threads": None}}) == JobNeeds(2, 0)
     assert job_needs({"launch": {"gpus": [1, 3]}, "determinism": {"threads": 1}}).gpus == 2
     assert job_needs({"launch": {"gpus": "all"}}).gpus == -1
+    assert job_needs({"launch": {"processes": 1, "nodes": 3}}).nodes == 3
+
+
+@pytest.mark.parametrize(
+    "launch", [{"processes": "two"}, {"gpus": -1}, {"nodes": 0}, {"backend": "k8s"}, "x"]
+)
+def test_a_job_whose_launch_is_bad_is_planned_around(launch):
+    """Its needs are none (it fails alone, with its own one-line error, when it runs)."""
+    assert job_needs({"launch": launch}) is None
+    assert unplaced({"seed": 0, "launch": launch}) == {"seed": 0, "launch": launch}
 
 
 def test_default_on_two_cores_is_one_slot_for_strict_ddp():
@@ -106,7 +117,7 @@ def test_any_plan_is_disjoint_and_within_the_pool(n_cpus, n_gpus, cores, gpus_pe
 
 
 def test_placement_keeps_what_the_job_asked_for():
-    p = placement(Slot(1, (2, 3), (5,)), {"cpuset_cpus": None, "gpus": 1})
+    p = placement(Slot(1, (2, 3), (5,)), Launch.parse({"cpuset_cpus": None, "gpus": 1}))
     assert p["cpuset_cpus"] == "2-3" and p["gpus"] == [5]
     assert p["slot"] == {
         "index": 1,
@@ -114,14 +125,16 @@ def test_placement_keeps_what_the_job_asked_for():
         "gpus": [5],
         "requested": {"cpuset_cpus": None, "gpus": 1},
     }
-    assert "gpus" not in placement(Slot(0, (0,)), {"gpus": 0})
+    assert "gpus" not in placement(Slot(0, (0,)), Launch.parse({"gpus": 0}))
 
 
 def test_a_slot_with_memory_limits_the_container_unless_the_job_set_its_own_limit():
     asked = {"cpuset_cpus": None, "gpus": 0, "mem_limit": None}
-    p = placement(Slot(0, (0, 1), mem_mb=4000), asked)
+    p = placement(Slot(0, (0, 1), mem_mb=4000), Launch.parse(asked))
     assert p["mem_limit"] == "4000m"
-    assert "mem_limit" not in placement(Slot(0, (0,), mem_mb=4000), {**asked, "mem_limit": "1g"})
+    assert "mem_limit" not in placement(
+        Slot(0, (0,), mem_mb=4000), Launch.parse({**asked, "mem_limit": "1g"})
+    )
     config = {"seed": 0, "launch": {"backend": "docker", **asked}}
     placed = {**config, "launch": {**config["launch"], **p}}
     assert unplaced(placed)["launch"]["mem_limit"] is None  # a replay does not inherit the allocation
@@ -132,14 +145,16 @@ def test_a_slot_with_the_sweeps_image_pins_it_by_id_and_a_replay_forgets_it():
     skip-completed check see the config as the job asked for it."""
     image = "sha256:" + "ab" * 32
     asked = {"cpuset_cpus": None, "gpus": 0}
-    p = placement(Slot(0, (0,), image=image), asked)
+    p = placement(Slot(0, (0,), image=image), Launch.parse(asked))
     assert p["image_id"] == image and "image_id" not in p["slot"]["requested"]
     config = {"seed": 0, "launch": {"backend": "docker", **asked}}
     placed = {**config, "launch": {**config["launch"], **p}}
     assert unplaced(placed) == config and unplaced(placed, as_asked=True) == config
-    assert "image_id" not in placement(Slot(0, (0,)), asked)  # no image resolved: nothing pinned
+    assert "image_id" not in placement(
+        Slot(0, (0,)), Launch.parse(asked)
+    )  # no image resolved: nothing pinned
     ref = "127.0.0.1:5000/runner@sha256:" + "cd" * 32  # where image.registry put it, by digest
-    p = placement(Slot(0, (0,), image=image, image_ref=ref), asked)
+    p = placement(Slot(0, (0,), image=image, image_ref=ref), Launch.parse(asked))
     assert (p["image_id"], p["image_ref"]) == (image, ref)
     assert unplaced({**config, "launch": {**config["launch"], **p}}) == config
 
@@ -153,7 +168,7 @@ def test_a_slot_with_the_sweeps_image_pins_it_by_id_and_a_replay_forgets_it():
 )
 def test_a_replay_asks_for_what_the_job_ran_with_not_its_slot(slot, asked, gpus, cpuset):
     config = {"seed": 4, "launch": {"backend": "docker", **asked}}
-    placed = {**config, "launch": {**config["launch"], **placement(slot, asked)}}
+    placed = {**config, "launch": {**config["launch"], **placement(slot, Launch.parse(asked))}}
     out = unplaced(placed)
     assert out["launch"] == {"backend": "docker", "cpuset_cpus": cpuset, "gpus": gpus} and out["seed"] == 4
     assert unplaced(placed, as_asked=True)["launch"] == {"backend": "docker", **asked}  # as before placement

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from runner.core import cluster, slots
+from runner.core.config import Launch
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import RunnerError
 
@@ -51,7 +52,10 @@ def test_the_slot_of_an_allocation_is_undone_for_a_replay():
     cfg = {"launch": {"gpus": 2, "cpuset_cpus": None}, "seed": 0}
     placed = {
         **cfg,
-        "launch": {**cfg["launch"], **slots.placement(cluster.slot(JOB, range(16), [4, 5]), cfg["launch"])},
+        "launch": {
+            **cfg["launch"],
+            **slots.placement(cluster.slot(JOB, range(16), [4, 5]), Launch.parse(cfg["launch"])),
+        },
     }
     assert placed["launch"]["cpuset_cpus"] == "4-5" and placed["launch"]["gpus"] == [2, 3]
     assert slots.unplaced(placed, as_asked=True) == cfg
@@ -83,10 +87,15 @@ def test_a_sweep_of_multi_node_jobs_asks_for_the_most_nodes():
     assert cluster.request(cfgs, None, None) == {"cpus_per_task": 1, "nodes": 3}
 
 
+def test_a_job_whose_launch_is_bad_does_not_decide_what_the_sweep_asks_for():
+    cfgs = [{"launch": {"processes": 2}}, {"launch": {"processes": 1, "nodes": "3"}}]
+    assert cluster.request(cfgs, None, None) == {"cpus_per_task": 2, "nodes": 1}
+
+
 @pytest.mark.parametrize("bad", [0, -1, "2", 1.5, True])
 def test_a_bad_node_count_is_refused(bad):
     with pytest.raises(RunnerError, match="launch.nodes"):
-        cluster.nodes_requested({"nodes": bad})
+        Launch.parse({"nodes": bad})
 
 
 def test_a_multi_node_run_needs_an_allocation_with_enough_nodes():
