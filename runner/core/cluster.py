@@ -23,13 +23,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core import slots
 from runner.core.config import launch_of, section, with_launch
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.json_types import Json
+
+if TYPE_CHECKING:  # the worker reads this module inside the image, where pydantic is not
+    from runner.core.manifest import ClusterRecord, RendezvousRecord
 
 # states of a job that is still, or again, on its way (a requeued job passes through several)
 ACTIVE_STATES = frozenset(
@@ -68,7 +71,7 @@ def gpu_ids(env: Mapping[str, str]) -> list[int]:
     return [int(g) for g in raw.split(",") if g.strip().isdigit()]
 
 
-def record(env: Mapping[str, str], cpu_ids: Sequence[int] | None) -> dict[str, Any] | None:
+def record(env: Mapping[str, str], cpu_ids: Sequence[int] | None) -> ClusterRecord | None:
     """The manifest's ``cluster`` record for a run inside a Slurm job; None outside one."""
     if not in_job(env):
         return None
@@ -163,7 +166,7 @@ class Rendezvous:
             "NCCL_SOCKET_IFNAME": self.interface,
         }
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> RendezvousRecord:
         """The manifest's ``cluster.rendezvous``: how the nodes reached each other."""
         return {
             "nodes": self.nodes,

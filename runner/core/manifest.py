@@ -7,9 +7,13 @@ Writing and reading ``manifest.json`` (whole or not at all; validated on the way
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue, with_config
+from pydantic_core import core_schema
+from typing_extensions import TypedDict  # pydantic reads typing's own only from Python 3.12
+
+from runner.core.worker_io import AuditVerdict
 
 SCHEMA_VERSION = 1
 SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
@@ -22,6 +26,174 @@ Status = Literal["completed", "failed", "interrupted", "running"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+JsonSection = dict[str, JsonValue]  # what the runner records as it was given, without reading into it
+_FORBID = with_config(ConfigDict(extra="forbid"))
+_FACTS = with_config(ConfigDict(extra="allow"))  # facts of a machine: a record may hold more of them
+
+
+# The sections below are typed dicts: a record holds the keys it was written with (an older record
+# fewer), and reads and writes back exactly those.
+@_FORBID
+class EngineVersion(TypedDict, total=False):
+    """What the engine that built or found an image said of itself (``Engine.version``)."""
+
+    version: str | None
+    api_version: str | None
+    os: str | None
+    arch: str | None
+    kernel: str | None
+
+
+@_FORBID
+class LaunchRecord(TypedDict, total=False):
+    """``launch``: how the run was started (:func:`runner.core.record.launch_section`)."""
+
+    backend: str
+    user: str | None
+    gpus: int | list[int] | str | None  # None: no GPU; a count; the driver's indices; "all"
+    world_size: int
+    nodes: int
+    accelerator: str  # cpu | gpu
+    container: str | None  # its name; None: the host backend
+    cpuset_cpus: str | None
+    mem_limit: str | int | None
+
+
+@_FACTS
+class CpuFacts(TypedDict, total=False):
+    model: str | None
+    isa_flags: list[str]
+
+
+@_FACTS
+class HostFacts(TypedDict, total=False):
+    """``host``: the machine the runner ran on (:func:`runner.host.facts.host`)."""
+
+    hostname: str
+    os: str
+    kernel: str
+    machine: str
+    cpu: CpuFacts
+    cpu_count: int | None
+    cpus_usable: int | None
+    python: str
+
+
+@_FACTS
+class GpuFacts(TypedDict, total=False):
+    index: int
+    name: str
+    uuid: str
+    capability: str
+    memory_bytes: int
+
+
+@_FACTS
+class ProcessFacts(TypedDict, total=False):
+    """``process``: libraries and devices as the training code saw them
+    (:func:`runner.worker.facts.process`)."""
+
+    python: str
+    torch: str
+    cuda_runtime: str | None
+    cpu_capability: str | None
+    cpus_usable: int
+    gpus: list[GpuFacts]
+    lightning: str | None
+    cudnn: int | None
+    nccl: str | None
+    driver: str | None
+
+
+@_FORBID
+class ReplayOf(TypedDict):
+    """``replay_of``: the run a replay replays (its dir, run id, and its manifest's sha256)."""
+
+    path: str
+    run_id: str
+    manifest_sha256: str
+
+
+@_FORBID
+class Attempt(TypedDict, total=False):
+    """How the attempt a resume continues had ended (:func:`runner.core.record.resumes`)."""
+
+    status: str
+    exit_code: int
+    error: str | None
+    container: str | None
+    log_tail: list[str]
+    steps: int
+    timings: JsonSection
+
+
+@_FORBID
+class ResumeRecord(TypedDict, total=False):
+    """One entry of ``resumes``: a resume of the run, and the attempt it continued."""
+
+    started: float
+    from_step: int | None
+    checkpoint: str | None
+    run_id: str
+    command: list[str]
+    container: str | None
+    previous: Attempt
+
+
+@_FORBID
+class Allocation(TypedDict, total=False):
+    cpus_on_node: int | None
+    cpu_ids: list[int] | None
+    gpus: list[int]
+    mem_per_cpu_mb: int | None
+    mem_per_node_mb: int | None
+
+
+@_FORBID
+class RendezvousRecord(TypedDict):
+    """``cluster.rendezvous``: how the nodes of a multi-node run reached each other."""
+
+    nodes: int
+    network: str
+    interface: str
+    address: str
+    port: int
+
+
+@_FORBID
+class ClusterRecord(TypedDict, total=False):
+    """``cluster``: the Slurm job a run ran in (:func:`runner.core.cluster.record`)."""
+
+    scheduler: str
+    cluster: str | None
+    job_id: str | None
+    user: str | None
+    array_job_id: str | None
+    array_task_id: int | None
+    restart_count: int
+    partition: str | None
+    nodelist: str | None
+    node: str | None
+    num_nodes: int | None
+    allocation: Allocation
+    rendezvous: RendezvousRecord
+
+
+def _audit(value: object) -> AuditVerdict:
+    return value if isinstance(value, AuditVerdict) else AuditVerdict.from_json(value, "audit")
+
+
+# the determinism audit's verdict (runner.core.worker_io), read and written through its contract
+AuditRecord = Annotated[
+    AuditVerdict,
+    GetPydanticSchema(
+        lambda _type, _handler: core_schema.no_info_plain_validator_function(
+            _audit, serialization=core_schema.plain_serializer_function_ser_schema(AuditVerdict.to_json)
+        )
+    ),
+]
 
 
 class FileRecord(_Model):
@@ -53,7 +225,7 @@ class Image(_Model):
     build_args: dict[str, str]
     built_now: bool
     build_seconds: float | None = None
-    engine: dict[str, Any] | None = None
+    engine: EngineVersion | None = None
     # where image.registry holds it, by content: REPOSITORY@sha256:… (the registry's manifest digest,
     # what a pull names; ``id`` is the image config's digest, what every engine calls the image)
     registry_ref: str | None = Field(default=None, pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -70,9 +242,9 @@ class Engine(_Model):
 
 
 class Determinism(_Model):
-    profile: dict[str, Any]
+    profile: JsonSection  # the config's determinism section, as recorded
     seed: int
-    flags: dict[str, Any] | None = None  # read back inside the training process
+    flags: JsonSection | None = None  # read back inside the training process
 
 
 class Data(_Model):
@@ -108,36 +280,34 @@ class Manifest(_Model):
     log_tail: list[str] = []
     command: list[str]
     overrides: list[str]
-    config: dict[str, Any]
-    experiment: dict[str, Any]
+    config: JsonSection
+    experiment: JsonSection  # the config's experiment section, as handed to the worker
     code: Code | None = None
     containerized: bool
     image: Image | None = None
     engine: Engine | None = None  # None: the host backend, a run stopped before it, or an older record
-    launch: dict[str, Any]
+    launch: LaunchRecord
     environment: dict[str, str]
     determinism: Determinism
-    host: dict[str, Any]
-    process: dict[str, Any] | None = None
+    host: HostFacts
+    process: ProcessFacts | None = None
     packages: list[str] = []
     data: Data | None = None
     outputs: dict[str, FileRecord] = {}
     outputs_partial: bool = False
     fingerprints: Fingerprints | None = None
-    metrics: dict[str, Any] = {}
+    metrics: JsonSection = {}
     timings: Timings
-    replay_of: dict[str, Any] | None = None
-    resumes: list[dict[str, Any]] = []
+    replay_of: ReplayOf | None = None
+    resumes: list[ResumeRecord] = []
     # what the determinism audit found before training (runner.core.audit_rules); None: no audit ran
-    audit: dict[str, Any] | None = None
+    audit: AuditRecord | None = None
     # per-operation traces of chosen steps (fingerprints.trace_steps): file name → its record
     op_traces: dict[str, FileRecord] | None = None
     # sha256 of the canonical JSON of every other field (runner.core.digests.record_digest),
     # written last; None in manifests written before it existed
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
-    cluster: dict[str, Any] | None = (
-        None  # the Slurm job it ran in (runner.core.cluster.record); None outside one
-    )
+    cluster: ClusterRecord | None = None  # the Slurm job it ran in; None outside one
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:

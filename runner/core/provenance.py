@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.core import layout
 from runner.core.errors import EXIT_USAGE, RunnerError
-from runner.core.manifest import Image, Manifest
+from runner.core.manifest import Image, JsonSection, Manifest
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -99,7 +99,7 @@ class Agent(_Doc):
 
 
 class ExternalParameters(_Doc):
-    config: dict[str, object]
+    config: JsonSection
     overrides: list[str]
     seed: int
     command: list[str]
@@ -275,7 +275,7 @@ def statement(m: Manifest, manifest_sha256: str, logs: Mapping[str, str], builde
             precision=m.config.get("precision"),
             environment=m.environment,
             containerized=m.containerized,
-            launch=m.launch,
+            launch=dict(m.launch),
             engine=m.engine.model_dump() if m.engine else None,
         ),
         resolvedDependencies=dependencies(m),

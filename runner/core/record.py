@@ -53,8 +53,8 @@ class Gathered:
     """What a run has had so far; each step of the pipeline fills in its part."""
 
     started: float
-    host: Mapping[str, Any]
-    resumes: list[Mapping[str, Any]] = field(default_factory=list)
+    host: manifest.HostFacts
+    resumes: list[manifest.ResumeRecord] = field(default_factory=list)
     code: manifest.Code | None = None
     data: manifest.Data | None = None
     image: manifest.Image | None = None
@@ -62,7 +62,7 @@ class Gathered:
     environment: dict[str, str] = field(
         default_factory=dict
     )  # as the training process gets it (redacted by build)
-    cluster: Mapping[str, Any] | None = None  # the Slurm job the runner ran in; None outside one
+    cluster: manifest.ClusterRecord | None = None  # the Slurm job the runner ran in; None outside one
     image_seconds: float | None = None
     container_seconds: float | None = None
 
@@ -142,9 +142,9 @@ def why_failed(
     return f"training exited with status {exit_code}"
 
 
-def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[Mapping[str, Any]]:
+def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[manifest.ResumeRecord]:
     """The ``resumes`` of a run resumed from the attempt ``prior`` records, this resume last."""
-    ended = {
+    ended: manifest.Attempt = {
         "status": status_read(prior.status, runner_alive=False),  # the resume holds the claim now
         "exit_code": prior.exit_code,
         "error": prior.error,
@@ -156,7 +156,7 @@ def resumes(prior: manifest.Manifest, resume: Resume, container: str) -> list[Ma
     return [*prior.resumes, {**resume.entry(), "container": container, "previous": ended}]
 
 
-def launch_section(plan: RunPlan) -> Mapping[str, Any]:
+def launch_section(plan: RunPlan) -> manifest.LaunchRecord:
     """The manifest's ``launch``: how the run was started."""
     gpus = plan.gpus
     return {

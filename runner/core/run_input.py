@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from runner.core.manifest import Manifest
+    from runner.core.manifest import Manifest, ReplayOf, ResumeRecord
 
 Kind = Literal["new", "replay", "resume"]
 
@@ -52,7 +52,7 @@ class Resume:
     command: list[str]
     started: float
 
-    def entry(self) -> Mapping[str, Any]:
+    def entry(self) -> ResumeRecord:
         """This resume as the manifest's ``resumes`` lists it (before the container and the attempt
         it ends)."""
         return {
@@ -75,7 +75,7 @@ class RunInput:
     code: RecordedCode | None = None  # None: take a snapshot of the project as it is now
     image: ResolvedImage | None = None  # None: resolve (or build) the image the plan names
     environment: Mapping[str, str] | None = None  # None: the variables the plan gives
-    replay_of: Mapping[str, Any] | None = None
+    replay_of: ReplayOf | None = None
     resume: Resume | None = None
 
     @property
@@ -97,12 +97,12 @@ class RunInput:
         overrides: list[str],
         *,
         code: RecordedCode,
-        replay_of: Mapping[str, Any],
+        replay_of: ReplayOf,
     ) -> RunInput:
         """A recorded run again, into a run dir of its own, from its recorded code; the recorded
         image and variables join it once the replay has had them
         (:meth:`runner.flows.run.Prepared.recorded`)."""
-        return cls(config, list(command), list(overrides), code, replay_of=dict(replay_of))
+        return cls(config, list(command), list(overrides), code, replay_of=replay_of)
 
     @classmethod
     def resumed(
@@ -117,6 +117,6 @@ class RunInput:
             code,
             image,
             None,
-            dict(prior.replay_of) if prior.replay_of is not None else None,
+            prior.replay_of,
             resume,
         )

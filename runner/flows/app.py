@@ -32,7 +32,12 @@ def run_composed(cfg: DictConfig) -> float:
             raise RunnerError(
                 f"sweep_objective={objective!r} is not among the run's metrics: {', '.join(m.metrics)}"
             )
-        return float(m.metrics[objective])
+        value = m.metrics[objective]
+        if not isinstance(value, (int, float)):
+            raise RunnerError(
+                f"sweep_objective={objective!r}: the run's {objective} is not a number: {value!r}"
+            )
+        return float(value)
     return 0
 
 

@@ -31,6 +31,7 @@ from runner.core import cluster, commands, compare, layout, numbers, settings, s
 from runner.core import config as config_mod
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
 from runner.core.json_types import JsonObject
+from runner.core.manifest import ReplayOf
 from runner.core.run_input import RecordedCode, RunInput
 from runner.flows import run
 from runner.flows.cli_common import engine_for, fail
@@ -185,7 +186,7 @@ def _prepare(
     code = RecordedCode(
         archive, m.code.snapshot_sha256, commit=m.code.commit, dirty=m.code.dirty, files=m.code.files
     )
-    replay_of = {"path": str(original.dir), "run_id": m.run_id, "manifest_sha256": original.sha256}
+    replay_of = ReplayOf(path=str(original.dir), run_id=m.run_id, manifest_sha256=original.sha256)
     inp = RunInput.replay(config, asked.command, list(m.overrides), code=code, replay_of=replay_of)
     ready = run.prepare(inp, run_dir, _engine(asked))
     env_drift = _env_drift(m, ready.plan, ready.root)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
-from typing import Any
 
 from runner.core.config import Launch
 from runner.core.devices import VisibleGpus, asks_for_gpus, gpu_refusal
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.manifest import CpuFacts, HostFacts
 
 
-def _cpuinfo() -> dict[str, Any]:
+def _cpuinfo() -> CpuFacts:
     model: str | None = None
     flags: list[str] = []
     try:
@@ -32,7 +32,7 @@ def _cpuinfo() -> dict[str, Any]:
     return {"model": model or platform.processor(), "isa_flags": isa}
 
 
-def host() -> dict[str, Any]:
+def host() -> HostFacts:
     os_release = {}
     try:
         with open("/etc/os-release") as f:

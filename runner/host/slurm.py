@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runner.core import cluster
+from runner.core import cluster, slots
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.manifest import ClusterRecord
 
 TIMEOUT_S = 60
 
@@ -152,7 +153,7 @@ def check_span(nodes: int) -> None:
         )
 
 
-def current() -> tuple[dict[str, Any] | None, Any]:
+def current() -> tuple[ClusterRecord | None, slots.Slot | None]:
     """This process's Slurm job: its manifest record and its slot (None, None outside a job)."""
     env = dict(os.environ)
     if not cluster.in_job(env):
@@ -161,6 +162,6 @@ def current() -> tuple[dict[str, Any] | None, Any]:
     return cluster.record(env, ids), cluster.slot(env, sorted(os.sched_getaffinity(0)), ids)
 
 
-def record() -> dict[str, Any] | None:
+def record() -> ClusterRecord | None:
     """The manifest's ``cluster`` record for this process (None outside a Slurm job)."""
     return current()[0]

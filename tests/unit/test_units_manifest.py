@@ -202,6 +202,13 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
 
 
 def test_a_resume_lists_the_attempt_it_continues(tmp_path):
+    earlier = {
+        "started": 1.0,
+        "from_step": 4,
+        "checkpoint": "step-00000004.ckpt",
+        "run_id": "r-1",
+        "command": ["c"],
+    }
     prior = manifest.Manifest.model_validate(
         record(
             status="interrupted",
@@ -209,12 +216,12 @@ def test_a_resume_lists_the_attempt_it_continues(tmp_path):
             error="stopped",
             log_tail=[str(i) for i in range(30)],
             launch={"container": "runner-r-1"},
-            resumes=[{"earlier": True}],
+            resumes=[earlier],
         )
     )
     entry = Resume(run_id="r-1", checkpoint="step-00000008.ckpt", from_step=8, command=["c"], started=5.0)
     listed = run_record.resumes(prior, entry, "runner-r-1-resume-abc")
-    assert listed[0] == {"earlier": True} and len(listed) == 2
+    assert listed[0] == earlier and len(listed) == 2
     last = listed[-1]
     assert last["container"] == "runner-r-1-resume-abc" and last["from_step"] == 8
     assert last["previous"]["status"] == "interrupted" and last["previous"]["container"] == "runner-r-1"
