@@ -35,9 +35,10 @@ _FACTS = with_config(ConfigDict(extra="allow"))  # facts of a machine: a record 
 
 # The sections below are typed dicts: a record holds the keys it was written with (an older record
 # fewer), and reads and writes back exactly those.
-@_FORBID
+@_FACTS
 class EngineVersion(TypedDict, total=False):
-    """What the engine that built or found an image said of itself (``Engine.version``)."""
+    """What the engine that built or found an image said of itself (``Engine.version``; an engine
+    of the user's own may tell more)."""
 
     version: str | None
     api_version: str | None

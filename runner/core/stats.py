@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TypedDict
 
 
 def t_two_sided_prob(t: float, df: int) -> float:
@@ -55,6 +56,18 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+class MetricStats(TypedDict):
+    """:class:`Stats` as JSON (a sweep's ``summary.json`` lists one per metric and group)."""
+
+    n: int
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    ci95: list[float] | None
+    ci95_halfwidth: float | None
+
+
 @dataclass(frozen=True)
 class Summary:
     """One metric over n runs. ``std`` is the sample standard deviation (n − 1); with one run
@@ -68,10 +81,16 @@ class Summary:
     ci95: tuple[float, float] | None
     ci95_halfwidth: float | None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ci95"] = list(self.ci95) if self.ci95 else None
-        return d
+    def to_dict(self) -> MetricStats:
+        return {
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "ci95_halfwidth": self.ci95_halfwidth,
+        }
 
 
 def describe(values: Sequence[float], confidence: float = 0.95) -> Summary:

@@ -29,7 +29,9 @@ from typing import Any
 
 from runner.core import commands, fingerprints, layout, numbers, stats
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.json_types import Json, JsonObject
 from runner.host import atomic, records, sweep_records
+from runner.host.sweep_records import Group, JobEntry, MetricSummary, SweepSummary
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_PNG = "summary.png"
@@ -49,10 +51,10 @@ class JobRecord:
     error: str | None = None
     run_id: str | None = None
     seed: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: JsonObject = field(default_factory=dict)
     code_sha256: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JobEntry:
         return {
             "name": self.name,
             "run_dir": str(self.run_dir),
@@ -123,16 +125,10 @@ def read_job(sweep_dir: Path, run_dir: Path) -> JobRecord:
             m.code.snapshot_sha256 if m.code else None,
         )
     status_rec = sweep_records.read_job_status(run_dir)
-    overrides = (status_rec or {}).get("overrides") or _hydra_overrides(run_dir)
+    overrides = list(status_rec.overrides or []) if status_rec else []
+    overrides = overrides or _hydra_overrides(run_dir)
     if status_rec:
-        return JobRecord(
-            name,
-            run_dir,
-            overrides,
-            status_rec.get("status", "failed"),
-            status_rec.get("exit_code"),
-            status_rec.get("error"),
-        )
+        return JobRecord(name, run_dir, overrides, status_rec.status, status_rec.exit_code, status_rec.error)
     return JobRecord(
         name, run_dir, overrides, "unknown", None, "no manifest and no job status: still running, or killed"
     )
@@ -158,20 +154,26 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def summarize(sweep_dir: Path, jobs: Sequence[JobRecord]) -> dict[str, Any]:
+def _number(v: Json) -> float:
+    """A metric :func:`_numeric` admitted, as a float."""
+    assert isinstance(v, (int, float))
+    return float(v)
+
+
+def summarize(sweep_dir: Path, jobs: Sequence[JobRecord]) -> SweepSummary:
     """The content of ``summary.json``: jobs, and per group of seeds the statistics of each metric."""
     groups: dict[tuple[str, ...], list[JobRecord]] = {}
     for job in jobs:
         groups.setdefault(group_key(job.overrides), []).append(job)
-    out_groups = []
+    out_groups: list[Group] = []
     for key, members in groups.items():
         done = [j for j in members if j.status == "completed"]
         names = sorted({k for j in done for k, v in j.metrics.items() if _numeric(v)})
-        metrics = {}
+        metrics: dict[str, MetricSummary] = {}
         for name in names:
             have = [j for j in done if _numeric(j.metrics.get(name))]
             if have:
-                values = [float(j.metrics[name]) for j in have]
+                values = [_number(j.metrics[name]) for j in have]
                 metrics[name] = {
                     **stats.describe(values).to_dict(),
                     "values": values,
@@ -204,7 +206,7 @@ def summarize(sweep_dir: Path, jobs: Sequence[JobRecord]) -> dict[str, Any]:
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def write(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+def write(sweep_dir: str | os.PathLike) -> SweepSummary:
     """Rebuild ``summary.json`` and ``summary.png`` from the run dirs under ``sweep_dir``."""
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
@@ -239,7 +241,7 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic.write_text(path, text)
 
 
-def describe_line(summary: dict[str, Any]) -> list[str]:
+def describe_line(summary: SweepSummary) -> list[str]:
     """A few lines for the terminal: counts, and each group's metrics as mean ± CI half-width."""
     lines = [", ".join(f"{n} {s}" for s, n in summary["counts"].items())]
     for g in summary["groups"]:

@@ -45,6 +45,7 @@ from typing import Any
 from runner.core import layout
 from runner.core import slots as slots_mod
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 from runner.core.manifest import Manifest
 from runner.host import facts, records, snapshot
 from runner.host import sweep_records as job_records
@@ -104,7 +105,7 @@ class SweepJob:
     idx: int
     overrides: list[str]
     run_dir: Path
-    config: dict[str, Any] | None  # resolved as its task sees it; None when it does not resolve
+    config: JsonObject | None  # resolved as its task sees it; None when it does not resolve
     task: JobTask
     name: str = ""  # its overrides as the log shows them
     image: str | None = None  # the id of the image resolved for it before any job started
@@ -411,9 +412,13 @@ def output_to(path: Path) -> None:
 # -- after the jobs ---------------------------------------------------------------------------------------
 def report(job: SweepJob, end: JobEnd) -> None:
     """One line for the job that ended: completed, or its status, exit status and error."""
-    status = job_records.read_job_status(job.run_dir) or {}
-    what = "completed" if end.exit_code == 0 else f"{status.get('status', 'failed')} (exit {end.exit_code})"
-    detail = f": {status['error']}" if end.exit_code and status.get("error") else ""
+    status = job_records.read_job_status(job.run_dir)
+    what = (
+        "completed"
+        if end.exit_code == 0
+        else f"{status.status if status else 'failed'} (exit {end.exit_code})"
+    )
+    detail = f": {status.error}" if end.exit_code and status and status.error else ""
     log.info(f"{job}: {what}{detail}")
 
 

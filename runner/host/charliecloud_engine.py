@@ -35,12 +35,15 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.json_types import Fields, JsonObject
+from runner.core.manifest import EngineVersion
 from runner.host.charliecloud_images import ImageStore, StoredImage
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 from runner.host.hashing import cache_dir
@@ -100,7 +103,7 @@ class CharliecloudEngine:
     def close(self) -> None:
         pass
 
-    def version(self) -> dict[str, Any]:
+    def version(self) -> EngineVersion:
         self.connect()
         uname = os.uname()
         return {
@@ -214,13 +217,7 @@ class CharliecloudEngine:
                 f"cannot start container {req.name}: {exc.filename} not found", EXIT_ENVIRONMENT
             ) from None
         self._procs[cid] = proc
-        record = {
-            "id": cid,
-            "name": req.name,
-            "pid": proc.pid,
-            "since": _started(proc.pid),
-            "labels": req.labels,
-        }
+        record = ContainerRecord(cid, req.name, proc.pid, _started(proc.pid), dict(req.labels))
         _write_record(self._records / f"{cid}.json", record)
         return Container(id=cid, name=req.name)
 
@@ -288,7 +285,8 @@ class CharliecloudEngine:
         s; its pid namespace ends with it, so nothing it started stays."""
         proc = self._procs.pop(container.id, None)
         record = self._records / f"{container.id}.json"
-        pid = proc.pid if proc else _live_pid(_read_record(record))
+        rec = None if proc else _read_record(record)
+        pid = proc.pid if proc else (_live_pid(rec) if rec else None)
         if pid is not None:
             _stop(pid, timeout, proc)
         if proc is not None:
@@ -305,9 +303,8 @@ class CharliecloudEngine:
     def containers_labelled(self, key: str, value: str | None = None) -> list[Container]:
         found = []
         for rec in self._live():
-            labels = rec.get("labels") or {}
-            if key in labels and (value is None or labels[key] == value):
-                found.append(Container(id=rec["id"], name=rec["name"]))
+            if key in rec.labels and (value is None or rec.labels[key] == value):
+                found.append(Container(id=rec.id, name=rec.name))
         return found
 
     @property
@@ -316,20 +313,20 @@ class CharliecloudEngine:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _live(self) -> list[dict[str, Any]]:
+    def _live(self) -> list[ContainerRecord]:
         """The records of the containers that are here: started by this engine and not yet removed,
         or running; a record whose process is gone (its starter ended) is removed."""
         out = []
         for path in sorted(self._records.glob("*.json")):
             rec = _read_record(path)
-            if rec.get("id") in self._procs or _live_pid(rec) is not None:
+            if rec is not None and (rec.id in self._procs or _live_pid(rec) is not None):
                 out.append(rec)
             else:
                 path.unlink(missing_ok=True)
         return out
 
     def _named(self, name: str) -> list[Container]:
-        return [Container(id=r["id"], name=r["name"]) for r in self._live() if r.get("name") == name]
+        return [Container(id=r.id, name=r.name) for r in self._live() if r.name == name]
 
 
 def _refuse(req: ContainerRequest) -> None:
@@ -405,25 +402,57 @@ def _started(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _live_pid(rec: dict[str, Any]) -> int | None:
+@dataclass(frozen=True)
+class ContainerRecord:
+    """``containers/ID.json``: a container this engine started, found again by another process of
+    the runner (its name, labels, and the process that is it: pid and start time)."""
+
+    id: str
+    name: str
+    pid: int
+    since: str | None  # when that pid started (:func:`_started`): with the pid, it names one process
+    labels: Mapping[str, str]
+
+    def to_json(self) -> JsonObject:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "pid": self.pid,
+            "since": self.since,
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> ContainerRecord:
+        f = Fields.of(data, where)
+        labels = f.obj("labels", {})
+        return cls(
+            id=f.str_("id"),
+            name=f.str_("name"),
+            pid=f.int_("pid"),
+            since=f.opt_str("since"),
+            labels={str(k): str(v) for k, v in labels.items()},
+        )
+
+
+def _live_pid(rec: ContainerRecord) -> int | None:
     """The pid of a record's ``unshare`` while that very process runs, else None."""
-    pid = rec.get("pid")
-    if not isinstance(pid, int) or rec.get("since") is None or _started(pid) != rec.get("since"):
+    if rec.since is None or _started(rec.pid) != rec.since:
         return None
-    return pid
+    return rec.pid
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def _read_record(path: Path) -> ContainerRecord | None:
+    """The record in ``path``; None when it cannot be read or is not one (its process is gone)."""
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return rec if isinstance(rec, dict) else {}
+        return ContainerRecord.from_json(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError):  # ValueError: not JSON, or not a record (ContractError)
+        return None
 
 
-def _write_record(path: Path, rec: dict[str, Any]) -> None:
+def _write_record(path: Path, rec: ContainerRecord) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, sort_keys=True))
+    tmp.write_text(json.dumps(rec.to_json(), sort_keys=True))
     os.replace(tmp, path)
 
 

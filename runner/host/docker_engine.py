@@ -29,6 +29,7 @@ from docker.utils import parse_repository_tag
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
+from runner.core.manifest import EngineVersion
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
 
@@ -100,7 +101,7 @@ class DockerEngine:
         return self._client
 
     # -- facts -------------------------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> EngineVersion:
         v = self.client.version()
         return {
             "version": v.get("Version"),

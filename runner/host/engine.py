@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from runner.core.config import Launch
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.manifest import EngineVersion
 from runner.core.run_input import ResolvedImage
 from runner.core.spec import RunPlan
 
@@ -72,7 +73,7 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the connection (a forked process opens its own)."""
 
-    def version(self) -> dict[str, Any]:
+    def version(self) -> EngineVersion:
         """Facts for the manifest: ``version``, ``api_version``, ``os``, ``arch``, ``kernel``."""
 
     def describe(self) -> EngineInfo:

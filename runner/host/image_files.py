@@ -30,13 +30,14 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.json_types import Fields, JsonObject
 from runner.host.engine import Engine
 
 DOCKER_ARCHIVE, OCI, SQUASHFS = "docker-archive", "oci", "squashfs"
@@ -62,7 +63,7 @@ class ImageFile:
     tag: str
     oci_manifest: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "file": self.path.name,
             "format": self.format,
@@ -74,17 +75,62 @@ class ImageFile:
         }
 
 
+class SavedEntry(TypedDict, total=False):
+    """The one entry of a docker-archive's ``manifest.json``."""
+
+    Config: str  # the image config's member name
+    RepoTags: list[str] | None
+    Layers: list[str]  # the layers' member names, bottom first
+
+
+class Descriptor(TypedDict):
+    """An OCI content descriptor: what a blob is, its digest and size."""
+
+    mediaType: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What enroot's files are made of, from an image config (``config`` of the OCI image config)."""
+
+    created: int  # whole seconds since the epoch (0 when it names none)
+    working_dir: str = "/"
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] | None = None  # None: none (``/bin/sh`` without an entrypoint)
+    env: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "the image config") -> ImageConfig:
+        doc = Fields.of(data, where)
+        f = Fields.of(doc.opt_obj("config") or {}, f"{where}: config")
+        labels, volumes = f.opt_obj("Labels") or {}, f.opt_obj("Volumes") or {}
+        cmd = f.opt_list("Cmd")
+        return cls(
+            created=_created(doc.data.get("created")),
+            working_dir=f.opt_str("WorkingDir") or "/",
+            entrypoint=tuple(str(a) for a in f.opt_list("Entrypoint") or []),
+            cmd=None if not cmd else tuple(str(a) for a in cmd),
+            env=tuple(str(e) for e in f.opt_list("Env") or []),
+            labels={str(k): str(v) for k, v in labels.items()},
+            volumes=tuple(sorted(volumes)),
+        )
+
+
 @dataclass(frozen=True)
 class _Saved:
     """An engine's docker-archive, opened: its config, and its layers bottom first."""
 
     tar: tarfile.TarFile
-    entry: dict[str, Any]  # manifest.json's one entry
+    entry: SavedEntry  # manifest.json's one entry
     config: bytes
 
     @property
     def layers(self) -> list[str]:
-        return [str(name) for name in self.entry["Layers"]]
+        return [str(name) for name in self.entry.get("Layers") or []]
 
     def layer(self, name: str) -> IO[bytes]:
         f = self.tar.extractfile(self.tar.getmember(name))  # a link (podman's layout) resolved
@@ -173,7 +219,7 @@ def _write_docker_archive(saved: _Saved, tag: str, out: Path) -> None:
 
 def _write_oci(saved: _Saved, tag: str, out: Path) -> str:
     """An OCI image layout in one tar; returns its manifest's digest."""
-    layers: list[tuple[dict[str, Any], str]] = []
+    layers: list[tuple[Descriptor, str]] = []
     for name in saved.layers:
         digest, size = _sha256_stream(saved.layer(name))
         layers.append(({"mediaType": OCI_LAYER, "digest": f"sha256:{digest}", "size": size}, name))
@@ -231,11 +277,14 @@ def _write_squashfs(saved: _Saved, root: Path, out: Path) -> None:
             "--format squashfs needs mksquashfs (squashfs-tools): `make registry` installs it",
             EXIT_ENVIRONMENT,
         )
-    config = json.loads(saved.config)
-    pinned = _created(config)
+    try:
+        config = ImageConfig.from_json(json.loads(saved.config))
+    except ValueError as exc:  # not JSON, or not an image config (ContractError)
+        raise RunnerError(f"the image config cannot be read: {exc}", EXIT_ENVIRONMENT) from None
+    pinned = config.created
     root.mkdir()
     dir_times = unpack((saved.layer(name) for name in saved.layers), root)
-    _enroot_files(root, config.get("config") or {}, pinned)
+    _enroot_files(root, config)
     for here, _, _ in os.walk(root, topdown=False):
         rel = os.path.relpath(here, root)
         t = dir_times.get(rel, pinned)
@@ -261,9 +310,9 @@ def unpack(layers: Iterable[IO[bytes]], root: Path) -> dict[str, int]:
     return dir_times
 
 
-def _created(config: dict[str, Any]) -> int:
-    """The image's creation time, whole seconds since the epoch (0 when it names none)."""
-    created = str(config.get("created") or "")
+def _created(value: object) -> int:
+    """An image config's ``created``, whole seconds since the epoch (0 when it names none)."""
+    created = str(value or "")
     try:
         return int(datetime.fromisoformat(created[:19] + "+00:00").timestamp()) if created else 0
     except ValueError:
@@ -324,16 +373,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _enroot_files(root: Path, cfg: dict[str, Any], pinned: int) -> None:
+def _enroot_files(root: Path, cfg: ImageConfig) -> None:
     """``/etc/environment``, ``/etc/fstab``, ``/etc/rc`` and ``/etc/rc.local`` as enroot reads
     them: the image's variables, its volumes as bind mounts, its labels, working dir and command."""
     etc = root / "etc"
     etc.mkdir(exist_ok=True)
-    workdir = str(cfg.get("WorkingDir") or "/")
+    workdir = cfg.working_dir
     (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    command = [*(cfg.get("Entrypoint") or [])]
-    args = cfg.get("Cmd") or ([] if command else ["/bin/sh"])
-    rc = [f"# {k} {v}" for k, v in sorted((cfg.get("Labels") or {}).items())]
+    command = list(cfg.entrypoint)
+    args = list(cfg.cmd or ([] if command else ["/bin/sh"]))
+    rc = [f"# {k} {v}" for k, v in sorted(cfg.labels.items())]
     rc += [
         "",
         f"mkdir -p {_quote(workdir)} 2> /dev/null",
@@ -350,10 +399,9 @@ def _enroot_files(root: Path, cfg: dict[str, Any], pinned: int) -> None:
         "fi",
     ]
     files = {
-        "environment": "".join(f"{line}\n" for line in cfg.get("Env") or []),
+        "environment": "".join(f"{line}\n" for line in cfg.env),
         "fstab": "".join(
-            f"${{ENROOT_ROOTFS}}{v} {v} none x-create=dir,bind,rw,nosuid,nodev\n"
-            for v in sorted(cfg.get("Volumes") or {})
+            f"${{ENROOT_ROOTFS}}{v} {v} none x-create=dir,bind,rw,nosuid,nodev\n" for v in cfg.volumes
         ),
         "rc": "\n".join(rc) + "\n",
         "rc.local": "# Sourced by /etc/rc when the container starts (enroot's layout, by runner export).\n",
@@ -363,7 +411,7 @@ def _enroot_files(root: Path, cfg: dict[str, Any], pinned: int) -> None:
         _remove(path)
         path.write_text(text)
         path.chmod(0o644)
-        os.utime(path, (pinned, pinned))
+        os.utime(path, (cfg.created, cfg.created))
 
 
 def _quote(word: str) -> str:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from runner.host import atomic
+from runner.host.sweep_records import SweepSummary
 
 MAX_METRIC_PANELS = 4
 
 
-def metrics_to_plot(summary: Mapping[str, Any]) -> list[str]:
+def metrics_to_plot(summary: SweepSummary) -> list[str]:
     """Metrics worth a panel: those that vary across jobs (a step count that never changes is
     not a result); all of them when none varies."""
     values: dict[str, set[float]] = {}
@@ -27,14 +28,14 @@ def metrics_to_plot(summary: Mapping[str, Any]) -> list[str]:
     return sorted(varying or values)[:MAX_METRIC_PANELS]
 
 
-def group_labels(summary: Mapping[str, Any]) -> list[str]:
+def group_labels(summary: SweepSummary) -> list[str]:
     """Short labels: only the overrides that tell the groups apart (a plain seed sweep: "seeds")."""
     groups = [set(g["overrides"]) for g in summary["groups"]]
     common = set.intersection(*groups) if groups else set()
     return [" ".join(o for o in g["overrides"] if o not in common) or "seeds" for g in summary["groups"]]
 
 
-def plot(summary: Mapping[str, Any], curves: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path:
+def plot(summary: SweepSummary, curves: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path:
     """Draw the sweep into ``path`` (PNG), written whole or not at all."""
     import matplotlib
 

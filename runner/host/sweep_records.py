@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from runner.core import slots
 from runner.core.digests import sha256_json
 from runner.core.errors import EXIT_INTERRUPTED
+from runner.core.json_types import Fields, JsonObject
+from runner.core.stats import MetricStats
 from runner.host import atomic
 
 JOB_STATUS_FILE = "job_status.json"
@@ -64,6 +67,35 @@ def completed_for(
 
 
 # -- files -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobStatus:
+    """``job_status.json``: how a sweep job ended (``overrides`` None: not known when it was written)."""
+
+    status: str  # completed | failed | interrupted
+    exit_code: int
+    error: str | None = None
+    overrides: tuple[str, ...] | None = None
+
+    def to_json(self) -> JsonObject:
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "overrides": None if self.overrides is None else list(self.overrides),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = JOB_STATUS_FILE) -> JobStatus:
+        f = Fields.of(data, where)
+        overrides = f.opt_list("overrides")
+        return cls(
+            status=f.str_("status", "failed"),
+            exit_code=f.int_("exit_code"),
+            error=f.opt_str("error"),
+            overrides=None if overrides is None else f.strs("overrides"),
+        )
+
+
 def write_job_status(
     run_dir: Path, exit_code: int, error: str | None, overrides: Sequence[str] | None = None
 ) -> None:
@@ -72,21 +104,64 @@ def write_job_status(
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "status": status_for(exit_code),
-        "exit_code": int(exit_code),
-        "error": error,
-        "overrides": list(overrides) if overrides is not None else None,
-    }
-    atomic.write_text(path, json.dumps(record, indent=2))
+    record = JobStatus(
+        status_for(exit_code), int(exit_code), error, None if overrides is None else tuple(overrides)
+    )
+    atomic.write_text(path, json.dumps(record.to_json(), indent=2))
 
 
-def read_job_status(run_dir: Path) -> dict[str, Any] | None:
-    """A sweep job's recorded outcome; None when there is none or it is not a JSON object
-    (damaged, not UTF-8)."""
+def read_job_status(run_dir: Path) -> JobStatus | None:
+    """A sweep job's recorded outcome; None when there is none or it is not one (damaged, not
+    UTF-8, not of its shape): a damaged side file must not stop a summary."""
     path = Path(run_dir) / JOB_STATUS_FILE
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return JobStatus.from_json(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError):  # ValueError: not JSON, not UTF-8, or a ContractError
         return None
-    return record if isinstance(record, dict) else None
+
+
+# -- summary.json: a sweep's jobs, and per group of seeds the statistics of each metric ----------------
+class JobEntry(TypedDict):
+    name: str  # run dir relative to the sweep dir
+    run_dir: str
+    overrides: list[str]
+    status: str  # completed | failed | interrupted | unknown
+    exit_code: int | None
+    error: str | None
+    run_id: str | None
+    seed: int | None
+    metrics: JsonObject
+
+
+class MetricSummary(MetricStats):
+    values: list[float]
+    jobs: list[str]  # the jobs the values are of
+
+
+class NotCompleted(TypedDict):
+    name: str
+    status: str
+    exit_code: int | None
+
+
+class Group(TypedDict):
+    """Jobs that differ only in their seed."""
+
+    overrides: list[str]
+    jobs: list[str]
+    seeds: list[int | None]
+    completed: int
+    not_completed: list[NotCompleted]
+    metrics: dict[str, MetricSummary]
+
+
+class SweepSummary(TypedDict):
+    """``summary.json`` (:func:`runner.flows.summary.summarize`)."""
+
+    schema: int
+    sweep_dir: str
+    jobs: list[JobEntry]
+    counts: dict[str, int]
+    code_snapshots: list[str]  # more than one: the jobs ran different code
+    confidence: float
+    groups: list[Group]

@@ -108,7 +108,11 @@ def test_summary_files_rebuilt_from_run_dirs(tmp_path):
 
 def test_damaged_side_files_do_not_stop_the_summary(tmp_path):
     """A job status that is not a JSON object or not UTF-8, a fingerprint line with a bad step: skipped."""
-    for name, status in (("0", b"[1, 2]"), ("1", b"\xff\xfe")):
+    for name, status in (
+        ("0", b"[1, 2]"),
+        ("1", b"\xff\xfe"),
+        ("2", b'{"status": "failed", "exit_code": "x"}'),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / sweep.JOB_STATUS_FILE).write_bytes(status)
         assert sweep.read_job_status(tmp_path / name) is None

@@ -79,3 +79,25 @@ def test_digest_pinned_base_is_what_from_names(project):
     )
     assert p.base == "debian@sha256:" + "d" * 64
     assert images.plan(variant(), "cpu", project, BASE_ID).base == "runner-base:bookworm"
+
+
+def test_an_image_config_is_read_once_into_what_enroot_needs():
+    from runner.core.json_types import ContractError
+    from runner.host.image_files import ImageConfig
+
+    doc = {
+        "created": "2024-01-02T03:04:05.123456789Z",
+        "config": {
+            "Env": ["A=1"],
+            "Cmd": None,
+            "Entrypoint": ["python"],
+            "Labels": {"k": "v"},
+            "Volumes": {"/b": {}, "/a": {}},
+        },
+    }
+    cfg = ImageConfig.from_json(doc)
+    assert (cfg.created, cfg.working_dir, cfg.entrypoint, cfg.cmd) == (1704164645, "/", ("python",), None)
+    assert (cfg.env, dict(cfg.labels), cfg.volumes) == (("A=1",), {"k": "v"}, ("/a", "/b"))
+    assert ImageConfig.from_json({}) == ImageConfig(created=0)  # an image config naming nothing
+    with pytest.raises(ContractError, match="the image config: config: Env must be a list"):
+        ImageConfig.from_json({"config": {"Env": "A=1"}})
