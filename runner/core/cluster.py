@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from runner.core import slots
 from runner.core.config import launch_of, section, with_launch
@@ -131,16 +131,24 @@ def memory_mb(env: Mapping[str, str], cpus: int) -> int | None:
     return per_cpu * max(cpus, 1) if per_cpu else None
 
 
+class SlurmAsk(TypedDict):
+    """What each job of a sweep asks Slurm for (:func:`request`)."""
+
+    cpus_per_task: int
+    nodes: int
+    gpus_per_node: NotRequired[int]  # absent: no GPU
+
+
 def request(
     task_cfgs: Sequence[Mapping[str, Any]], cpus_per_task: int | None, gpus_per_node: int | None
-) -> dict[str, int]:
+) -> SlurmAsk:
     """What each job of a sweep asks Slurm for: the most demanding job's nodes, cores per node
     (processes × threads) and GPUs per node, unless the launcher's settings name them."""
     needs = [n for n in map(slots.job_needs, task_cfgs) if n is not None]  # a bad job fails alone
     cores = cpus_per_task or max((n.cores for n in needs), default=1)
     gpus = gpus_per_node if gpus_per_node is not None else max((max(n.gpus, 0) for n in needs), default=0)
     nodes = max((n.nodes for n in needs), default=1)
-    out = {"cpus_per_task": int(cores), "nodes": nodes}
+    out: SlurmAsk = {"cpus_per_task": int(cores), "nodes": nodes}
     if gpus:
         out["gpus_per_node"] = int(gpus)
     return out
@@ -233,14 +241,22 @@ def node_request(base: ContainerRequest, node: int, place: slots.Slot | None) ->
     preemption) by killing the agents outright, and a container an engine runs outlives a killed
     agent unless it ends and removes itself."""
     env = {**base.environment, "NODE_RANK": str(node), "GROUP_RANK": str(node), LIFELINE_ENV: "stdin"}
-    changes: dict[str, Any] = {"name": f"{base.name}-node{node}", "environment": env, "lifeline": True}
+    cpuset, gpus, mem_limit = base.cpuset_cpus, base.gpus, base.mem_limit
     if place is not None:
-        changes["cpuset_cpus"] = place.cpuset or base.cpuset_cpus
+        cpuset = place.cpuset or base.cpuset_cpus
         if place.gpus and base.gpus is not None:
-            changes["gpus"] = list(place.gpus)
+            gpus = list(place.gpus)
         if place.mem_mb and base.mem_limit is None:
-            changes["mem_limit"] = f"{place.mem_mb}m"
-    return dataclasses.replace(base, **changes)
+            mem_limit = f"{place.mem_mb}m"
+    return dataclasses.replace(
+        base,
+        name=f"{base.name}-node{node}",
+        environment=env,
+        lifeline=True,
+        cpuset_cpus=cpuset,
+        gpus=gpus,
+        mem_limit=mem_limit,
+    )
 
 
 def folded(config: Mapping[str, Any]) -> tuple[dict[str, Json], int]:

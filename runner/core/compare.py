@@ -121,10 +121,10 @@ def _sides(f: Fields) -> tuple[Any, Any]:
 
 
 # -- generic ----------------------------------------------------------------------------------------
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(obj: object, prefix: str = "") -> dict[str, object]:
     """Nested mappings → ``{"a.b.c": leaf}``; lists and scalars are leaves. An empty mapping is a leaf."""
     if isinstance(obj, Mapping) and obj:
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for k in obj:
             out.update(flatten(obj[k], f"{prefix}.{k}" if prefix else str(k)))
         return out

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
+
+from runner.core.json_types import ContractError, Fields, Json, JsonObject
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,77 @@ class ContainerRequest:
     # standard input closes, its worker stops (RUNNER_LIFELINE) and the engine removes it
     lifeline: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data: how a multi-node run hands its container to the other nodes."""
-        return dataclasses.asdict(self)
+    def to_dict(self) -> JsonObject:
+        """The request as JSON: how a multi-node run hands its container to the other nodes."""
+        gpus: Json = list(self.gpus) if isinstance(self.gpus, list) else self.gpus
+        return {
+            "image": self.image,
+            "name": self.name,
+            "command": list(self.command),
+            "environment": dict(self.environment),
+            "user": self.user,
+            "mounts": [[src, dst, ro] for src, dst, ro in self.mounts],
+            "working_dir": self.working_dir,
+            "gpus": gpus,
+            "shm_size": self.shm_size,
+            "cpuset_cpus": self.cpuset_cpus,
+            "mem_limit": self.mem_limit,
+            "labels": dict(self.labels),
+            "network": self.network,
+            "lifeline": self.lifeline,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ContainerRequest:
-        known = {f.name for f in dataclasses.fields(cls)}
-        out = {k: v for k, v in data.items() if k in known}
-        out["mounts"] = [(str(s), str(d), bool(ro)) for s, d, ro in out.get("mounts") or []]
-        return cls(**out)
+    def from_dict(cls, data: object, where: str = "request") -> ContainerRequest:
+        """The request :meth:`to_dict` wrote; ContractError (one line, naming the field) for another shape."""
+        f = Fields.of(data, where)
+        return cls(
+            image=f.str_("image"),
+            name=f.str_("name"),
+            command=list(f.strs("command")),
+            environment=_strings(f, "environment"),
+            user=f.str_("user"),
+            mounts=_mounts(f),
+            working_dir=f.str_("working_dir", "/code"),
+            gpus=cast(
+                "list[int] | list[str] | int | None",
+                f.value("gpus", _gpus_ok, "null, a count or GPU ids", None),
+            ),
+            shm_size=cast("str | int | None", f.value("shm_size", _size_ok, "a size", None)),
+            cpuset_cpus=f.opt_str("cpuset_cpus"),
+            mem_limit=cast("str | int | None", f.value("mem_limit", _size_ok, "a size", None)),
+            labels=_strings(f, "labels"),
+            network=f.str_("network", "none"),
+            lifeline=f.bool_("lifeline", False),
+        )
+
+
+def _gpus_ok(v: object) -> bool:
+    return v is None or type(v) is int or (isinstance(v, list) and all(type(g) in (int, str) for g in v))
+
+
+def _size_ok(v: object) -> bool:
+    return v is None or type(v) in (int, str)
+
+
+def _strings(f: Fields, key: str) -> dict[str, str]:
+    value = f.obj(key, {})
+    if not all(isinstance(v, str) for v in value.values()):
+        raise ContractError(f"{f.where}: {key} must map names to strings")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _mounts(f: Fields) -> list[tuple[str, str, bool]]:
+    out = []
+    for i, m in enumerate(f.opt_list("mounts") or []):
+        if not (isinstance(m, list) and len(m) == 3 and isinstance(m[0], str) and isinstance(m[1], str)):
+            raise ContractError(f"{f.where}: mounts[{i}] must be [host path, container path, read-only]")
+        out.append((m[0], m[1], bool(m[2])))
+    return out
 
 
 # What "not asking" looks like for a request's field; any other value asks the engine to enforce it.
-_UNRESTRICTED: dict[str, Any] = {"network": "host"}
+_UNRESTRICTED: dict[str, str] = {"network": "host"}
 
 
 @dataclass(frozen=True)

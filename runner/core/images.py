@@ -72,7 +72,8 @@ class ImagePlan:
             "org.runner.base-id": self.base_id,
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | dict[str, str] | None]:
+        """The plan's fields, its tag and content hash (what an image record holds of them)."""
         return {**asdict(self), "tag": self.tag, "content_hash": self.content_hash}
 
 

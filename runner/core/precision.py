@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 
 LIGHTNING = ("32-true", "bf16-mixed", "16-mixed")
 MATMUL = ("highest", "high", "medium")
@@ -28,7 +29,7 @@ MATMUL = ("highest", "high", "medium")
 # a replay runs under the recorded value of each one the record has.
 
 
-def resolve(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+def resolve(cfg: Mapping[str, Any]) -> JsonObject | None:
     """The config's precision section, checked; None for a record made before the group existed.
 
     Refuses a config that sets precision twice: through ``determinism.allow_tf32`` or

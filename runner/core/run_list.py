@@ -14,6 +14,7 @@ from typing import Any
 
 from runner.core import numbers
 from runner.core.compare import is_measurement
+from runner.core.json_types import Json, JsonObject
 
 INCOMPLETE = "incomplete"  # claimed by a runner, no manifest (yet, or ever)
 UNREADABLE = "unreadable"  # a manifest this runner cannot read
@@ -36,12 +37,12 @@ class RunRow:
     started: float | None = None
     experiment: str | None = None
     seed: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: JsonObject = field(default_factory=dict)
     replays: list[ReplayVerdict] = field(default_factory=list)
     digest: str | None = None  # "ok", "edited", "none" (a record written before digests); None: no record
     note: str | None = None  # why the record could not be read
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     def when(self) -> str:
@@ -65,7 +66,7 @@ def replays_summary(replays: list[ReplayVerdict]) -> str:
     return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
-def key_metrics(metrics: Mapping[str, Any], limit: int = KEY_METRICS) -> dict[str, Any]:
+def key_metrics(metrics: Mapping[str, Json], limit: int = KEY_METRICS) -> JsonObject:
     """The few metrics a table shows: results (test_*, val_* first), not counters or speeds."""
     names = [
         k for k, v in metrics.items() if numbers.is_number(v) and k not in _COUNTERS and not is_measurement(k)

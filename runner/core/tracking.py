@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from runner.core import fingerprints
 from runner.core.compare import flatten
@@ -34,6 +34,14 @@ class Point:
     key: str
     value: float
     step: int
+
+
+class OutputEntry(TypedDict):
+    """One output as ``outputs.json`` references it."""
+
+    uri: str
+    sha256: str
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class TrackedRun:
     files: list[tuple[str, str | None]] = field(default_factory=list)  # (local path, artifact dir) copied
     outputs: list[OutputRef] = field(default_factory=list)
 
-    def outputs_document(self) -> dict[str, Any]:
+    def outputs_document(self) -> dict[str, OutputEntry]:
         """``outputs.json``, the artifact that references the run's outputs."""
         return {o.name: {"uri": o.uri, "sha256": o.sha256, "bytes": o.bytes} for o in self.outputs}
 

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from runner.core import audit_rules as rules
 from runner.core import commands
-from runner.core.config import Experiment
+from runner.core.config import Experiment, section
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import AuditFindings, AuditVerdict
 from runner.host import records
@@ -34,14 +34,15 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, AuditVerdict 
 
     validate_overrides(overrides)
     cfg = resolved(compose(overrides))
-    if Experiment.parse(cfg["experiment"]).program:
+    experiment = Experiment.parse(section(cfg, "experiment"))
+    if experiment.program:
         raise RunnerError(
             "runner audit runs a target experiment's first step twice; a script or module has no step "
             "the runner can run: a strict run watches its processes while it runs (README: Audit)",
             EXIT_USAGE,
         )
-    cfg["determinism"]["audit"] = "only"
-    name = cfg["experiment"].get("name") or "run"
+    cfg["determinism"] = {**section(cfg, "determinism"), "audit": "only"}
+    name = experiment.name or "run"
     run_dir = (
         Path("runs")
         / "audits"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from runner.core.errors import EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 from runner.host.project import conf_dir, find_root
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
         )
 
 
-def resolved(cfg: DictConfig) -> dict[str, Any]:
+def resolved(cfg: DictConfig) -> JsonObject:
     """A composed config as a plain dict, interpolations resolved: what a run records and plans from."""
     from omegaconf import OmegaConf
 
@@ -57,7 +58,7 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(container, dict):
         raise TypeError(f"a composed config is a mapping, not {type(container).__name__}")
     # OmegaConf types a container's keys as any primitive; a composed config's keys are strings
-    return cast(dict[str, Any], container)
+    return cast(JsonObject, container)
 
 
 def validate_overrides(argv: list[str]) -> None:
@@ -102,7 +103,7 @@ def validate_overrides(argv: list[str]) -> None:
         raise RunnerError(f"bad config: {first}", EXIT_USAGE) from None
 
 
-def engine_spec(name: str) -> dict[str, Any]:
+def engine_spec(name: str) -> JsonObject:
     """``launch.engine`` as the option ``engine=NAME`` of the user's own config composes it: how a
     replay or a resume chooses its engine, by name, never by a ``_target_`` a record holds."""
     from hydra.errors import MissingConfigException
@@ -118,10 +119,10 @@ def engine_spec(name: str) -> dict[str, Any]:
     spec = OmegaConf.to_container(cfg.launch.engine, resolve=True)
     if not isinstance(spec, dict):
         raise RunnerError(f"engine={name}: launch.engine is not a mapping", EXIT_USAGE)
-    return cast(dict[str, Any], spec)
+    return cast(JsonObject, spec)
 
 
-def engine_for(recorded: str | None, chosen: str | None, how: str) -> dict[str, Any]:
+def engine_for(recorded: str | None, chosen: str | None, how: str) -> JsonObject:
     """The engine a replay or a resume runs on: ``chosen`` by name, else the one the record names
     (its name only, an option of the user's ``engine`` group), else Docker; ``how`` says how to
     choose one (``--engine NAME``)."""

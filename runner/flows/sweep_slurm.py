@@ -118,12 +118,14 @@ def submit(jobs: list[SweepJob], sweep_dir: Path, settings: SlurmSettings) -> di
     return out
 
 
-def sbatch_parameters(asks: dict[str, int], settings: SlurmSettings, sweep_name: str) -> dict[str, Any]:
+def sbatch_parameters(
+    asks: cluster.SlurmAsk, settings: SlurmSettings, sweep_name: str
+) -> slurm.SbatchParameters:
     """submitit's parameters for each job of the sweep. A job over several nodes holds them all
     (sbatch's ``--nodes``), while submitit's own step, where the runner runs, takes the first
     node alone: the runner starts the other nodes' containers itself (:mod:`runner.host.nodes`)."""
-    nodes = asks.get("nodes", 1)
-    params: dict[str, Any] = {
+    nodes = asks["nodes"]
+    params: slurm.SbatchParameters = {
         "time": settings.timeout_min,
         "nodes": 1,
         "ntasks_per_node": 1,
@@ -135,8 +137,10 @@ def sbatch_parameters(asks: dict[str, int], settings: SlurmSettings, sweep_name:
             **({"nodes": nodes} if nodes > 1 else {}),
             **settings.additional_parameters,
         },
-        **{k: v for k, v in asks.items() if k != "nodes"},
+        "cpus_per_task": asks["cpus_per_task"],
     }
+    if "gpus_per_node" in asks:
+        params["gpus_per_node"] = asks["gpus_per_node"]
     if nodes > 1:
         params["srun_args"] = ["--nodes=1", "--ntasks=1"]
     if settings.partition:

@@ -25,9 +25,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.json_types import JsonObject
 from runner.host.hashing import cache_dir
 
 META = "image.json"
@@ -49,11 +49,17 @@ class StoredImage:
     source: str = ""  # the file or reference it was unpacked from
     unpack_seconds: float | None = None
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> JsonObject:
         """``image.json``: everything but the root, which is where the file lies."""
-        out = asdict(self)
-        del out["root"]
-        return out
+        return {
+            "id": self.id,
+            "tags": list(self.tags),
+            "digests": list(self.digests),
+            "env": list(self.env),
+            "labels": dict(self.labels),
+            "source": self.source,
+            "unpack_seconds": self.unpack_seconds,
+        }
 
 
 class ImageStore:
@@ -270,7 +276,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
     return proc
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _write_json(path: Path, data: JsonObject) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)

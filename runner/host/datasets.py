@@ -14,10 +14,10 @@ from typing import Any
 
 from runner.core.errors import EXIT_ENVIRONMENT, RunnerError
 from runner.host import atomic
-from runner.host.hashing import HashCache
+from runner.host.hashing import FileDigest, HashCache
 
 
-def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Path, dict[str, dict]]:
+def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Path, dict[str, FileDigest]]:
     """Return the dataset root and {file name: {sha256, bytes}}; download what is missing."""
     root = Path(str(dataset["root"])).expanduser()
     names = [str(n) for n in dataset["files"].values()]
@@ -36,7 +36,7 @@ def prepare(dataset: Mapping[str, Any], cache: HashCache, log=print) -> tuple[Pa
             EXIT_ENVIRONMENT,
         )
     expected = (download or {}).get("sha256") or {}
-    files = {}
+    files: dict[str, FileDigest] = {}
     for n in names:
         digest = cache.sha256(root / n)
         if n in expected and expected[n] != digest:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 CHUNK = 8 << 20  # 8 MiB reads: large enough that sha256 itself is the bottleneck
 
@@ -77,10 +78,17 @@ class HashCache:
         self._db.close()
 
 
-def hash_tree(root: Path, cache: HashCache | None = None, skip: Iterable[str] = ()) -> dict[str, dict]:
+class FileDigest(TypedDict):
+    """A file as a record lists it (:class:`runner.core.manifest.FileRecord`'s fields)."""
+
+    sha256: str
+    bytes: int
+
+
+def hash_tree(root: Path, cache: HashCache | None = None, skip: Iterable[str] = ()) -> dict[str, FileDigest]:
     """{relative path: {sha256, bytes}} for every regular file under root, sorted."""
     skip = set(skip)
-    out: dict[str, dict] = {}
+    out: dict[str, FileDigest] = {}
     if not root.exists():
         return out
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):

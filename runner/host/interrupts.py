@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any, Literal
+
+Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes and gives back
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -36,7 +40,7 @@ class deferred:  # noqa: N801 - used like a function: ``with deferred(): ...``
     def __init__(self, redeliver: bool = True):
         self.redeliver = redeliver
         self.pending: list[int] = []
-        self._old: dict[int, Any] = {}
+        self._old: dict[int, Handler] = {}
 
     def _record(self, signum, _frame) -> None:
         self.pending.append(signum)

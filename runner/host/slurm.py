@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from runner.core import cluster, slots
 from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
@@ -90,7 +90,25 @@ def cancel(job_ids: list[str]) -> None:
         _run("scancel", *job_ids)
 
 
-def submit_array(calls: list[Any], folder: Path, params: dict[str, Any], asks: str) -> list[Any]:
+class SbatchParameters(TypedDict, total=False):
+    """What the runner sets of submitit's ``SlurmExecutor`` (``update_parameters``)."""
+
+    time: int  # minutes
+    nodes: int
+    ntasks_per_node: int
+    stderr_to_stdout: bool
+    job_name: str
+    setup: list[str]  # shell lines before the job's command
+    additional_parameters: dict[str, object]  # any other sbatch option, as the user wrote it
+    cpus_per_task: int
+    gpus_per_node: int
+    srun_args: list[str]
+    partition: str
+    mem: str
+    array_parallelism: int
+
+
+def submit_array(calls: list[Any], folder: Path, params: SbatchParameters, asks: str) -> list[Any]:
     """One ``sbatch`` of a job array (submitit): each call runs on a node as one array task; returns
     submitit's job of each. Raises RunnerError (one line, ``asks`` in it) when sbatch refuses them."""
     import submitit
