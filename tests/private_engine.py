@@ -73,6 +73,24 @@ class PrivateDockerd:
             self.proc.kill()
             self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash ends it: its socket file stays, its containers run on (containerd's
+        shims keep them) until it starts again and stops and removes them."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        # its containerd dies with it (parent-death signal), and lingers as a zombie until this
+        # machine's init reaps it; a dockerd started meanwhile would take it for a live containerd
+        # and wait for it in vain: as a service manager would, let the next start have a new one
+        pidfile = self.root / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            deadline = time.monotonic() + 10
+            while running(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not running(pid):
+                pidfile.unlink()
+
     def answers(self) -> bool:
         try:
             with contextlib.closing(docker.APIClient(base_url=self.url, timeout=5)) as api:
@@ -101,7 +119,11 @@ class PrivateDockerd:
         return ""
 
     def close(self) -> None:
-        """Stop it, and take down its file system with all it wrote (and any mount it left on it)."""
+        """Stop it, and take down its file system with all it wrote (and any mount it left on it).
+        One that was killed is started again first: it stops what it left running, and removes it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            with contextlib.suppress(AssertionError):
+                self.start()
         self.stop()
         with contextlib.suppress(OSError):
             mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
@@ -109,3 +131,12 @@ class PrivateDockerd:
                 subprocess.run(["umount", "-l", where], check=False, capture_output=True)
         subprocess.run(["umount", "-l", str(self.root)], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -50,6 +51,7 @@ class DockerEngine:
         self._info: EngineInfo | None = None
         self._lifelines: dict[str, _Lifeline] = {}
         self._outputs: dict[str, Any] = {}  # container id → its output, attached before it started
+        self._processes: dict[str, _HostProcess] = {}  # container id → its main process, on this host
 
     def connect(self) -> None:
         if self._client is not None:
@@ -266,6 +268,7 @@ class DockerEngine:
             if req.lifeline:  # held before the container runs, as `docker run -i` attaches first
                 self._lifelines[cid] = _Lifeline(api, cid, self.LIFELINE_WAIT)
             api.start(cid)
+            self._note_process(cid)
         except docker.errors.APIError as exc:
             self._lifelines.pop(cid, None)
             self._detach(cid)
@@ -275,6 +278,14 @@ class DockerEngine:
                 f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
         return Container(id=cid, name=req.name)
+
+    def _note_process(self, cid: str) -> None:
+        """Keep the container's main process as this host sees it: one the engine can no longer
+        stop (it died) is stopped by :meth:`stop_and_remove` itself."""
+        with contextlib.suppress(docker.errors.DockerException, OSError, KeyError, TypeError, ValueError):
+            found = _HostProcess.of(int(self.client.api.inspect_container(cid)["State"]["Pid"]), cid)
+            if found is not None:
+                self._processes[cid] = found
 
     def _host_config(self, req: ContainerRequest) -> dict[str, Any]:
         """The container's locks and limits, as the engine's API takes them; a limit the engine
@@ -401,11 +412,20 @@ class DockerEngine:
             return False
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
-        """Also when the engine went away: one that stops stops its containers itself (without
-        live-restore) and removes them (auto-removed) as it stops or starts again."""
+        """Also when the engine went away. One that stops (a restart) stops its containers itself,
+        without live-restore; one that died (SIGKILL, a crash) leaves them running (containerd's
+        shims keep them, and the lifeline's stdin stays open): its main process is stopped here,
+        as the engine would (SIGTERM, SIGKILL after ``timeout`` s). Either way an engine that
+        starts again removes what is left (auto-removed)."""
         self._detach(container.id)
-        with contextlib.suppress(docker.errors.DockerException, OSError):
+        process = self._processes.pop(container.id, None)
+        try:
             self.client.api.stop(container.id, timeout=timeout)
+        except OSError:  # no engine answers (requests' errors are OSErrors)
+            if process is not None:
+                process.stop(timeout)
+        except docker.errors.DockerException:
+            pass
         with contextlib.suppress(docker.errors.DockerException, OSError):
             self.client.api.remove_container(container.id, force=True)
 
@@ -582,6 +602,53 @@ class _Service:
             self.proc.wait()
         self.log.unlink(missing_ok=True)  # a service that ended well leaves nothing behind
         Path(self.url[len("unix://") :]).unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostProcess:
+    """A container's main process as this host sees it: its pid, and its start time (clock ticks
+    after boot), which tell it from a later process given the same pid."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int, container_id: str) -> _HostProcess | None:
+        """The process ``pid`` if it is the container's (its cgroup names the container; a runner
+        in another pid namespace than the engine sees another process, or none, there)."""
+        try:
+            in_container = container_id in Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return None
+        started = _started(pid)
+        return cls(pid, started) if in_container and started is not None and pid > 1 else None
+
+    def alive(self) -> bool:
+        return _started(self.pid) == self.started
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM, SIGKILL after ``grace`` seconds; nothing where it may not be signalled."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if not self.alive():
+                return
+            try:
+                os.kill(self.pid, sig)
+            except OSError:  # ended meanwhile, or not this user's to signal
+                return
+            deadline = time.monotonic() + wait
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def _started(pid: int) -> int | None:
+    """A running process's start time (``/proc/PID/stat`` field 22); None when there is none or it
+    has ended (a zombie, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the name, which may hold spaces
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Lifeline:

@@ -32,7 +32,7 @@ from runner.host.docker_engine import DockerEngine
 from runner.host.hashing import sha256_file
 from tests.conftest import ROOT, manifest, run_runner
 from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
-from tests.private_engine import PrivateDockerd
+from tests.private_engine import PrivateDockerd, running
 
 pytestmark = pytest.mark.docker
 
@@ -312,6 +312,36 @@ def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(tmp_pat
         assert not (run_dir / layout.CLAIM).exists()
         resumed = _resume_identical(run_dir, reference, engine, env=env)
         assert resumed["resumes"][-1]["previous"]["status"] == "failed"
+    finally:
+        engine.close()
+
+
+def test_the_engine_killed_mid_run_leaves_no_container_running(tmp_path, reference, private_engine):
+    """dockerd killed outright mid-run (SIGKILL, a crash; a private one): its containers would run
+    on unattended (containerd's shims keep them, and the lifeline's stdin stays open), so the runner
+    stops the container's main process itself before it writes the record: nothing writes into the
+    run dir after it. Once the engine is back nothing of the run is there, and the resume is identical."""
+    dockerd, env = private_engine, {"DOCKER_HOST": private_engine.url}
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, *RUN, env=env)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    engine = DockerEngine(base_url=dockerd.url)
+    (container,) = containers_of(engine, run_dir)
+    pid = container.attrs["State"]["Pid"]
+    engine.close()
+    dockerd.kill()
+    code, _, err = finish(proc)
+    assert code == EXIT_ENGINE_LOST and "engine lost:" in _one_error_line(err)
+    assert not running(pid), "the container's training ran on after its runner ended"
+    kept = _checkpoints(run_dir)
+    assert kept
+    dockerd.start()
+    engine = DockerEngine(base_url=dockerd.url)
+    try:
+        m = _whole(run_dir, engine)
+        assert m["status"] == "failed" and m["error"].startswith("engine lost: ")
+        assert _checkpoints(run_dir) == kept  # nothing wrote into the run dir after the record
+        _resume_identical(run_dir, reference, engine, env=env)
     finally:
         engine.close()
 
