@@ -21,6 +21,8 @@ Reading the environment and calling ``scontrol`` is :mod:`runner.host.slurm`.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
@@ -165,6 +167,7 @@ class Rendezvous:
     interface: str
     address: str
     port: int
+    taken: tuple[int, ...] = ()  # ports found taken by another process when the nodes met, in order
 
     def environment(self) -> dict[str, str]:
         return {
@@ -182,7 +185,65 @@ class Rendezvous:
             "interface": self.interface,
             "address": self.address,
             "port": self.port,
+            "taken": list(self.taken),  # each retried on a new port
         }
+
+    def moved(self, port: int) -> Rendezvous:
+        """The nodes meet again on ``port``: the one they tried is noted as taken."""
+        return dataclasses.replace(self, port=port, taken=(*self.taken, self.port))
+
+
+# torch's TCPStore failing to listen on the rendezvous port: "… port: 29500, useIpv6: false, code:
+# -98, name: EADDRINUSE, …" (torch >= 2.2), "… [::]:29500 (errno: 98 - Address already in use)" before
+_PORT_TAKEN = (
+    re.compile(r"\bport: (\d+)\b.*\bEADDRINUSE\b"),
+    re.compile(r":(\d+) \(errno: 98 - Address already in use\)"),
+)
+
+
+def port_taken(line: str, port: int) -> bool:
+    """Whether a line of the first node's log says the rendezvous store could not listen on
+    ``port`` because another process holds it: the nodes never met, nothing was trained."""
+    return any(m is not None and int(m.group(1)) == port for m in (p.search(line) for p in _PORT_TAKEN))
+
+
+@dataclass(frozen=True)
+class NodeEnd:
+    """How one node's container ended, as its node agent tells the runner (``logs/node-K.end.json``,
+    :data:`runner.core.layout.NODE_END`): its exit status, whether the kernel killed it for memory
+    and under which limit, and (the first node) whether the rendezvous port was taken."""
+
+    node: int
+    host: str | None
+    exit_code: int
+    oom_killed: bool = False
+    mem_limit: str | None = None
+    port_taken: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeEnd:
+        """ValueError for anything but a node end record."""
+        try:
+            data = json.loads(text)
+            return cls(
+                node=int(data["node"]),
+                host=None if data.get("host") is None else str(data["host"]),
+                exit_code=int(data["exit_code"]),
+                oom_killed=data.get("oom_killed") is True,
+                mem_limit=None if data.get("mem_limit") is None else str(data["mem_limit"]),
+                port_taken=data.get("port_taken") is True,
+            )
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a node end record: {exc}") from None
+
+    def out_of_memory(self) -> str:
+        """One line: which node's container the kernel killed for memory, where, under which limit."""
+        where = f" on {self.host}" if self.host else ""
+        limit = f"memory limit {self.mem_limit}" if self.mem_limit else "no memory limit set"
+        return f"the kernel killed node {self.node}'s container{where}, {limit}"
 
 
 LIFELINE_ENV = "RUNNER_LIFELINE"  # "stdin": the worker stops when its standard input closes

@@ -19,6 +19,7 @@
       verification.intoto.jsonl VERIFICATION in a replay's run dir: its signed verdict (a SLSA VSA)
       nodes.json           NODE_REQUEST      a multi-node run's container, for each node's agent
       logs/node-K.log      NODE_LOG          what node K's container printed (a multi-node run)
+      logs/node-K.end.json NODE_END          how node K's container ended (exit, OOM, port taken)
       .runner.claim        CLAIM             held (flock) while a runner owns the dir
       .runner.reserve      RESERVE           space kept for the final record while the run lasts
 """
@@ -48,6 +49,7 @@ PROVENANCE = "provenance.intoto.jsonl"
 VERIFICATION = "verification.intoto.jsonl"
 NODE_REQUEST = "nodes.json"
 NODE_LOG = "node-{node}.log"  # under LOGS_DIR
+NODE_END = "node-{node}.end.json"  # under LOGS_DIR: how node K's container ended (cluster.NodeEnd)
 CLAIM = ".runner.claim"
 RESERVE = ".runner.reserve"
 # The dirs the container's unprivileged user writes into (the run dir itself too).

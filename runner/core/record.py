@@ -108,10 +108,12 @@ def ending(
     plan: RunPlan,
     audit: AuditVerdict | None = None,
     log_tail: list[str] | None = None,
+    oom_where: str | None = None,
 ) -> Ending:
     """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
     determinism audit before training found, when one ran; ``log_tail``: the log's last lines, where
-    a training process that found its disk full said where)."""
+    a training process that found its disk full said where; ``oom_where``: whose container the
+    kernel killed for memory, where the executor knows better than the plan's limit)."""
     said = [x for x in log_tail or [] if NO_SPACE in x]
     if said and exit_code != 0 and not interrupted:
         line = said[-1][said[-1].index(NO_SPACE) :]
@@ -124,18 +126,25 @@ def ending(
         stopped = "container stopped and removed" if plan.containerized else "training processes stopped"
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")
     if exit_code != 0:
-        return Ending("failed", EXIT_FAILED, why_failed(exit_code, oom_killed, plan.launch.mem_limit, audit))
+        why = why_failed(exit_code, oom_killed, plan.launch.mem_limit, audit, oom_where)
+        return Ending("failed", EXIT_FAILED, why)
     return Ending("completed", 0, None)
 
 
 def why_failed(
-    exit_code: int, oom_killed: bool, mem_limit: Any = None, audit: AuditVerdict | None = None
+    exit_code: int,
+    oom_killed: bool,
+    mem_limit: Any = None,
+    audit: AuditVerdict | None = None,
+    oom_where: str | None = None,
 ) -> str:
-    """One line on how training ended, for the record and the terminal."""
+    """One line on how training ended, for the record and the terminal (``oom_where``: whose
+    container the kernel killed for memory, under which limit: a node's, say)."""
     if audit and audit.refused and audit.message:  # the audit stopped it before training
         return audit.message
     if oom_killed:
-        return "killed: out of memory" + (f" (launch.mem_limit={mem_limit})" if mem_limit else "")
+        where = oom_where or (f"launch.mem_limit={mem_limit}" if mem_limit else None)
+        return "killed: out of memory" + (f" ({where})" if where else "")
     killer = signal_name(exit_code)
     if killer:
         return f"training was killed by {killer} (exit status {exit_code})"

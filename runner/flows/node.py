@@ -5,7 +5,9 @@ makes its node's container from the first node's request (named for the node, to
 rank, pinned to this node's cores, GPUs and memory in the allocation), starts it on this node's
 engine, and streams its log to its standard output (``srun`` carries it to the run's
 ``logs/train.log``) and to ``logs/node-K.log``. SIGTERM (or SIGUSR1, which srun passes on) stops
-and removes the container. The agent's exit status is the container's.
+and removes the container. The agent's exit status is the container's; how it ended (killed by the
+kernel for memory, under which limit; on the first node, the rendezvous port taken by another
+process) goes to ``logs/node-K.end.json`` for the runner.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ def start(doc_path: Path, sha256: str) -> int:
     """Run this node's container to its end; its shell-style exit status."""
     from runner.host import engine as engines
     from runner.host import slurm
-    from runner.host.executors import DockerBackend, Tee
 
     try:
         text = doc_path.read_bytes()
@@ -59,12 +60,36 @@ def start(doc_path: Path, sha256: str) -> int:
     request = cluster.node_request(base, node, place)
     engine = engines.connect(doc.get("engine"))
     request = dataclasses.replace(request, image=image_here(engine, request.image, doc.get("pull"), here))
-    log = Path(doc["log_dir"]) / layout.NODE_LOG.format(node=node)
-    with Tee(log, lambda line: print(line, flush=True)) as tee:
-        where = place.describe() if place else "no allocation"
+    where = place.describe() if place else "no allocation"
+    return run_container(engine, request, node, here, Path(doc["log_dir"]), where)
+
+
+def run_container(
+    engine: Engine, request: ContainerRequest, node: int, here: str | None, log_dir: Path, where: str
+) -> int:
+    """This node's container to its end, its log streamed; how it ended written for the runner
+    (``logs/node-K.end.json``); its shell-style exit status."""
+    from runner.host import atomic
+    from runner.host.executors import DockerBackend, Tee
+
+    port = int(request.environment.get("MASTER_PORT", 0))
+    taken: list[str] = []  # the first node's store could not listen on the rendezvous port
+
+    def echo(line: str) -> None:
+        if node == 0 and cluster.port_taken(line, port):
+            taken.append(line)
+        print(line, flush=True)
+
+    with Tee(log_dir / layout.NODE_LOG.format(node=node), echo) as tee:
         tee(f"runner: node {node} ({here}): container {request.name}, {where}, image {request.image}")
-        code = DockerBackend(engine).run_request(request, tee).exit_code
-        return code if code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say how it ended
+        ended = DockerBackend(engine).run_request(request, tee)
+        code = ended.exit_code if ended.exit_code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say
+        mem = None if request.mem_limit is None else str(request.mem_limit)
+        end = cluster.NodeEnd(node, here, code, ended.oom_killed, mem, port_taken=bool(taken))
+        if end.oom_killed:
+            tee(f"runner: node {node}: killed: out of memory ({end.out_of_memory()})")
+        atomic.write_text(log_dir / layout.NODE_END.format(node=node), end.to_json())
+        return code
 
 
 def image_here(engine: Engine, image: str, pull: Mapping[str, Any] | None, here: str | None) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.core import fingerprints, layout, manifest, record, spec, worker_io
+from runner.core import cluster, fingerprints, layout, manifest, record, spec, worker_io
 from runner.core.config import parse as parse_config
 from runner.core.errors import (
     ENGINE_LOST,
@@ -165,6 +165,7 @@ def _record_end(r: _Run, ran: Exit) -> manifest.Manifest:
             plan=r.plan,
             audit=audit,
             log_tail=_no_space_said(r, ran),
+            oom_where=ran.oom_where,
         )
         log_tail = ran.log_tail if end.status != "completed" else []
         m = _finish(r, end, log_tail, audit, container_exit=ran.exit_code)
@@ -337,7 +338,8 @@ def _data(r: _Run, echo: Echo) -> Path:
 
 def _executor(r: _Run) -> Executor:
     """Where the worker runs (:func:`runner.host.backends.choose`). A run across nodes meets on the
-    interface :func:`runner.host.nodes.rendezvous` picks, recorded with the cluster; its node agents
+    interface :func:`runner.host.nodes.rendezvous` picks, recorded with the cluster (with every port
+    found taken when the nodes met, and the one they met on); its node agents
     use the engine a new run's config names, and the default one for a replay or resume."""
     plan = r.plan
     if plan.nodes == 1:
@@ -346,14 +348,17 @@ def _executor(r: _Run) -> Executor:
     from runner.flows.node import agent_command
     from runner.host import nodes
 
+    def recorded(meet: cluster.Rendezvous) -> None:  # where the nodes meet (again, on a port taken)
+        r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
+
     meet = nodes.rendezvous(plan.nodes, plan.launch.network_interface)
-    r.got.cluster = {**(r.got.cluster or {}), "rendezvous": meet.record()}
+    recorded(meet)
     engine = r.prepared.engine
     assert engine is not None, "a run across nodes runs containers"
     # the engine a new run's config names; for a replay or resume, the option of the user's
     # engine group this run's engine is (by name, never a recorded _target_)
     agents = plan.launch.engine if r.input.kind == "new" else engine_spec(engine.describe().name)
-    return backends.choose(plan, engine, nodes.Agents(meet, agents, agent_command))
+    return backends.choose(plan, engine, nodes.Agents(meet, agents, agent_command, recorded))
 
 
 def _engine_record(source: Executor | Engine, req: ContainerRequest, echo: Echo) -> manifest.Engine | None:

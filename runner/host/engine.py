@@ -153,6 +153,7 @@ class Exit:
     seconds: float = 0.0
     log_tail: list[str] = field(default_factory=list)
     no_space: str | None = None  # the run stopped on a full disk: the line that says where
+    oom_where: str | None = None  # whose container the kernel killed for memory, where (a node's)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,46 @@ def test_the_rendezvous_pins_both_collectives_to_its_interface():
     assert MEET.record()["network"] == "host" and MEET.record()["interface"] == "ib0"
 
 
+def test_nodes_that_meet_again_record_the_port_that_was_taken():
+    again = MEET.moved(41234).moved(41999)
+    assert again.environment()["MASTER_PORT"] == "41999"
+    assert again.record()["port"] == 41999 and again.record()["taken"] == [29500, 41234]
+    assert MEET.record()["taken"] == []
+
+
+@pytest.mark.parametrize(
+    ("line", "taken"),
+    [
+        (
+            "torch.distributed.DistNetworkError: The server socket has failed to listen on any local "
+            "network address. port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, message: "
+            "address already in use",
+            True,
+        ),
+        (
+            "RuntimeError: The server socket has failed to bind to [::]:29500 "
+            "(errno: 98 - Address already in use)",
+            True,
+        ),
+        ("… port: 295001, useIpv6: false, code: -98, name: EADDRINUSE …", False),  # another port
+        ("… port: 29500, useIpv6: false, code: -111, name: ECONNREFUSED …", False),  # not taken
+        ("probe: waiting 29500", False),
+    ],
+)
+def test_a_rendezvous_port_taken_is_told_from_the_first_nodes_log(line, taken):
+    assert cluster.port_taken(line, 29500) is taken
+
+
+def test_a_nodes_end_survives_json_and_says_who_the_kernel_killed():
+    end = cluster.NodeEnd(node=1, host="n2", exit_code=137, oom_killed=True, mem_limit="512m")
+    assert cluster.NodeEnd.from_json(end.to_json()) == end
+    assert end.out_of_memory() == "the kernel killed node 1's container on n2, memory limit 512m"
+    assert "no memory limit set" in dataclasses.replace(end, mem_limit=None).out_of_memory()
+    for bad in ("[]", '{"node": 1}', "not json"):
+        with pytest.raises(ValueError):
+            cluster.NodeEnd.from_json(bad)
+
+
 def test_srun_starts_one_agent_per_node_beside_the_runners_own_step():
     argv = cluster.srun_command(3, "runner-x", ["python", "-m", "runner.flows.node", "/r/nodes.json"])
     assert argv[0] == "srun" and argv[-4:] == ["python", "-m", "runner.flows.node", "/r/nodes.json"]

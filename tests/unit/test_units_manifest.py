@@ -182,6 +182,10 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
     assert run_record.ending(137, oom_killed=True, interrupted=False, plan=plan).error == (
         "killed: out of memory (launch.mem_limit=1g)"
     )
+    where = "the kernel killed node 1's container on n2, memory limit 2000m"  # a node's own limit
+    assert run_record.ending(1, oom_killed=True, interrupted=False, plan=plan, oom_where=where).error == (
+        f"killed: out of memory ({where})"
+    )
     assert (
         run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error
         == "training exited with status 2"

@@ -5,7 +5,8 @@
         writes, the Docker socket, env names (and sha256 of the values of the --env names); with
         --wait, block until FILE exists in the run dir first (so a test can inspect the container)
     probe.py fail CODE      write outputs/partial.txt, print a marker line, exit with CODE
-    probe.py hog MB         write outputs/partial.txt, then allocate and touch MB MiB
+    probe.py hog MB [NODE]  write outputs/partial.txt, then allocate and touch MB MiB (with NODE,
+                            on that node of a multi-node run only; the others wait)
     probe.py wait           write outputs/partial.txt, print a line a second until stopped
 
 Standard library only: it runs inside the training image (and is imported on the host by tests
@@ -116,6 +117,8 @@ def main(argv: list[str]) -> int:
     if mode == "fail":
         print("probe: failing on purpose", flush=True)
         return int(args[0])
+    if mode == "hog" and len(args) > 1 and os.environ.get("GROUP_RANK") != args[1]:
+        mode = "wait"  # another node hogs
     if mode == "hog":
         print("probe: allocating", flush=True)
         blocks = []
