@@ -7,7 +7,7 @@ Writing and reading ``manifest.json`` (whole or not at all; validated on the way
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue, with_config
 from pydantic_core import core_schema
@@ -161,6 +161,7 @@ class RendezvousRecord(TypedDict):
     interface: str
     address: str
     port: int
+    taken: NotRequired[list[int]]  # ports another process took before the nodes met (older records: none)
 
 
 @_FORBID
