@@ -252,13 +252,22 @@ class DockerEngine:
         except docker.errors.DockerException as exc:
             tail = " | ".join(log[-5:])
             raise RunnerError(f"image build failed for {tag}: {exc} {tail}".strip(), EXIT_BUILD) from None
+        except OSError as exc:  # the engine went away mid-build (requests' errors are OSErrors)
+            raise self._lost(exc) from None
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
 
     # -- containers --------------------------------------------------------------------------------
     def start(self, req: ContainerRequest) -> Container:
-        """Create, then start: an image that is not here is an error, never a pull from a registry."""
+        """Create, then start: an image that is not here is an error, never a pull from a registry;
+        an engine that stops answering meanwhile is :class:`EngineLost`."""
         refuse_engine_sockets(req.mounts, engine_sockets(also=[self.base_url]))
+        try:
+            return self._start(req)
+        except OSError as exc:  # requests' connection errors are OSErrors
+            raise self._lost(exc) from None
+
+    def _start(self, req: ContainerRequest) -> Container:
         api = self.client.api
         cid = self._create(req, self._host_config(req))
         try:
@@ -269,11 +278,13 @@ class DockerEngine:
                 self._lifelines[cid] = _Lifeline(api, cid, self.LIFELINE_WAIT)
             api.start(cid)
             self._note_process(cid)
-        except docker.errors.APIError as exc:
+        except (docker.errors.APIError, OSError) as exc:
             self._lifelines.pop(cid, None)
             self._detach(cid)
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(docker.errors.DockerException, OSError):
                 api.remove_container(cid, force=True)
+            if isinstance(exc, OSError):
+                raise
             raise RunnerError(
                 f"cannot start container {req.name}: {exc.explanation}", EXIT_ENVIRONMENT
             ) from None
@@ -389,9 +400,12 @@ class DockerEngine:
         try:
             self._open(timeout=5).close()
         except (docker.errors.DockerException, OSError) as exc:
-            raise EngineLost(self._named(), f"it stopped answering ({_gone(exc)})") from None
+            raise self._lost(exc) from None
         if broke is not None:
             raise EngineLost(self._named(), f"the connection to it broke mid-run ({broke})")
+
+    def _lost(self, exc: BaseException) -> EngineLost:
+        return EngineLost(self._named(), f"it stopped answering ({_gone(exc)})")
 
     def _named(self) -> str:
         """The engine, as a line names it: ``docker at unix:///var/run/docker.sock``."""

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from runner.core import layout
-from runner.core.errors import EXIT_ENGINE_LOST
+from runner.core.engine_types import ContainerRequest
+from runner.core.errors import EXIT_ENGINE_LOST, EngineLost
 from runner.core.layout import latest_checkpoint
 from runner.host import records, rundir
 from runner.host.docker_engine import DockerEngine
@@ -344,6 +345,29 @@ def test_the_engine_killed_mid_run_leaves_no_container_running(tmp_path, referen
         _resume_identical(run_dir, reference, engine, env=env)
     finally:
         engine.close()
+
+
+def test_an_engine_gone_before_the_container_runs_is_engine_lost_too(tmp_path, reference, private_engine):
+    """The engine goes away between the run's image and its container, or mid-build: the same
+    one line as mid-run (a run records it and resumes from the start), not requests' traceback."""
+    engine = DockerEngine(base_url=private_engine.url)
+    engine.describe()  # connected, as a run is by the time its container starts
+    base = manifest(reference)["image"]["base_ref"]
+    name = f"runner-test-gone-{tmp_path.name}"
+    request = ContainerRequest(base, name, ["true"], {}, "1000:1000", [], lifeline=True)
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")
+    private_engine.stop()
+    try:
+        gone = f"the container engine (docker at {private_engine.url}) went away: it stopped answering ("
+        with pytest.raises(EngineLost) as started:
+            engine.start(request)
+        with pytest.raises(EngineLost) as built:
+            engine.build("runner-test-gone:x", tmp_path / "Dockerfile", {}, {}, {}, on_line=print)
+        for lost in (started.value, built.value):
+            assert lost.exit_code == EXIT_ENGINE_LOST and lost.message.startswith(gone), lost.message
+    finally:
+        engine.close()
+        private_engine.start()
 
 
 def _no_space(run_dir: Path, stderr: str, engine, where: str) -> dict:
