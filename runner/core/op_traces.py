@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 TEMPLATE = "op-trace-step-{step:08d}.jsonl"
 _NAME = re.compile(r"^op-trace-step-(\d{8})\.jsonl$")
@@ -33,17 +33,39 @@ def trace_steps(config: Mapping[str, Any]) -> list[int]:
     return sorted({int(s) for s in steps if isinstance(s, int) and not isinstance(s, bool) and s >= 1})
 
 
-def parse(text: str) -> list[dict[str, Any]]:
+class OpRow(TypedDict, total=False):
+    """One operation of a trace (as :mod:`runner.worker.op_trace` writes it)."""
+
+    i: int  # its index in the step
+    op: str  # the ATen operation
+    out: str | None  # the sha256 of its outputs; None: an op whose output is undefined (torch.empty)
+    module: str | None  # forward: the module it ran in
+    node: str  # backward: the autograd node
+    where: str | None  # the user-code frame, file:line
+
+
+class OpDifference(TypedDict):
+    """Where two traces of a step part (:func:`first_difference`)."""
+
+    index: int
+    kind: Literal["different operations", "output differs", "length"]
+    a: OpRow | None
+    b: OpRow | None
+    line: str  # in words
+
+
+def parse(text: str) -> list[OpRow]:
+    """A trace's rows (lines that are not JSON objects are passed over; ValueError: not JSON)."""
     rows = []
     for line in text.splitlines():
         if line.strip():
             row = json.loads(line)
             if isinstance(row, dict):
-                rows.append(row)
+                rows.append(cast(OpRow, row))
     return rows
 
 
-def describe(row: Mapping[str, Any]) -> str:
+def describe(row: OpRow) -> str:
     """``#12 aten::randn in net.2 (Noise) at experiments/noisy.py:30``."""
     where = f" at {row['where']}" if row.get("where") else ""
     scope = (
@@ -56,7 +78,7 @@ def describe(row: Mapping[str, Any]) -> str:
     return f"#{row.get('i')} {row.get('op')}{scope}{where}"
 
 
-def first_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def first_difference(a: Sequence[OpRow], b: Sequence[OpRow]) -> OpDifference | None:
     """The first operation whose output differs between two traces of the same step (or at which
     the two ran different operations); None when the traces agree op for op."""
     for i, (ra, rb) in enumerate(zip(a, b, strict=False)):
@@ -64,16 +86,16 @@ def first_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, An
             return {
                 "index": i,
                 "kind": "different operations",
-                "a": dict(ra),
-                "b": dict(rb),
+                "a": ra,
+                "b": rb,
                 "line": f"the runs ran different operations from {describe(ra)} vs {rb.get('op')}",
             }
         if ra.get("out") != rb.get("out"):
             return {
                 "index": i,
                 "kind": "output differs",
-                "a": dict(ra),
-                "b": dict(rb),
+                "a": ra,
+                "b": rb,
                 "line": f"{describe(ra)}: output {str(ra.get('out'))[:12]}… vs {str(rb.get('out'))[:12]}…",
             }
     if len(a) != len(b):

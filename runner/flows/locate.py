@@ -38,7 +38,7 @@ class NothingToLocate(RunnerError):
 class Located:
     step: int
     against: str  # what the trace was compared with
-    difference: dict[str, Any] | None  # runner.core.op_traces.first_difference, None: the traces agree
+    difference: op_traces.OpDifference | None  # where the traces part; None: they agree
     runs: list[Path] = field(default_factory=list)  # the replays made for it
 
     def line(self) -> str:
@@ -48,7 +48,7 @@ class Located:
         return f"first diverging operation at step {self.step}: {line} (compared with {self.against})"
 
 
-def _trace(run_dir: Path, step: int, sha256: str | None = None) -> list[dict[str, Any]]:
+def _trace(run_dir: Path, step: int, sha256: str | None = None) -> list[op_traces.OpRow]:
     path = records.member(run_dir, op_traces.file_name(step), "op_traces")
     try:
         data = path.read_bytes()
