@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runner.core import worker_io
+from runner.core.determinism import Profile
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import check_registry, gpu_count_requested
 from runner.core.json_types import Json, JsonObject
@@ -385,7 +386,7 @@ class RunConfig:
     launch: Launch
     experiment: Experiment
     image: Image
-    determinism: Mapping[str, Any]  # the determinism profile
+    determinism: Profile  # the determinism profile
     fingerprint_every: int  # optimizer steps between parameter hashes
 
     @property
@@ -422,6 +423,6 @@ def parse(cfg: Mapping[str, Any] | RunConfig) -> RunConfig:
         launch=launch,
         experiment=Experiment.parse(section(cfg, "experiment")),
         image=Image.parse(section(cfg, "image")),
-        determinism=section(cfg, "determinism"),
+        determinism=Profile.parse(section(cfg, "determinism")),
         fingerprint_every=_fingerprint_every(cfg),
     )

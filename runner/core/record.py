@@ -223,7 +223,7 @@ def build(plan: RunPlan, run: RunInput, got: Gathered, out: RunOutcome) -> manif
             "engine": got.engine,
             "launch": launch_section(plan),
             "environment": manifest.redact(got.environment),
-            "determinism": {"profile": dict(plan.profile), "seed": plan.seed, "flags": result.flags},
+            "determinism": {"profile": dict(plan.profile.raw), "seed": plan.seed, "flags": result.flags},
             "host": got.host,
             "process": result.process,
             "packages": list(result.packages),

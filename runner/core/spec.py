@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.core import cluster, determinism, layout, precision
+from runner.core import cluster, layout, precision
 from runner.core.config import Backend, Experiment, Gpus, Launch, RunConfig, Script, Target, parse
+from runner.core.determinism import Profile
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import WorkerPaths, WorkerRequest
@@ -66,7 +67,7 @@ class RunPlan:
         return self.config.seed
 
     @property
-    def profile(self) -> Mapping[str, Any]:
+    def profile(self) -> Profile:
         """The determinism profile."""
         return self.config.determinism
 
@@ -110,7 +111,7 @@ class RunPlan:
             world_size=self.world_size,
             nodes=self.nodes,
             accelerator="gpu" if self.accelerator == "gpu" else "cpu",
-            determinism=self.profile,
+            determinism=self.profile.raw,
             precision=precision.resolve(self.config.raw),  # None: a record from before the precision group
             dataset_files=dict(dataset_files),
             fingerprint_every=self.config.fingerprint_every,
@@ -259,7 +260,7 @@ def plan_run(
     """Plan one run of ``cfg`` (composed, recorded, or already parsed) from ``project_root``."""
     config = parse(cfg)
     precision.resolve(config.raw)  # a bad or doubly-set precision is refused before anything runs
-    env = determinism.environment(dict(config.determinism))
+    env = config.determinism.environment()
     env.update(passthrough_env(config.launch.env_passthrough, host.env))
     rid = run_id or f"{_NAME_OK.sub('-', run_dir.name)[-40:]}-{uuid.uuid4().hex[:8]}"
     world = _world_size(config, host.gpus)

@@ -38,7 +38,7 @@ def test_the_default_config_reads_into_typed_parts(composed):
     assert cfg.experiment.entry == Target("experiments.mnist:train") and not cfg.experiment.program
     assert cfg.image.kind == "auto" and cfg.image.kind_for(cfg.launch) == "cpu"
     assert cfg.image.variant("cuda")["dockerfile"] == "Dockerfile.cuda" and cfg.image.variant("rocm") == {}
-    assert (cfg.seed, cfg.fingerprint_every, cfg.determinism["name"]) == (0, 10, "strict")
+    assert (cfg.seed, cfg.fingerprint_every, cfg.determinism.name) == (0, 10, "strict")
     assert cfg.raw == composed  # kept whole, to be recorded
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.launch.nodes = 2  # type: ignore[misc]

@@ -137,3 +137,13 @@ def test_no_profile_can_switch_nvlink_multicast_back_on():
     env = determinism.environment({"nccl": {"NCCL_NVLS_ENABLE": "1", "NCCL_ALGO": "Tree"}})
     assert env["NCCL_NVLS_ENABLE"] == "0" and env["NCCL_ALGO"] == "Tree"
     assert all(env[k] == v for k, v in MULTICAST_OFF.items())
+
+
+def test_a_profile_is_read_once_its_section_kept_as_given():
+    strict = profile("strict")
+    p = determinism.Profile.parse(strict)
+    assert (p.name, p.threads, p.cpu_capability, p.promises_bitwise) == ("strict", 1, "avx2", True)
+    assert p.raw == strict and p.environment() == determinism.environment(strict)
+    for bad, what in (({"threads": "2"}, "determinism.threads"), ({"nccl": ["x"]}, "determinism.nccl")):
+        with pytest.raises(RunnerError, match=what):
+            determinism.Profile.parse(bad)
