@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -173,25 +173,36 @@ def step_twin(
 ) -> tuple[OpWatch, TwinDifference | None]:
     """The step run twice from one state, watched; everything put back after. Returns the first
     run's watch (its operations without a deterministic implementation) and the first difference."""
-    from runner.worker.op_trace import tracing
-    from runner.worker.output_digest import DeviceFingerprints
-
     state = TrainingState.take(trainer, module)
-    watches, rows = [], []
     module.log, module.log_dict = _no_log, _no_log
     # manual_backward under DDP would ready the gradient all-reduce: the twin stays outside DDP, as
     # automatic optimization's does (and DDP's buckets are not laid out by a step that is not the run's)
     trainer.strategy.pre_backward = _no_log
     try:
+        return twice(lambda: _step(trainer, module, batch, batch_idx), module, state, code_dir)
+    finally:
+        del module.log, module.log_dict, trainer.strategy.pre_backward
+
+
+def twice(
+    step: Callable[[], object], module, state: TrainingState, code_dir: Path
+) -> tuple[OpWatch, TwinDifference | None]:
+    """``step()`` run twice from ``state``, each operation watched and its output hashed (forward
+    operations named by ``module``'s submodules), everything put back after: the first run's watch
+    and the first operation whose output differed."""
+    from runner.worker.op_trace import tracing
+    from runner.worker.output_digest import DeviceFingerprints
+
+    watches, rows = [], []
+    try:
         for _ in range(2):
             watch = OpWatch(code_dir)
             with tracing(module, code_dir, DeviceFingerprints()) as trace, watch:
-                _step(trainer, module, batch, batch_idx)
+                step()
             watches.append(watch)
             rows.append(trace.settle())  # a device's fingerprints: one transfer per twin
             state.restore(rewind_own=False)
     finally:
-        del module.log, module.log_dict, trainer.strategy.pre_backward
         state.restore(rewind_own=True)
     return watches[0], first_difference(rows[0], rows[1])
 
@@ -203,6 +214,9 @@ def first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> TwinDi
     layer) is not a difference, what it computed is compared where the other trace uses it."""
     from difflib import SequenceMatcher
 
+    # a collective returns while its output is still being written (c10d's work runs on): the ops
+    # that read what it reduced, once it is waited for, are compared instead
+    a, b = ([r for r in rows if not r["op"].startswith("c10d::")] for rows in (a, b))
     match = SequenceMatcher(None, [r["op"] for r in a], [r["op"] for r in b], autojunk=False)
     for i, j, n in match.get_matching_blocks():
         for k in range(n):
@@ -227,23 +241,26 @@ class TrainingState:
     and learning-rate scheduler's state (manual optimization steps schedulers in the step), every
     global RNG state; and the generators of the user's own found on the model."""
 
-    def __init__(self, trainer, module):
+    def __init__(self, module, optimizers: Iterable[Any], schedulers: Iterable[Any] = ()):
         import torch
         from lightning_fabric.utilities.seed import _collect_rng_states
 
-        self.module, self.optimizers = module, list(trainer.optimizers)
+        self.module, self.optimizers = module, list(optimizers)
         self.tensors = dict(chain(module.named_parameters(), module.named_buffers()))
         self.values = {k: t.detach().clone() for k, t in self.tensors.items()}
-        self.grads = {k: None if p.grad is None else p.grad.clone() for k, p in module.named_parameters()}
+        self.grads: dict[str, Any] = {
+            k: None if p.grad is None else p.grad.clone() for k, p in module.named_parameters()
+        }
         self.opt_states = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
-        self.schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+        self.schedulers = list(schedulers)
         self.scheduler_states = [copy.deepcopy(s.state_dict()) for s in self.schedulers]
         self.rng = _collect_rng_states(include_cuda=torch.cuda.is_available())
         self.own = [(g, g.get_state()) for g in own_generators(module)]
 
     @classmethod
     def take(cls, trainer, module) -> TrainingState:
-        return cls(trainer, module)
+        """A Lightning module's state, with its trainer's optimizers and schedulers."""
+        return cls(module, trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
 
     def restore(self, rewind_own: bool) -> None:
         """Everything back as it was taken; the user's own generators only when ``rewind_own``."""

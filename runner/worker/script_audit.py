@@ -210,24 +210,30 @@ def chain(boot_dir: Path) -> None:
 
 
 def verdict(run_dir: Path, profile: Mapping[str, Json], device: str = "cpu") -> AuditVerdict:
-    """What the program's processes met, together, judged against the profile's allow-list."""
-    calls: dict[tuple[str, str | None], int] = {}
+    """What the program's processes met (their alerts, and the twins of steps they named with
+    :func:`runner.worker.script_twin.audited`), together, judged against the profile's allow-list;
+    its time: the longest twin's."""
+    calls: dict[tuple[str, str | None, bool], int] = {}
     switched: dict[str, Any] = {}
-    flags: Mapping[str, Json] = {}
+    merged: dict[str, Any] = {"ops_seen": 0, "twin": None, "flags_after_step": {}, "device": device}
+    seconds: list[float] = []
     for path in sorted((run_dir / rules.DIR / rules.SCRIPT_DIR).glob("*.json")):
-        part = worker_io.read(path, AuditFindings.from_json)
+        part, took = worker_io.read(path, _part)
         for o in part.nondeterministic_ops:
-            calls[(o.op, o.where)] = calls.get((o.op, o.where), 0) + o.calls
+            calls[(o.op, o.where, o.in_backward)] = calls.get((o.op, o.where, o.in_backward), 0) + o.calls
         switched.update({s.switch: s for s in part.switched})
-        flags = flags or part.flags_after_step
+        merged["ops_seen"] += part.ops_seen
+        merged["twin"] = merged["twin"] or part.twin
+        merged["flags_after_step"] = merged["flags_after_step"] or part.flags_after_step
+        seconds += [took] if took is not None else []
+    ops = tuple(NondeterministicOp(op, w, bw, n) for (op, w, bw), n in sorted(calls.items(), key=str))
     findings = AuditFindings(
-        ops_seen=0,
-        nondeterministic_ops=tuple(
-            NondeterministicOp(op, w, calls=n) for (op, w), n in sorted(calls.items(), key=str)
-        ),
-        switched=tuple(switched.values()),
-        flags_after_step=flags,
-        device=device,
-        scope="script",
+        nondeterministic_ops=ops, switched=tuple(switched.values()), scope="script", **merged
     )
-    return rules.judge(findings, profile)
+    return rules.judge(findings, profile, max(seconds) if seconds else None)
+
+
+def _part(data: object, where: str) -> tuple[AuditFindings, float | None]:
+    """A process's record, and its twin's time (a twin's record is its verdict)."""
+    took = data.get("seconds") if isinstance(data, dict) else None
+    return AuditFindings.from_json(data, where), float(took) if isinstance(took, int | float) else None

@@ -2,8 +2,9 @@
 ranks included) run with deterministic algorithms in warn-only mode and the run's seeds; an
 operation without a deterministic implementation stops the run in one line naming its file:line
 (exit status 3) unless allow-listed, and then the record says so; a clean script passes and repeats
-bit-identically though it seeds nothing itself; the fast profile is untouched.
-The script: tests/data/script_audit/train.py."""
+bit-identically though it seeds nothing itself; a step the script names with ``runner.audited`` runs
+twice first under DDP, naming clock-seeded noise, and leaving no trace in training; the fast
+profile is untouched. The script: tests/data/script_audit/train.py."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from tests.conftest import ROOT, manifest, run_runner
 pytestmark = pytest.mark.docker
 
 SCRIPT = "tests/data/script_audit/train.py"
-LINE = next(n for n, text in enumerate((ROOT / SCRIPT).read_text().splitlines(), 1) if ".put_(" in text)
-WHERE = f"{SCRIPT}:{LINE}"
+LINES = (ROOT / SCRIPT).read_text().splitlines()
+WHERE = f"{SCRIPT}:{next(n for n, text in enumerate(LINES, 1) if '.put_(' in text)}"
+NOISE = f"{SCRIPT}:{next(n for n, text in enumerate(LINES, 1) if 'generator=noise' in text)}"
+TORCHRUN = ["experiment.launcher=torchrun", "launch.processes=2"]
 PROGRAM = ["experiment=plain_script", f"experiment.script={SCRIPT}"]
 
 
@@ -32,8 +35,7 @@ def test_a_torchrun_scripts_nondeterministic_op_stops_the_run_naming_its_line(tm
     proc = run_runner(
         *PROGRAM,
         "experiment.args=[--put]",
-        "experiment.launcher=torchrun",
-        "launch.processes=2",
+        *TORCHRUN,
         f"hydra.run.dir={tmp_path}",
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -68,15 +70,32 @@ def test_the_allow_list_lets_a_module_run_and_the_record_says_so(tmp_path):
     assert m["metrics"]["deterministic"] == 1.0 and m["metrics"]["warn_only"] == 1.0  # what the script saw
 
 
-def test_a_clean_script_passes_and_repeats_on_the_runs_seeds(tmp_path):
-    for name in ("a", "b"):
-        proc = run_runner(*PROGRAM, "experiment.args=[]", "seed=5", f"hydra.run.dir={tmp_path / name}")
+def test_a_step_named_with_audited_runs_twice_and_its_clock_seeded_noise_is_refused(tmp_path):
+    proc = run_runner(*PROGRAM, "experiment.args=[--twin,--clock]", *TORCHRUN, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"the step run twice from the same state first differed at aten::randn ({NOISE})" in last, last
+    m = manifest(tmp_path)
+    assert m["exit_code"] == 3 and m["audit"]["refused_ops"] == ["aten::randn"]
+    assert m["audit"]["twin"]["op"] == "aten::randn" and m["audit"]["twin"]["where"] == NOISE
+
+
+def test_a_clean_script_passes_and_an_audited_steps_twin_leaves_no_trace_in_training(tmp_path):
+    """Two torchrun runs, one naming its step for the twin: the same weights, which also shows the
+    run's seeds reached every rank of a script that seeds nothing itself."""
+    for name, args in (("twin", "[--twin]"), ("plain", "[]")):
+        proc = run_runner(
+            *PROGRAM, f"experiment.args={args}", *TORCHRUN, "seed=5", f"hydra.run.dir={tmp_path / name}"
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = manifest(tmp_path / "a"), manifest(tmp_path / "b")
-    assert a["audit"]["refused"] is False and a["audit"]["nondeterministic_ops"] == []
-    assert a["outputs"]["model.pt"] == b["outputs"]["model.pt"]
+    twin, plain = manifest(tmp_path / "twin"), manifest(tmp_path / "plain")
+    assert plain["audit"]["refused"] is False and plain["audit"]["nondeterministic_ops"] == []
+    assert twin["audit"]["refused"] is False and twin["audit"]["twin"] is None
+    assert twin["audit"]["ops_seen"] > 0 and plain["audit"]["ops_seen"] == 0
+    assert twin["timings"]["audit_seconds"] == twin["audit"]["seconds"] > 0
+    assert twin["outputs"]["model.pt"] == plain["outputs"]["model.pt"]
     torch_draw, random_draw = _seeded_draws(5)
-    assert a["metrics"]["torch_draw"] == torch_draw and a["metrics"]["random_draw"] == random_draw
+    assert plain["metrics"]["torch_draw"] == torch_draw and plain["metrics"]["random_draw"] == random_draw
 
 
 def test_the_fast_profile_leaves_a_script_alone(tmp_path):

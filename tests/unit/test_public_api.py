@@ -35,7 +35,18 @@ def test_experiments_import_current_and_run_context_from_runner():
         from runner import RunContext, current
 
     assert RunContext is context.RunContext and current is context.current
-    assert sorted(runner.__all__) == ["RunContext", "current"] and "current" in dir(runner)
+    assert sorted(runner.__all__) == ["RunContext", "audited", "current"] and "current" in dir(runner)
+
+
+def test_scripts_import_audited_from_runner_and_outside_a_run_it_changes_nothing(monkeypatch):
+    from runner import audited
+    from runner.worker import script_twin
+
+    def step(x):
+        return x + 1
+
+    monkeypatch.delenv("RUNNER_JOB", raising=False)
+    assert audited is script_twin.audited and audited(object())(step) is step
 
 
 def test_an_unknown_name_of_runner_is_an_attribute_error():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner.core import audit_rules
-from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp
+from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp, TwinDifference
 from runner.worker import script_audit
 from tests.conftest import ROOT
 
@@ -106,6 +106,13 @@ def test_the_processes_records_are_judged_together(tmp_path):
     assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "t.py:3", calls=7),)
     assert AuditVerdict.from_json(v.to_json()) == v
     assert not script_audit.verdict(tmp_path, {"allow_nondeterministic_ops": ["put_"]}).refused
+    noise = TwinDifference("aten::randn", "t.py:9")
+    twin = audit_rules.judge(AuditFindings(ops_seen=30, twin=noise, scope="script"), {}, seconds=0.25)
+    (out / "h-1-twin1.json").write_text(json.dumps(twin.to_json()))
+    v = script_audit.verdict(tmp_path, {"allow_nondeterministic_ops": ["put_"]})
+    assert v.refused and v.refused_ops == ("aten::randn",) and v.seconds == 0.25
+    assert v.findings is not None and v.findings.twin == noise and v.findings.ops_seen == 30
+    (out / "h-1-twin1.json").unlink()
     assert script_audit.verdict(tmp_path / "none", {}).findings == AuditFindings(
         ops_seen=0, device="cpu", scope="script"
     )
