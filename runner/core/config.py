@@ -2,11 +2,12 @@
 
 :func:`parse` turns the config Hydra composed (or a manifest recorded) into a :class:`RunConfig`:
 its :class:`Launch` (how and where the worker starts), its :class:`Experiment` (what it runs: a
-:class:`Target`, a :class:`Script` or a :class:`Module`) and its :class:`Image` (the variants a
-run's image is made from). A bad value is refused here, in one line. The raw dict is kept only to
-be recorded (the manifest's ``config``) and handed to the worker; nothing else reads ``launch``
-or ``experiment`` by key. What depends on the host (the world size under ``launch.gpus=all``,
-whether an experiment's file exists, the container user) is :func:`runner.core.spec.plan_run`'s.
+target, a script or a module; the very object ``job.json`` tells the worker) and its
+:class:`Image` (the variants a run's image is made from). A bad value is refused here, in one
+line. The raw dict is kept only to be recorded (the manifest's ``config``) and handed to the
+worker; nothing else reads ``launch`` or ``experiment`` by key. What depends on the host (the
+world size under ``launch.gpus=all``, whether an experiment's file exists, the container user)
+is :func:`runner.core.spec.plan_run`'s.
 
 The writers of a config (a sweep placing a job in its slot, a multi-node run folded onto one
 machine) change it through :func:`with_launch`.
@@ -25,12 +26,11 @@ from runner.core.determinism import Profile
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.images import check_registry, gpu_count_requested
 from runner.core.json_types import Json, JsonObject
+from runner.core.worker_io import LAUNCHERS, Launcher
 
-LAUNCHERS = ("python", "torchrun")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Gpus = int | tuple[int, ...] | Literal["all"] | None  # None: no GPU; a count; driver indices; every GPU
-Launcher = Literal["python", "torchrun"]
 
 
 class Backend(enum.StrEnum):
@@ -213,109 +213,35 @@ class Launch:
 
 
 # -- the experiment: a target, a script or a module ------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    """``module:function``, called in the worker's own process."""
-
-    function: str
-
-    @property
-    def module(self) -> str:
-        return self.function.partition(":")[0]
+# One class: what a config names is what job.json tells the worker (``section``: as recorded)
+Experiment = worker_io.Experiment
 
 
-@dataclass(frozen=True)
-class Script:
-    """``python script.py args`` (a path relative to the project)."""
-
-    path: str
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Module:
-    """``python -m module args``."""
-
-    name: str
-    args: tuple[str, ...] = ()
-
-
-Entry = Target | Script | Module
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """What the worker runs. ``section`` is the experiment section as recorded and handed to the
-    worker (a program's ``args`` as strings, ``launcher`` filled in when it was given)."""
-
-    entry: Entry
-    launcher: Launcher
-    nproc_per_node: int | None  # torchrun's processes; None: the world size
-    section: Mapping[str, Any]
-
-    @property
-    def name(self) -> str | None:
-        return self.section.get("name")
-
-    @property
-    def schemas(self) -> Mapping[str, str] | None:
-        """Parameter classes the config's sections are checked against on the host (a target's)."""
-        return self.section.get("schemas")
-
-    @property
-    def program(self) -> bool:
-        """A script or a module: a program started on its own, not a function the worker calls."""
-        return not isinstance(self.entry, Target)
-
-    def for_worker(self) -> worker_io.Experiment:
-        """The experiment as ``job.json`` tells the worker."""
-        entry = self.entry
-        kind: worker_io.ExperimentKind
-        args: tuple[str, ...]
-        if isinstance(entry, Target):
-            kind, what, args = "target", entry.function, ()
-        elif isinstance(entry, Script):
-            kind, what, args = "script", entry.path, entry.args
-        else:
-            kind, what, args = "module", entry.name, entry.args
-        return worker_io.Experiment(kind, what, args, self.launcher, self.nproc_per_node, self.name)
-
-    def describe(self) -> str:
-        """The experiment in a few words, as the run's first line shows it."""
-        entry = self.entry
-        what = (
-            entry.function
-            if isinstance(entry, Target)
-            else entry.path
-            if isinstance(entry, Script)
-            else f"-m {entry.name}"
+def parse_experiment(exp: Mapping[str, Any]) -> Experiment:
+    """The experiment section, checked: exactly one of ``target`` (``module:function``, called
+    in-process), ``script`` (``python script.py args``) or ``module`` (``python -m module args``);
+    a program (script or module) may start under ``launcher: torchrun``. Its ``section`` is what
+    the run records: a program's ``args`` as strings, ``launcher`` filled in when it was given."""
+    raw = dict(exp)
+    named = [k for k in worker_io.KINDS if raw.get(k)]
+    if len(named) != 1:
+        raise RunnerError(
+            "experiment must name exactly one of `target` (module:function), `script` "
+            "(a file) or `module` (python -m)",
+            EXIT_USAGE,
         )
-        return f"torchrun {what}" if self.launcher == "torchrun" else what
-
-    @classmethod
-    def parse(cls, exp: Mapping[str, Any]) -> Experiment:
-        """The experiment section, checked: exactly one of ``target`` (``module:function``, called
-        in-process), ``script`` (``python script.py args``) or ``module`` (``python -m module
-        args``); a program (script or module) may start under ``launcher: torchrun``."""
-        raw = dict(exp)
-        target, script, module = raw.get("target"), raw.get("script"), raw.get("module")
-        if sum(bool(x) for x in (target, script, module)) != 1:
-            raise RunnerError(
-                "experiment must name exactly one of `target` (module:function), `script` "
-                "(a file) or `module` (python -m)",
-                EXIT_USAGE,
-            )
-        entry: Entry
-        if target:
-            entry = Target(str(target))
-        else:
-            raw["args"] = [str(a) for a in raw.get("args") or []]
-            args = tuple(raw["args"])
-            entry = Script(str(script), args) if script else Module(str(module), args)
-        launcher, nproc = _launcher(raw, program=not target)
-        if "launcher" in raw or "nproc_per_node" in raw:
-            raw["launcher"] = launcher
-        return cls(entry, launcher, nproc, raw)
+    kind = named[0]
+    args: tuple[str, ...] = ()
+    if kind != "target":
+        raw["args"] = [str(a) for a in raw.get("args") or []]
+        args = tuple(raw["args"])
+    launcher, nproc = _launcher(raw, program=kind != "target")
+    if "launcher" in raw or "nproc_per_node" in raw:
+        raw["launcher"] = launcher
+    name = raw.get("name")
+    return Experiment(
+        kind, str(raw[kind]), args, launcher, nproc, None if name is None else str(name), section=raw
+    )
 
 
 def _launcher(exp: Mapping[str, Any], program: bool) -> tuple[Launcher, int | None]:
@@ -421,7 +347,7 @@ def parse(cfg: Mapping[str, Any] | RunConfig) -> RunConfig:
         raw=dict(cfg),
         seed=seed,
         launch=launch,
-        experiment=Experiment.parse(section(cfg, "experiment")),
+        experiment=parse_experiment(section(cfg, "experiment")),
         image=Image.parse(section(cfg, "image")),
         determinism=Profile.parse(section(cfg, "determinism")),
         fingerprint_every=_fingerprint_every(cfg),

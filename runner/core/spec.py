@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core import cluster, layout, precision
-from runner.core.config import Backend, Experiment, Gpus, Launch, RunConfig, Script, Target, parse
+from runner.core.config import Backend, Experiment, Gpus, Launch, RunConfig, parse
 from runner.core.determinism import Profile
 from runner.core.engine_types import ContainerRequest
 from runner.core.errors import EXIT_USAGE, RunnerError
@@ -105,7 +105,7 @@ class RunPlan:
         return WorkerRequest(
             run_id=self.run_id,
             paths=WorkerPaths(run_dir=run_dir, code_dir=code_dir, data_dir=data_dir),
-            experiment=self.experiment.for_worker(),
+            experiment=self.experiment,
             config=self.config.raw,
             seed=self.seed,
             world_size=self.world_size,
@@ -204,18 +204,18 @@ class RunPlan:
 
 def _check_experiment(exp: Experiment, project_root: Path) -> None:
     """The experiment's module or script is in the project it runs from."""
-    entry = exp.entry
-    if isinstance(entry, Script):
-        if not (project_root / entry.path).is_file():
-            raise RunnerError(f"experiment script {entry.path!r} not found under {project_root}", EXIT_USAGE)
+    if exp.kind == "script":
+        if not (project_root / exp.entry).is_file():
+            raise RunnerError(f"experiment script {exp.entry!r} not found under {project_root}", EXIT_USAGE)
         return
-    name = entry.module if isinstance(entry, Target) else entry.name
+    name = exp.entry.partition(":")[0] if exp.kind == "target" else exp.entry
     rel = Path(*name.split("."))
     if not (
         (project_root / rel).with_suffix(".py").is_file() or (project_root / rel / "__init__.py").is_file()
     ):
-        what, given = ("target", entry.function) if isinstance(entry, Target) else ("module", entry.name)
-        raise RunnerError(f"experiment {what} {given!r}: no module {name} under {project_root}", EXIT_USAGE)
+        raise RunnerError(
+            f"experiment {exp.kind} {exp.entry!r}: no module {name} under {project_root}", EXIT_USAGE
+        )
 
 
 def _user(launch: Launch, uid: int, gid: int) -> str:

@@ -84,6 +84,15 @@ class Experiment:
     launcher: Launcher = "python"
     nproc_per_node: int | None = None  # torchrun's processes per node; None: the world size
     name: str | None = None
+    # the section it was read from: a config's is recorded as the run's ``experiment`` (its ``args``
+    # as strings, ``launcher`` filled in when it was given); what job.json says is :meth:`to_json`
+    section: Mapping[str, Json] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def schemas(self) -> Json:
+        """Parameter classes the config's sections are checked against on the host (a target's:
+        section → ``module:Class``), as the config gives them (:func:`runner.host.params.check`)."""
+        return self.section.get("schemas")
 
     @property
     def program(self) -> bool:
@@ -127,6 +136,7 @@ class Experiment:
             launcher=launcher,
             nproc_per_node=nproc,
             name=f.opt_str("name"),
+            section=cast("dict[str, Json]", dict(f.data)),
         )
 
 

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from runner.core import audit_rules as rules
 from runner.core import commands
-from runner.core.config import Experiment, section
+from runner.core.config import parse_experiment, section
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.worker_io import AuditFindings, AuditVerdict
 from runner.host import records
@@ -34,7 +34,7 @@ def audit(overrides: list[str], echo=console.print) -> tuple[Path, AuditVerdict 
 
     validate_overrides(overrides)
     cfg = resolved(compose(overrides))
-    experiment = Experiment.parse(section(cfg, "experiment"))
+    experiment = parse_experiment(section(cfg, "experiment"))
     if experiment.program:
         raise RunnerError(
             "runner audit runs a target experiment's first step twice; a script or module has no step "

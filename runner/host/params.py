@@ -23,7 +23,7 @@ from typing import Any
 from runner.core.errors import EXIT_USAGE, RunnerError
 
 
-def check(config: Mapping[str, Any], schemas: Mapping[str, str] | None, root: Path) -> None:
+def check(config: Mapping[str, Any], schemas: object, root: Path) -> None:
     """Validate each ``config[section]`` against its schema; RunnerError naming the first bad value."""
     if not schemas:
         return

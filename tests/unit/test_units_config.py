@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import config
-from runner.core.config import Backend, Experiment, Launch, Module, Script, Target
+from runner.core import config, worker_io
+from runner.core.config import Backend, Launch, parse_experiment
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import compose
 
@@ -35,7 +35,8 @@ def test_the_default_config_reads_into_typed_parts(composed):
         shm_size="1g",
     )
     assert cfg.launch.containerized and cfg.launch.gpu_count == 0
-    assert cfg.experiment.entry == Target("experiments.mnist:train") and not cfg.experiment.program
+    exp = cfg.experiment
+    assert (exp.kind, exp.entry) == ("target", "experiments.mnist:train") and not exp.program
     assert cfg.image.kind == "auto" and cfg.image.kind_for(cfg.launch) == "cpu"
     assert cfg.image.variant("cuda")["dockerfile"] == "Dockerfile.cuda" and cfg.image.variant("rocm") == {}
     assert (cfg.seed, cfg.fingerprint_every, cfg.determinism.name) == (0, 10, "strict")
@@ -86,22 +87,48 @@ def test_processes_are_not_read_when_gpus_set_the_world():
 @pytest.mark.parametrize(
     ("section", "entry", "describe"),
     [
-        ({"target": "pkg.mod:fn"}, Target("pkg.mod:fn"), "pkg.mod:fn"),
-        ({"script": "train.py", "args": ["--n", 3]}, Script("train.py", ("--n", "3")), "train.py"),
-        ({"module": "pkg.train", "launcher": "torchrun"}, Module("pkg.train"), "torchrun -m pkg.train"),
+        ({"target": "pkg.mod:fn"}, ("target", "pkg.mod:fn", ()), "pkg.mod:fn"),
+        ({"script": "train.py", "args": ["--n", 3]}, ("script", "train.py", ("--n", "3")), "train.py"),
+        (
+            {"module": "pkg.train", "launcher": "torchrun"},
+            ("module", "pkg.train", ()),
+            "torchrun -m pkg.train",
+        ),
     ],
 )
 def test_an_experiment_is_a_target_a_script_or_a_module(section, entry, describe):
-    exp = Experiment.parse({"name": "x", **section})
-    assert exp.entry == entry and exp.describe() == describe
-    assert exp.program == (not isinstance(entry, Target))
+    exp = parse_experiment({"name": "x", **section})
+    assert (exp.kind, exp.entry, exp.args) == entry and exp.describe() == describe
+    assert exp.program == (entry[0] != "target")
     if exp.program:  # recorded and handed to the worker as the worker reads it
         assert exp.section["args"] == [str(a) for a in section.get("args", [])]
+    # one class: what the config names is what job.json tells the worker, and reads back the same
+    assert worker_io.Experiment.from_json(exp.to_json()) == exp
+
+
+def test_an_old_record_of_an_experiment_still_reads_and_tells_the_worker_the_same():
+    """A recorded section (replayed) gives job.json's experiment with the keys it always had."""
+    exp = parse_experiment({"name": "x", "script": "train.py", "args": ["--n", 3], "nproc_per_node": None})
+    assert exp.to_json() == {
+        "target": None,
+        "script": "train.py",
+        "module": None,
+        "args": ["--n", "3"],
+        "launcher": "python",
+        "name": "x",
+    }
+    assert dict(exp.section) == {
+        "name": "x",
+        "script": "train.py",
+        "args": ["--n", "3"],
+        "nproc_per_node": None,
+        "launcher": "python",
+    }
 
 
 def test_a_launcher_is_recorded_only_when_one_was_given():
-    assert "launcher" not in Experiment.parse({"script": "a.py"}).section
-    torchrun = Experiment.parse({"script": "a.py", "nproc_per_node": 3, "launcher": "torchrun"})
+    assert "launcher" not in parse_experiment({"script": "a.py"}).section
+    torchrun = parse_experiment({"script": "a.py", "nproc_per_node": 3, "launcher": "torchrun"})
     assert (torchrun.launcher, torchrun.nproc_per_node, torchrun.section["launcher"]) == (
         "torchrun",
         3,

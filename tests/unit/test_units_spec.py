@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner.core import cluster, config, spec
+from runner.core import cluster, spec
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.flows.cli_common import compose
 from tests.conftest import ROOT
@@ -46,7 +46,7 @@ def refused(cfg: dict, match: str, **kw) -> None:
 def test_default_plan(base_cfg):
     p = plan(base_cfg)
     assert (p.backend, p.accelerator, p.world_size, p.image_kind, p.seed) == ("docker", "cpu", 2, "cpu", 0)
-    assert p.experiment.entry == config.Target("experiments.mnist:train")
+    assert (p.experiment.kind, p.experiment.entry) == ("target", "experiments.mnist:train")
     assert p.experiment.section["target"] == "experiments.mnist:train"  # as recorded
     assert p.env["ATEN_CPU_CAPABILITY"] == "avx2"
     req = p.container_request("runner:cpu-x", Path("/snap"), Path("/data"))
@@ -116,7 +116,10 @@ def test_experiment_names_exactly_one_of_target_and_script(base_cfg):
         experiment__script="experiments/plain_script/train.py",
         experiment__args=["--steps", 3],
     )
-    assert plan(ok).experiment.entry == config.Script("experiments/plain_script/train.py", ("--steps", "3"))
+    assert (plan(ok).experiment.entry, plan(ok).experiment.args) == (
+        "experiments/plain_script/train.py",
+        ("--steps", "3"),
+    )
     assert plan(ok).experiment.section["args"] == ["--steps", "3"]  # as recorded and handed to the worker
 
 
