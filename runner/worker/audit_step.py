@@ -317,7 +317,7 @@ def data_twin(trainer, code_dir: Path) -> tuple[bool, TwinDifference | None]:
             _set_rng_states(rng)
             for g, s in own:
                 g.set_state(s)
-            hashes.append(batch_sha256(next(iter(loader))))
+            hashes.append(batch_digest(next(iter(loader))))
     finally:
         _set_rng_states(rng)
         for g, s in own:
@@ -325,17 +325,18 @@ def data_twin(trainer, code_dir: Path) -> tuple[bool, TwinDifference | None]:
     return True, None if hashes[0] == hashes[1] else loader_difference(loader, code_dir)
 
 
-def batch_sha256(batch: Any) -> str:
-    """A batch's hash: its tensors' bytes, and any other leaf's repr."""
-    import hashlib
-
+def batch_digest(batch: Any) -> str:
+    """What a batch holds: its tensors' fingerprints (:mod:`runner.worker.output_digest`: sha256
+    on the CPU, computed on the device elsewhere) and any other leaf's repr."""
     import torch
     from torch.utils._pytree import tree_leaves
 
-    from runner.worker.op_trace import tensor_sha256
+    from runner.worker.output_digest import DeviceFingerprints
 
-    parts = [tensor_sha256(x) if isinstance(x, torch.Tensor) else repr(x) for x in tree_leaves(batch)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    digests = DeviceFingerprints()
+    leaves = tree_leaves(batch)
+    settled = iter(digests.settle([digests.of(x) for x in leaves if isinstance(x, torch.Tensor)]))
+    return "|".join(str(next(settled)) if isinstance(x, torch.Tensor) else repr(x) for x in leaves)
 
 
 def loader_difference(loader, code_dir: Path) -> TwinDifference:

@@ -189,3 +189,15 @@ def test_on_a_gpu_the_fingerprint_is_the_cpu_ones_and_is_read_back_once(dtype):
     assert all(p.is_cuda for p in d.pending) and len(d.pending) == len(xs) + 1
     settled = d.settle(digests)
     assert settled[-1] != settled[-3] and len(set(settled)) == len(settled)
+
+
+def test_a_batch_digest_reads_every_leaf_and_changes_with_one_element():
+    from runner.worker.audit_step import batch_digest
+
+    batch = {"x": torch.arange(12, dtype=torch.float32).reshape(3, 4), "y": [torch.tensor(True), 3, "a"]}
+    same = {"x": batch["x"].clone(), "y": [torch.tensor(True), 3, "a"]}
+    assert batch_digest(batch) == batch_digest(same)
+    changed = {"x": one_bit_flipped(batch["x"], 11), "y": batch["y"]}
+    assert batch_digest(changed) != batch_digest(batch)
+    assert batch_digest({**batch, "y": [torch.tensor(True), 4, "a"]}) != batch_digest(batch)
+    assert batch_digest(7) == "7" and batch_digest(7) != batch_digest(8)
