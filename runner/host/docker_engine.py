@@ -427,10 +427,10 @@ class DockerEngine:
 
     def stop_and_remove(self, container: Container, timeout: int = 10) -> None:
         """Also when the engine went away. One that stops (a restart) stops its containers itself,
-        without live-restore; one that died (SIGKILL, a crash) leaves them running (containerd's
-        shims keep them, and the lifeline's stdin stays open): its main process is stopped here,
-        as the engine would (SIGTERM, SIGKILL after ``timeout`` s). Either way an engine that
-        starts again removes what is left (auto-removed)."""
+        without live-restore; one that died (SIGKILL, a crash) or keeps them on purpose (live-restore)
+        leaves them running (containerd's shims keep them, and the lifeline's stdin stays open): the
+        container's main process is stopped here, as the engine would (SIGTERM, SIGKILL after
+        ``timeout`` s). Either way an engine that starts again removes what is left (auto-removed)."""
         self._detach(container.id)
         process = self._processes.pop(container.id, None)
         try:
