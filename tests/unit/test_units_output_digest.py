@@ -201,3 +201,11 @@ def test_a_batch_digest_reads_every_leaf_and_changes_with_one_element():
     assert batch_digest(changed) != batch_digest(batch)
     assert batch_digest({**batch, "y": [torch.tensor(True), 4, "a"]}) != batch_digest(batch)
     assert batch_digest(7) == "7" and batch_digest(7) != batch_digest(8)
+
+
+def test_a_lazily_conjugated_or_negated_view_is_read_as_its_values():
+    z = sample(torch.complex64, 4, 3)
+    assert fp(z.conj()) == fp(z.conj().resolve_conj()) != fp(z)
+    neg = torch._neg_view(z)
+    assert fp(neg) == fp(-z) != fp(z)
+    assert tensor_sha256(z.conj()) == tensor_sha256(z.conj().resolve_conj())
