@@ -361,7 +361,9 @@ def _script_refused(ctx: RunContext) -> bool:
     the first node; True when an operation the profile does not allow stopped one of them."""
     verdict = script_audit.verdict(ctx.run_dir, ctx.determinism, ctx.accelerator)
     if ctx.node_rank == 0:
-        worker_io.write(ctx.run_dir / audit_rules.DIR / audit_rules.FILE, verdict)
+        out = ctx.run_dir / audit_rules.DIR / audit_rules.FILE
+        out.parent.mkdir(parents=True, exist_ok=True)  # a program that met no alert made no audit dir
+        worker_io.write(out, verdict)
     return verdict.refused
 
 
