@@ -135,7 +135,12 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
             raise
         # a full disk under the runner's own writing (the code snapshot, the job file, a record)
         where = exc.filename or r.dir
-        line = f"{no_space(where, _free(r.dir))}; once space is freed, +resume={r.dir} continues it"
+        then = (
+            f"+resume={r.dir} continues it"
+            if r.got.code
+            else "run it again in another dir (nothing of it ran)"
+        )
+        line = f"{no_space(where, _free(r.dir))}; once space is freed, {then}"
         _record_early_end(r, record.Ending("failed", EXIT_FAILED, line))
         raise RunnerError(f"run failed: {line}", EXIT_FAILED) from None
     except EngineLost as exc:  # dockerd stopped or restarted mid-run

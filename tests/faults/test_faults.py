@@ -230,22 +230,26 @@ def test_sigkill_before_the_image_is_chosen_resumes_from_the_recorded_code(tmp_p
     assert resumed["image"]["id"] == manifest(reference)["image"]["id"]
 
 
-def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_path, reference):
-    """A record without code (a run stopped while its snapshot was taken: Ctrl-C, a full disk):
-    nothing of it ran. ``+resume`` and a new run in the dir both refuse it in one line saying so."""
+def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_path, engine):
+    """The disk fills up while the code snapshot is taken: the record (failed, no space) holds no
+    code, so nothing of the run ran. ``+resume`` and a new run in the dir both refuse it in one line
+    saying so, and what to do instead, and take nothing."""
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    m = records.read_manifest(reference).model_copy(
-        update={"status": "running", "code": None, "image": None, "outputs": {}, "fingerprints": None}
-    )
-    records.write_manifest(run_dir, m)
-    held = (run_dir / layout.MANIFEST).read_bytes()
-    for p in (run_runner(f"+resume={run_dir}"), run_runner(f"hydra.run.dir={run_dir}", *RUN)):
-        assert p.returncode == 2
+    with tmpfs(run_dir, "1600k"):  # the space kept for the record fits, the snapshot does not
+        p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        assert p.returncode == 1
         line = _one_error_line(p.stderr)
-        assert "stopped before its code snapshot was taken: nothing of it ran" in line, line
-        assert "remove it, or run in another dir" in line and "+resume" not in line, line
-    assert (run_dir / layout.MANIFEST).read_bytes() == held  # taken by neither
+        assert f"no space left on device writing {run_dir}" in line, line
+        assert "run it again in another dir (nothing of it ran)" in line and "+resume" not in line, line
+        m = _whole(run_dir, engine)
+        assert m["status"] == "failed" and m["code"] is None and m["image"] is None, m
+        held = (run_dir / layout.MANIFEST).read_bytes()
+        for p in (run_runner(f"+resume={run_dir}"), run_runner(f"hydra.run.dir={run_dir}", *RUN)):
+            assert p.returncode == 2
+            line = _one_error_line(p.stderr)
+            assert "stopped before its code snapshot was taken: nothing of it ran" in line, line
+            assert "remove it, or run in another dir" in line and "+resume" not in line, line
+        assert (run_dir / layout.MANIFEST).read_bytes() == held  # taken by neither
 
 
 def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_reference):
