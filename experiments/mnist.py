@@ -295,6 +295,7 @@ def train(cfg, run_dir: Path, model_cls: type[MnistCNN] | None = None) -> dict:
     if throughput.samples_per_s:
         metrics["samples_per_s"] = throughput.samples_per_s
     if ctx.is_main:
+        ctx.save_weights(model.net)  # from the CPU, where fit's teardown left the module
+        model.to(trainer.strategy.root_device)  # the test set is scored where the model trained
         metrics.update(model.evaluate(read_idx(files["test_images"]), read_idx(files["test_labels"])))
-        ctx.save_weights(model.net)
     return metrics
