@@ -399,7 +399,7 @@ class _FactsCollector(threading.Thread):
         from runner.worker import determinism
 
         if self.watched is not None:
-            determinism.switches(self.watched, warn_only=True)
+            script_audit.set_switches(self.watched)
         self.flags, self.process, self.packages = (
             determinism.flags_in_force(),
             facts.process(),

@@ -149,10 +149,27 @@ def install() -> None:
 
 
 def _torch_ready(torch: Any, profile: Mapping[str, Json], seed: int) -> None:
+    set_switches(profile)
+    torch.manual_seed(seed)
+
+
+def set_switches(profile: Mapping[str, Json]) -> None:
+    """The profile's switches in a process of a program, deterministic algorithms in warn-only mode:
+    set as ``torch.use_deterministic_algorithms`` sets them, but inductor's share once inductor is
+    imported (that function imports it: a second of CPU in every process, most of which never
+    compile)."""
+    import torch
+
     from runner.worker.determinism import switches
 
-    switches(profile, warn_only=True)
-    torch.manual_seed(seed)
+    switches({**profile, "deterministic_algorithms": None}, warn_only=True)
+    if profile.get("deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+        after_import("torch._inductor.config", _inductor_deterministic)
+
+
+def _inductor_deterministic(config: Any) -> None:
+    config.deterministic = True
 
 
 def catch_alerts(watch: Watch) -> None:

@@ -138,3 +138,23 @@ def test_the_hook_runs_after_the_import_and_the_import_is_not_moved_earlier():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[('json', True), ('csv', True)]"
+
+
+def test_a_scripts_processes_get_deterministic_algorithms_without_importing_inductor_for_it():
+    """torch.use_deterministic_algorithms imports inductor's config (a second of CPU in every
+    process of a script): the switch is set without it, and inductor's share once it is imported."""
+    code = textwrap.dedent(
+        """\
+        import sys, torch
+        from runner.worker.script_audit import set_switches
+        set_switches({"deterministic_algorithms": True, "cudnn_benchmark": False})
+        assert "torch._inductor.config" not in sys.modules
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        import torch._inductor.config as inductor
+        print(inductor.deterministic)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
