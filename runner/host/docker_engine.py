@@ -88,6 +88,8 @@ class DockerEngine:
         )
 
     def close(self) -> None:
+        for container_id in list(self._outputs):  # outputs attached and never read
+            self._detach(container_id)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -342,9 +344,12 @@ class DockerEngine:
         return str(created["Id"])
 
     def stream_logs(self, container: Container) -> Iterator[str]:
-        """Its output as attached when it started (else its log, followed): to its end."""
+        """Its output as attached when it started (else its log, followed): to its end. Taken at
+        once: a stop meanwhile no longer drops it."""
+        return self._lines(container, self._outputs.pop(container.id, None))
+
+    def _lines(self, container: Container, attached: Any) -> Iterator[str]:
         buf = b""
-        attached = self._outputs.pop(container.id, None)
         try:
             chunks = attached or self.client.api.logs(container.id, stream=True, follow=True)
             for chunk in chunks:
