@@ -312,8 +312,9 @@ class TwinDifference:
 
 @dataclass(frozen=True)
 class AuditFindings:
-    """What the audit's one watched training step saw: every operation without a deterministic
-    implementation, and the switches user code left unlike the profile's."""
+    """What the audit's watched training step (``scope`` "script": a program's watched processes)
+    saw: every operation without a deterministic implementation, and the switches user code left
+    unlike the profile's."""
 
     ops_seen: int
     nondeterministic_ops: tuple[NondeterministicOp, ...] = ()
