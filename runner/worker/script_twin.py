@@ -111,7 +111,7 @@ class _Twin:
         findings = AuditFindings(
             ops_seen=watch.ops,
             nondeterministic_ops=watch.findings(),
-            device=str(next(module.parameters()).device),
+            device=str(next(iter(module.parameters()), torch.empty(0)).device),
             twin=twin,
             rank=int(os.environ.get("RANK", 0)),
             scope="script",
