@@ -168,3 +168,15 @@ def test_an_image_is_pulled_by_digest_from_the_registry_and_nothing_else(engine,
         "wrong": None,
         "pushed": digest,
     }
+
+
+def test_a_container_record_reads_back_and_one_of_another_shape_is_passed_over(tmp_path):
+    """What finds a container again from another process (its name, labels, the very process)."""
+    from runner.host.charliecloud_engine import ContainerRecord, _read_record, _write_record
+
+    rec = ContainerRecord("c1", "runner-x", 123, "456", {"org.runner.run-id": "r"})
+    _write_record(tmp_path / "c1.json", rec)
+    assert _read_record(tmp_path / "c1.json") == rec
+    for torn in ('{"id": "c1", "name": "runner-x"}', '{"id": "c1", "name": "x", "pid": "1"}', "[]", "{"):
+        (tmp_path / "c1.json").write_text(torn)
+        assert _read_record(tmp_path / "c1.json") is None

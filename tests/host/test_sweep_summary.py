@@ -149,3 +149,12 @@ def test_one_build_at_a_time_per_image_tag(tmp_path, monkeypatch):
     with build_mutex("runner:cpu-x1"):
         assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 7
     assert subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 0
+
+
+def test_a_job_status_reads_back_as_it_was_written(tmp_path):
+    sweep.write_job_status(tmp_path, 2, "bad seed", ["seed=-1"])
+    status = sweep.read_job_status(tmp_path)
+    assert status == sweep.JobStatus("failed", 2, "bad seed", ("seed=-1",))
+    assert json.loads((tmp_path / sweep.JOB_STATUS_FILE).read_text()) == status.to_json()
+    sweep.write_job_status(tmp_path, 0, None)  # the first record wins
+    assert sweep.read_job_status(tmp_path) == status

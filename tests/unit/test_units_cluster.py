@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -201,6 +202,21 @@ def test_each_node_gets_its_own_container_rank_placement_and_lifeline():
 def test_a_container_request_survives_json():
     back = ContainerRequest.from_dict(json.loads(json.dumps(BASE.to_dict())))
     assert back == BASE
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mounts": [["/a", "/b"]]}, "request: mounts[0] must be [host path, container path, read-only]"),
+        ({"gpus": "all"}, "request: gpus must be null, a count or GPU ids, got a string"),
+        ({"environment": {"A": 1}}, "request: environment must map names to strings"),
+        ({"image": None}, "request: image must be a string"),
+    ],
+)
+def test_a_container_request_of_another_shape_is_one_line_naming_the_field(change, message):
+    """What a node agent reads from nodes.json: refused in one line, not a TypeError deep inside."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ContainerRequest.from_dict({**BASE.to_dict(), **change})
 
 
 @pytest.mark.parametrize(
