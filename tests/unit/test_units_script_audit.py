@@ -158,3 +158,31 @@ def test_a_scripts_processes_get_deterministic_algorithms_without_importing_indu
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_an_alert_raised_in_backward_is_named_at_the_line_that_called_backward(tmp_path):
+    (tmp_path / "user.py").write_text(
+        textwrap.dedent(
+            """\
+            import sys
+            from pathlib import Path
+            from runner.worker.script_audit import Watch, catch_alerts, set_switches
+            here = Path(sys.argv[1])
+            watch = Watch(here / "records", here, {"allow_nondeterministic_ops": ["put_"]})
+            catch_alerts(watch)
+            import torch
+            set_switches({"deterministic_algorithms": True})
+            x = torch.zeros(4, requires_grad=True)
+            y = x.clone().put_(torch.tensor([0, 1]), torch.ones(2, requires_grad=True))  # line 10
+            loss = y.pow(2).sum()
+            loss.backward()  # line 12: put_'s backward puts too
+            print(sorted(watch.calls))
+            """
+        )
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "user.py"), str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[('put_', 'user.py:10'), ('put_', 'user.py:12')]"
