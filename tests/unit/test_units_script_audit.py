@@ -6,6 +6,7 @@ switches land when torch is imported, not before; the processes' records are jud
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from runner.core import audit_rules
-from runner.core.worker_io import AuditFindings, AuditVerdict, NondeterministicOp, TwinDifference
+from runner.core import audit_rules, worker_io
+from runner.core.worker_io import (
+    AuditFindings,
+    AuditVerdict,
+    Experiment,
+    NondeterministicOp,
+    TwinDifference,
+    WorkerPaths,
+    WorkerRequest,
+)
 from runner.worker import script_audit
 from tests.conftest import ROOT
 
@@ -186,3 +195,49 @@ def test_an_alert_raised_in_backward_is_named_at_the_line_that_called_backward(t
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[('put_', 'user.py:10'), ('put_', 'user.py:12')]"
+
+
+def test_the_sitecustomize_watches_a_process_of_a_strict_script_and_runs_the_projects_own(tmp_path):
+    """What the worker sets up for a program, without an engine: the audit's sitecustomize first on
+    PYTHONPATH, a job file naming a strict script; the project's own sitecustomize still runs."""
+    strict = {"name": "strict", "audit": True, "deterministic_algorithms": True}
+    request = WorkerRequest(
+        run_id="r-1",
+        paths=WorkerPaths(str(tmp_path), str(tmp_path), "/data"),
+        experiment=Experiment("script", "user.py"),
+        config={},
+        seed=7,
+        world_size=1,
+        accelerator="cpu",
+        determinism={**strict, "allow_nondeterministic_ops": ["put_"]},
+        precision=None,
+        dataset_files={},
+        fingerprint_every=1,
+    )
+    worker_io.write(tmp_path / "job.json", request)
+    (tmp_path / "sitecustomize.py").write_text("print('the project sitecustomize ran')\n")
+    (tmp_path / "user.py").write_text(
+        "import random, torch\n"
+        "print(random.random(), torch.rand(()).item(), torch.is_deterministic_algorithms_warn_only_enabled())\n"
+        "torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))\n"
+    )
+    path = script_audit.pythonpath(request, tmp_path, str(ROOT))
+    assert path.split(":")[:2] == [str(script_audit.BOOT_DIR), str(tmp_path)]
+    env = {"PYTHONPATH": path, "RUNNER_JOB": str(tmp_path / "job.json"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "user.py"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    random.seed(7)
+    torch_seeded = subprocess.run(
+        [sys.executable, "-c", "import torch; torch.manual_seed(7); print(torch.rand(()).item())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out.stdout.splitlines() == [
+        "the project sitecustomize ran",
+        f"{random.random()} {torch_seeded} True",
+    ]
+    v = script_audit.verdict(tmp_path, request.determinism)
+    assert not v.refused and v.findings is not None
+    assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "user.py:3", calls=1),)
+    assert v.findings.flags_after_step["deterministic_algorithms"] is True  # written at its exit
