@@ -218,8 +218,9 @@ def test_the_sitecustomize_watches_a_process_of_a_strict_script_and_runs_the_pro
     (tmp_path / "sitecustomize.py").write_text("print('the project sitecustomize ran')\n")
     (tmp_path / "user.py").write_text(
         "import random, torch\n"
-        "print(random.random(), torch.rand(()).item(), torch.is_deterministic_algorithms_warn_only_enabled())\n"
-        "torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))\n"
+        "warn_only = torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "print(random.random(), torch.rand(()).item(), warn_only)\n"
+        "torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))\n"  # line 4
     )
     path = script_audit.pythonpath(request, tmp_path, str(ROOT))
     assert path.split(":")[:2] == [str(script_audit.BOOT_DIR), str(tmp_path)]
@@ -239,5 +240,5 @@ def test_the_sitecustomize_watches_a_process_of_a_strict_script_and_runs_the_pro
     ]
     v = script_audit.verdict(tmp_path, request.determinism)
     assert not v.refused and v.findings is not None
-    assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "user.py:3", calls=1),)
+    assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "user.py:4", calls=1),)
     assert v.findings.flags_after_step["deterministic_algorithms"] is True  # written at its exit
