@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.core.config import Launch, Placement, launch_or_none, with_launch
+from runner.core.config import Launch, Placement, launch_or_none, section, with_launch
+from runner.core.determinism import Profile
 from runner.core.errors import EXIT_USAGE, RunnerError
 from runner.core.json_types import Json, JsonObject
 
@@ -94,13 +95,12 @@ def job_needs(cfg: Mapping[str, Any]) -> JobNeeds | None:
     if launch is None:
         return None
     gpus = launch.gpu_count
-    threads = (cfg.get("determinism") or {}).get("threads") or 1
     processes = launch.processes if not gpus else max(gpus, 1)
     try:
-        cores = processes * max(int(threads), 1)
-    except (TypeError, ValueError):
-        cores = processes  # the job itself reports the bad value
-    return JobNeeds(cores=cores, gpus=gpus, nodes=launch.nodes)
+        threads = Profile.parse(section(cfg, "determinism")).threads or 1
+    except RunnerError:
+        threads = 1  # the job itself reports the bad value
+    return JobNeeds(cores=processes * threads, gpus=gpus, nodes=launch.nodes)
 
 
 def plan_slots(

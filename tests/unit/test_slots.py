@@ -49,6 +49,8 @@ def test_job_needs_from_config():
     assert job_needs({"launch": {"gpus": [1, 3]}, "determinism": {"threads": 1}}).gpus == 2
     assert job_needs({"launch": {"gpus": "all"}}).gpus == -1
     assert job_needs({"launch": {"processes": 1, "nodes": 3}}).nodes == 3
+    # a bad profile counts one thread: its job reports the bad value when it runs
+    assert job_needs({"launch": {"processes": 2}, "determinism": {"threads": "x"}}) == JobNeeds(2, 0)
 
 
 @pytest.mark.parametrize(
