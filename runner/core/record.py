@@ -100,20 +100,28 @@ class RunOutcome:
     op_traces: Mapping[str, manifest.FileRecord] | None = None  # per-operation trace files written, by name
 
 
+@dataclass(frozen=True)
+class Exited:
+    """How the training process ended, as its executor saw it (``oom_where``: whose container the
+    kernel killed for memory, where the executor knows better than the plan's limit: a node's)."""
+
+    code: int
+    oom_killed: bool = False
+    interrupted: bool = False
+    oom_where: str | None = None
+
+
 def ending(
-    exit_code: int,
+    exited: Exited,
     *,
-    oom_killed: bool,
-    interrupted: bool,
     plan: RunPlan,
     audit: AuditVerdict | None = None,
     log_tail: list[str] | None = None,
-    oom_where: str | None = None,
 ) -> Ending:
-    """The ending of a run whose training process exited with ``exit_code`` (``audit``: what the
+    """The ending of a run whose training process ended as ``exited`` says (``audit``: what the
     determinism audit before training found, when one ran; ``log_tail``: the log's last lines, where
-    a training process that found its disk full said where; ``oom_where``: whose container the
-    kernel killed for memory, where the executor knows better than the plan's limit)."""
+    a training process that found its disk full said where)."""
+    exit_code, interrupted = exited.code, exited.interrupted
     said = [x for x in log_tail or [] if NO_SPACE in x]
     if said and exit_code != 0 and not interrupted:
         line = said[-1][said[-1].index(NO_SPACE) :]
@@ -126,7 +134,7 @@ def ending(
         stopped = "container stopped and removed" if plan.containerized else "training processes stopped"
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")
     if exit_code != 0:
-        why = why_failed(exit_code, oom_killed, plan.launch.mem_limit, audit, oom_where)
+        why = why_failed(exit_code, exited.oom_killed, plan.launch.mem_limit, audit, exited.oom_where)
         return Ending("failed", EXIT_FAILED, why)
     return Ending("completed", 0, None)
 

@@ -163,15 +163,8 @@ def _record_end(r: _Run, ran: Exit) -> manifest.Manifest:
     is dropped: there is nothing left to interrupt). Raises RunnerError when it did not complete."""
     with deferred(redeliver=False), rundir.released(r.dir, r.claim_fd):
         audit = _audit(r.dir)
-        end = record.ending(
-            ran.exit_code,
-            oom_killed=ran.oom_killed,
-            interrupted=ran.interrupted,
-            plan=r.plan,
-            audit=audit,
-            log_tail=_no_space_said(r, ran),
-            oom_where=ran.oom_where,
-        )
+        exited = record.Exited(ran.exit_code, ran.oom_killed, ran.interrupted, ran.oom_where)
+        end = record.ending(exited, plan=r.plan, audit=audit, log_tail=_no_space_said(r, ran))
         log_tail = ran.log_tail if end.status != "completed" else []
         m = _finish(r, end, log_tail, audit, container_exit=ran.exit_code)
     if end.status != "completed":

@@ -177,30 +177,30 @@ def test_a_run_stopped_before_anything_was_gathered_still_has_a_whole_record(tmp
 def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
     plan = _plan(tmp_path, mem_limit="1g")
     assert shell_status(-9) == 137 and shell_status(3) == 3
-    killed = run_record.ending(137, oom_killed=False, interrupted=False, plan=plan)
+    killed = run_record.ending(run_record.Exited(137, False, False), plan=plan)
     assert (killed.status, killed.exit_code) == ("failed", 1) and "SIGKILL (exit status 137)" in killed.error
-    assert run_record.ending(137, oom_killed=True, interrupted=False, plan=plan).error == (
+    assert run_record.ending(run_record.Exited(137, True, False), plan=plan).error == (
         "killed: out of memory (launch.mem_limit=1g)"
     )
     where = "the kernel killed node 1's container on n2, memory limit 2000m"  # a node's own limit
-    assert run_record.ending(1, oom_killed=True, interrupted=False, plan=plan, oom_where=where).error == (
+    assert run_record.ending(run_record.Exited(1, True, False, where), plan=plan).error == (
         f"killed: out of memory ({where})"
     )
     assert (
-        run_record.ending(2, oom_killed=False, interrupted=False, plan=plan).error
+        run_record.ending(run_record.Exited(2, False, False), plan=plan).error
         == "training exited with status 2"
     )
     refused = AuditVerdict(findings=None, refused=True, message="the audit found nondeterministic operations")
     assert (
-        run_record.ending(1, oom_killed=False, interrupted=False, plan=plan, audit=refused).error
+        run_record.ending(run_record.Exited(1, False, False), plan=plan, audit=refused).error
         == refused.message
     )
-    stopped = run_record.ending(130, oom_killed=False, interrupted=True, plan=plan)
+    stopped = run_record.ending(run_record.Exited(130, False, True), plan=plan)
     assert (stopped.status, stopped.exit_code) == (
         "interrupted",
         130,
     ) and "container stopped" in stopped.error
-    assert run_record.ending(0, oom_killed=False, interrupted=False, plan=plan) == run_record.Ending(
+    assert run_record.ending(run_record.Exited(0, False, False), plan=plan) == run_record.Ending(
         "completed", 0, None
     )
 
