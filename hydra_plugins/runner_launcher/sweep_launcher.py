@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from runner.core import slots as slots_mod
 from runner.core.config import Launch, launch_or_none
 from runner.core.errors import EXIT_INTERRUPTED, RunnerError
+from runner.core.json_types import JsonObject
 from runner.flows.sweep import JobEnd, SweepJob, SweepSettings
 
 
@@ -142,7 +143,7 @@ class HydraTask:
         self.__dict__.update(state)
 
 
-def resolved_task_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def resolved_task_config(cfg: DictConfig, run_dir: Path) -> JsonObject | None:
     """The job's config as its task will see it (resolved, no hydra node), or None if it does not resolve."""
     hc = HydraConfig.instance()
     saved = hc.cfg
