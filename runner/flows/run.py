@@ -131,7 +131,8 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
             f"interrupted; partial record in {r.dir / layout.MANIFEST}", EXIT_INTERRUPTED
         ) from None
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+        if exc.errno != errno.ENOSPC:  # a bug like any other below: its traceback, a whole record
+            _record_bug(r, exc)
             raise
         # a full disk under the runner's own writing (the code snapshot, the job file, a record)
         where = exc.filename or r.dir
@@ -151,11 +152,13 @@ def execute(p: Prepared, echo: Echo = print) -> manifest.Manifest:
         _record_early_end(r, record.Ending("failed", exc.exit_code, exc.message), tail)
         raise
     except Exception as exc:  # a bug: keep its traceback, but leave a whole record and a free run dir
-        _record_early_end(
-            r, record.Ending("failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}")
-        )
+        _record_bug(r, exc)
         raise
     return _record_end(r, ran)
+
+
+def _record_bug(r: _Run, exc: Exception) -> None:
+    _record_early_end(r, record.Ending("failed", EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}"))
 
 
 def _record_end(r: _Run, ran: Exit) -> manifest.Manifest:

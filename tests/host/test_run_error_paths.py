@@ -41,6 +41,18 @@ def test_a_bug_while_starting_the_container_leaves_a_failed_record_and_nothing_i
     assert (tmp_path / "run" / layout.WORKER_REQUEST).is_file()
 
 
+def test_an_os_error_that_is_no_full_disk_still_leaves_a_failed_record(tmp_path):
+    """Only ENOSPC has a line of its own; any other OSError is a bug like the rest: its traceback
+    kept, its record whole (not a provisional one that reads abandoned), the run dir free."""
+    engine = MemoryEngine(fail={"start": PermissionError(13, "Permission denied", "/x")})
+    with pytest.raises(PermissionError):
+        run.run(_input(), tmp_path / "run", echo=lambda _: None, engine=engine)
+    m = _left(tmp_path / "run").manifest
+    assert m.status == "failed" and m.exit_code == EXIT_FAILED
+    assert m.error == "internal error: PermissionError: [Errno 13] Permission denied: '/x'"
+    assert engine.running == {}
+
+
 def test_ctrl_c_before_training_records_an_interrupted_run(tmp_path):
     engine = MemoryEngine(fail={"image_id": KeyboardInterrupt()})
     with pytest.raises(RunnerError) as exc:
