@@ -26,12 +26,13 @@ import pytest
 
 from runner.core import layout
 from runner.core.engine_types import ContainerRequest
-from runner.core.errors import EXIT_ENGINE_LOST, EngineLost
+from runner.core.errors import EXIT_ENGINE_LOST, EngineLost, RunnerError
 from runner.core.layout import latest_checkpoint
 from runner.host import records, rundir
 from runner.host.docker_engine import DockerEngine
 from runner.host.hashing import sha256_file
 from tests.conftest import ROOT, manifest, run_runner
+from tests.fault_table import FaultRow
 from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
 from tests.private_engine import PrivateDockerd, running
 
@@ -131,18 +132,32 @@ def _one_error_line(stderr: str, training_traceback: bool = False) -> str:
 
 
 def _resume_identical(
-    run_dir: Path, reference: Path, engine, checkpoint: bool | None = True, env: dict | None = None
+    run_dir: Path,
+    reference: Path,
+    engine,
+    row: FaultRow,
+    checkpoint: bool | None = True,
+    env: dict | None = None,
 ) -> dict:
     """``+resume`` from the newest checkpoint (or from the start, where none was written) ends as
-    the uninterrupted run did, bit for bit. ``checkpoint``: whether one must (True) or must not
-    (False) be there; None where that depends on how far training got before the run stopped.
-    ``env``: the resume's variables beside the test's (``DOCKER_HOST``: on another engine)."""
+    the uninterrupted run did, bit for bit (told to the fault's ``row``). ``checkpoint``: whether
+    one must (True) or must not (False) be there; None where that depends on how far training got
+    before the run stopped. ``env``: the resume's variables beside the test's (``DOCKER_HOST``: on
+    another engine)."""
     kept = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     assert checkpoint is None or (kept is not None) == checkpoint, kept
     p = run_runner(f"+resume={run_dir}", env=env)
+    ref = manifest(reference)
+    with contextlib.suppress(OSError, ValueError):  # told before it is asserted, so that the table says so
+        row.resumed(
+            kept[0] if kept else 0,
+            p.returncode == 0
+            and manifest(run_dir)["outputs"].get("model.pt") == ref["outputs"]["model.pt"]
+            and (run_dir / "fingerprints.jsonl").read_bytes()
+            == (reference / "fingerprints.jsonl").read_bytes(),
+        )
     assert p.returncode == 0, p.stderr[-3000:]
     m = _whole(run_dir, engine)
-    ref = manifest(reference)
     assert m["status"] == "completed" and m["resumes"][-1]["from_step"] == (kept[0] if kept else 0)
     assert m["outputs"]["model.pt"]["sha256"] == ref["outputs"]["model.pt"]["sha256"]
     assert (run_dir / "fingerprints.jsonl").read_bytes() == (reference / "fingerprints.jsonl").read_bytes()
@@ -154,26 +169,31 @@ def _resume_identical(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_signal_to_the_runner_interrupts_and_resumes(tmp_path, engine, reference, sig):
+def test_a_signal_to_the_runner_interrupts_and_resumes(tmp_path, engine, reference, sig, fault_row):
+    row = fault_row(f"{sig.name} to the runner")
     run_dir = tmp_path / "run"
+    row.watch(run_dir)
     proc = start(run_dir, *RUN)
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
     proc.send_signal(sig)
     code, _, err = finish(proc)
+    row.observe(run_dir, engine, "interrupted", code=code, stderr=err)
     assert code == 130 and "interrupted" in _one_error_line(err)
     m = _whole(run_dir, engine)
     assert m["status"] == "interrupted" and not (run_dir / layout.CLAIM).exists()
     assert _checkpoints(run_dir), "its checkpoints are kept"  # which: how far it got before the signal
-    _resume_identical(run_dir, reference, engine)
+    assert row.files_lost == []
+    _resume_identical(run_dir, reference, engine, row)
 
 
-def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(tmp_path, engine, reference):
+def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(
+    tmp_path, engine, reference, fault_row
+):
+    row = fault_row("SIGKILL of the runner")
     run_dir = tmp_path / "run"
+    row.watch(run_dir)
     proc = start(run_dir, *RUN)
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
-    # two runners on one dir: the second is refused while the first holds it, and takes nothing
-    second = run_runner(f"hydra.run.dir={run_dir}", *RUN)
-    assert second.returncode == 2 and "in use by another run" in _one_error_line(second.stderr)
     assert manifest(run_dir)["status"] == "running"  # the provisional record, from the start
     proc.kill()
     proc.communicate()
@@ -182,24 +202,67 @@ def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(tmp_path
     stopped_after = time.monotonic() - killed
     assert stopped_after < 10, f"the container ran on {stopped_after:.1f} s after its runner died"
     wait_for(lambda: containers_of(engine, run_dir) == [], timeout=60, every=0.5)  # and is removed
+    row.observe(run_dir, engine, "abandoned")
     m = _whole(run_dir, engine)
+    assert row.files_lost == []
     assert m["config"]["seed"] == 0 and m["image"]["id"] and m["code"]["snapshot_sha256"]
     assert rundir.run_status(run_dir, m["status"]) == "abandoned"
     kept = _checkpoints(run_dir)
     again = run_runner(f"hydra.run.dir={run_dir}", "trainer.max_steps=10")  # never taken over
     assert again.returncode == 2 and f"+resume={run_dir}" in _one_error_line(again.stderr)
     assert _checkpoints(run_dir) == kept and manifest(run_dir)["status"] == "running"
-    resumed = _resume_identical(run_dir, reference, engine)
+    resumed = _resume_identical(run_dir, reference, engine, row)
     assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
+
+
+def test_two_runners_on_one_dir_the_second_is_refused_and_takes_nothing(
+    tmp_path, engine, reference, fault_row
+):
+    """A second runner aimed at the dir of a run in progress is refused in one line (the dir is in
+    use) and changes nothing: the first's record stays as it was, and the first ends as if alone,
+    bit for bit. The first's container is held still (paused) while the second tries, so that the
+    second surely meets it mid-run, however fast training goes."""
+    row = fault_row("two runners on one dir", resumes=False)
+    run_dir = tmp_path / "run"
+    row.watch(run_dir)
+    proc = start(run_dir, *RUN)
+    wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+    (first,) = containers_of(engine, run_dir)
+    first.pause()
+    try:
+        held = (run_dir / layout.MANIFEST).read_bytes()
+        second = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        assert (run_dir / layout.MANIFEST).read_bytes() == held, "the second runner touched the record"
+    finally:
+        first.unpause()
+    code, _, err = finish(proc)
+    row.observe(run_dir, engine, "completed", code=second.returncode, stderr=second.stderr)
+    ref, prints = manifest(reference), (reference / "fingerprints.jsonl").read_bytes()
+    alone = (
+        manifest(run_dir)["outputs"] == ref["outputs"]
+        and (run_dir / "fingerprints.jsonl").read_bytes() == prints
+    )
+    row.note = "the exit is the second's; the first's record untouched, its end " + (
+        "bit-identical to a run alone" if alone else "**not** identical to a run alone"
+    )
+    assert second.returncode == 2 and "in use by another run" in _one_error_line(second.stderr)
+    assert json.loads(held)["status"] == "running"  # the provisional record, from the start
+    assert code == 0, err[-3000:]
+    m = _whole(run_dir, engine)
+    assert m["status"] == "completed" and m["outputs"]["model.pt"] == ref["outputs"]["model.pt"]
+    assert alone and row.files_lost == [] and row.reached == 24
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def test_sigkill_before_the_image_is_chosen_resumes_from_the_recorded_code(tmp_path, engine, reference):
+def test_sigkill_before_the_image_is_chosen_resumes_from_the_recorded_code(
+    tmp_path, engine, reference, fault_row
+):
     """Killed after its first record (config and code) and before its second (image, engine): here
     while it downloads its data from a mirror that never answers. ``+resume`` chooses the image
     from the recorded code, as the run would have, and ends as the uninterrupted run did."""
+    row = fault_row("SIGKILL of the runner before its image is chosen")
     data = tmp_path / "data"
     files = sorted(p.name for p in FASHION.glob("*.gz"))
     sums = ",".join(f"{name}:{sha256_file(FASHION / name)}" for name in files)
@@ -221,22 +284,25 @@ def test_sigkill_before_the_image_is_chosen_resumes_from_the_recorded_code(tmp_p
             assert m["status"] == "running" and m["code"]["snapshot_sha256"] and m["image"] is None, m
             proc.kill()
             proc.communicate()
+    row.observe(run_dir, engine, "abandoned")
     m = _whole(run_dir, engine)
     assert rundir.run_status(run_dir, m["status"]) == "abandoned" and m["image"] is None
     for name in files:  # the data, had another way
         (data / name).write_bytes((FASHION / name).read_bytes())
-    resumed = _resume_identical(run_dir, reference, engine, checkpoint=False)
+    resumed = _resume_identical(run_dir, reference, engine, row, checkpoint=False)
     assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
     assert resumed["image"]["id"] == manifest(reference)["image"]["id"]
 
 
-def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_path, engine):
+def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_path, engine, fault_row):
     """The disk fills up while the code snapshot is taken: the record (failed, no space) holds no
     code, so nothing of the run ran. ``+resume`` and a new run in the dir both refuse it in one line
     saying so, and what to do instead, and take nothing."""
+    row = fault_row("ENOSPC in the code snapshot (before anything ran; no resume: nothing to resume)", False)
     run_dir = tmp_path / "run"
     with tmpfs(run_dir, "1600k"):  # the space kept for the record fits, the snapshot does not
         p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
         assert p.returncode == 1
         line = _one_error_line(p.stderr)
         assert f"no space left on device writing {run_dir}" in line, line
@@ -252,8 +318,10 @@ def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_
         assert (run_dir / layout.MANIFEST).read_bytes() == held  # taken by neither
 
 
-def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_reference):
+def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_reference, fault_row):
+    row = fault_row("SIGKILL of one rank (of 2)")
     run_dir = tmp_path / "run"
+    row.watch(run_dir)
     proc = start(run_dir, *DDP)
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
     (container,) = containers_of(engine, run_dir)
@@ -264,15 +332,19 @@ def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_ref
     assert len(ranks) == 2, top
     os.kill(ranks[1], signal.SIGKILL)
     code, _, err = finish(proc)
+    row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="SIGKILL")
     assert code == 1 and "run failed" in _one_error_line(err, training_traceback=True)
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "SIGKILL" in m["error"], m["error"]
-    _resume_identical(run_dir, ddp_reference, engine)
+    assert row.files_lost == []
+    _resume_identical(run_dir, ddp_reference, engine, row)
 
 
-def test_a_container_out_of_memory_is_reported_as_such(tmp_path, engine):
+def test_a_container_out_of_memory_is_reported_as_such(tmp_path, engine, fault_row):
+    row = fault_row("a container OOM (the probe script, no training: nothing to resume)", resumes=False)
     run_dir = tmp_path / "run"
     p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, "launch.mem_limit=96m", probe_args("hog", "1024"))
+    row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="out of memory")
     assert p.returncode == 1 and "out of memory" in _one_error_line(p.stderr)
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "out of memory" in m["error"], m["error"]
@@ -292,12 +364,16 @@ def private_engine(reference):
         dockerd.close()
 
 
-def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(tmp_path, reference, private_engine):
+def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(
+    tmp_path, reference, private_engine, fault_row
+):
     """dockerd stopped mid-run (SIGTERM, as a restart stops it; a private one): the run ends in one
     line naming the engine and the step, exit 5, its record failed (engine lost), its checkpoints
     kept; once the engine is back no container of the run is there, and the resume is bit-identical."""
+    row = fault_row("an engine restart (dockerd stopped mid-run)")
     dockerd, env = private_engine, {"DOCKER_HOST": private_engine.url}
     run_dir = tmp_path / "run"
+    row.watch(run_dir)
     proc = start(run_dir, *RUN, env=env)
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
     dockerd.stop()  # it closes its socket, then stops its containers (no live-restore), then exits
@@ -311,23 +387,28 @@ def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(tmp_pat
     dockerd.start()  # the engine is back
     engine = DockerEngine(base_url=dockerd.url)
     try:
+        row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="engine lost")
         m = _whole(run_dir, engine)  # no container of the run, running or not; the record reads
         assert m["status"] == "failed" and m["exit_code"] == EXIT_ENGINE_LOST and m["error"] in line
         assert m["error"].endswith(f"+resume={run_dir} continues it from checkpoints/{kept[-1]}")
-        assert not (run_dir / layout.CLAIM).exists()
-        resumed = _resume_identical(run_dir, reference, engine, env=env)
+        assert not (run_dir / layout.CLAIM).exists() and row.files_lost == []
+        resumed = _resume_identical(run_dir, reference, engine, row, env=env)
         assert resumed["resumes"][-1]["previous"]["status"] == "failed"
     finally:
         engine.close()
 
 
-def test_the_engine_killed_mid_run_leaves_no_container_running(tmp_path, reference, private_engine):
+def test_the_engine_killed_mid_run_leaves_no_container_running(
+    tmp_path, reference, private_engine, fault_row
+):
     """dockerd killed outright mid-run (SIGKILL, a crash; a private one): its containers would run
     on unattended (containerd's shims keep them, and the lifeline's stdin stays open), so the runner
     stops the container's main process itself before it writes the record: nothing writes into the
     run dir after it. Once the engine is back nothing of the run is there, and the resume is identical."""
+    row = fault_row("an engine crash (dockerd killed mid-run)")
     dockerd, env = private_engine, {"DOCKER_HOST": private_engine.url}
     run_dir = tmp_path / "run"
+    row.watch(run_dir)
     proc = start(run_dir, *RUN, env=env)
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
     engine = DockerEngine(base_url=dockerd.url)
@@ -343,17 +424,22 @@ def test_the_engine_killed_mid_run_leaves_no_container_running(tmp_path, referen
     dockerd.start()
     engine = DockerEngine(base_url=dockerd.url)
     try:
+        row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="engine lost")
         m = _whole(run_dir, engine)
         assert m["status"] == "failed" and m["error"].startswith("engine lost: ")
         assert _checkpoints(run_dir) == kept  # nothing wrote into the run dir after the record
-        _resume_identical(run_dir, reference, engine, env=env)
+        assert row.files_lost == []
+        _resume_identical(run_dir, reference, engine, row, env=env)
     finally:
         engine.close()
 
 
-def test_an_engine_gone_before_the_container_runs_is_engine_lost_too(tmp_path, reference, private_engine):
+def test_an_engine_gone_before_the_container_runs_is_engine_lost_too(
+    tmp_path, reference, private_engine, fault_row
+):
     """The engine goes away between the run's image and its container, or mid-build: the same
     one line as mid-run (a run records it and resumes from the start), not requests' traceback."""
+    row = fault_row("the engine gone before the container starts, or mid-build (asked directly)", False)
     engine = DockerEngine(base_url=private_engine.url)
     engine.describe()  # connected, as a run is by the time its container starts
     base = manifest(reference)["image"]["base_ref"]
@@ -367,6 +453,16 @@ def test_an_engine_gone_before_the_container_runs_is_engine_lost_too(tmp_path, r
             engine.start(request)
         with pytest.raises(EngineLost) as built:
             engine.build("runner-test-gone:x", tmp_path / "Dockerfile", {}, {}, {}, on_line=print)
+        told = [
+            x.value.exit_code == EXIT_ENGINE_LOST
+            and x.value.message.startswith(gone)
+            and "\n" not in x.value.message
+            for x in (started, built)
+        ]
+        row.observed(
+            {"start: engine lost": told[0], "build: engine lost": told[1]},
+            "the container's start and the build each raise engine lost (exit 5), one line each",
+        )
         for lost in (started.value, built.value):
             assert lost.exit_code == EXIT_ENGINE_LOST and lost.message.startswith(gone), lost.message
     finally:
@@ -382,56 +478,72 @@ def _no_space(run_dir: Path, stderr: str, engine, where: str) -> dict:
     return m
 
 
-def test_a_full_disk_under_the_checkpoints(tmp_path, engine, reference):
+def test_a_full_disk_under_the_checkpoints(tmp_path, engine, reference, fault_row):
+    row = fault_row("ENOSPC in the checkpoints")
     run_dir = tmp_path / "run"
     with tmpfs(run_dir / layout.CHECKPOINT_DIR, "1200k") as ckpts:  # room for one checkpoint, not two
+        row.watch(run_dir)
         p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
         assert p.returncode == 1
         _no_space(run_dir, p.stderr, engine, f"{ckpts}/step-00000010.ckpt")
         assert _checkpoints(run_dir) == ["step-00000005.ckpt"]  # the last complete one, kept
+        assert row.files_lost == []
         _grow(ckpts)
-        _resume_identical(run_dir, reference, engine)
+        _resume_identical(run_dir, reference, engine, row)
 
 
-def test_a_full_disk_under_the_outputs(tmp_path, engine, reference):
+def test_a_full_disk_under_the_outputs(tmp_path, engine, reference, fault_row):
+    row = fault_row("ENOSPC in the outputs")
     run_dir = tmp_path / "run"
     with tmpfs(run_dir / layout.OUTPUTS_DIR, "64k") as outputs:  # the weights do not fit
+        row.watch(run_dir)
         p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
         assert p.returncode == 1
         _no_space(run_dir, p.stderr, engine, str(outputs))
         assert _checkpoints(run_dir) == ["step-00000015.ckpt", "step-00000020.ckpt"]
+        assert row.files_lost == []
         _grow(outputs)
-        _resume_identical(run_dir, reference, engine)
+        _resume_identical(run_dir, reference, engine, row)
 
 
-def test_a_full_disk_under_the_logs(tmp_path, engine, reference):
+def test_a_full_disk_under_the_logs(tmp_path, engine, reference, fault_row):
+    row = fault_row("ENOSPC in the logs")
     run_dir = tmp_path / "run"
     with tmpfs(run_dir / layout.LOGS_DIR, "64k") as logs:  # full before the first line (lines after
         ballast = _fill(logs)  # a fill mid-run may still fit the log's last page)
+        row.watch(run_dir)
         p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
         assert p.returncode == 1
         _no_space(run_dir, p.stderr, engine, f"{logs}/{layout.TRAIN_LOG}")
+        assert row.files_lost == []
         ballast.unlink()
         # the executor stops training once the runner's log writer met ENOSPC: the first
         # checkpoint may or may not have been written by then
-        _resume_identical(run_dir, reference, engine, checkpoint=None)
+        _resume_identical(run_dir, reference, engine, row, checkpoint=None)
 
 
-def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, engine, reference):
+def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, engine, reference, fault_row):
     """The disk fills up mid-run under everything (fingerprints, logs, checkpoints, the manifest):
     the space kept from the start takes the final record."""
+    row = fault_row("ENOSPC in the manifest (the whole run dir full mid-run)")
     run_dir = tmp_path / "run"
     with tmpfs(run_dir, "16m"):
+        row.watch(run_dir)
         proc = start(run_dir, *RUN)
         wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
         ballast = _fill(run_dir)
         code, _, err = finish(proc)
+        row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="no space")
         assert code == 1
         _no_space(run_dir, err, engine, str(run_dir))
         assert not (run_dir / layout.RESERVE).exists()
         assert _checkpoints(run_dir), "the last whole checkpoint is kept"  # which: how far it got
+        assert row.files_lost == []
         ballast.unlink()
-        _resume_identical(run_dir, reference, engine)
+        _resume_identical(run_dir, reference, engine, row)
 
 
 _WRITER = """
@@ -448,14 +560,16 @@ while True:
 """
 
 
-def test_a_kill_during_the_manifest_write_leaves_the_old_record_or_the_new(tmp_path, reference):
+def test_a_kill_during_the_manifest_write_leaves_the_old_record_or_the_new(tmp_path, reference, fault_row):
     """SIGKILL at random moments of a process rewriting a manifest over and over: every time, the
     manifest reads whole (the old one or a new one, never torn)."""
+    row = fault_row("a kill during the manifest write (SIGKILL of its writer, 20 times)", resumes=False)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in (layout.MANIFEST,):
         (run_dir / name).write_bytes((reference / name).read_bytes())
-    for i in range(20):
+    kills, whole = 20, 0
+    for i in range(kills):
         writer = subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
@@ -463,7 +577,15 @@ def test_a_kill_during_the_manifest_write_leaves_the_old_record_or_the_new(tmp_p
         time.sleep(0.01 * (i % 7))
         writer.kill()
         writer.wait()
-        m = records.read_manifest(run_dir)  # whole: the schema and the digest accept it
-        assert json.loads((run_dir / layout.MANIFEST).read_text())["run_id"] == m.run_id
+        with contextlib.suppress(RunnerError):  # counted, asserted below
+            m = records.read_manifest(run_dir)  # whole: the schema and the digest accept it
+            whole += json.loads((run_dir / layout.MANIFEST).read_text())["run_id"] == m.run_id
+    torn = [] if whole == kills else [f"{layout.MANIFEST} (torn by {kills - whole} of {kills} kills)"]
+    row.observed(
+        {"record whole after every kill": whole == kills},
+        f"{whole} of {kills} kills left a whole record (the old one or the new)",
+        tuple(torn),
+    )
+    assert whole == kills, torn
     for tmp in run_dir.glob(".manifest.json.*"):  # a killed writer's temp file: never read as the record
         assert tmp.name != layout.MANIFEST

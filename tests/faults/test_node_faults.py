@@ -79,12 +79,15 @@ def _nothing_left(engine, run_id: str) -> None:
     wait_for(lambda: engine.containers_labelled(RUN_ID_LABEL, run_id) == [], timeout=30, every=0.2)
 
 
-def test_a_node_killed_for_memory_is_told_as_such(tmp_path, engine):
+def test_a_node_killed_for_memory_is_told_as_such(tmp_path, engine, fault_row):
+    row = fault_row("node: a node's container OOM (the probe script, no training)", resumes=False)
     run_dir = tmp_path / "run"
     with across_two_nodes(
         run_dir, *TORCHRUN_PROBE, "launch.mem_limit=768m", probe_args("hog", "2048", "1")
     ) as proc:
         code, out, err = finish(proc)
+    _nothing_left(engine, manifest(run_dir)["run_id"])
+    row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="out of memory")
     assert code == 1, err[-3000:]
     line = _one_error_line(err)
     said = "killed: out of memory (the kernel killed node 1's container on n2, memory limit 768m)"
@@ -98,10 +101,10 @@ def test_a_node_killed_for_memory_is_told_as_such(tmp_path, engine):
     assert told in (run_dir / layout.LOGS_DIR / "node-1.log").read_text()
     end = end_of(run_dir, 1)
     assert end["oom_killed"] is True and end["host"] == "n2" and end["mem_limit"] == "768m", end
-    _nothing_left(engine, m["run_id"])
 
 
-def test_a_node_whose_container_ends_at_once_keeps_its_log(tmp_path, engine):
+def test_a_node_whose_container_ends_at_once_keeps_its_log(tmp_path, engine, fault_row):
+    row = fault_row("node: a node's container that ends at once (nothing ran)", resumes=False)
     run_dir = tmp_path / "run"
     with across_two_nodes(
         run_dir,
@@ -111,6 +114,8 @@ def test_a_node_whose_container_ends_at_once_keeps_its_log(tmp_path, engine):
         "launch.engine._target_=tests.late_logs.LateReader",  # logs read only once the container is gone
     ) as proc:
         code, out, err = finish(proc)
+    _nothing_left(engine, manifest(run_dir)["run_id"])
+    row.observe(run_dir, engine, "failed", code=code, stderr=err)
     assert code == 1, err[-3000:]
     users = "No module named 'a_package_the_image_lacks'"
     assert users in err, err[-3000:]  # the terminal
@@ -118,12 +123,12 @@ def test_a_node_whose_container_ends_at_once_keeps_its_log(tmp_path, engine):
     assert any(users in (run_dir / layout.LOGS_DIR / f"node-{k}.log").read_text() for k in (0, 1))
     m = manifest(run_dir)
     assert m["status"] == "failed" and any(users in x for x in m["log_tail"]), m["log_tail"]
-    _nothing_left(engine, m["run_id"])
 
 
-def test_a_rendezvous_port_taken_by_another_process_is_met_again_and_recorded(tmp_path, engine):
+def test_a_rendezvous_port_taken_by_another_process_is_met_again_and_recorded(tmp_path, engine, fault_row):
     """Another process listens on the port the runner picked before the first node's store does:
     the store cannot listen (EADDRINUSE), the nodes never met; they meet again on a new port."""
+    row = fault_row("node: the rendezvous port taken by another process", resumes=False)
     run_dir = tmp_path / "run"
     request = run_dir / layout.NODE_REQUEST
     with across_two_nodes(run_dir, *FAST, *NODES) as proc, socket.socket() as squatter:
@@ -137,6 +142,8 @@ def test_a_rendezvous_port_taken_by_another_process_is_met_again_and_recorded(tm
         squatter.bind(("127.0.0.1", port))  # before the first node's training process is up
         squatter.listen()
         code, out, err = finish(proc)
+    _nothing_left(engine, manifest(run_dir)["run_id"])
+    row.observe(run_dir, engine, "completed", code=code, stderr=err)
     assert code == 0, err[-3000:]
     m = manifest(run_dir)
     meet = m["cluster"]["rendezvous"]
@@ -145,7 +152,6 @@ def test_a_rendezvous_port_taken_by_another_process_is_met_again_and_recorded(tm
     assert said in err and f"they meet again on port {meet['port']}" in err, err[-3000:]
     log = (run_dir / layout.LOGS_DIR / layout.TRAIN_LOG).read_text()
     assert said in log and "EADDRINUSE" in log.split(said)[0]  # the first node's store said so first
-    _nothing_left(engine, m["run_id"])
     # the try that never met left nothing behind: the bits of two processes in one container
     ref = run_runner(f"hydra.run.dir={tmp_path / 'one'}", *FAST, "launch.processes=2")
     assert ref.returncode == 0, ref.stderr[-3000:]
