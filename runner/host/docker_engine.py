@@ -377,7 +377,8 @@ class DockerEngine:
         lifeline = self._lifelines.pop(container.id, None)
         if lifeline is not None:  # removed as it ended: its status is what the waiter saw
             code = lifeline.exit_code()
-            self._still_here(lifeline.broke)
+            if code != 0:  # training that completed did so, whatever the engine does after
+                self._still_here(lifeline.broke)
             return ContainerExit(exit_code=code, oom_killed=self._oom_seen(container.id, lifeline.since))
         try:
             result = self.client.api.wait(container.id)
@@ -390,10 +391,10 @@ class DockerEngine:
         except OSError as exc:  # the connection broke (requests' errors are OSErrors)
             self._still_here(_gone(exc))
             raise
-        self._still_here(None)
-        return ContainerExit(
-            exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled"))
-        )
+        code = int(result.get("StatusCode", -1))
+        if code != 0:
+            self._still_here(None)
+        return ContainerExit(exit_code=code, oom_killed=bool(state.get("OOMKilled")))
 
     def _still_here(self, broke: str | None) -> None:
         """Raise :class:`EngineLost` unless the engine answers now, on a new connection, and the
@@ -401,7 +402,9 @@ class DockerEngine:
 
         A daemon that stops (a restart, ``systemctl stop``) closes its socket first, then stops its
         containers (without live-restore), and the waiter sees an ordinary exit status: only a
-        question asked after the end tells it from training that ended by itself."""
+        question asked after the end tells it from training that ended by itself. Asked only of a
+        container that did not exit 0 (one stopped by its engine never does): a completed run stays
+        completed when the engine is slow to answer, or gone, after its end."""
         try:
             self._open(timeout=5).close()
         except (docker.errors.DockerException, OSError) as exc:

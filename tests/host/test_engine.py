@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from runner.core.engine_types import ContainerRequest, EngineInfo
-from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
 from runner.host import engine as engines
 from runner.host.docker_engine import DockerEngine
 from runner.host.engine import Container, ContainerExit, Engine
@@ -193,6 +193,28 @@ def test_a_container_that_ends_at_once_keeps_its_log(engine, tmp_path):
         assert engine.wait(handle).exit_code == 3
     finally:
         engine.stop_and_remove(handle, timeout=1)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("status", [0, 3])
+def test_training_that_completed_is_not_told_engine_lost_when_the_engine_answers_late(status, tmp_path):
+    """Only a container that did not end well asks whether the engine is still there: one that
+    exited 0 completed, whatever the engine does after (a ping that times out on a busy machine
+    must not turn a completed run into a failed one)."""
+    engine = DockerEngine()
+    handle = engine.start(_request(f"exit {status}", tmp_path, lifeline=True))
+    try:
+        before = engine.base_url
+        engine.base_url = f"unix://{tmp_path / 'no-engine.sock'}"  # from now on, no engine answers
+        if status:
+            with pytest.raises(EngineLost, match="its socket is gone"):
+                engine.wait(handle)
+        else:
+            assert engine.wait(handle) == ContainerExit(exit_code=0, oom_killed=False)
+    finally:
+        engine.base_url = before
+        engine.stop_and_remove(handle, timeout=1)
+        engine.close()
 
 
 @pytest.mark.docker
