@@ -22,6 +22,7 @@
       logs/node-K.end.json NODE_END          how node K's container ended (exit, OOM, port taken)
       .runner.claim        CLAIM             held (flock) while a runner owns the dir
       .runner.reserve      RESERVE           space kept for the final record while the run lasts
+      .runner.reserve.1    RESERVE + ".1"    an inode kept for the final record's second file
 """
 
 from __future__ import annotations

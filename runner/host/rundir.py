@@ -163,21 +163,31 @@ def _reads(run_dir: Path, claimed: bool) -> str | None:
 
 
 RESERVE_BYTES = 1 << 20  # room kept for the run's final record (manifest, provenance, their temp copies)
+# files kept, one for each file of the final record (the manifest, the provenance): a file system out
+# of inodes, not of bytes, still takes both
+RESERVE_FILES = 2
+
+
+def _reserve_files(run_dir: Path) -> list[Path]:
+    """``.runner.reserve`` (the bytes), then ``.runner.reserve.1`` … (an inode each)."""
+    return [run_dir / layout.RESERVE, *(run_dir / f"{layout.RESERVE}.{k}" for k in range(1, RESERVE_FILES))]
 
 
 def reserve(run_dir: Path, nbytes: int = RESERVE_BYTES) -> None:
-    """Set space aside for the run's final record (``.runner.reserve``, really allocated): a disk
-    that fills up mid-run still takes the record once :func:`unreserve` frees it. A disk without
-    that much room refuses the run, in one line."""
-    path = run_dir / layout.RESERVE
+    """Set space aside for the run's final record (``.runner.reserve``, really allocated, and a
+    file for each other file of the record): a disk that fills up mid-run, in bytes or in inodes,
+    still takes the record once :func:`unreserve` frees it. A disk without that much room refuses
+    the run, in one line."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, nbytes)
-        finally:
-            os.close(fd)
+        for k, path in enumerate(_reserve_files(run_dir)):
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            try:
+                if k == 0:
+                    os.posix_fallocate(fd, 0, nbytes)
+            finally:
+                os.close(fd)
     except OSError as exc:
-        path.unlink(missing_ok=True)
+        unreserve(run_dir)
         if exc.errno != errno.ENOSPC:
             raise
         free = shutil.disk_usage(run_dir).free
@@ -188,7 +198,8 @@ def reserve(run_dir: Path, nbytes: int = RESERVE_BYTES) -> None:
 
 def unreserve(run_dir: Path) -> None:
     """Free the space :func:`reserve` kept, just before the final record is written."""
-    (run_dir / layout.RESERVE).unlink(missing_ok=True)
+    for path in _reserve_files(run_dir):
+        path.unlink(missing_ok=True)
 
 
 def make_writable_for(run_dir: Path, user: str) -> None:

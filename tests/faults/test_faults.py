@@ -69,10 +69,12 @@ def ddp_reference(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def tmpfs(where: Path, size: str):
-    """A small file system of its own at ``where``: a disk that fills up."""
+def tmpfs(where: Path, size: str, inodes: int | None = None):
+    """A small file system of its own at ``where``: a disk that fills up (in bytes, or in files:
+    ``inodes``, the most it holds, itself included)."""
     where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
@@ -80,8 +82,8 @@ def tmpfs(where: Path, size: str):
 
 
 def _grow(where: Path, size: str = "64m") -> None:
-    """Space freed: the file system grows."""
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(where)], check=True)
+    """Space freed: the file system grows (in bytes and in files)."""
+    subprocess.run(["mount", "-o", f"remount,size={size},nr_inodes=100000", str(where)], check=True)
 
 
 def _fill(where: Path) -> Path:
@@ -525,10 +527,31 @@ def test_a_full_disk_under_the_logs(tmp_path, engine, reference, fault_row):
         _resume_identical(run_dir, reference, engine, row, checkpoint=None)
 
 
+def test_a_full_disk_under_the_manifest_itself(tmp_path, engine, reference, fault_row):
+    """The manifest's own write meets ENOSPC: the run dir's file system (a tmpfs) has no file left
+    for the run's first record once the run took those it writes before (the dir, Hydra's .hydra/
+    and its 3 files, app.log, the claim, the reserve's 2 files, code.tar: 10). The run stops in one
+    line naming the manifest's temporary file; the files kept from the start take the final record
+    (manifest and provenance); once files are freed the resume (from the start: nothing trained)
+    is bit-identical."""
+    row = fault_row("ENOSPC in the manifest (its own first write: the run dir out of inodes)")
+    run_dir = tmp_path / "run"
+    with tmpfs(run_dir, "64m", inodes=10):
+        row.watch(run_dir)
+        p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
+        row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
+        assert p.returncode == 1
+        _no_space(run_dir, p.stderr, engine, f"{run_dir}/.{layout.MANIFEST}.")
+        assert (run_dir / layout.PROVENANCE).is_file() and (run_dir / layout.CODE_ARCHIVE).is_file()
+        assert row.files_lost == []
+        _grow(run_dir)
+        _resume_identical(run_dir, reference, engine, row, checkpoint=False)
+
+
 def test_a_full_disk_under_the_whole_run_dir_still_takes_the_record(tmp_path, engine, reference, fault_row):
     """The disk fills up mid-run under everything (fingerprints, logs, checkpoints, the manifest):
     the space kept from the start takes the final record."""
-    row = fault_row("ENOSPC in the manifest (the whole run dir full mid-run)")
+    row = fault_row("ENOSPC everywhere (the whole run dir full mid-run; the record takes the reserve)")
     run_dir = tmp_path / "run"
     with tmpfs(run_dir, "16m"):
         row.watch(run_dir)
