@@ -117,11 +117,7 @@ class Watch:
 
     def save(self, flags: Mapping[str, Json] | None = None) -> None:
         """This process's record, replaced whole (a reader sees the last one written)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / f"{socket.gethostname()}-{self.pid}.json"
-        part = path.with_suffix(".part")
-        worker_io.write(part, self.findings(flags))
-        os.replace(part, path)
+        save_whole(self.out_dir / f"{socket.gethostname()}-{self.pid}.json", self.findings(flags))
 
     def at_exit(self) -> None:
         """At a normal exit: the record with the switches in force (a script may have turned them)."""
@@ -130,6 +126,15 @@ class Watch:
         from runner.worker.determinism import flags_in_force
 
         self.save(flags_in_force())
+
+
+def save_whole(path: Path, doc: AuditFindings | AuditVerdict) -> None:
+    """A process's record in ``path``, written whole or not at all (a process killed meanwhile
+    leaves the one before, or none): :func:`verdict` reads every ``*.json`` there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    worker_io.write(part, doc)
+    os.replace(part, path)
 
 
 def install() -> None:
@@ -229,13 +234,16 @@ def chain(boot_dir: Path) -> None:
 def verdict(run_dir: Path, profile: Mapping[str, Json], device: str = "cpu") -> AuditVerdict:
     """What the program's processes met (their alerts, and the twins of steps they named with
     :func:`runner.worker.script_twin.audited`), together, judged against the profile's allow-list;
-    its time: the longest twin's."""
+    its time: the longest twin's. A record that does not read (damaged) is passed over."""
     calls: dict[tuple[str, str | None, bool], int] = {}
     switched: dict[str, Any] = {}
     merged: dict[str, Any] = {"ops_seen": 0, "twin": None, "flags_after_step": {}, "device": device}
     seconds: list[float] = []
     for path in sorted((run_dir / rules.DIR / rules.SCRIPT_DIR).glob("*.json")):
-        part, took = worker_io.read(path, _part)
+        try:
+            part, took = worker_io.read(path, _part)
+        except (OSError, ValueError):  # damaged (a ContractError is a ValueError): the others judged
+            continue
         for o in part.nondeterministic_ops:
             calls[(o.op, o.where, o.in_backward)] = calls.get((o.op, o.where, o.in_backward), 0) + o.calls
         switched.update({s.switch: s for s in part.switched})

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from runner.core import audit_rules as rules
-from runner.core import worker_io
 from runner.core.worker_io import AuditFindings
 
 Step = TypeVar("Step", bound=Callable[..., Any])
@@ -101,6 +100,7 @@ class _Twin:
         import torch
 
         from runner.worker.audit_step import TrainingState, twice
+        from runner.worker.script_audit import save_whole
 
         module = self.modules[0] if len(self.modules) == 1 else torch.nn.ModuleList(self.modules)
         started = time.monotonic()
@@ -118,8 +118,7 @@ class _Twin:
         )
         verdict = rules.judge(findings, self.ctx.determinism, round(time.monotonic() - started, 3))
         out = self.ctx.run_dir / rules.DIR / rules.SCRIPT_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        worker_io.write(out / f"{socket.gethostname()}-{os.getpid()}-twin{self.calls}.json", verdict)
+        save_whole(out / f"{socket.gethostname()}-{os.getpid()}-twin{self.calls}.json", verdict)
         if verdict.refused:
             print(f"runner.worker: {verdict.message}", file=sys.stderr, flush=True)
             sys.stdout.flush()

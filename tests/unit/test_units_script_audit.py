@@ -127,6 +127,21 @@ def test_the_processes_records_are_judged_together(tmp_path):
     )
 
 
+def test_a_process_record_that_does_not_read_is_passed_over_not_a_traceback(tmp_path):
+    """A process killed while it wrote (or a damaged file): the others are still judged."""
+    out = tmp_path / audit_rules.DIR / audit_rules.SCRIPT_DIR
+    out.mkdir(parents=True)
+    part = AuditFindings(
+        ops_seen=0, nondeterministic_ops=(NondeterministicOp("put_", "t.py:3"),), scope="script"
+    )
+    (out / "h-1.json").write_text(json.dumps(part.to_json()))
+    (out / "h-2-twin1.json").write_text('{"refused": tr')
+    (out / "h-3.json").write_text('{"ops_seen": "many"}')
+    v = script_audit.verdict(tmp_path, {"allow_nondeterministic_ops": []})
+    assert v.refused and v.refused_ops == ("put_",) and v.findings is not None
+    assert v.findings.nondeterministic_ops == (NondeterministicOp("put_", "t.py:3"),)
+
+
 def test_an_old_record_reads_as_a_steps_audit():
     assert AuditFindings.from_json({"ops_seen": 5}).scope == "step"
 
