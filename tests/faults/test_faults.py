@@ -205,6 +205,7 @@ def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(
     assert stopped_after < 10, f"the container ran on {stopped_after:.1f} s after its runner died"
     wait_for(lambda: containers_of(engine, run_dir) == [], timeout=60, every=0.5)  # and is removed
     row.observe(run_dir, engine, "abandoned")
+    row.note = f"its container stopped {stopped_after:.1f} s after the runner died"
     m = _whole(run_dir, engine)
     assert row.files_lost == []
     assert m["config"]["seed"] == 0 and m["image"]["id"] and m["code"]["snapshot_sha256"]
