@@ -139,6 +139,8 @@ class DockerEngine:
             return None
         except docker.errors.APIError as exc:
             raise RunnerError(f"cannot inspect image {ref}: {exc.explanation}", EXIT_ENVIRONMENT) from None
+        except OSError as exc:  # the engine went away since it was reached (requests' errors are OSErrors)
+            raise self._lost(exc) from None
 
     def image_id(self, ref: str) -> str | None:
         image = self._image(ref)
@@ -150,11 +152,14 @@ class DockerEngine:
         return digests[0].split("@", 1)[1] if digests else None
 
     def pull(self, ref: str) -> str | None:
-        """Pull a reference; None when no registry answers (the caller decides what that means)."""
+        """Pull a reference; None when no registry answers (the caller decides what that means);
+        :class:`EngineLost` when the engine itself no longer does."""
         try:
             return self.client.images.pull(ref).id
         except docker.errors.DockerException:
             return None
+        except OSError as exc:
+            raise self._lost(exc) from None
 
     def push(self, image: str, ref: str) -> str:
         """Tag ``image`` as ``ref``, push it, and take the tag off again: the local image keeps the

@@ -196,6 +196,23 @@ def test_a_container_that_ends_at_once_keeps_its_log(engine, tmp_path):
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("ask", ["image_id", "pull"])
+def test_an_engine_gone_while_the_runs_image_is_found_is_engine_lost_in_one_line(ask, tmp_path):
+    """The engine goes away after the run connected, before its container starts (while the data
+    downloads, say): choosing the image says engine lost (exit 5) too, not requests' traceback."""
+    sock = tmp_path / "docker.sock"  # the machine's engine, reached through a name that then goes
+    sock.symlink_to(DockerEngine()._address().removeprefix("unix://"))
+    engine = DockerEngine(base_url=f"unix://{sock}")
+    try:
+        engine.connect()
+        sock.unlink()
+        with pytest.raises(EngineLost, match=r"went away: it stopped answering \(its socket is gone\)$"):
+            getattr(engine, ask)(BASE)
+    finally:
+        engine.close()
+
+
+@pytest.mark.docker
 @pytest.mark.parametrize("status", [0, 3])
 def test_training_that_completed_is_not_told_engine_lost_when_the_engine_answers_late(status, tmp_path):
     """Only a container that did not end well asks whether the engine is still there: one that
