@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.core import fingerprints, layout, manifest
+from runner.core.audit_rules import EXIT_REFUSED
 from runner.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, NO_SPACE, signal_name
 from runner.core.manifest import Status
 from runner.core.run_input import Resume, RunInput
@@ -135,7 +136,8 @@ def ending(
         return Ending("interrupted", EXIT_INTERRUPTED, f"interrupted (Ctrl-C / SIGTERM); {stopped}")
     if exit_code != 0:
         why = why_failed(exit_code, exited.oom_killed, plan.launch.mem_limit, audit, exited.oom_where)
-        return Ending("failed", EXIT_FAILED, why)
+        refused = audit is not None and audit.refused  # stopped before training, as `runner audit` is
+        return Ending("failed", EXIT_REFUSED if refused else EXIT_FAILED, why)
     return Ending("completed", 0, None)
 
 

@@ -30,7 +30,7 @@ CASES = {  # mode → (the op the refusal names, what the line says of where)
 def test_randomness_a_user_brings_is_refused_before_training_unless_allowed(mode, tmp_path):
     op, where = CASES[mode]
     proc = run_runner(*TWIN, f"+twin={mode}", f"hydra.run.dir={tmp_path / 'refused'}")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("runner: error: run failed: determinism audit: "), last
     assert where in last and f"allow_nondeterministic_ops=[{op}]" in last, last

@@ -38,7 +38,7 @@ def test_a_torchrun_scripts_nondeterministic_op_stops_the_run_naming_its_line(tm
         *TORCHRUN,
         f"hydra.run.dir={tmp_path}",
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 3, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("runner: error: run failed: determinism audit: "), last
     assert f"put_ ({WHERE})" in last and "allow_nondeterministic_ops=[put_]" in last, last
@@ -72,7 +72,7 @@ def test_the_allow_list_lets_a_module_run_and_the_record_says_so(tmp_path):
 
 def test_a_step_named_with_audited_runs_twice_and_its_clock_seeded_noise_is_refused(tmp_path):
     proc = run_runner(*PROGRAM, "experiment.args=[--twin,--clock]", *TORCHRUN, f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 3, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert f"the step run twice from the same state first differed at aten::randn ({NOISE})" in last, last
     m = manifest(tmp_path)

@@ -191,10 +191,8 @@ def test_how_a_run_ended_names_the_signal_and_the_memory_limit(tmp_path):
         == "training exited with status 2"
     )
     refused = AuditVerdict(findings=None, refused=True, message="the audit found nondeterministic operations")
-    assert (
-        run_record.ending(run_record.Exited(1, False, False), plan=plan, audit=refused).error
-        == refused.message
-    )
+    said = run_record.ending(run_record.Exited(3, False, False), plan=plan, audit=refused)
+    assert (said.status, said.exit_code, said.error) == ("failed", 3, refused.message)  # as `runner audit`
     stopped = run_record.ending(run_record.Exited(130, False, True), plan=plan)
     assert (stopped.status, stopped.exit_code) == (
         "interrupted",
