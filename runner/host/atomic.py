@@ -40,14 +40,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def replacing(path: str | os.PathLike, durable: bool = False) -> Iterator[BinaryIO]:
+def replacing(path: str | os.PathLike, durable: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
     """An open binary file that becomes ``path`` when the block ends without an exception. An
     exception (or an interrupt) in the block leaves the old ``path`` and no temp file. ``durable``
-    also fsyncs the file and its directory, so the new content survives a crash of the machine."""
+    also fsyncs the file and its directory, so the new content survives a crash of the machine;
+    ``mode`` (0o600, say) is set before a byte is written."""
     path = Path(path)
     tmp = _beside(path)
     try:
         with open(tmp, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             yield f
             if durable:
                 f.flush()
@@ -60,9 +63,9 @@ def replacing(path: str | os.PathLike, durable: bool = False) -> Iterator[Binary
         _fsync_dir(path.parent)
 
 
-def write_text(path: str | os.PathLike, text: str, durable: bool = False) -> Path:
+def write_text(path: str | os.PathLike, text: str, durable: bool = False, mode: int | None = None) -> Path:
     """Write ``text`` (UTF-8) to ``path`` whole or not at all; see :func:`replacing`."""
-    with replacing(path, durable=durable) as f:
+    with replacing(path, durable=durable, mode=mode) as f:
         f.write(text.encode())
     return Path(path)
 

@@ -208,7 +208,7 @@ class NodesBackend(DockerBackend):
         }
         text = json.dumps(doc, indent=2, sort_keys=True)
         path = plan.run_dir / layout.NODE_REQUEST
-        atomic.write_text(path, text)
+        atomic.write_text(path, text, mode=0o600)  # the container's environment: passed-through secrets too
         # the run dir is writable from the container: each agent checks the file is the one written here
         return path, sha256_bytes(text.encode())
 

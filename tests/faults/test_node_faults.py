@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,6 +149,7 @@ def test_a_rendezvous_port_taken_by_another_process_is_met_again_and_recorded(tm
     m = manifest(run_dir)
     meet = m["cluster"]["rendezvous"]
     assert m["status"] == "completed" and meet["taken"] == [port] and meet["port"] != port, meet
+    assert stat.S_IMODE(request.stat().st_mode) == 0o600  # it holds the environment: the user's alone
     said = f"the rendezvous port 127.0.0.1:{port} was taken by another process before the nodes met"
     assert said in err and f"they meet again on port {meet['port']}" in err, err[-3000:]
     log = (run_dir / layout.LOGS_DIR / layout.TRAIN_LOG).read_text()
