@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.core import cluster, fingerprints, layout, manifest, record, spec, worker_io
+from runner.core import audit_rules, cluster, fingerprints, layout, manifest, record, spec, worker_io
 from runner.core.config import parse as parse_config
 from runner.core.errors import (
     ENGINE_LOST,
@@ -265,6 +265,8 @@ def _claim(p: Prepared) -> _Run:
                 records.read_manifest(run_dir), p.input.resume, p.plan.container_name
             )
             (run_dir / layout.RESULT).unlink(missing_ok=True)  # the attempt before left none, or a stale one
+            # a script starts over: what its processes met before is not this attempt's
+            shutil.rmtree(run_dir / audit_rules.DIR / audit_rules.SCRIPT_DIR, ignore_errors=True)
     except BaseException:
         rundir.unreserve(run_dir)
         rundir.release(run_dir, claim_fd)

@@ -50,6 +50,18 @@ def test_a_torchrun_scripts_nondeterministic_op_stops_the_run_naming_its_line(tm
     assert "model.pt" not in m["outputs"]  # stopped at its first step
 
 
+def test_a_resumed_script_is_judged_on_what_this_attempt_met(tmp_path):
+    """A script starts over on +resume: the alerts the attempt before recorded are not added in."""
+    proc = run_runner(*PROGRAM, "experiment.args=[--put]", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    first = manifest(tmp_path)["audit"]
+    proc = run_runner(f"+resume={tmp_path}")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    again = manifest(tmp_path)
+    assert len(again["resumes"]) == 1, again["resumes"]
+    assert again["audit"]["nondeterministic_ops"] == first["nondeterministic_ops"], (first, again["audit"])
+
+
 def test_the_allow_list_lets_a_module_run_and_the_record_says_so(tmp_path):
     proc = run_runner(
         "experiment=plain_script",
