@@ -107,9 +107,7 @@ def _input(
     """The run ``prior`` records, to be continued from its newest checkpoint (from the start
     when it has none)."""
     assert prior.code is not None
-    # the newest checkpoint the fingerprints reach: a run killed outright may have checkpointed
-    # steps whose rows it never wrote, and a resume from there could not give the same record
-    found = layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR, at_most=_fingerprinted(run_dir))
+    found = records.resume_point(run_dir)
     step, checkpoint = (found[0], found[1].name) if found else (0, None)
     code = RecordedCode(
         run_dir / layout.CODE_ARCHIVE,
@@ -122,17 +120,6 @@ def _input(
         run_id=prior.run_id, checkpoint=checkpoint, from_step=step, started=time.time(), command=command
     )
     return RunInput.resumed(prior, code=code, image=image, resume=entry)
-
-
-def _fingerprinted(run_dir: Path) -> int | None:
-    """The last step up to which ``fingerprints.jsonl`` holds every step's row (None: no file)."""
-    if not (run_dir / layout.FINGERPRINTS).is_file():
-        return None
-    steps = {int(row["step"]) for row in records.read_fingerprints(run_dir) if not row.get("final")}
-    last = 0
-    while last + 1 in steps:
-        last += 1
-    return last
 
 
 def _resumable(run_dir: Path) -> manifest.Manifest:

@@ -447,8 +447,9 @@ def _finish(
 def _engine_lost(r: _Run, lost: EngineLost) -> RunnerError:
     """The engine went away mid-run: record the run failed, saying how far training got and where a
     resume starts (its checkpoints stay), give the run dir back; returns the one line to exit with."""
-    kept = layout.latest_checkpoint(r.dir / layout.CHECKPOINT_DIR)
-    step = max(fingerprints.last_step(records.read_fingerprints(r.dir)), kept[0] if kept else 0)
+    kept = records.resume_point(r.dir)  # the one +resume will start from
+    newest = layout.latest_checkpoint(r.dir / layout.CHECKPOINT_DIR)
+    step = max(fingerprints.last_step(records.read_fingerprints(r.dir)), newest[0] if newest else 0)
     then = f"from {layout.CHECKPOINT_DIR}/{kept[1].name}" if kept else "from the start (no checkpoint yet)"
     line = (
         f"{ENGINE_LOST}: the container engine ({lost.engine}) went away at step {step}: {lost.why}; "

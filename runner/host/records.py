@@ -173,3 +173,21 @@ def op_traces_written(run_dir: Path) -> dict[str, manifest.FileRecord] | None:
         if op_traces.step_of(p.name) is not None
     }
     return found or None
+
+
+def resume_point(run_dir: Path) -> tuple[int, Path] | None:
+    """The checkpoint a ``+resume`` of ``run_dir`` starts from, and its step: the newest one the
+    fingerprints reach (a run killed outright may have checkpointed steps whose rows it never wrote,
+    and a resume from there could not give the same record). None: start from the beginning."""
+    return layout.latest_checkpoint(run_dir / layout.CHECKPOINT_DIR, at_most=_fingerprinted(run_dir))
+
+
+def _fingerprinted(run_dir: Path) -> int | None:
+    """The last step up to which ``fingerprints.jsonl`` holds every step's row (None: no file)."""
+    if not (run_dir / layout.FINGERPRINTS).is_file():
+        return None
+    steps = {int(row["step"]) for row in read_fingerprints(run_dir) if not row.get("final")}
+    last = 0
+    while last + 1 in steps:
+        last += 1
+    return last

@@ -6,6 +6,7 @@ run id and container name (random suffix)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,19 @@ def test_a_run_dir_refused_before_any_write_is_removed_and_any_other_is_kept(tmp
     _hydra_started(other_log, log="train.log")
     assert not rundir.discard_if_unused(other_log, "app.log") and other_log.is_dir()
     assert not rundir.discard_if_unused(tmp_path / "missing", "app.log")
+
+
+def test_the_resume_point_is_the_newest_checkpoint_the_fingerprints_reach(tmp_path):
+    """What +resume starts from, and what an engine-lost line names: a checkpoint past the last
+    fingerprint row written (a run killed outright) is not it."""
+    from runner.host import records
+
+    ckpts = tmp_path / layout.CHECKPOINT_DIR
+    ckpts.mkdir()
+    for step in (5, 10):
+        (ckpts / f"step-{step:08d}.ckpt").write_bytes(b"x")
+    rows = [{"step": s, "loss": 1.0} for s in range(1, 8)]
+    (tmp_path / layout.FINGERPRINTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert records.resume_point(tmp_path) == (5, ckpts / "step-00000005.ckpt")
+    (tmp_path / layout.FINGERPRINTS).unlink()  # no fingerprints at all: the newest checkpoint
+    assert records.resume_point(tmp_path) == (10, ckpts / "step-00000010.ckpt")
