@@ -250,7 +250,7 @@ class RunContext:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         path = self.output_dir / "model.pt"
-        part = path.with_name(f".{path.name}.part")  # whole or not at all: a kill mid-write leaves no model.pt
+        part = path.with_name(f".{path.name}.part")  # whole or not at all, as a checkpoint
         torch.save(state, part)
         os.replace(part, path)
         return path
