@@ -27,10 +27,9 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
     """
     import fcntl
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / layout.CLAIM
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+        fd = _open_claim(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,6 +47,20 @@ def claim_run_dir(run_dir: Path, resumable: bool = False) -> int:
         release(run_dir, fd)
         raise
     return fd
+
+
+def _open_claim(path: Path) -> int:
+    """The claim file, made with its dir; a dir that cannot be had (no space or no inode left, not a
+    dir, not writable) is one line, before anything of the run is written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise RunnerError(
+            f"cannot take the run dir {path.parent}: {exc.strerror or exc}",
+            EXIT_ENVIRONMENT if full else EXIT_USAGE,
+        ) from None
 
 
 HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}  # what Hydra writes into <run dir>/.hydra

@@ -176,3 +176,11 @@ def test_the_resume_point_is_the_newest_checkpoint_the_fingerprints_reach(tmp_pa
     assert records.resume_point(tmp_path) == (5, ckpts / "step-00000005.ckpt")
     (tmp_path / layout.FINGERPRINTS).unlink()  # no fingerprints at all: the newest checkpoint
     assert records.resume_point(tmp_path) == (10, ckpts / "step-00000010.ckpt")
+
+
+def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path):
+    """Hydra made its dir; the runner's claim is the next write (a dir out of inodes fails here)."""
+    (tmp_path / "file").write_text("not a dir")
+    with pytest.raises(RunnerError, match=r"^cannot take the run dir .*/file/run: Not a directory$") as exc:
+        rundir.claim_run_dir(tmp_path / "file" / "run")
+    assert exc.value.exit_code == 2
