@@ -211,7 +211,8 @@ def port_taken(line: str, port: int) -> bool:
 class NodeEnd:
     """How one node's container ended, as its node agent tells the runner (``logs/node-K.end.json``,
     :data:`runner.core.layout.NODE_END`): its exit status, whether the kernel killed it for memory
-    and under which limit, and (the first node) whether the rendezvous port was taken."""
+    and under which limit, (the first node) whether the rendezvous port was taken, and whether its
+    engine went away (``engine_lost``: which engine, and how it showed)."""
 
     node: int
     host: str | None
@@ -219,6 +220,7 @@ class NodeEnd:
     oom_killed: bool = False
     mem_limit: str | None = None
     port_taken: bool = False
+    engine_lost: tuple[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -235,15 +237,30 @@ class NodeEnd:
                 oom_killed=data.get("oom_killed") is True,
                 mem_limit=None if data.get("mem_limit") is None else str(data["mem_limit"]),
                 port_taken=data.get("port_taken") is True,
+                engine_lost=_engine_lost(data.get("engine_lost")),
             )
         except (TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"not a node end record: {exc}") from None
+
+    def lost_engine(self) -> tuple[str, str]:
+        """The engine that went away, named for the run's line (which node's, where), and how."""
+        engine, why = self.engine_lost or ("an engine", "it stopped answering")
+        where = f" on {self.host}" if self.host else ""
+        return f"{engine} of node {self.node}{where}", why
 
     def out_of_memory(self) -> str:
         """One line: which node's container the kernel killed for memory, where, under which limit."""
         where = f" on {self.host}" if self.host else ""
         limit = f"memory limit {self.mem_limit}" if self.mem_limit else "no memory limit set"
         return f"the kernel killed node {self.node}'s container{where}, {limit}"
+
+
+def _engine_lost(value: object) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(x, str) for x in value):
+        return value[0], value[1]
+    raise TypeError(f"engine_lost is {value!r}, not [engine, why]")
 
 
 LIFELINE_ENV = "RUNNER_LIFELINE"  # "stdin": the worker stops when its standard input closes

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from runner.core import cluster, layout
 from runner.core.digests import sha256_bytes
 from runner.core.engine_types import ContainerRequest
-from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_ENGINE_LOST, EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
 
 if TYPE_CHECKING:
     from runner.host.engine import Engine
@@ -82,7 +82,13 @@ def run_container(
 
     with Tee(log_dir / layout.NODE_LOG.format(node=node), echo) as tee:
         tee(f"runner: node {node} ({here}): container {request.name}, {where}, image {request.image}")
-        ended = DockerBackend(engine).run_request(request, tee)
+        try:
+            ended = DockerBackend(engine).run_request(request, tee)
+        except EngineLost as lost:  # told to the runner, which ends the run as engine lost in one line
+            tee(f"runner: node {node}: {lost.message}")
+            gone = cluster.NodeEnd(node, here, EXIT_ENGINE_LOST, engine_lost=(lost.engine, lost.why))
+            atomic.write_text(log_dir / layout.NODE_END.format(node=node), gone.to_json())
+            return EXIT_ENGINE_LOST
         code = ended.exit_code if ended.exit_code >= 0 else EXIT_ENVIRONMENT  # -1: the engine did not say
         mem = None if request.mem_limit is None else str(request.mem_limit)
         end = cluster.NodeEnd(node, here, code, ended.oom_killed, mem, port_taken=bool(taken))

@@ -36,7 +36,7 @@ from typing import Any
 
 from runner.core import cluster, layout
 from runner.core.digests import sha256_bytes
-from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
+from runner.core.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
 from runner.core.spec import RUN_ID_LABEL
 from runner.host import atomic, rundir
 from runner.host.engine import Engine, Exit, Workload
@@ -155,6 +155,9 @@ class NodesBackend(DockerBackend):
                     f"runner: the rendezvous port {meet.address}:{meet.taken[-1]} was taken by another "
                     f"process before the nodes met (EADDRINUSE): they meet again on port {meet.port}"
                 )
+        lost = next((e for e in ends if e.engine_lost), None)
+        if lost is not None and not ended.interrupted:
+            raise EngineLost(*lost.lost_engine())
         oom = next((e for e in ends if e.oom_killed), None)
         if oom is not None and ended.exit_code != 0 and not ended.interrupted:
             code = oom.exit_code or ended.exit_code  # that node's status, not srun's

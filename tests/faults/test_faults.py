@@ -401,6 +401,35 @@ def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(
         engine.close()
 
 
+@pytest.mark.slurm
+def test_the_engine_going_away_under_a_run_across_nodes_is_engine_lost(tmp_path, private_engine, fault_row):
+    """The same across two Slurm nodes (each node agent's engine the private dockerd, through
+    DOCKER_HOST, which srun hands on): the agents tell how their containers ended, and the run ends
+    in the one engine-lost line, exit 5, its record failed (engine lost), its checkpoints kept."""
+    from tests.faults.test_node_faults import NODES, across_two_nodes
+
+    row = fault_row("node: the engine going away under a run across nodes", resumes=False)
+    dockerd, env = private_engine, {"DOCKER_HOST": private_engine.url}
+    run_dir = tmp_path / "run"
+    row.watch(run_dir)
+    with across_two_nodes(run_dir, *RUN[:-1], *NODES, env=env) as proc:
+        wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
+        dockerd.stop()
+        code, _, err = finish(proc)
+    line = _one_error_line(err)
+    assert code == EXIT_ENGINE_LOST and "engine lost: the container engine (docker at " in line, line
+    assert " of node " in line and "+resume=" in line, line
+    assert _checkpoints(run_dir), "its checkpoints are kept"
+    dockerd.start()
+    engine = DockerEngine(base_url=dockerd.url)
+    try:
+        row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="engine lost")
+        m = _whole(run_dir, engine)
+        assert m["status"] == "failed" and m["exit_code"] == EXIT_ENGINE_LOST and m["error"] in line
+    finally:
+        engine.close()
+
+
 def test_the_engine_killed_mid_run_leaves_no_container_running(
     tmp_path, reference, private_engine, fault_row
 ):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import stat
@@ -46,13 +47,15 @@ def _slurm_up() -> None:
 
 
 @contextlib.contextmanager
-def across_two_nodes(run_dir: Path, *overrides: str) -> Iterator[subprocess.Popen]:
-    """The runner on the first node of an allocation of two, in the background; stopped (SIGTERM)
-    if the test leaves it running."""
+def across_two_nodes(run_dir: Path, *overrides: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """The runner on the first node of an allocation of two, in the background (``env``: added to
+    the environment, which srun hands on to the node agents); stopped (SIGTERM) if the test leaves
+    it running."""
     proc = subprocess.Popen(
         ["salloc", "-N", "2", "--quiet", "srun", "-N", "1", "-n", "1"]
         + [sys.executable, "-m", "runner", f"hydra.run.dir={run_dir}", *overrides],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -163,6 +163,15 @@ def test_a_nodes_end_survives_json_and_says_who_the_kernel_killed():
             cluster.NodeEnd.from_json(bad)
 
 
+def test_a_nodes_end_says_whose_engine_went_away():
+    engine = "docker at unix:///run/d.sock"
+    end = cluster.NodeEnd(node=1, host="n2", exit_code=5, engine_lost=(engine, "its socket is gone"))
+    assert cluster.NodeEnd.from_json(end.to_json()) == end
+    assert end.lost_engine() == (f"{engine} of node 1 on n2", "its socket is gone")
+    with pytest.raises(ValueError):
+        cluster.NodeEnd.from_json('{"node": 1, "host": null, "exit_code": 5, "engine_lost": "gone"}')
+
+
 def test_srun_starts_one_agent_per_node_beside_the_runners_own_step():
     argv = cluster.srun_command(3, "runner-x", ["python", "-m", "runner.flows.node", "/r/nodes.json"])
     assert argv[0] == "srun" and argv[-4:] == ["python", "-m", "runner.flows.node", "/r/nodes.json"]
