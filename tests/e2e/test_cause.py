@@ -128,7 +128,7 @@ def test_audit_finds_nothing_to_refuse_in_mnist_ddp():
 def test_strict_run_stops_on_an_op_without_deterministic_implementation_unless_allowed(tmp_path):
     put = [*NOISY, "model.put=true", "model.noise=0"]
     proc = run_runner(*put, f"hydra.run.dir={tmp_path / 'stopped'}")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(
         "runner: error: run failed: determinism audit: 2 operation(s) without a deterministic"

@@ -148,6 +148,7 @@ def _resume_identical(
     another engine)."""
     kept = latest_checkpoint(run_dir / layout.CHECKPOINT_DIR)
     assert checkpoint is None or (kept is not None) == checkpoint, kept
+    before = set(_checkpoints(run_dir))  # a kill between a save and the removal after it leaves one more
     p = run_runner(f"+resume={run_dir}", env=env)
     ref = manifest(reference)
     with contextlib.suppress(OSError, ValueError):  # told before it is asserted, so that the table says so
@@ -163,10 +164,12 @@ def _resume_identical(
     assert m["status"] == "completed" and m["resumes"][-1]["from_step"] == (kept[0] if kept else 0)
     assert m["outputs"]["model.pt"]["sha256"] == ref["outputs"]["model.pt"]["sha256"]
     assert (run_dir / "fingerprints.jsonl").read_bytes() == (reference / "fingerprints.jsonl").read_bytes()
-    # launch.keep_checkpoints=2: the newest two, and the one the resume started from (Lightning never
-    # deletes that one)
+    # launch.keep_checkpoints=2: of those the resume wrote, the newest two are kept; the one it started
+    # from stays (Lightning never deletes that one), and so do those the attempt before left
     started = {kept[1].name} if kept else set()
-    assert set(_checkpoints(run_dir)) <= {"step-00000015.ckpt", "step-00000020.ckpt", *started}
+    written = set(_checkpoints(run_dir)) - before
+    assert written <= {"step-00000015.ckpt", "step-00000020.ckpt", *started}, written
+    assert "step-00000020.ckpt" in _checkpoints(run_dir)
     return m
 
 
