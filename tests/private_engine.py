@@ -22,6 +22,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from runner.host import procfs
+
 
 class PrivateDockerd:
     """A dockerd under ``/tmp/runner-dockerd-*`` (a short path: a unix socket's is at most 107
@@ -135,8 +137,5 @@ class PrivateDockerd:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
+    fields = procfs.stat(pid)
+    return fields is not None and not procfs.ended(fields)

@@ -44,6 +44,7 @@ from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, RunnerError
 from runner.core.json_types import Fields, JsonObject
 from runner.core.manifest import EngineVersion
+from runner.host import procfs
 from runner.host.charliecloud_images import ImageStore, StoredImage
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 from runner.host.hashing import cache_dir
@@ -395,11 +396,8 @@ def _children(pid: int) -> list[int]:
 
 def _started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot): with the pid, it names one process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = procfs.stat(pid)
+    return None if fields is None else fields[19]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from docker.utils import parse_repository_tag
 from runner.core.engine_types import ContainerRequest, EngineInfo
 from runner.core.errors import EXIT_BUILD, EXIT_ENVIRONMENT, EXIT_USAGE, EngineLost, RunnerError
 from runner.core.manifest import EngineVersion
+from runner.host import procfs
 from runner.host.engine import Container, ContainerExit, engine_sockets, refuse_engine_sockets
 
 
@@ -668,13 +669,12 @@ class _HostProcess:
 
 
 def _started(pid: int) -> int | None:
-    """A running process's start time (``/proc/PID/stat`` field 22); None when there is none or it
-    has ended (a zombie, not yet reaped)."""
+    """A running process's start time; None when there is none or it has ended (a zombie, not yet
+    reaped)."""
+    fields = procfs.stat(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after the name, which may hold spaces
-        return None if fields[0] in ("Z", "X") else int(fields[19])
-    except (OSError, ValueError, IndexError):
+        return None if fields is None or procfs.ended(fields) else int(fields[19])
+    except (ValueError, IndexError):
         return None
 
 
