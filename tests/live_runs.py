@@ -121,3 +121,13 @@ def _docker() -> docker.DockerClient:
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def one_error_line(stderr: str, training_traceback: bool = False) -> str:
+    """The runner's one line of error (and no traceback, unless training printed one: the peer of
+    a killed rank does, and it is training's log, echoed; torch's anomaly-mode warning, "Traceback of
+    forward call", is no traceback of this process)."""
+    lines = [x for x in stderr.strip().splitlines() if x.startswith("runner: error:")]
+    assert len(lines) == 1, stderr[-3000:]
+    assert training_traceback or "Traceback (most recent call last)" not in stderr, stderr[-3000:]
+    return lines[0]

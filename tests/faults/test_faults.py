@@ -33,7 +33,16 @@ from runner.host.docker_engine import DockerEngine
 from runner.host.hashing import sha256_file
 from tests.conftest import ROOT, manifest, run_runner
 from tests.fault_table import FaultRow
-from tests.live_runs import PROBE, containers_of, finish, last_step, probe_args, start, wait_for
+from tests.live_runs import (
+    PROBE,
+    containers_of,
+    finish,
+    last_step,
+    one_error_line,
+    probe_args,
+    start,
+    wait_for,
+)
 from tests.private_engine import PrivateDockerd, running
 
 pytestmark = pytest.mark.docker
@@ -124,15 +133,6 @@ def _checkpoints(run_dir: Path) -> list[str]:
     return sorted(p.name for p in (run_dir / layout.CHECKPOINT_DIR).glob("step-*.ckpt"))
 
 
-def _one_error_line(stderr: str, training_traceback: bool = False) -> str:
-    """The runner's one line of error (and no traceback, unless training printed one: the peer of
-    a killed rank does, and it is training's log, echoed)."""
-    lines = [x for x in stderr.strip().splitlines() if x.startswith("runner: error:")]
-    assert len(lines) == 1, stderr[-3000:]
-    assert training_traceback or "Traceback (most recent call last)" not in stderr, stderr[-3000:]
-    return lines[0]
-
-
 def _resume_identical(
     run_dir: Path,
     reference: Path,
@@ -183,7 +183,7 @@ def test_a_signal_to_the_runner_interrupts_and_resumes(tmp_path, engine, referen
     proc.send_signal(sig)
     code, _, err = finish(proc)
     row.observe(run_dir, engine, "interrupted", code=code, stderr=err)
-    assert code == 130 and "interrupted" in _one_error_line(err)
+    assert code == 130 and "interrupted" in one_error_line(err)
     m = _whole(run_dir, engine)
     assert m["status"] == "interrupted" and not (run_dir / layout.CLAIM).exists()
     assert _checkpoints(run_dir), "its checkpoints are kept"  # which: how far it got before the signal
@@ -215,7 +215,7 @@ def test_sigkill_of_the_runner_leaves_no_container_and_an_abandoned_run(
     assert rundir.run_status(run_dir, m["status"]) == "abandoned"
     kept = _checkpoints(run_dir)
     again = run_runner(f"hydra.run.dir={run_dir}", "trainer.max_steps=10")  # never taken over
-    assert again.returncode == 2 and f"+resume={run_dir}" in _one_error_line(again.stderr)
+    assert again.returncode == 2 and f"+resume={run_dir}" in one_error_line(again.stderr)
     assert _checkpoints(run_dir) == kept and manifest(run_dir)["status"] == "running"
     resumed = _resume_identical(run_dir, reference, engine, row)
     assert resumed["resumes"][-1]["previous"]["status"] == "abandoned"
@@ -251,7 +251,7 @@ def test_two_runners_on_one_dir_the_second_is_refused_and_takes_nothing(
     row.note = "the exit is the second's; the first's record untouched, its end " + (
         "bit-identical to a run alone" if alone else "**not** identical to a run alone"
     )
-    assert second.returncode == 2 and "in use by another run" in _one_error_line(second.stderr)
+    assert second.returncode == 2 and "in use by another run" in one_error_line(second.stderr)
     assert json.loads(held)["status"] == "running"  # the provisional record, from the start
     assert code == 0, err[-3000:]
     m = _whole(run_dir, engine)
@@ -310,7 +310,7 @@ def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_
         p = run_runner(f"hydra.run.dir={run_dir}", *RUN)
         row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="no space")
         assert p.returncode == 1
-        line = _one_error_line(p.stderr)
+        line = one_error_line(p.stderr)
         assert f"no space left on device writing {run_dir}" in line, line
         assert "run it again in another dir (nothing of it ran)" in line and "+resume" not in line, line
         m = _whole(run_dir, engine)
@@ -318,7 +318,7 @@ def test_a_run_stopped_before_its_code_snapshot_is_refused_with_the_way_out(tmp_
         held = (run_dir / layout.MANIFEST).read_bytes()
         for p in (run_runner(f"+resume={run_dir}"), run_runner(f"hydra.run.dir={run_dir}", *RUN)):
             assert p.returncode == 2
-            line = _one_error_line(p.stderr)
+            line = one_error_line(p.stderr)
             assert "stopped before its code snapshot was taken: nothing of it ran" in line, line
             assert "remove it, or run in another dir" in line and "+resume" not in line, line
         assert (run_dir / layout.MANIFEST).read_bytes() == held  # taken by neither
@@ -339,7 +339,7 @@ def test_sigkill_of_one_rank_fails_the_run_and_resumes(tmp_path, engine, ddp_ref
     os.kill(ranks[1], signal.SIGKILL)
     code, _, err = finish(proc)
     row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="SIGKILL")
-    assert code == 1 and "run failed" in _one_error_line(err, training_traceback=True)
+    assert code == 1 and "run failed" in one_error_line(err, training_traceback=True)
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "SIGKILL" in m["error"], m["error"]
     assert row.files_lost == []
@@ -351,7 +351,7 @@ def test_a_container_out_of_memory_is_reported_as_such(tmp_path, engine, fault_r
     run_dir = tmp_path / "run"
     p = run_runner(f"hydra.run.dir={run_dir}", *PROBE, "launch.mem_limit=96m", probe_args("hog", "1024"))
     row.observe(run_dir, engine, "failed", code=p.returncode, stderr=p.stderr, reason="out of memory")
-    assert p.returncode == 1 and "out of memory" in _one_error_line(p.stderr)
+    assert p.returncode == 1 and "out of memory" in one_error_line(p.stderr)
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "out of memory" in m["error"], m["error"]
 
@@ -384,7 +384,7 @@ def test_the_engine_going_away_mid_run_is_one_line_a_record_and_a_resume(
     wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
     dockerd.stop()  # it closes its socket, then stops its containers (no live-restore), then exits
     code, _, err = finish(proc)
-    line = _one_error_line(err)
+    line = one_error_line(err)
     went = f"engine lost: the container engine (docker at {dockerd.url}) went away at step "
     assert code == EXIT_ENGINE_LOST == 5 and went in line, line
     assert int(line.split(went)[1].split(":")[0]) >= 8, line
@@ -419,7 +419,7 @@ def test_the_engine_going_away_under_a_run_across_nodes_is_engine_lost(tmp_path,
         wait_for(lambda: last_step(run_dir) >= 8, proc=proc)
         dockerd.stop()
         code, _, err = finish(proc)
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert code == EXIT_ENGINE_LOST and "engine lost: the container engine (docker at " in line, line
     assert " of node " in line and "+resume=" in line, line
     assert _checkpoints(run_dir), "its checkpoints are kept"
@@ -452,7 +452,7 @@ def test_the_engine_killed_mid_run_leaves_no_container_running(
     engine.close()
     dockerd.kill()
     code, _, err = finish(proc)
-    assert code == EXIT_ENGINE_LOST and "engine lost:" in _one_error_line(err)
+    assert code == EXIT_ENGINE_LOST and "engine lost:" in one_error_line(err)
     assert not running(pid), "the container's training ran on after its runner ended"
     kept = _checkpoints(run_dir)
     assert kept
@@ -506,7 +506,7 @@ def test_an_engine_gone_before_the_container_runs_is_engine_lost_too(
 
 
 def _no_space(run_dir: Path, stderr: str, engine, where: str) -> dict:
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     assert "no space left on device writing" in line and where in line and "bytes free" in line, line
     m = _whole(run_dir, engine)
     assert m["status"] == "failed" and "no space" in m["error"] and f"+resume={run_dir}" in m["error"]

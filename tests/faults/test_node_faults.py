@@ -32,7 +32,7 @@ import pytest
 from runner.core import layout
 from runner.core.spec import RUN_ID_LABEL
 from tests.conftest import FAST, ROOT, manifest, run_runner
-from tests.live_runs import PROBE, finish, probe_args, wait_for
+from tests.live_runs import PROBE, finish, one_error_line, probe_args, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker]
 
@@ -68,12 +68,6 @@ def across_two_nodes(run_dir: Path, *overrides: str, env: dict | None = None) ->
             finish(proc)
 
 
-def _one_error_line(stderr: str) -> str:
-    lines = [x for x in stderr.splitlines() if x.startswith("runner: error:")]
-    assert len(lines) == 1, stderr[-3000:]
-    return lines[0]
-
-
 def end_of(run_dir: Path, node: int) -> dict:
     """How node ``node``'s container ended, as its agent wrote it for the runner."""
     return json.loads((run_dir / layout.LOGS_DIR / layout.NODE_END.format(node=node)).read_text())
@@ -93,7 +87,7 @@ def test_a_node_killed_for_memory_is_told_as_such(tmp_path, engine, fault_row):
     _nothing_left(engine, manifest(run_dir)["run_id"])
     row.observe(run_dir, engine, "failed", code=code, stderr=err, reason="out of memory")
     assert code == 1, err[-3000:]
-    line = _one_error_line(err)
+    line = one_error_line(err, training_traceback=True)
     said = "killed: out of memory (the kernel killed node 1's container on n2, memory limit 768m)"
     assert said in line, line
     m = manifest(run_dir)
